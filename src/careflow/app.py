@@ -1,0 +1,93 @@
+"""create_app(): routers, middleware, error handlers, and the in-process worker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from careflow.config import Settings, get_settings
+from careflow.db import create_engine, create_sessionmaker
+from careflow.errors import install_error_handlers
+from careflow.kit.clock import Clock, SystemClock
+from careflow.kit.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from careflow.logging import configure_logging
+from careflow.routers import include_routers
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: AsyncEngine | None = None,
+    clock: Clock | None = None,
+    run_worker: bool = False,
+    migrate_sqlite: bool = True,
+    services: dict[str, Any] | None = None,
+) -> FastAPI:
+    """Build the ASGI app.
+
+    ``engine`` and ``clock`` are injectable so tests share one database and move time;
+    ``run_worker`` starts the job runner inside the process (``careflow serve``).
+    """
+    settings = settings or get_settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_engine = engine is None
+        eng = engine or create_engine(settings.database_url)
+        app.state.engine = eng
+        app.state.sessionmaker = create_sessionmaker(eng)
+        if migrate_sqlite and settings.is_sqlite:
+            from careflow.migrate import upgrade_head
+
+            await upgrade_head(eng)
+        worker = None
+        if run_worker:
+            from careflow.jobs.worker import Worker
+
+            worker = Worker(
+                app.state.sessionmaker,
+                settings,
+                app.state.clock,
+                services=app.state.services,
+            )
+            await worker.start()
+        app.state.worker = worker
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+            if own_engine:
+                await eng.dispose()
+
+    app = FastAPI(
+        title="careflow",
+        version="0.1.0",
+        description=(
+            "Event-driven automations (consent forms that gate booking, emails, SMS, "
+            "segments, reminders) and pathway routing for healthcare practice platforms."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.clock = clock or SystemClock()
+    app.state.services = services if services is not None else {}
+    if engine is not None:
+        # Usable without the lifespan too (tests that drive the app directly).
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+
+    install_error_handlers(app)
+    include_routers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def sessionmaker_of(app: FastAPI) -> async_sessionmaker[AsyncSession]:
+    return app.state.sessionmaker  # type: ignore[no-any-return]

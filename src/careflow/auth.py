@@ -1,0 +1,115 @@
+"""Bearer JWT → ``Principal(org_id, sub, role)``, and role dependencies."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, Request
+
+from careflow.config import Settings
+from careflow.errors import ForbiddenError, UnauthorizedError
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    SPECIALIST = "specialist"
+    PATIENT = "patient"
+    SUPPORT = "support"
+    SERVICE = "service"
+
+
+REQUIRED_CLAIMS = ("sub", "org_id", "role", "exp")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    org_id: int
+    sub: str
+    role: Role
+
+
+def _algorithms(settings: Settings) -> tuple[list[str], Any]:
+    # An explicit list per key type: an HS256 token signed with a public key is refused.
+    if settings.jwt_public_key:
+        return ["RS256", "ES256"], settings.jwt_public_key
+    return ["HS256"], settings.jwt_secret
+
+
+def decode_token(token: str, settings: Settings) -> Principal:
+    algorithms, key = _algorithms(settings)
+    options: dict[str, Any] = {"require": list(REQUIRED_CLAIMS)}
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=algorithms,
+            audience=settings.jwt_audience,
+            options=options,
+        )
+    except jwt.PyJWTError as exc:
+        raise UnauthorizedError(f"Invalid token: {exc.__class__.__name__}") from exc
+    org_id = claims.get("org_id")
+    if isinstance(org_id, bool) or not isinstance(org_id, int):
+        raise UnauthorizedError("Invalid token: org_id must be an integer")
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise UnauthorizedError("Invalid token: sub must be a non-empty string")
+    try:
+        role = Role(claims.get("role"))
+    except ValueError as exc:
+        raise UnauthorizedError("Invalid token: unknown role") from exc
+    return Principal(org_id=org_id, sub=sub, role=role)
+
+
+def issue_token(
+    settings: Settings,
+    *,
+    org_id: int,
+    role: str,
+    sub: str = "usr_1",
+    ttl_seconds: int = 3600,
+    **extra: Any,
+) -> str:
+    """Sign an HS256 token with the configured secret (local use and tests)."""
+    now = int(time.time())
+    claims = {"sub": sub, "org_id": org_id, "role": role, "iat": now, "exp": now + ttl_seconds}
+    if settings.jwt_audience and "aud" not in extra:
+        claims["aud"] = settings.jwt_audience
+    claims.update(extra)
+    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
+
+
+async def get_principal(request: Request) -> Principal:
+    header = request.headers.get("authorization")
+    if not header:
+        raise UnauthorizedError("Missing Authorization header")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise UnauthorizedError("Authorization must use the Bearer scheme")
+    principal = decode_token(token.strip(), request.app.state.settings)
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_roles(*roles: Role) -> Any:
+    allowed = frozenset(roles)
+
+    async def dependency(principal: PrincipalDep) -> Principal:
+        if principal.role not in allowed:
+            raise ForbiddenError()
+        return principal
+
+    return Depends(dependency)
+
+
+AdminDep = Annotated[Principal, require_roles(Role.ADMIN)]
+StaffDep = Annotated[Principal, require_roles(Role.ADMIN, Role.SPECIALIST)]
+IngestDep = Annotated[Principal, require_roles(Role.ADMIN, Role.SERVICE)]
+FormsReadDep = Annotated[Principal, require_roles(Role.ADMIN, Role.SPECIALIST, Role.SERVICE)]

@@ -1,0 +1,96 @@
+"""The ``careflow`` command: serve, worker, migrate, token, demo."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="careflow: automations and pathway routing for practice platforms.", no_args_is_help=True
+)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    no_worker: Annotated[
+        bool,
+        typer.Option("--no-worker", help="Serve the API only; run `careflow worker` elsewhere"),
+    ] = False,
+) -> None:
+    """Serve the API (with the job worker inside, unless --no-worker)."""
+    import uvicorn
+
+    from careflow.app import create_app
+
+    api = create_app(run_worker=not no_worker)
+    uvicorn.run(api, host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="Jobs run at once in this process")
+    ] = None,
+) -> None:
+    """Run a job worker until SIGTERM/SIGINT (finishes or releases in-flight jobs)."""
+    from careflow.jobs.worker import run_worker_process
+
+    asyncio.run(run_worker_process(concurrency=concurrency))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply schema migrations to CAREFLOW_DATABASE_URL."""
+    from careflow.config import get_settings
+    from careflow.db import create_engine
+    from careflow.migrate import upgrade_head
+
+    async def run() -> None:
+        engine = create_engine(get_settings().database_url)
+        try:
+            await upgrade_head(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    typer.echo("migrations applied")
+
+
+@app.command()
+def token(
+    org: Annotated[int, typer.Option(help="Organisation id")] = 1,
+    role: Annotated[
+        str, typer.Option(help="admin, specialist, patient, support or service")
+    ] = "admin",
+    sub: Annotated[str, typer.Option(help="Subject (user id)")] = "usr_1",
+    ttl: Annotated[int, typer.Option(help="Seconds until the token expires")] = 86_400,
+) -> None:
+    """Print a signed token for local use."""
+    from careflow.auth import Role, issue_token
+    from careflow.config import get_settings
+
+    try:
+        Role(role)
+    except ValueError:
+        raise typer.BadParameter(f"unknown role {role!r}", param_hint="--role") from None
+    typer.echo(issue_token(get_settings(), org_id=org, role=role, sub=sub, ttl_seconds=ttl))
+
+
+@app.command()
+def demo(
+    database: Annotated[
+        str | None, typer.Option(help="SQLite file to use (default: a fresh temporary one)")
+    ] = None,
+) -> None:
+    """Show the whole mission end to end on the embedded default."""
+    from careflow.demo import run_demo
+
+    asyncio.run(run_demo(database))
+
+
+if __name__ == "__main__":
+    app()

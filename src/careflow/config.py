@@ -1,0 +1,74 @@
+"""Settings: environment variables with the ``CAREFLOW_`` prefix, also read from ``.env``."""
+
+from __future__ import annotations
+
+import warnings
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_JWT_SECRET = "careflow-development-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CAREFLOW_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    database_url: str = "sqlite+aiosqlite:///./careflow.db"
+
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_public_key: str | None = None
+    jwt_audience: str | None = None
+
+    smtp_url: str | None = None
+    smtp_timeout_seconds: float = 10.0
+    email_from: str = "no-reply@careflow.local"
+
+    sms_provider: Literal["log", "twilio"] = "log"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from: str | None = None
+    twilio_base_url: str = "https://api.twilio.com"
+
+    # SMS quiet hours in the patient's time zone; organisations may override them.
+    quiet_hours_start: int = 21
+    quiet_hours_end: int = 8
+    sms_hourly_limit: int = 1000
+
+    # Job queue
+    job_lease_seconds: float = 30.0
+    job_poll_interval_seconds: float = 1.0
+    job_max_attempts: int = 5
+    job_backoff_base_seconds: float = 2.0
+    worker_concurrency: int = 8
+
+    max_body_bytes: int = 1_048_576
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @model_validator(mode="after")
+    def _refuse_dev_secret_in_production(self) -> Settings:
+        if self.jwt_secret == DEV_JWT_SECRET and self.jwt_public_key is None:
+            if self.env == "production":
+                raise ValueError(
+                    "CAREFLOW_JWT_SECRET must be set in production; "
+                    "the development secret is refused"
+                )
+            if self.env == "development":
+                warnings.warn(
+                    "careflow is using the development JWT secret: "
+                    "set CAREFLOW_JWT_SECRET before handling real data",
+                    stacklevel=2,
+                )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,197 @@
+"""One error hierarchy, rendered in the envelope of the API family that was called.
+
+Automations family: ``{"error": {"code": "lower_snake", "message", "details"}}``.
+Pathway family:     ``{"error": {"code": "UPPER", "message", "details"}, "meta": {"request_id"}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from careflow.kit.context import current_request_id
+
+PATHWAY_PREFIXES = ("/v1/pathway-rules", "/v1/pathway-configs", "/v1/pathway-triggers")
+
+
+class CareflowError(Exception):
+    status_code = 500
+    code = "internal_error"
+    pathway_code = "INTERNAL_ERROR"
+    message = "Internal server error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: Any = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.message
+        self.details = details if details is not None else []
+        if code is not None:
+            self.code = code
+        self.headers = headers
+        super().__init__(self.message)
+
+
+class ValidationError(CareflowError):
+    status_code = 400
+    code = "validation_error"
+    pathway_code = "VALIDATION_ERROR"
+    message = "Request validation failed"
+
+
+class UnauthorizedError(CareflowError):
+    status_code = 401
+    code = "unauthorized"
+    pathway_code = "UNAUTHORIZED"
+    message = "Missing or invalid bearer token"
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(message, **kwargs)
+
+
+class ForbiddenError(CareflowError):
+    status_code = 403
+    code = "forbidden"
+    pathway_code = "FORBIDDEN"
+    message = "Your role may not perform this operation"
+
+
+class NotFoundError(CareflowError):
+    status_code = 404
+    code = "not_found"
+    pathway_code = "NOT_FOUND"
+    message = "Not found"
+
+
+class ConflictError(CareflowError):
+    status_code = 409
+    code = "conflict"
+    pathway_code = "CONFLICT"
+    message = "Conflict"
+
+
+class IdempotencyKeyInUseError(CareflowError):
+    status_code = 409
+    code = "idempotency_key_in_use"
+    pathway_code = "IDEMPOTENCY_KEY_IN_USE"
+    message = "A request with this Idempotency-Key is still being processed"
+
+
+class IdempotencyKeyReusedError(CareflowError):
+    status_code = 422
+    code = "idempotency_key_reused"
+    pathway_code = "IDEMPOTENCY_KEY_REUSED"
+    message = "This Idempotency-Key was already used with a different request body"
+
+
+class PayloadTooLargeError(CareflowError):
+    status_code = 413
+    code = "payload_too_large"
+    pathway_code = "PAYLOAD_TOO_LARGE"
+    message = "Request body is too large"
+
+
+def not_found(thing: str) -> NotFoundError:
+    """``not_found("automation_rule")`` → 404 ``automation_rule_not_found``."""
+    return NotFoundError(
+        f"{thing.replace('_', ' ').capitalize()} not found", code=f"{thing}_not_found"
+    )
+
+
+def is_pathway_path(path: str) -> bool:
+    return path.startswith(PATHWAY_PREFIXES)
+
+
+def error_body(
+    path: str, status: int, code: str, pathway_code: str, message: str, details: Any
+) -> dict[str, Any]:
+    if is_pathway_path(path):
+        return {
+            "error": {"code": pathway_code, "message": message, "details": details},
+            "meta": {"request_id": current_request_id()},
+        }
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def render(request: Request, exc: CareflowError) -> JSONResponse:
+    body = error_body(
+        request.url.path, exc.status_code, exc.code, exc.pathway_code, exc.message, exc.details
+    )
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def _loc_to_field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "body"
+
+
+def pydantic_details(errors: list[Any]) -> list[dict[str, str]]:
+    details = []
+    for err in errors:
+        loc = err.get("loc", ())
+        # Tagged-union errors carry the tag in the location; it is noise to a client.
+        loc = [p for p in loc if not (isinstance(p, str) and p.startswith("function-"))]
+        message = err.get("msg", "invalid")
+        if err.get("type") == "json_invalid":
+            details.append({"field": "body", "message": "Body is not valid JSON"})
+            continue
+        details.append({"field": _loc_to_field(loc), "message": message})
+    return details
+
+
+_STATUS_CODES = {
+    400: ("bad_request", "BAD_REQUEST"),
+    401: ("unauthorized", "UNAUTHORIZED"),
+    403: ("forbidden", "FORBIDDEN"),
+    404: ("not_found", "NOT_FOUND"),
+    405: ("method_not_allowed", "METHOD_NOT_ALLOWED"),
+    409: ("conflict", "CONFLICT"),
+    413: ("payload_too_large", "PAYLOAD_TOO_LARGE"),
+    415: ("unsupported_media_type", "UNSUPPORTED_MEDIA_TYPE"),
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(CareflowError)
+    async def _careflow(request: Request, exc: CareflowError) -> JSONResponse:
+        return render(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return render(request, ValidationError(details=pydantic_details(list(exc.errors()))))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code, pcode = _STATUS_CODES.get(exc.status_code, ("error", "ERROR"))
+        message = exc.detail if isinstance(exc.detail, str) else code
+        body = error_body(request.url.path, exc.status_code, code, pcode, message, [])
+        return JSONResponse(
+            body, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        import structlog
+
+        structlog.get_logger("careflow.http").exception(
+            "unhandled_error", path=request.url.path, error_type=type(exc).__name__
+        )
+        body = error_body(
+            request.url.path, 500, "internal_error", "INTERNAL_ERROR", "Internal server error", []
+        )
+        return JSONResponse(body, status_code=500)

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from careflow.db import Base, BigIntPK, JSONType, UTCDateTime
+
+
+class JobStatus:
+    QUEUED = "queued"
+    RUNNING = "running"
+    DEAD = "dead"
+
+
+class Job(Base):
+    """A unit of durable work. Done jobs are deleted; dead ones stay for inspection."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # Claiming reads only due queued jobs in run_at order; the partial index keeps that
+        # cost flat however many jobs are pending far in the future.
+        Index(
+            "ix_jobs_queued_run_at",
+            "run_at",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
+        Index(
+            "ix_jobs_running_lease",
+            "lease_expires_at",
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
+        Index("uq_jobs_dedupe_key", "dedupe_key", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(64), nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
+    organization_id: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=JobStatus.QUEUED)
+    run_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=5)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    locked_by: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    dedupe_key: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

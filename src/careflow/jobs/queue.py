@@ -1,0 +1,91 @@
+"""Transactional enqueue: a job is a row written in the caller's own transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import event, insert, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from careflow.jobs.models import Job, JobStatus
+
+NOTIFY_CHANNEL = "careflow_jobs"
+DEFAULT_MAX_ATTEMPTS = 5
+
+# Process-local wake-ups for the in-process runner (SQLite, tests): called after a commit
+# that enqueued work. PostgreSQL workers are woken by NOTIFY, which is itself transactional.
+_wake_callbacks: list[Any] = []
+
+
+def add_wake_callback(callback: Any) -> None:
+    _wake_callbacks.append(callback)
+
+
+def remove_wake_callback(callback: Any) -> None:
+    if callback in _wake_callbacks:
+        _wake_callbacks.remove(callback)
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    if session.info.pop("careflow_jobs_enqueued", False):
+        for callback in list(_wake_callbacks):
+            callback()
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop("careflow_jobs_enqueued", None)
+    session.info.pop("careflow_notified", None)
+
+
+@event.listens_for(Session, "after_commit")
+def _reset_notify(session: Session) -> None:
+    session.info.pop("careflow_notified", None)
+
+
+async def enqueue(
+    session: AsyncSession,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    run_at: datetime,
+    now: datetime,
+    organization_id: int | None = None,
+    dedupe_key: str | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> None:
+    """Add a job to the session's transaction; with ``dedupe_key`` a second one is a no-op."""
+    values = {
+        "kind": kind,
+        "payload": payload,
+        "organization_id": organization_id,
+        "status": JobStatus.QUEUED,
+        "run_at": run_at,
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "dedupe_key": dedupe_key,
+        "created_at": now,
+        "updated_at": now,
+    }
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    if dedupe_key is None:
+        stmt: Any = insert(Job).values(**values)
+    elif dialect == "postgresql":
+        stmt = pg_insert(Job).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    else:
+        stmt = (
+            sqlite_insert(Job)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        )
+    await session.execute(stmt)
+    session.info["careflow_jobs_enqueued"] = True
+    if dialect == "postgresql" and run_at <= now and not session.info.get("careflow_notified"):
+        # NOTIFY is delivered on commit only, so a rolled-back enqueue wakes nobody.
+        await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+        session.info["careflow_notified"] = True

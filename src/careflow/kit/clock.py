@@ -1,0 +1,42 @@
+"""The one source of "now" for the engine, so tests move time instead of sleeping."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class FrozenClock:
+    """A clock that stands still until a test moves it."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = (start or datetime.now(UTC)).astimezone(UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def set(self, when: datetime) -> None:
+        self._now = when.astimezone(UTC)
+
+    def advance(self, delta: timedelta | None = None, **kwargs: float) -> datetime:
+        self._now += delta if delta is not None else timedelta(**kwargs)
+        return self._now
+
+
+def isoformat_z(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a ``Z``: the only timestamp format careflow answers with."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    text = value.astimezone(UTC).isoformat()
+    return text.replace("+00:00", "Z")

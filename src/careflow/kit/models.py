@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from careflow.db import Base, BigIntPK, JSONType, UTCDateTime
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        Index(
+            "uq_idempotency_keys_org_endpoint_key",
+            "organization_id",
+            "endpoint",
+            "key",
+            unique=True,
+        ),
+        Index("ix_idempotency_keys_expires", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    organization_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    endpoint: Mapped[str] = mapped_column(String(100), nullable=False)
+    key: Mapped[str] = mapped_column(String(255), nullable=False)
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[Any] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class OrganizationSettings(Base):
+    """Per-organisation overrides of the service defaults (quiet hours, SMS cap)."""
+
+    __tablename__ = "organization_settings"
+
+    organization_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    quiet_hours_start: Mapped[int | None] = mapped_column(Integer)
+    quiet_hours_end: Mapped[int | None] = mapped_column(Integer)
+    sms_hourly_limit: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

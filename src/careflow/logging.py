@@ -1,0 +1,49 @@
+"""Structured JSON logs. Log ids only: never names, emails, phone numbers, bodies or tokens."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+from careflow.config import Settings
+from careflow.kit.context import current_request_id
+
+_configured = False
+
+
+def _add_request_id(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    request_id = current_request_id()
+    if request_id and "request_id" not in event_dict:
+        event_dict["request_id"] = request_id
+    return event_dict
+
+
+def configure_logging(settings: Settings) -> None:
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    level = logging.getLevelName(settings.log_level.upper())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if settings.log_json
+        else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _add_request_id,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            level if isinstance(level, int) else 20
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from careflow.db import Base, BigIntPK, UTCDateTime
+from careflow.kit.types import EntityId, EntityRef
+
+
+class Message(Base):
+    """Every email and SMS careflow sent or tried. Ids: ``msg_…`` (email) and ``sms_…``."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("uq_messages_exec_action", "execution_id", "action_index", unique=True),
+        Index("ix_messages_org_created", "organization_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    channel: Mapped[str] = mapped_column(String(8), nullable=False)
+    patient_id: Mapped[EntityRef | None] = mapped_column(EntityId)
+    recipient: Mapped[str] = mapped_column(String(320), nullable=False)
+    template: Mapped[str] = mapped_column(String(100), nullable=False)
+    subject: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    provider: Mapped[str] = mapped_column(String(16), nullable=False)
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    execution_id: Mapped[int | None] = mapped_column(
+        BigIntPK, ForeignKey("executions.id", ondelete="SET NULL")
+    )
+    action_index: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

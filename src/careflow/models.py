@@ -1,0 +1,35 @@
+"""Every model, imported once so that ``Base.metadata`` is complete (Alembic, tests)."""
+
+from careflow.audit.models import AuditEntry
+from careflow.automations.models import AutomationRule, Template
+from careflow.db import Base
+from careflow.events.models import Entity, Event, PatientMilestone
+from careflow.executions.models import Execution, ExecutionAction
+from careflow.forms.models import Form
+from careflow.jobs.models import Job
+from careflow.kit.models import IdempotencyKey, OrganizationSettings
+from careflow.messages.models import Message
+from careflow.pathways.models import Episode, EpisodeEvent, PathwayConfig, PathwayRule
+from careflow.segments.models import SegmentMember
+
+__all__ = [
+    "AuditEntry",
+    "AutomationRule",
+    "Base",
+    "Entity",
+    "Episode",
+    "EpisodeEvent",
+    "Event",
+    "Execution",
+    "ExecutionAction",
+    "Form",
+    "IdempotencyKey",
+    "Job",
+    "Message",
+    "OrganizationSettings",
+    "PathwayConfig",
+    "PathwayRule",
+    "PatientMilestone",
+    "SegmentMember",
+    "Template",
+]

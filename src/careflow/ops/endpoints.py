@@ -1,0 +1,52 @@
+"""Liveness, readiness and Prometheus metrics: no token needed."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from careflow.migrate import current_revision, head_revision
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="The process is up")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The database is reachable and migrated to head")
+async def readyz(request: Request) -> JSONResponse:
+    engine = request.app.state.engine
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        current = await current_revision(engine)
+    except Exception as exc:  # any failure to reach the database means not ready
+        return JSONResponse(
+            {"status": "unavailable", "database": "unreachable", "error": type(exc).__name__},
+            status_code=503,
+        )
+    head = head_revision()
+    if current != head:
+        return JSONResponse(
+            {
+                "status": "unavailable",
+                "database": "ok",
+                "migrations": {"current": current, "head": head},
+            },
+            status_code=503,
+        )
+    return JSONResponse(
+        {"status": "ok", "database": "ok", "migrations": {"current": current, "head": head}}
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics of this process")
+async def metrics() -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from careflow.ops.metrics import REGISTRY
+
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

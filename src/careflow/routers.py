@@ -1,0 +1,32 @@
+"""Every domain's router, in the order the OpenAPI document lists them."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from careflow.audit.endpoints import router as audit_router
+from careflow.automations.endpoints import router as automations_router
+from careflow.automations.templates_endpoints import router as templates_router
+from careflow.events.endpoints import router as events_router
+from careflow.executions.endpoints import router as executions_router
+from careflow.forms.endpoints import router as forms_router
+from careflow.messages.endpoints import router as messages_router
+from careflow.ops.endpoints import router as ops_router
+from careflow.pathways.endpoints import router as pathways_router
+from careflow.segments.endpoints import router as segments_router
+
+
+def include_routers(app: FastAPI) -> None:
+    for router in (
+        automations_router,
+        executions_router,
+        events_router,
+        forms_router,
+        segments_router,
+        messages_router,
+        templates_router,
+        pathways_router,
+        audit_router,
+        ops_router,
+    ):
+        app.include_router(router)

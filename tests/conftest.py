@@ -1,0 +1,125 @@
+"""Shared fixtures: a real database, a real SMTP server, a real HTTP Twilio fake."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from careflow.app import create_app
+from careflow.auth import issue_token
+from careflow.config import Settings
+from careflow.kit.clock import FrozenClock
+from tests.fixtures.database import make_engine, reset_schema, test_database_url, truncate_all
+from tests.fixtures.smtp import SmtpServer
+from tests.fixtures.twilio import TwilioFake
+
+TEST_SECRET = "test-secret-that-is-long-enough-for-hs256"
+T0 = datetime(2025, 2, 15, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    return test_database_url()
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = make_engine(database_url)
+    await reset_schema(eng)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture(autouse=True)
+async def _clean_database(request: pytest.FixtureRequest) -> None:
+    if "engine" in request.fixturenames:
+        await truncate_all(request.getfixturevalue("engine"))
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[SmtpServer]:
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp(smtp_server: SmtpServer) -> SmtpServer:
+    with smtp_server.sink.lock:
+        smtp_server.sink.messages.clear()
+        smtp_server.sink.fail_next = 0
+    return smtp_server
+
+
+@pytest.fixture(scope="session")
+def twilio_server() -> Iterator[TwilioFake]:
+    fake = TwilioFake()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def twilio(twilio_server: TwilioFake) -> TwilioFake:
+    twilio_server.requests.clear()
+    twilio_server.fail_next = 0
+    return twilio_server
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(T0)
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "env": "test",
+        "database_url": database_url,
+        "jwt_secret": TEST_SECRET,
+        "log_json": True,
+        "job_backoff_base_seconds": 1.0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(database_url: str, smtp: SmtpServer) -> Settings:
+    return make_settings(database_url, smtp_url=smtp.url)
+
+
+@pytest.fixture
+def app(settings: Settings, engine: AsyncEngine, clock: FrozenClock) -> FastAPI:
+    return create_app(settings, engine=engine, clock=clock, migrate_sqlite=False)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://careflow.test") as c:
+        yield c
+
+
+@pytest.fixture
+def token(settings: Settings) -> Callable[..., str]:
+    def make(role: str = "admin", org: int = 1, sub: str = "usr_1", **extra: Any) -> str:
+        return issue_token(settings, org_id=org, role=role, sub=sub, **extra)
+
+    return make
+
+
+@pytest.fixture
+def auth(token: Callable[..., str]) -> Callable[..., dict[str, str]]:
+    """``auth("admin", org=2)`` → headers for that caller."""
+
+    def make(role: str = "admin", org: int = 1, sub: str = "usr_1", **extra: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token(role, org, sub, **extra)}"}
+
+    return make

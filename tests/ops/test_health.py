@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import httpx
+
+
+class TestHealth:
+    async def test_healthz_needs_no_token(self, client: httpx.AsyncClient) -> None:
+        r = await client.get("/healthz")
+        assert r.status_code == 200
+        assert r.json() == {"status": "ok"}
+        assert r.headers["x-request-id"].startswith("req_")
+
+    async def test_readyz_reports_migrations_at_head(self, client: httpx.AsyncClient) -> None:
+        r = await client.get("/readyz")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["migrations"]["current"] == body["migrations"]["head"]
+
+    async def test_request_id_is_echoed(self, client: httpx.AsyncClient) -> None:
+        r = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+        assert r.headers["x-request-id"] == "abc-123"
+
+    async def test_unknown_route_uses_the_automations_envelope(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        r = await client.get("/v1/nothing-here")
+        assert r.status_code == 404
+        assert r.json()["error"]["code"] == "not_found"
+
+    async def test_metrics_are_prometheus_text(self, client: httpx.AsyncClient) -> None:
+        r = await client.get("/metrics")
+        assert r.status_code == 200
+        assert "careflow_events_ingested_total" in r.text
