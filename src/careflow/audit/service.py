@@ -1,0 +1,47 @@
+"""Audit entries, written in the same transaction as the change they describe."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careflow.audit.models import AuditEntry
+from careflow.auth import Principal
+from careflow.kit.context import current_request_id
+
+
+def changed_fields(
+    before: dict[str, Any], after: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Only the fields whose values differ, before and after."""
+    keys = [k for k in after if before.get(k) != after.get(k)]
+    return {k: before.get(k) for k in keys}, {k: after.get(k) for k in keys}
+
+
+async def record(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    action: str,
+    object_type: str,
+    object_id: Any,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    now: datetime,
+) -> None:
+    session.add(
+        AuditEntry(
+            organization_id=principal.org_id,
+            actor_sub=principal.sub,
+            actor_role=principal.role.value,
+            action=action,
+            object_type=object_type,
+            object_id=str(object_id),
+            before=before,
+            after=after,
+            request_id=current_request_id(),
+            created_at=now,
+        )
+    )
