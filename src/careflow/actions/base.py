@@ -1,0 +1,74 @@
+"""The contract between the execution runner and one executor per action type."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careflow.config import Settings
+from careflow.kit.clock import Clock
+from careflow.kit.types import EntityRef
+
+ActionStatus = Literal["success", "failure", "skipped"]
+
+
+class RetryableActionError(Exception):
+    """A transient failure (SMTP timeout, provider 5xx): the runner retries with backoff."""
+
+    def __init__(self, message: str, *, delay_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.delay_seconds = delay_seconds
+
+
+class PermanentActionError(Exception):
+    """Retrying cannot help (a refused recipient, a template that fails to render)."""
+
+
+@dataclass(slots=True)
+class ActionContext:
+    session: AsyncSession
+    settings: Settings
+    clock: Clock
+    services: dict[str, Any]
+    organization_id: int
+    execution_id: int
+    action_index: int
+    config: Mapping[str, Any]  # the action as stored on the rule: {"type": ..., ...}
+    patient_id: EntityRef | None
+    context: Mapping[str, Any]  # fresh entity snapshots: {"patient": {...}, "appointment": {...}}
+    attempt: int = 1
+    is_last_attempt: bool = False
+
+
+@dataclass(slots=True)
+class ActionOutcome:
+    status: ActionStatus
+    # Fields merged into the action's entry in `actions_executed`: form_id, email_id, sms_id…
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    reason: str | None = None  # why it was skipped
+
+
+class ActionExecutor(Protocol):
+    type: str
+
+    async def execute(self, ctx: ActionContext) -> ActionOutcome:
+        """Perform the side effect at most once per (execution, action index).
+
+        Raise RetryableActionError for transient failures, PermanentActionError for final
+        ones, or careflow.jobs.errors.DeferJob to run later without counting an attempt.
+        """
+        ...
+
+    async def preview(
+        self,
+        session: AsyncSession,
+        organization_id: int,
+        config: Mapping[str, Any],
+        context: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """What ``execute`` would do, with no side effect (the rule test endpoint)."""
+        ...
