@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 TASK_MODULES = (
+    "careflow.jobs.builtin",
     "careflow.events.tasks",
     "careflow.executions.tasks",
 )

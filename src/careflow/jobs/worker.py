@@ -1,0 +1,462 @@
+"""The job runner: claims due jobs from the ``jobs`` table and runs their handlers.
+
+Any number of workers, in any number of processes, share one table. A claimed job is
+leased to its worker (``locked_by`` + ``lease_expires_at``, renewed by a heartbeat); a job
+whose lease runs out is rescued and runs again elsewhere, and the late worker's
+completion is refused because every write it makes is fenced on ``locked_by`` + ``attempts``.
+The handler's work and the deletion of the job commit in one transaction, so a job is
+done exactly when its effects are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import secrets
+import signal
+import socket
+import traceback
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from careflow.config import Settings
+from careflow.jobs import queue, store
+from careflow.jobs.errors import DeferJob, JobError, PermanentJobError, RetryableJobError
+from careflow.jobs.listener import NotifyListener, asyncpg_dsn
+from careflow.jobs.registry import HANDLERS, JobContext
+from careflow.jobs.store import ClaimedJob
+from careflow.kit.clock import Clock, SystemClock
+from careflow.ops.metrics import JOB_LAG, JOBS, QUEUE_DEPTH
+
+log = structlog.get_logger("careflow.jobs")
+
+MAX_ERROR_CHARS = 4000
+MAX_DB_BACKOFF_SECONDS = 30.0
+HOUSEKEEPING_MAX_INTERVAL_SECONDS = 10.0
+# When due jobs exist but another worker holds them (SKIP LOCKED), look again this soon.
+CONTENDED_RETRY_SECONDS = 0.05
+
+_handlers_loaded = False
+
+
+def load_handlers() -> None:
+    """Import every task module once, tolerating ones that do not exist yet."""
+    global _handlers_loaded
+    if _handlers_loaded:
+        return
+    from careflow.tasks import TASK_MODULES
+
+    for name in TASK_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            # Only a missing task module itself is tolerated; a broken import inside one
+            # that exists must fail loudly rather than leave a worker missing handlers.
+            if exc.name is None or not name.startswith(exc.name):
+                raise
+            log.warning("jobs.task_module_missing", module=name)
+    _handlers_loaded = True
+
+
+def default_worker_name() -> str:
+    # locked_by is 64 characters; the random part keeps two workers of one process apart.
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class Worker:
+    """Runs jobs for one process: ``start()``/``stop()`` in production, ``run_until_idle()``
+    in tests. ``claim()`` and ``run_claimed()`` are the two halves of one step, exposed so
+    tests can play a worker that claims a job and then stalls."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        clock: Clock,
+        *,
+        services: dict[str, Any] | None = None,
+        name: str | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.settings = settings
+        self.clock = clock
+        self.services = services if services is not None else {}
+        self.name = name or default_worker_name()
+        self.concurrency = max(1, concurrency or settings.worker_concurrency)
+        self.lease = timedelta(seconds=settings.job_lease_seconds)
+        self.poll_interval = settings.job_poll_interval_seconds
+        self._engine: AsyncEngine | None = sessionmaker.kw.get("bind")
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._inflight: set[asyncio.Task[str]] = set()
+        self._background: list[asyncio.Task[None]] = []
+        self._listener: NotifyListener | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name if self._engine is not None else "sqlite"
+
+    @property
+    def listening(self) -> bool:
+        """True while the PostgreSQL LISTEN connection is up (readiness for tests)."""
+        return self._listener is not None and self._listener.connected
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        load_handlers()
+        self._started = True
+        self._stopping.clear()
+        self._loop = asyncio.get_running_loop()
+        queue.add_wake_callback(self._on_enqueue)
+        if self.dialect == "postgresql" and self._engine is not None:
+            self._listener = NotifyListener(asyncpg_dsn(self._engine.url), self.wake)
+            self._listener.start()
+        self._background = [
+            asyncio.create_task(self._claim_loop(), name=f"careflow-jobs-claim-{self.name}"),
+            asyncio.create_task(self._housekeeping_loop(), name="careflow-jobs-housekeeping"),
+        ]
+        log.info("jobs.worker_started", worker=self.name, concurrency=self.concurrency)
+
+    async def stop(self, graceful: bool = True, timeout: float | None = None) -> None:
+        """Stop claiming; let in-flight jobs finish for up to ``timeout`` seconds (default:
+        the lease), then cancel the rest and put them back in the queue uncounted."""
+        if not self._started:
+            return
+        self._started = False
+        self._stopping.set()
+        self._wake.set()
+        queue.remove_wake_callback(self._on_enqueue)
+        claim_loop, *others = self._background
+        # Let the claim loop finish a claim in progress so no claimed row is orphaned.
+        await _finish_or_cancel({claim_loop}, timeout=10)
+        wait = (timeout if timeout is not None else self.lease.total_seconds()) if graceful else 0
+        if self._inflight:
+            log.info("jobs.worker_draining", worker=self.name, inflight=len(self._inflight))
+            await _finish_or_cancel(set(self._inflight), timeout=wait)
+        await _finish_or_cancel(set(others), timeout=0)
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+        self._background = []
+        log.info("jobs.worker_stopped", worker=self.name)
+
+    def cancel_inflight(self) -> None:
+        """Interrupt running jobs now; each is put back in the queue uncounted."""
+        for task in list(self._inflight):
+            task.cancel()
+
+    def wake(self) -> None:
+        """Look for due jobs now instead of at the next poll (e.g. after moving a test clock)."""
+        self._wake.set()
+
+    def _on_enqueue(self) -> None:
+        # Called after any commit in this process that enqueued a job, maybe from another
+        # thread; asyncio events are not thread-safe.
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
+
+    # -- test driver ---------------------------------------------------------------------
+
+    async def run_until_idle(self, max_jobs: int = 100_000) -> int:
+        """Run every job due at ``clock.now()``, one at a time, including ones that handlers
+        enqueue meanwhile, until none is due. Returns how many ran."""
+        load_handlers()
+        ran = 0
+        while ran < max_jobs:
+            claimed = await self.claim(1)
+            if not claimed:
+                break
+            for job in claimed:
+                await self.run_claimed(job)
+                ran += 1
+        return ran
+
+    # -- one step: claim, then run -------------------------------------------------------
+
+    async def claim(self, limit: int) -> list[ClaimedJob]:
+        jobs, _ = await self._claim(limit, want_next=False)
+        return jobs
+
+    async def _claim(self, limit: int, *, want_next: bool) -> tuple[list[ClaimedJob], Any]:
+        async with self.sessionmaker() as session, session.begin():
+            now = self.clock.now()
+            rescued = await store.rescue_expired(session, now)
+            if rescued:
+                log.warning("jobs.leases_rescued", count=rescued, worker=self.name)
+            jobs = await store.claim_due(
+                session, worker=self.name, now=now, lease=self.lease, limit=limit
+            )
+            upcoming = None
+            if want_next and len(jobs) < limit:
+                upcoming = await store.next_run_at(session)
+        for job in jobs:
+            JOB_LAG.observe(max(0.0, (now - job.run_at).total_seconds()))
+        return jobs, upcoming
+
+    async def run_claimed(self, job: ClaimedJob) -> str:
+        """Run one claimed job to its outcome: done, retried, deferred, dead, lost, released."""
+        log_ = log.bind(job_id=job.id, kind=job.kind, attempt=job.attempt)
+        heartbeat = asyncio.create_task(self._heartbeat(job, log_))
+        try:
+            outcome = await self._execute(job, log_)
+        except asyncio.CancelledError:
+            await self._release(job, log_)
+            JOBS.labels(job.kind, "released").inc()
+            raise
+        finally:
+            heartbeat.cancel()
+        JOBS.labels(job.kind, outcome).inc()
+        return outcome
+
+    async def _execute(self, job: ClaimedJob, log_: Any) -> str:
+        try:
+            async with self.sessionmaker() as session:
+                await self._call_handler(session, job)
+                await session.flush()
+                if not await store.complete(session, job):
+                    # Our lease ran out and the job was rescued: its effects belong to the
+                    # run that holds it now, so ours must not land.
+                    await session.rollback()
+                    log_.warning("jobs.completion_refused")
+                    return "lost"
+                await session.commit()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return await self._record_failure(job, exc, log_)
+        log_.debug("jobs.done")
+        return "done"
+
+    async def _call_handler(self, session: AsyncSession, job: ClaimedJob) -> None:
+        handler = HANDLERS.get(job.kind)
+        if handler is None:
+            # Retryable, not dead: during a rolling deploy another worker may know the kind.
+            raise RetryableJobError(f"no handler registered for job kind {job.kind!r}")
+        ctx = JobContext(
+            session=session,
+            sessionmaker=self.sessionmaker,
+            settings=self.settings,
+            clock=self.clock,
+            job_id=job.id,
+            kind=job.kind,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            services=self.services,
+        )
+        await handler(ctx, job.payload)
+
+    async def _record_failure(self, job: ClaimedJob, exc: Exception, log_: Any) -> str:
+        """Write what happens next in a fresh transaction (the handler's was rolled back)."""
+        now = self.clock.now()
+        error = _describe(exc)
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                if isinstance(exc, DeferJob):
+                    outcome = "deferred"
+                    held = await store.requeue(
+                        session, job, run_at=exc.until, now=now, error=None, count_attempt=False
+                    )
+                elif isinstance(exc, PermanentJobError) or job.is_last_attempt:
+                    outcome = "dead"
+                    held = await store.bury(session, job, now=now, error=error)
+                else:
+                    outcome = "retried"
+                    held = await store.requeue(
+                        session, job, run_at=now + self._retry_delay(job, exc), now=now, error=error
+                    )
+        except Exception as bookkeeping_exc:
+            # The lease will expire and rescue the job; nothing is lost, only delayed.
+            log_.error("jobs.failure_not_recorded", error=type(bookkeeping_exc).__name__)
+            return "lost"
+        if not held:
+            log_.warning("jobs.failure_refused", error=type(exc).__name__)
+            return "lost"
+        level = log_.info if outcome == "deferred" else log_.warning
+        level(f"jobs.{outcome}", error=type(exc).__name__)
+        return outcome
+
+    def _retry_delay(self, job: ClaimedJob, exc: Exception) -> timedelta:
+        if isinstance(exc, RetryableJobError) and exc.delay_seconds is not None:
+            return timedelta(seconds=exc.delay_seconds)
+        base = self.settings.job_backoff_base_seconds
+        return timedelta(seconds=store.backoff_seconds(job.attempt, base))
+
+    async def _release(self, job: ClaimedJob, log_: Any) -> None:
+        """Give an interrupted job back without counting the attempt: it did not fail."""
+        now = self.clock.now()
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                await store.requeue(
+                    session, job, run_at=job.run_at, now=now, error=None, count_attempt=False
+                )
+            log_.info("jobs.released")
+        except Exception as exc:  # the lease expiring will release it instead
+            log_.error("jobs.release_failed", error=type(exc).__name__)
+
+    async def _heartbeat(self, job: ClaimedJob, log_: Any) -> None:
+        interval = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self.sessionmaker() as session, session.begin():
+                    held = await store.extend_lease(
+                        session, job, now=self.clock.now(), lease=self.lease
+                    )
+            except Exception as exc:  # keep trying while the lease lasts
+                log_.warning("jobs.heartbeat_failed", error=type(exc).__name__)
+                continue
+            if not held:
+                log_.warning("jobs.lease_lost")
+                return
+
+    # -- background loops ----------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            self._wake.clear()
+            free = self.concurrency - len(self._inflight)
+            if free <= 0:
+                await self._sleep(self.poll_interval)  # a finishing job wakes us
+                continue
+            try:
+                jobs, upcoming = await self._claim(free, want_next=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # database down or restarting: wait, never exit
+                failures += 1
+                delay = min(MAX_DB_BACKOFF_SECONDS, 0.5 * 2 ** min(failures - 1, 10))
+                log.warning(
+                    "jobs.claim_failed", error=type(exc).__name__, retry_in=delay, worker=self.name
+                )
+                await _wait_event(self._stopping, delay)
+                continue
+            if failures:
+                log.info("jobs.database_back", worker=self.name)
+                failures = 0
+            for job in jobs:
+                self._spawn(job)
+            if len(jobs) < free:
+                await self._sleep(self._idle_delay(upcoming))
+
+    def _idle_delay(self, upcoming: datetime | None) -> float:
+        if upcoming is None:
+            return self.poll_interval
+        until = (upcoming - self.clock.now()).total_seconds()
+        return min(self.poll_interval, max(CONTENDED_RETRY_SECONDS, until))
+
+    async def _sleep(self, seconds: float) -> None:
+        await _wait_event(self._wake, seconds)
+
+    def _spawn(self, job: ClaimedJob) -> None:
+        task = asyncio.create_task(self.run_claimed(job), name=f"careflow-job-{job.id}")
+        self._inflight.add(task)
+        task.add_done_callback(self._job_finished)
+
+    def _job_finished(self, task: asyncio.Task[str]) -> None:
+        self._inflight.discard(task)
+        self._wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("jobs.runner_crashed", error=type(task.exception()).__name__)
+
+    async def _housekeeping_loop(self) -> None:
+        """Rescue expired leases even when nothing is being claimed, and sample queue depth."""
+        interval = min(HOUSEKEEPING_MAX_INTERVAL_SECONDS, self.lease.total_seconds() / 2)
+        while not self._stopping.is_set():
+            try:
+                async with self.sessionmaker() as session, session.begin():
+                    rescued = await store.rescue_expired(session, self.clock.now())
+                    depth = await store.depth_by_status(session)
+                if rescued:
+                    log.warning("jobs.leases_rescued", count=rescued, worker=self.name)
+                    self.wake()
+                for status in ("queued", "running", "dead"):
+                    QUEUE_DEPTH.labels(status).set(depth.get(status, 0))
+            except Exception as exc:  # transient; the next round tries again
+                log.warning("jobs.housekeeping_failed", error=type(exc).__name__)
+            await _wait_event(self._stopping, interval)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, JobError):
+        text = f"{type(exc).__name__}: {exc}"
+    else:
+        # Unexpected failures keep their traceback: last_error is where an operator looks.
+        text = "".join(traceback.format_exception(exc))
+    return text[-MAX_ERROR_CHARS:]
+
+
+async def _wait_event(event: asyncio.Event, timeout: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout)
+
+
+async def _finish_or_cancel(tasks: set[asyncio.Task[Any]], *, timeout: float) -> None:
+    if not tasks:
+        return
+    if timeout > 0:
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+    else:
+        pending = {t for t in tasks if not t.done()}
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_worker_process(concurrency: int | None = None) -> None:
+    """``careflow worker``: run until SIGTERM/SIGINT, then finish or release in-flight jobs.
+
+    A second signal stops at once (in-flight jobs are still released). Database outages
+    are waited out inside the worker, never turned into an exit.
+    """
+    from careflow.config import get_settings
+    from careflow.db import create_engine, create_sessionmaker
+    from careflow.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings)
+    engine = create_engine(settings.database_url)
+    worker = Worker(
+        create_sessionmaker(engine), settings, SystemClock(), services={}, concurrency=concurrency
+    )
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    try:
+        await worker.start()
+        await stop_requested.wait()
+        log.info("jobs.shutdown_requested", worker=worker.name)
+        stop_requested.clear()
+        graceful = asyncio.create_task(worker.stop(graceful=True))
+        second_signal = asyncio.create_task(stop_requested.wait())
+        await asyncio.wait({graceful, second_signal}, return_when=asyncio.FIRST_COMPLETED)
+        if not graceful.done():
+            log.warning("jobs.shutdown_forced", worker=worker.name)
+            worker.cancel_inflight()
+            await graceful
+        second_signal.cancel()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await engine.dispose()

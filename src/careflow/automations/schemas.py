@@ -1,0 +1,129 @@
+"""Request and response shapes of the automation rules API.
+
+Request bodies are ``TypedDict``s validated by pydantic in strict mode: a key that is absent
+stays absent (a partial ``PUT`` must tell "not sent" from ``null``), and ``true`` is never
+taken for ``1``. The contents of ``trigger_config``, ``conditions`` and ``actions`` are
+checked against the catalogs and the condition language by the service, so every problem in
+a body is reported in one answer.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    StringConstraints,
+    TypeAdapter,
+    with_config,
+)
+from pydantic import ValidationError as PydanticValidationError
+from typing_extensions import NotRequired, TypedDict
+
+from careflow.errors import pydantic_details
+from careflow.kit.schemas import UTCDatetime
+
+NAME_MAX = 200
+
+# Stripped, so a name of blanks counts as empty.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX)]
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+@with_config(_STRICT)
+class RuleCreate(TypedDict):
+    name: Name
+    description: NotRequired[str | None]
+    enabled: NotRequired[bool]
+    trigger_event: str
+    trigger_config: NotRequired[dict[str, Any] | None]
+    conditions: NotRequired[Any]
+    actions: list[Any]
+
+
+@with_config(_STRICT)
+class RuleUpdate(TypedDict, total=False):
+    """Every field optional; only the ones sent are changed."""
+
+    name: Name
+    description: str | None
+    enabled: bool
+    trigger_event: str
+    trigger_config: dict[str, Any] | None
+    conditions: Any
+    actions: list[Any]
+
+
+_create_adapter: TypeAdapter[RuleCreate] = TypeAdapter(RuleCreate)
+_update_adapter: TypeAdapter[RuleUpdate] = TypeAdapter(RuleUpdate)
+
+CREATE_BODY_SCHEMA = _create_adapter.json_schema()
+UPDATE_BODY_SCHEMA = _update_adapter.json_schema()
+
+
+def _details(exc: PydanticValidationError) -> list[dict[str, str]]:
+    details = pydantic_details(list(exc.errors()))
+    for detail, err in zip(details, exc.errors(), strict=True):
+        if err.get("type") == "extra_forbidden":
+            detail["message"] = "unknown field"
+    return details
+
+
+def parse_body(payload: Any, *, partial: bool) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """The body's top-level fields that are well formed, and a detail for each that is not."""
+    if not isinstance(payload, dict):
+        return {}, [{"field": "body", "message": "must be a JSON object"}]
+    adapter: TypeAdapter[Any] = _update_adapter if partial else _create_adapter
+    try:
+        return dict(adapter.validate_python(payload)), []
+    except PydanticValidationError as exc:
+        details = _details(exc)
+    bad = {d["field"].split("[")[0].split(".")[0] for d in details}
+    # The fields that passed go on to the deeper checks, so one answer names every problem.
+    known = RuleUpdate.__annotations__
+    good = {k: v for k, v in payload.items() if k in known and k not in bad}
+    return good, details
+
+
+class RuleOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    organization_id: int
+    name: str
+    description: str | None
+    enabled: bool
+    trigger_event: str
+    trigger_config: dict[str, Any]
+    conditions: dict[str, Any]
+    actions: list[dict[str, Any]]
+    execution_count: int
+    last_executed_at: UTCDatetime | None
+    created_at: UTCDatetime
+    updated_at: UTCDatetime
+    version: int
+
+
+class TriggerOut(BaseModel):
+    event: str
+    category: str
+    description: str
+    entity_type: str
+    config_schema: dict[str, dict[str, Any]] | None
+
+
+class ActionTypeOut(BaseModel):
+    type: str
+    category: str
+    description: str
+    config_schema: dict[str, dict[str, Any]]
+
+
+class TriggerList(BaseModel):
+    data: list[TriggerOut]
+
+
+class ActionTypeList(BaseModel):
+    data: list[ActionTypeOut]

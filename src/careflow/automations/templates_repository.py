@@ -1,0 +1,48 @@
+"""SQL for organisation templates; every query starts from the organisation."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careflow.automations.models import Template
+
+
+async def get(
+    session: AsyncSession, organization_id: int, key: str, channel: str
+) -> Template | None:
+    result = await session.execute(
+        select(Template).where(
+            Template.organization_id == organization_id,
+            Template.key == key,
+            Template.channel == channel,
+        )
+    )
+    return result.scalar_one_or_none()
+
+
+async def list_for_org(
+    session: AsyncSession, organization_id: int, channel: str | None = None
+) -> list[Template]:
+    query = select(Template).where(Template.organization_id == organization_id)
+    if channel is not None:
+        query = query.where(Template.channel == channel)
+    result = await session.execute(query.order_by(Template.key, Template.channel))
+    return list(result.scalars())
+
+
+async def insert(session: AsyncSession, row: Template) -> bool:
+    """Add a new override; False when one with the same key already exists."""
+    try:
+        async with session.begin_nested():
+            session.add(row)
+            await session.flush()
+    except IntegrityError:
+        return False
+    return True
+
+
+async def delete(session: AsyncSession, row: Template) -> None:
+    await session.delete(row)
+    await session.flush()

@@ -1,0 +1,145 @@
+"""Organisation templates: list (merged with the built-ins), read, create or replace, delete."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careflow.audit import service as audit
+from careflow.auth import Principal
+from careflow.automations import templates_repository as repo
+from careflow.automations.models import Template
+from careflow.automations.templates_schemas import TemplateIn
+from careflow.delivery.templates import (
+    BUILTIN_TEMPLATES,
+    TemplateSource,
+    builtin_template,
+    check_source,
+    source_from_row,
+)
+from careflow.errors import ValidationError, not_found
+from careflow.kit.pagination import PageParams
+
+
+async def list_templates(
+    session: AsyncSession, principal: Principal, page: PageParams, channel: str | None = None
+) -> tuple[list[TemplateSource], int]:
+    """Every template the organisation can send, its overrides in place of the built-ins."""
+    merged: dict[tuple[str, str], TemplateSource] = {
+        k: v for k, v in BUILTIN_TEMPLATES.items() if channel is None or k[1] == channel
+    }
+    for row in await repo.list_for_org(session, principal.org_id, channel):
+        merged[(row.key, row.channel)] = source_from_row(row)
+    # The built-ins are a handful, so merging in memory costs less than a UNION.
+    ordered = [merged[k] for k in sorted(merged)]
+    return ordered[page.offset : page.offset + page.limit], len(ordered)
+
+
+async def get_template(
+    session: AsyncSession, principal: Principal, channel: str, key: str
+) -> TemplateSource:
+    row = await repo.get(session, principal.org_id, key, channel)
+    if row is not None:
+        return source_from_row(row)
+    builtin = builtin_template(key, channel)
+    if builtin is None:
+        raise not_found("template")
+    return builtin
+
+
+def _validate(channel: str, data: TemplateIn) -> None:
+    details: list[dict[str, str]] = []
+    if channel == "email" and not (data.subject or "").strip():
+        details.append({"field": "subject", "message": "An email template needs a subject"})
+    if channel == "sms" and data.subject is not None:
+        details.append({"field": "subject", "message": "An SMS template has no subject"})
+    if not data.body.strip():
+        details.append({"field": "body", "message": "The body must not be blank"})
+    if not details:
+        details = check_source(channel, data.subject, data.body)  # type: ignore[arg-type]
+    if details:
+        raise ValidationError("The template is not valid", details=details)
+
+
+def _snapshot(row: Template) -> dict[str, Any]:
+    return {"key": row.key, "channel": row.channel, "subject": row.subject, "body": row.body}
+
+
+async def put_template(
+    session: AsyncSession,
+    principal: Principal,
+    channel: str,
+    key: str,
+    data: TemplateIn,
+    now: datetime,
+) -> tuple[TemplateSource, bool]:
+    """Create or replace the organisation's override; returns it and whether it was created."""
+    _validate(channel, data)
+    row = await repo.get(session, principal.org_id, key, channel)
+    if row is None:
+        row = Template(
+            organization_id=principal.org_id,
+            key=key,
+            channel=channel,
+            subject=data.subject,
+            body=data.body,
+            created_at=now,
+            updated_at=now,
+        )
+        if await repo.insert(session, row):
+            await audit.record(
+                session,
+                principal,
+                action="create",
+                object_type="template",
+                object_id=row.id,
+                before=None,
+                after=_snapshot(row),
+                now=now,
+            )
+            return source_from_row(row), True
+        # A concurrent request created it first: replace that one instead.
+        row = await repo.get(session, principal.org_id, key, channel)
+        assert row is not None
+    before = _snapshot(row)
+    row.subject = data.subject
+    row.body = data.body
+    row.updated_at = now
+    await session.flush()
+    old, new = audit.changed_fields(before, _snapshot(row))
+    identity = {"key": key, "channel": channel}
+    await audit.record(
+        session,
+        principal,
+        action="update",
+        object_type="template",
+        object_id=row.id,
+        before={**identity, **old},
+        after={**identity, **new},
+        now=now,
+    )
+    return source_from_row(row), False
+
+
+async def delete_template(
+    session: AsyncSession, principal: Principal, channel: str, key: str, now: datetime
+) -> None:
+    """Remove the override; the built-in of the same key (if any) applies again."""
+    row = await repo.get(session, principal.org_id, key, channel)
+    if row is None:
+        raise not_found("template")
+    before = _snapshot(row)
+    row_id = row.id
+    await repo.delete(session, row)
+    await audit.record(
+        session,
+        principal,
+        action="delete",
+        object_type="template",
+        object_id=row_id,
+        before=before,
+        after=None,
+        now=now,
+    )

@@ -1,0 +1,181 @@
+"""Email transports: SMTP for real delivery, a log-only one for the embedded default."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiosmtplib
+import structlog
+
+from careflow.config import Settings
+from careflow.delivery.errors import PermanentDeliveryError, TransientDeliveryError
+
+log = structlog.get_logger("careflow.delivery.email")
+
+
+class EmailTransport(Protocol):
+    #: stored as the message's ``provider``
+    provider: str
+
+    async def send(
+        self,
+        *,
+        to: str,
+        subject: str,
+        body: str,
+        message_id: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        """Hand one message to the provider and return the provider's id for it."""
+        ...
+
+
+def message_id_for(execution_id: int, action_index: int, domain: str = "careflow") -> str:
+    """The Message-ID of an action's email: the same on every retry, so duplicates are visible."""
+    return f"<exec-{execution_id}.action-{action_index}@{domain}>"
+
+
+def _bare(message_id: str) -> str:
+    return message_id.strip().removeprefix("<").removesuffix(">")
+
+
+class LogEmailTransport:
+    """Sends nothing: the message row in careflow's own log is the only record."""
+
+    provider = "log"
+
+    async def send(
+        self,
+        *,
+        to: str,
+        subject: str,
+        body: str,
+        message_id: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        log.info("email_logged", message_id=message_id)
+        return f"log-{_bare(message_id)}"
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    hostname: str
+    port: int
+    username: str | None
+    password: str | None
+    use_tls: bool
+    start_tls: bool
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpConfig:
+        """``smtp://user:pass@host:port``; ``smtps://`` is implicit TLS; ``?starttls=1`` upgrades."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps"):
+            raise ValueError("CAREFLOW_SMTP_URL must start with smtp:// or smtps://")
+        if not parts.hostname:
+            raise ValueError("CAREFLOW_SMTP_URL has no host")
+        use_tls = parts.scheme == "smtps"
+        flag = parse_qs(parts.query).get("starttls", ["0"])[-1].lower()
+        start_tls = flag in ("1", "true", "yes", "on")
+        if use_tls and start_tls:
+            raise ValueError("CAREFLOW_SMTP_URL: smtps:// and ?starttls=1 exclude each other")
+        default_port = 465 if use_tls else (587 if start_tls else 25)
+        return cls(
+            hostname=parts.hostname,
+            port=parts.port or default_port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            use_tls=use_tls,
+            start_tls=start_tls,
+        )
+
+
+def _classify(code: int, what: str) -> PermanentDeliveryError | TransientDeliveryError:
+    # SMTP's own split: 4xx means "try again later", 5xx means "this will never work".
+    if 400 <= code < 500:
+        return TransientDeliveryError(f"SMTP {what}: temporary failure ({code})")
+    return PermanentDeliveryError(f"SMTP {what}: refused ({code})")
+
+
+class SmtpTransport:
+    provider = "smtp"
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.smtp_url:
+            raise ValueError("SmtpTransport needs CAREFLOW_SMTP_URL")
+        self.config = SmtpConfig.from_url(settings.smtp_url)
+        self.sender = settings.email_from
+        self.timeout = settings.smtp_timeout_seconds
+
+    def build_message(
+        self,
+        *,
+        to: str,
+        subject: str,
+        body: str,
+        message_id: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> EmailMessage:
+        message = EmailMessage()
+        try:
+            message["From"] = self.sender
+            message["To"] = to
+            message["Subject"] = subject
+            message["Message-ID"] = message_id
+            message["Date"] = formatdate(usegmt=True)
+            for name, value in (headers or {}).items():
+                message[name] = value
+        except (ValueError, TypeError) as exc:
+            # A newline or malformed address in a header: the same input fails every time.
+            raise PermanentDeliveryError(
+                f"email headers are not valid ({type(exc).__name__})"
+            ) from None
+        message.set_content(body)
+        return message
+
+    async def send(
+        self,
+        *,
+        to: str,
+        subject: str,
+        body: str,
+        message_id: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        message = self.build_message(
+            to=to, subject=subject, body=body, message_id=message_id, headers=headers
+        )
+        cfg = self.config
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=cfg.hostname,
+                port=cfg.port,
+                username=cfg.username,
+                password=cfg.password,
+                use_tls=cfg.use_tls,
+                start_tls=cfg.start_tls,
+                timeout=self.timeout,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients] or [550]
+            raise _classify(min(codes), "recipient") from None
+        except (
+            aiosmtplib.SMTPConnectError,
+            aiosmtplib.SMTPTimeoutError,
+            aiosmtplib.SMTPServerDisconnected,
+        ) as exc:
+            raise TransientDeliveryError(f"SMTP connection failed ({type(exc).__name__})") from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise _classify(exc.code, "server") from None
+        except aiosmtplib.SMTPException as exc:
+            raise TransientDeliveryError(f"SMTP error ({type(exc).__name__})") from None
+        except OSError as exc:  # refused connections and timeouts alike
+            raise TransientDeliveryError(f"SMTP connection failed ({type(exc).__name__})") from None
+        log.info("email_sent", message_id=message_id, provider=self.provider)
+        return _bare(message_id)

@@ -1,0 +1,404 @@
+"""Email and SMS templates: the built-ins careflow ships, organisation overrides, sandboxed rendering.
+
+Templates are written by organisation admins, so they are untrusted code. They run
+in a Jinja2 sandbox narrowed further than Jinja's own: attribute access reaches only
+the keys of the context's dicts, loop helpers and a short list of string methods, so
+the classic escapes (``''.__class__.__mro__``, ``cycler.__init__.__globals__``,
+``'{0.__class__}'.format``) have nothing to climb through.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from jinja2 import ChainableUndefined, Template, TemplateError, TemplateSyntaxError, Undefined
+from jinja2.runtime import LoopContext
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careflow.automations import templates_repository
+from careflow.automations.models import Template as TemplateRow
+from careflow.delivery.errors import TemplateRenderError
+
+Channel = Literal["email", "sms"]
+CHANNELS: tuple[Channel, ...] = ("email", "sms")
+
+# Bounds on what one render may produce, so a template cannot exhaust a worker's memory.
+MAX_BODY_CHARS = 100_000
+MAX_SUBJECT_CHARS = 998  # RFC 5322's line limit
+MAX_REPEAT_CHARS = 10_000
+MAX_EXPONENT = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateSource:
+    """A template's text as authored; ``organization_id`` is None for a built-in."""
+
+    key: str
+    channel: Channel
+    subject: str | None
+    body: str
+    built_in: bool
+    organization_id: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    subject: str | None
+    body: str
+
+
+def _builtin(key: str, channel: Channel, body: str, subject: str | None = None) -> TemplateSource:
+    return TemplateSource(key=key, channel=channel, subject=subject, body=body, built_in=True)
+
+
+_GREETING = 'Hello {{ patient.first_name|default("there", true) }},'
+_WHEN = "{{ appointment.starts_at|datetime(patient.timezone) }}"
+
+_BUILTINS: tuple[TemplateSource, ...] = (
+    _builtin(
+        "welcome_patient",
+        "email",
+        subject="Welcome{% if patient.first_name %}, {{ patient.first_name }}{% endif %}",
+        body=(
+            f"{_GREETING}\n\n"
+            "Welcome! Your patient account is ready. You can now book appointments, "
+            "complete your forms and message your care team online.\n\n"
+            "If you have any questions, just reply to this email.\n\n"
+            "Your care team"
+        ),
+    ),
+    _builtin(
+        "welcome_patient",
+        "sms",
+        body=(
+            "Hi {{ patient.first_name|default('there', true) }}, welcome! "
+            "Your patient account is ready to use."
+        ),
+    ),
+    _builtin(
+        "first_appointment_video_guide",
+        "email",
+        subject="Getting ready for your first video appointment",
+        body=(
+            f"{_GREETING}\n\n"
+            f"Your first video appointment is on {_WHEN}.\n\n"
+            "A few minutes before it starts:\n"
+            "- find a quiet, private room with good light;\n"
+            "- use a phone, tablet or computer with a camera and microphone;\n"
+            "- check your internet connection and allow camera and microphone access.\n"
+            "{% if appointment.video_url %}\nJoin the call here: {{ appointment.video_url }}\n"
+            "{% endif %}\n"
+            "Your care team"
+        ),
+    ),
+    _builtin(
+        "first_appointment_video_guide",
+        "sms",
+        body=(
+            f"Your first video appointment is on {_WHEN}. Join from a quiet room with "
+            "camera and microphone ready."
+            "{% if appointment.video_url %} Link: {{ appointment.video_url }}{% endif %}"
+        ),
+    ),
+    _builtin(
+        "appointment_reminder",
+        "email",
+        subject=f"Reminder: your appointment on {_WHEN}",
+        body=(
+            f"{_GREETING}\n\n"
+            f"This is a reminder of your appointment on {_WHEN}."
+            "{% if appointment.location %}\nLocation: {{ appointment.location }}{% endif %}"
+            "{% if appointment.video_url %}\nJoin online: {{ appointment.video_url }}{% endif %}"
+            "\n\nIf you can no longer attend, please let us know as soon as possible.\n\n"
+            "Your care team"
+        ),
+    ),
+    _builtin(
+        "appointment_reminder",
+        "sms",
+        body=(
+            f"Reminder: your appointment is on {_WHEN}. Please let us know if you cannot attend."
+        ),
+    ),
+    _builtin(
+        "form_reminder",
+        "email",
+        subject="Please complete {{ form.name|default('your form', true) }}",
+        body=(
+            f"{_GREETING}\n\n"
+            "Please complete {{ form.name|default('your form', true) }} "
+            "before your next appointment."
+            "{% if form.url %}\n\nOpen it here: {{ form.url }}{% endif %}"
+            "\n\nYour care team"
+        ),
+    ),
+    _builtin(
+        "form_reminder",
+        "sms",
+        body=(
+            "Please complete {{ form.name|default('your form', true) }} before your next "
+            "appointment.{% if form.url %} {{ form.url }}{% endif %}"
+        ),
+    ),
+    _builtin(
+        "appointment_follow_up",
+        "email",
+        subject="How was your appointment?",
+        body=(
+            f"{_GREETING}\n\n"
+            "Thank you for your appointment{% if appointment.starts_at %} on "
+            f"{_WHEN}{{% endif %}}. We hope it went well.\n\n"
+            "If you have questions about your care or would like to book a follow-up, "
+            "just reply to this email.\n\n"
+            "Your care team"
+        ),
+    ),
+    _builtin(
+        "appointment_follow_up",
+        "sms",
+        body=(
+            "Thank you for your appointment. Questions or a follow-up? Just reply or book online."
+        ),
+    ),
+)
+
+BUILTIN_TEMPLATES: Mapping[tuple[str, Channel], TemplateSource] = {
+    (t.key, t.channel): t for t in _BUILTINS
+}
+
+# Stand-in data for checking a template when it is saved: every built-in field is filled,
+# so a template that only fails on real data still fails at send time, not silently here.
+SAMPLE_CONTEXT: dict[str, Any] = {
+    "patient": {
+        "id": 1,
+        "first_name": "Alex",
+        "last_name": "Example",
+        "email": "alex@example.com",
+        "phone": "+15550100",
+        "timezone": "Europe/London",
+        "tags": ["new"],
+    },
+    "appointment": {
+        "id": 1,
+        "type": "video",
+        "starts_at": "2025-02-15T10:00:00Z",
+        "ends_at": "2025-02-15T10:30:00Z",
+        "location": "Main clinic",
+        "video_url": "https://example.com/call",
+    },
+    "invoice": {"id": 1, "amount": 120, "currency": "EUR", "type": "session"},
+    "form": {"id": 1, "name": "Consent form", "url": "https://example.com/form"},
+}
+
+
+# --- the sandbox -------------------------------------------------------------------------
+
+_SAFE_STR_METHODS = frozenset(
+    {
+        "capitalize",
+        "casefold",
+        "endswith",
+        "isdigit",
+        "lower",
+        "lstrip",
+        "replace",
+        "rstrip",
+        "split",
+        "startswith",
+        "strip",
+        "title",
+        "upper",
+    }
+)
+
+
+def _format_datetime(value: Any, timezone: Any = None, fmt: str = "%A %d %B %Y, %H:%M") -> str:
+    """``{{ appointment.starts_at|datetime(patient.timezone) }}``: an ISO timestamp, local."""
+    if value is None or isinstance(value, Undefined) or value == "":
+        return ""
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    zone: Any = UTC
+    if isinstance(timezone, str) and timezone:
+        try:
+            zone = ZoneInfo(timezone)
+        except Exception:  # an unknown or malformed zone name shows the time in UTC
+            zone = UTC
+    local = parsed.astimezone(zone)
+    label = getattr(zone, "key", "UTC")
+    return f"{local.strftime(fmt[:100])} ({label})"
+
+
+class CareflowSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, with attribute access narrowed to data.
+
+    Dicts are read by key only (``form.values`` is the form's ``values`` key, never
+    ``dict.values``), and an unsafe access raises at once instead of rendering empty,
+    so a bad template is refused when it is saved.
+    """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self) -> None:
+        super().__init__(autoescape=False, undefined=ChainableUndefined)
+        # Only what a message needs: no cycler/joiner/namespace/lipsum objects to climb.
+        self.globals.clear()
+        self.globals["range"] = ImmutableSandboxedEnvironment().globals["range"]
+        self.filters["datetime"] = _format_datetime
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if attr.startswith("_"):
+            return False
+        if isinstance(obj, LoopContext):
+            return super().is_safe_attribute(obj, attr, value)
+        if isinstance(obj, str) and attr in _SAFE_STR_METHODS:
+            return super().is_safe_attribute(obj, attr, value)
+        return False
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
+        raise SecurityError(
+            f"access to attribute {attribute!r} of a {type(obj).__name__!r} value is not allowed"
+        )
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping):
+            try:
+                return obj[attribute]
+            except (KeyError, TypeError):
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        # No fallback from ``x['name']`` to an attribute: subscripts reach data only.
+        try:
+            return obj[argument]
+        except (TypeError, LookupError):
+            return self.undefined(obj=obj, name=argument)
+
+    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
+        if operator_ == "*":
+            for seq, times in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(times, int)
+                    and len(seq) * times > MAX_REPEAT_CHARS
+                ):
+                    raise SecurityError("repetition result is too large")
+            return operator.mul(left, right)
+        if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+            raise SecurityError("exponent is too large")
+        return operator.pow(left, right)
+
+
+_env = CareflowSandbox()
+
+
+@lru_cache(maxsize=2048)
+def _compile(text: str) -> Template:
+    """Compiled once per distinct source text, so an edited template is recompiled on its own."""
+    try:
+        return _env.from_string(text)
+    except TemplateSyntaxError as exc:
+        raise TemplateRenderError(f"syntax error on line {exc.lineno}: {exc.message}") from None
+    except SecurityError as exc:
+        raise TemplateRenderError(f"not allowed in a template: {exc}") from None
+
+
+def _render_text(text: str, context: Mapping[str, Any], limit: int) -> str:
+    template = _compile(text)
+    out: list[str] = []
+    size = 0
+    try:
+        for chunk in template.generate(dict(context)):
+            size += len(chunk)
+            if size > limit:
+                raise TemplateRenderError(f"rendered text is longer than {limit} characters")
+            out.append(chunk)
+    except TemplateRenderError:
+        raise
+    except SecurityError as exc:
+        raise TemplateRenderError(f"not allowed in a template: {exc}") from None
+    except TemplateError as exc:
+        raise TemplateRenderError(f"template error: {exc.message or type(exc).__name__}") from None
+    except Exception as exc:
+        # Python's own messages may quote the data (``int('…')``): name the error, not the value.
+        raise TemplateRenderError(f"template error: {type(exc).__name__}") from None
+    return "".join(out)
+
+
+def render(source: TemplateSource, context: Mapping[str, Any]) -> Rendered:
+    """Render a template over an entity context; raises ``TemplateRenderError``."""
+    subject = None
+    if source.subject is not None:
+        raw = _render_text(source.subject, context, MAX_SUBJECT_CHARS)
+        # One line, always: a newline in a subject would be a header injection.
+        subject = " ".join(raw.split())
+    body = _render_text(source.body, context, MAX_BODY_CHARS)
+    return Rendered(subject=subject, body=body)
+
+
+def check_source(channel: Channel, subject: str | None, body: str) -> list[dict[str, str]]:
+    """Problems with a template's text, as validation details; empty when it is usable."""
+    details: list[dict[str, str]] = []
+    parts: list[tuple[str, str | None, int]] = [("body", body, MAX_BODY_CHARS)]
+    if channel == "email":
+        parts.insert(0, ("subject", subject, MAX_SUBJECT_CHARS))
+    for field, text, limit in parts:
+        if text is None:
+            continue
+        try:
+            _render_text(text, SAMPLE_CONTEXT, limit)
+        except TemplateRenderError as exc:
+            details.append({"field": field, "message": str(exc)})
+    return details
+
+
+# --- lookup ------------------------------------------------------------------------------
+
+
+def builtin_template(key: str, channel: str) -> TemplateSource | None:
+    return BUILTIN_TEMPLATES.get((key, channel))  # type: ignore[call-overload]
+
+
+def source_from_row(row: TemplateRow) -> TemplateSource:
+    return TemplateSource(
+        key=row.key,
+        channel=row.channel,  # type: ignore[arg-type]
+        subject=row.subject,
+        body=row.body,
+        built_in=False,
+        organization_id=row.organization_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+async def resolve_template(
+    session: AsyncSession, organization_id: int, key: str, channel: str
+) -> TemplateSource | None:
+    """The template an organisation sends under ``key``: its own override, else the built-in."""
+    row = await templates_repository.get(session, organization_id, key, channel)
+    if row is not None:
+        return source_from_row(row)
+    return builtin_template(key, channel)
+
+
+async def template_exists(
+    session: AsyncSession, organization_id: int, key: str, channel: str
+) -> bool:
+    if builtin_template(key, channel) is not None:
+        return True
+    return await templates_repository.get(session, organization_id, key, channel) is not None

@@ -1,0 +1,218 @@
+"""The SQL of the job lifecycle: claim, lease, rescue, complete, fail, release.
+
+Every write made on behalf of a claimed job is fenced on ``locked_by`` and ``attempts``:
+once a lease expires and the job is rescued (or claimed again, which bumps ``attempts``),
+the late worker's statements match no row and change nothing.
+
+Time always comes from the caller's clock, never the database's ``now()``, so a test's
+FrozenClock decides what is due and what has expired.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careflow.jobs.models import Job, JobStatus
+
+jobs = Job.__table__
+
+MAX_BACKOFF_SECONDS = 3600.0
+LEASE_LOST_ERROR = "lease expired: the worker running this job stopped renewing it"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempt: int  # attempts after this claim: 1 on the first run
+    max_attempts: int
+    run_at: datetime
+    organization_id: int | None
+    worker: str  # the locked_by this claim wrote; part of every fence
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
+
+
+def backoff_seconds(
+    attempt: int,
+    base: float,
+    *,
+    cap: float = MAX_BACKOFF_SECONDS,
+    rng: random.Random | None = None,
+) -> float:
+    """``base * 2^(attempt-1)``, capped, then ±20% jitter so failed jobs don't retry in step."""
+    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    return delay * (rng or random).uniform(0.8, 1.2)
+
+
+def _fenced(job: ClaimedJob) -> Any:
+    return (jobs.c.id == job.id) & (jobs.c.locked_by == job.worker) & (
+        jobs.c.attempts == job.attempt
+    )
+
+
+async def rescue_expired(session: AsyncSession, now: datetime) -> int:
+    """Give jobs whose lease ran out back to the queue (or bury them if out of attempts).
+
+    A job whose worker died mid-run would otherwise stay ``running`` forever. Clearing
+    ``locked_by`` is what makes the dead worker's late completion miss its fence.
+    """
+    expired = select(jobs.c.id).where(
+        jobs.c.status == JobStatus.RUNNING, jobs.c.lease_expires_at < now
+    )
+    if session.bind.dialect.name == "postgresql":
+        # Another worker rescuing (or a heartbeat renewing) the same row: skip it, never wait.
+        expired = expired.with_for_update(skip_locked=True)
+    out_of_attempts = jobs.c.attempts >= jobs.c.max_attempts
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(expired))
+        .values(
+            status=case((out_of_attempts, JobStatus.DEAD), else_=JobStatus.QUEUED),
+            last_error=LEASE_LOST_ERROR,
+            dedupe_key=case((out_of_attempts, None), else_=jobs.c.dedupe_key),
+            locked_by=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+    )
+    result = await session.execute(stmt)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def claim_due(
+    session: AsyncSession, *, worker: str, now: datetime, lease: timedelta, limit: int
+) -> list[ClaimedJob]:
+    due = (
+        select(jobs.c.id)
+        .where(jobs.c.status == JobStatus.QUEUED, jobs.c.run_at <= now)
+        .order_by(jobs.c.run_at)
+        .limit(limit)
+    )
+    if session.bind.dialect.name == "postgresql":
+        # Concurrent claimers each take different rows instead of queueing on row locks.
+        # SQLite serialises writers, so the plain subquery is already exclusive there.
+        due = due.with_for_update(skip_locked=True)
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(due))
+        .values(
+            status=JobStatus.RUNNING,
+            attempts=jobs.c.attempts + 1,
+            locked_by=worker,
+            lease_expires_at=now + lease,
+            updated_at=now,
+        )
+        .returning(
+            jobs.c.id,
+            jobs.c.kind,
+            jobs.c.payload,
+            jobs.c.attempts,
+            jobs.c.max_attempts,
+            jobs.c.run_at,
+            jobs.c.organization_id,
+        )
+    )
+    rows = (await session.execute(stmt)).all()
+    claimed = [
+        ClaimedJob(
+            id=row.id,
+            kind=row.kind,
+            payload=row.payload or {},
+            attempt=row.attempts,
+            max_attempts=row.max_attempts,
+            run_at=row.run_at,
+            organization_id=row.organization_id,
+            worker=worker,
+        )
+        for row in rows
+    ]
+    # RETURNING order is unspecified; run the oldest first.
+    claimed.sort(key=lambda j: (j.run_at, j.id))
+    return claimed
+
+
+async def next_run_at(session: AsyncSession) -> datetime | None:
+    value = await session.scalar(
+        select(func.min(jobs.c.run_at)).where(jobs.c.status == JobStatus.QUEUED)
+    )
+    return value  # type: ignore[no-any-return]
+
+
+async def complete(session: AsyncSession, job: ClaimedJob) -> bool:
+    """Delete the finished job in the handler's own transaction; False if the lease was lost."""
+    result = await session.execute(delete(jobs).where(_fenced(job)))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def extend_lease(
+    session: AsyncSession, job: ClaimedJob, *, now: datetime, lease: timedelta
+) -> bool:
+    result = await session.execute(
+        update(jobs)
+        .where(_fenced(job), jobs.c.status == JobStatus.RUNNING)
+        .values(lease_expires_at=now + lease, updated_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def requeue(
+    session: AsyncSession,
+    job: ClaimedJob,
+    *,
+    run_at: datetime,
+    now: datetime,
+    error: str | None,
+    count_attempt: bool = True,
+) -> bool:
+    """Back to the queue at ``run_at``; without ``count_attempt`` this run never happened."""
+    values: dict[str, Any] = {
+        "status": JobStatus.QUEUED,
+        "run_at": run_at,
+        "locked_by": None,
+        "lease_expires_at": None,
+        "updated_at": now,
+    }
+    if error is not None:
+        values["last_error"] = error
+    if not count_attempt:
+        values["attempts"] = jobs.c.attempts - 1
+    result = await session.execute(update(jobs).where(_fenced(job)).values(**values))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def bury(session: AsyncSession, job: ClaimedJob, *, now: datetime, error: str) -> bool:
+    """Mark dead, keeping ``last_error``.
+
+    The dedupe key is released: it promises one *pending* job per key, and a dead job is
+    no longer pending, so a later enqueue of the same key must not be swallowed.
+    """
+    result = await session.execute(
+        update(jobs)
+        .where(_fenced(job))
+        .values(
+            status=JobStatus.DEAD,
+            last_error=error,
+            dedupe_key=None,
+            locked_by=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def depth_by_status(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(
+        select(jobs.c.status, func.count()).group_by(jobs.c.status)
+    )
+    return {status: int(count) for status, count in rows.all()}

@@ -1,0 +1,79 @@
+"""SQL for the message log; tenant queries start from the organisation."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careflow.kit.types import EntityRef
+from careflow.messages.models import Message
+
+_PREFIXES = {"email": "msg_", "sms": "sms_"}
+
+
+def new_message_id(channel: str) -> str:
+    """``msg_<hex>`` for an email, ``sms_<hex>`` for an SMS (the ids executions report)."""
+    try:
+        prefix = _PREFIXES[channel]
+    except KeyError:
+        raise ValueError(f"unknown channel {channel!r}") from None
+    return prefix + secrets.token_hex(12)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFilters:
+    channel: str | None = None
+    status: str | None = None
+    execution_id: int | None = None
+    patient_id: EntityRef | None = None
+
+
+def _org_query(organization_id: int) -> Select[tuple[Message]]:
+    return select(Message).where(Message.organization_id == organization_id)
+
+
+async def list_for_org(
+    session: AsyncSession,
+    organization_id: int,
+    filters: MessageFilters,
+    *,
+    offset: int,
+    limit: int,
+) -> tuple[list[Message], int]:
+    query = _org_query(organization_id)
+    if filters.channel is not None:
+        query = query.where(Message.channel == filters.channel)
+    if filters.status is not None:
+        query = query.where(Message.status == filters.status)
+    if filters.execution_id is not None:
+        query = query.where(Message.execution_id == filters.execution_id)
+    if filters.patient_id is not None:
+        query = query.where(Message.patient_id == filters.patient_id)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = await session.execute(
+        query.order_by(Message.created_at.desc(), Message.id.desc()).offset(offset).limit(limit)
+    )
+    return list(rows.scalars()), int(total or 0)
+
+
+async def get(session: AsyncSession, organization_id: int, message_id: str) -> Message | None:
+    result = await session.execute(_org_query(organization_id).where(Message.id == message_id))
+    return result.scalar_one_or_none()
+
+
+async def get_for_action(
+    session: AsyncSession, execution_id: int, action_index: int
+) -> Message | None:
+    """The message an action already produced, so a rerun job finds it instead of resending.
+
+    Not org-scoped: the execution id already belongs to exactly one organisation.
+    """
+    result = await session.execute(
+        select(Message).where(
+            Message.execution_id == execution_id, Message.action_index == action_index
+        )
+    )
+    return result.scalar_one_or_none()

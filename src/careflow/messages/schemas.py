@@ -1,0 +1,45 @@
+"""Response bodies of ``/v1/messages``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from careflow.kit.schemas import EntityIdField, UTCDatetime
+from careflow.messages.models import Message
+
+ChannelParam = Literal["email", "sms"]
+
+
+class MessageOut(BaseModel):
+    id: str
+    channel: str
+    recipient: str
+    template: str
+    subject: str | None
+    status: str
+    provider: str
+    provider_message_id: str | None
+    error: str | None
+    execution_id: int | None
+    action_index: int | None
+    patient_id: EntityIdField | None
+    created_at: UTCDatetime
+    sent_at: UTCDatetime | None
+
+    @classmethod
+    def of(cls, row: Message) -> MessageOut:
+        return cls(**_fields(row))
+
+
+class MessageDetail(MessageOut):
+    body: str
+
+    @classmethod
+    def of(cls, row: Message) -> MessageDetail:
+        return cls(**_fields(row), body=row.body)
+
+
+def _fields(row: Message) -> dict[str, object]:
+    return {name: getattr(row, name) for name in MessageOut.model_fields}

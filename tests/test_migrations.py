@@ -1,0 +1,28 @@
+"""The migrated schema is the models' schema: no autogenerate drift on either engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from careflow.migrate import current_revision, head_revision
+from careflow.models import Base
+
+
+def _diff(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, Base.metadata))
+
+
+class TestMigrations:
+    async def test_database_is_at_head(self, engine: AsyncEngine) -> None:
+        assert await current_revision(engine) == head_revision()
+
+    async def test_no_drift_between_models_and_migrations(self, engine: AsyncEngine) -> None:
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(_diff)
+        assert diff == []
