@@ -13,7 +13,11 @@ from careflow.config import Settings, get_settings
 from careflow.db import create_engine, create_sessionmaker
 from careflow.errors import install_error_handlers
 from careflow.kit.clock import Clock, SystemClock
-from careflow.kit.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from careflow.kit.middleware import (
+    BodySizeLimitMiddleware,
+    MetricsMiddleware,
+    RequestIdMiddleware,
+)
 from careflow.logging import configure_logging
 from careflow.routers import include_routers
 
@@ -85,6 +89,7 @@ def create_app(
     install_error_handlers(app)
     include_routers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
 

@@ -174,7 +174,7 @@ conditions = st.recursive(
 
 
 class TestCompilerAgreesWithInterpreter:
-    @settings(max_examples=600, deadline=None)
+    @settings(max_examples=1500, deadline=None)
     @given(condition=conditions, context=_context_strategy())
     def test_same_answer(self, condition: dict[str, Any], context: dict[str, Any]) -> None:
         assert validate_condition(condition) == []

@@ -31,3 +31,13 @@ class TestHealth:
         r = await client.get("/metrics")
         assert r.status_code == 200
         assert "careflow_events_ingested_total" in r.text
+
+    async def test_http_latency_is_labelled_by_route_template(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await client.get("/healthz")
+        r = await client.get("/metrics")
+        assert (
+            'careflow_http_request_duration_seconds_count{method="GET",route="/healthz",status="200"}'
+            in r.text
+        )

@@ -35,6 +35,7 @@ class Job(Base):
             sqlite_where=text("status = 'running'"),
         ),
         Index("uq_jobs_dedupe_key", "dedupe_key", unique=True),
+        Index("ix_jobs_ref", "ref"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -49,5 +50,8 @@ class Job(Base):
     locked_by: Mapped[str | None] = mapped_column(String(64))
     last_error: Mapped[str | None] = mapped_column(Text)
     dedupe_key: Mapped[str | None] = mapped_column(String(255))
+    # What the job is about ("appointment:1:50"), so pending work for it can be found and
+    # dropped when it changes (a rescheduled or cancelled appointment).
+    ref: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

@@ -58,6 +58,7 @@ async def enqueue(
     organization_id: int | None = None,
     dedupe_key: str | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ref: str | None = None,
 ) -> None:
     """Add a job to the session's transaction; with ``dedupe_key`` a second one is a no-op."""
     values = {
@@ -69,6 +70,7 @@ async def enqueue(
         "attempts": 0,
         "max_attempts": max_attempts,
         "dedupe_key": dedupe_key,
+        "ref": ref,
         "created_at": now,
         "updated_at": now,
     }

@@ -2,18 +2,19 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 06:29:17.876678
+Create Date: 2026-11-23 06:35:06.244836
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy import Text
-from sqlalchemy.dialects import postgresql
 
 import careflow.db
 import careflow.kit.types
+from sqlalchemy import Text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -241,6 +242,7 @@ def upgrade() -> None:
         sa.Column("locked_by", sa.String(length=64), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("dedupe_key", sa.String(length=255), nullable=True),
+        sa.Column("ref", sa.String(length=200), nullable=True),
         sa.Column("created_at", careflow.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", careflow.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
@@ -253,6 +255,7 @@ def upgrade() -> None:
             postgresql_where=sa.text("status = 'queued'"),
             sqlite_where=sa.text("status = 'queued'"),
         )
+        batch_op.create_index("ix_jobs_ref", ["ref"], unique=False)
         batch_op.create_index(
             "ix_jobs_running_lease",
             ["lease_expires_at"],
@@ -668,6 +671,7 @@ def downgrade() -> None:
             postgresql_where=sa.text("status = 'running'"),
             sqlite_where=sa.text("status = 'running'"),
         )
+        batch_op.drop_index("ix_jobs_ref")
         batch_op.drop_index(
             "ix_jobs_queued_run_at",
             postgresql_where=sa.text("status = 'queued'"),
