@@ -17,7 +17,15 @@ from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from jinja2 import ChainableUndefined, Template, TemplateError, TemplateSyntaxError, Undefined
+from jinja2 import (
+    ChainableUndefined,
+    Environment,
+    Template,
+    TemplateError,
+    TemplateSyntaxError,
+    Undefined,
+    pass_environment,
+)
 from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -62,6 +70,8 @@ def _builtin(key: str, channel: Channel, body: str, subject: str | None = None) 
 
 _GREETING = 'Hello {{ patient.first_name|default("there", true) }},'
 _WHEN = "{{ appointment.starts_at|datetime(patient.timezone) }}"
+# " on <local time>" when the appointment's start is known, nothing otherwise.
+_ON_WHEN = "{% if appointment.starts_at %} on " + _WHEN + "{% endif %}"
 
 _BUILTINS: tuple[TemplateSource, ...] = (
     _builtin(
@@ -90,7 +100,7 @@ _BUILTINS: tuple[TemplateSource, ...] = (
         subject="Getting ready for your first video appointment",
         body=(
             f"{_GREETING}\n\n"
-            f"Your first video appointment is on {_WHEN}.\n\n"
+            f"Your first video appointment is coming up{_ON_WHEN}.\n\n"
             "A few minutes before it starts:\n"
             "- find a quiet, private room with good light;\n"
             "- use a phone, tablet or computer with a camera and microphone;\n"
@@ -104,7 +114,7 @@ _BUILTINS: tuple[TemplateSource, ...] = (
         "first_appointment_video_guide",
         "sms",
         body=(
-            f"Your first video appointment is on {_WHEN}. Join from a quiet room with "
+            f"Your first video appointment is coming up{_ON_WHEN}. Join from a quiet room with "
             "camera and microphone ready."
             "{% if appointment.video_url %} Link: {{ appointment.video_url }}{% endif %}"
         ),
@@ -112,10 +122,10 @@ _BUILTINS: tuple[TemplateSource, ...] = (
     _builtin(
         "appointment_reminder",
         "email",
-        subject=f"Reminder: your appointment on {_WHEN}",
+        subject=f"Reminder: your appointment{_ON_WHEN}",
         body=(
             f"{_GREETING}\n\n"
-            f"This is a reminder of your appointment on {_WHEN}."
+            f"This is a reminder of your appointment{_ON_WHEN}."
             "{% if appointment.location %}\nLocation: {{ appointment.location }}{% endif %}"
             "{% if appointment.video_url %}\nJoin online: {{ appointment.video_url }}{% endif %}"
             "\n\nIf you can no longer attend, please let us know as soon as possible.\n\n"
@@ -126,7 +136,7 @@ _BUILTINS: tuple[TemplateSource, ...] = (
         "appointment_reminder",
         "sms",
         body=(
-            f"Reminder: your appointment is on {_WHEN}. Please let us know if you cannot attend."
+            f"Reminder: you have an appointment{_ON_WHEN}. Please let us know if you cannot attend."
         ),
     ),
     _builtin(
@@ -155,8 +165,7 @@ _BUILTINS: tuple[TemplateSource, ...] = (
         subject="How was your appointment?",
         body=(
             f"{_GREETING}\n\n"
-            "Thank you for your appointment{% if appointment.starts_at %} on "
-            f"{_WHEN}{{% endif %}}. We hope it went well.\n\n"
+            f"Thank you for your appointment{_ON_WHEN}. We hope it went well.\n\n"
             "If you have questions about your care or would like to book a follow-up, "
             "just reply to this email.\n\n"
             "Your care team"
@@ -171,12 +180,13 @@ _BUILTINS: tuple[TemplateSource, ...] = (
     ),
 )
 
-BUILTIN_TEMPLATES: Mapping[tuple[str, Channel], TemplateSource] = {
+BUILTIN_TEMPLATES: Mapping[tuple[str, str], TemplateSource] = {
     (t.key, t.channel): t for t in _BUILTINS
 }
 
-# Stand-in data for checking a template when it is saved: every built-in field is filled,
-# so a template that only fails on real data still fails at send time, not silently here.
+# Stand-in data for trying a template when it is saved, so sandbox violations that only
+# show on a populated context are refused then. Failures that depend on a patient's real
+# data can still surface at send time, as a ``TemplateRenderError`` on that one message.
 SAMPLE_CONTEXT: dict[str, Any] = {
     "patient": {
         "id": 1,
@@ -242,6 +252,12 @@ def _format_datetime(value: Any, timezone: Any = None, fmt: str = "%A %d %B %Y, 
     return f"{local.strftime(fmt[:100])} ({label})"
 
 
+@pass_environment
+def _attr_filter(environment: Environment, obj: Any, name: Any) -> Any:
+    """``x|attr('name')`` is ``x.name``: Jinja's own probes the object with ``hasattr`` first."""
+    return environment.getattr(obj, str(name))
+
+
 class CareflowSandbox(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox, with attribute access narrowed to data.
 
@@ -258,13 +274,17 @@ class CareflowSandbox(ImmutableSandboxedEnvironment):
         self.globals.clear()
         self.globals["range"] = ImmutableSandboxedEnvironment().globals["range"]
         self.filters["datetime"] = _format_datetime
+        self.filters["attr"] = _attr_filter
+
+    # Types are checked with ``type(obj)``: ``isinstance`` would read ``obj.__class__``,
+    # an attribute access on the very object being guarded.
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if attr.startswith("_"):
             return False
-        if isinstance(obj, LoopContext):
+        if issubclass(type(obj), LoopContext):
             return super().is_safe_attribute(obj, attr, value)
-        if isinstance(obj, str) and attr in _SAFE_STR_METHODS:
+        if issubclass(type(obj), str) and attr in _SAFE_STR_METHODS:
             return super().is_safe_attribute(obj, attr, value)
         return False
 
@@ -274,12 +294,24 @@ class CareflowSandbox(ImmutableSandboxedEnvironment):
         )
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, Mapping):
+        if issubclass(type(obj), Mapping):
             try:
                 return obj[attribute]
             except (KeyError, TypeError):
                 return self.undefined(obj=obj, name=attribute)
-        return super().getattr(obj, attribute)
+        if issubclass(type(obj), Undefined):
+            # A missing variable renders empty however deep the path, but never its dunders.
+            if attribute.startswith("_"):
+                self.unsafe_undefined(obj, attribute)
+            return self.undefined(obj=obj, name=attribute)
+        # Decided before the attribute is read, so no property or descriptor ever runs,
+        # and before Jinja's ``str.format`` wrapper, which would otherwise hand one out.
+        if not self.is_safe_attribute(obj, attribute, None):
+            self.unsafe_undefined(obj, attribute)
+        try:
+            return getattr(obj, attribute)
+        except AttributeError:
+            return self.undefined(obj=obj, name=attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
         # No fallback from ``x['name']`` to an attribute: subscripts reach data only.
@@ -370,7 +402,7 @@ def check_source(channel: Channel, subject: str | None, body: str) -> list[dict[
 
 
 def builtin_template(key: str, channel: str) -> TemplateSource | None:
-    return BUILTIN_TEMPLATES.get((key, channel))  # type: ignore[call-overload]
+    return BUILTIN_TEMPLATES.get((key, channel))
 
 
 def source_from_row(row: TemplateRow) -> TemplateSource:

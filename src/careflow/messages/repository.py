@@ -31,7 +31,7 @@ class MessageFilters:
     patient_id: EntityRef | None = None
 
 
-def _org_query(organization_id: int) -> Select[tuple[Message]]:
+def _org_query(organization_id: int) -> Select[Message]:
     return select(Message).where(Message.organization_id == organization_id)
 
 

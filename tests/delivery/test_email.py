@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from email.message import Message
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from careflow.config import Settings
+from careflow.delivery.email import LogEmailTransport, SmtpConfig, SmtpTransport, message_id_for
+from careflow.delivery.errors import PermanentDeliveryError, TransientDeliveryError
+from careflow.delivery.templates import SAMPLE_CONTEXT, builtin_template, render
+from tests.conftest import make_settings
+from tests.fixtures.smtp import SmtpServer, free_port
+
+RECIPIENT = "pat@example.com"
+
+
+def text_of(message: Message) -> str:
+    payload = message.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload.decode(message.get_content_charset() or "ascii")
+
+
+class _RefuseRecipients:
+    """An SMTP server that knows no mailbox: every RCPT gets a permanent 550."""
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        return "550 5.1.1 No such user"
+
+
+@pytest.fixture(scope="module")
+def refusing_smtp() -> Iterator[str]:
+    port = free_port()
+    controller = Controller(_RefuseRecipients(), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield f"smtp://127.0.0.1:{port}"
+    controller.stop()
+
+
+class TestSmtpTransport:
+    async def test_delivers_with_the_given_message_id(
+        self, smtp: SmtpServer, settings: Settings
+    ) -> None:
+        transport = SmtpTransport(settings)
+        message_id = message_id_for(12, 1)
+        provider_id = await transport.send(
+            to=RECIPIENT,
+            subject="Your appointment",
+            body="See you soon — café at 10:00",
+            message_id=message_id,
+            headers={"X-Careflow-Execution": "12"},
+        )
+
+        assert message_id == "<exec-12.action-1@careflow>"
+        assert provider_id == "exec-12.action-1@careflow"
+        [received] = smtp.sink.messages
+        assert received.message_id == message_id
+        assert received.rcpt_tos == [RECIPIENT]
+        assert received.mail_from == settings.email_from
+        assert received.message["From"] == settings.email_from
+        assert received.message["To"] == RECIPIENT
+        assert received.message["Subject"] == "Your appointment"
+        assert received.message["X-Careflow-Execution"] == "12"
+        assert "café at 10:00" in text_of(received.message)
+
+    async def test_sends_a_rendered_builtin(self, smtp: SmtpServer, settings: Settings) -> None:
+        source = builtin_template("appointment_reminder", "email")
+        assert source is not None
+        rendered = render(source, SAMPLE_CONTEXT)
+        assert rendered.subject is not None
+
+        await SmtpTransport(settings).send(
+            to=RECIPIENT, subject=rendered.subject, body=rendered.body, message_id="<m1@careflow>"
+        )
+
+        [received] = smtp.sink.messages
+        # RFC 5322 unfolding: a long subject arrives folded over several lines.
+        assert re.sub(r"\r?\n(?=[ \t])", "", received.message["Subject"]) == rendered.subject
+        assert "Main clinic" in text_of(received.message)
+
+    async def test_a_451_is_transient_and_the_retry_goes_through(
+        self, smtp: SmtpServer, settings: Settings
+    ) -> None:
+        transport = SmtpTransport(settings)
+        smtp.sink.fail_next = 1
+
+        with pytest.raises(TransientDeliveryError) as failed:
+            await transport.send(to=RECIPIENT, subject="s", body="b", message_id="<r@careflow>")
+        assert "451" in str(failed.value)
+        assert RECIPIENT not in str(failed.value)
+        assert smtp.sink.messages == []
+
+        await transport.send(to=RECIPIENT, subject="s", body="b", message_id="<r@careflow>")
+        assert smtp.sink.message_ids() == ["<r@careflow>"]
+
+    async def test_an_unreachable_server_is_transient(self, database_url: str) -> None:
+        closed = make_settings(database_url, smtp_url=f"smtp://127.0.0.1:{free_port()}")
+
+        with pytest.raises(TransientDeliveryError) as failed:
+            await SmtpTransport(closed).send(
+                to=RECIPIENT, subject="s", body="b", message_id="<u@careflow>"
+            )
+        assert failed.value.__cause__ is None
+
+    async def test_a_refused_recipient_is_permanent(
+        self, refusing_smtp: str, database_url: str
+    ) -> None:
+        settings = make_settings(database_url, smtp_url=refusing_smtp)
+
+        with pytest.raises(PermanentDeliveryError) as failed:
+            await SmtpTransport(settings).send(
+                to=RECIPIENT, subject="s", body="b", message_id="<p@careflow>"
+            )
+        assert "550" in str(failed.value)
+        assert RECIPIENT not in str(failed.value)
+
+    async def test_a_header_injection_is_refused_before_sending(
+        self, smtp: SmtpServer, settings: Settings
+    ) -> None:
+        with pytest.raises(PermanentDeliveryError):
+            await SmtpTransport(settings).send(
+                to=f"{RECIPIENT}\r\nBcc: someone@example.com",
+                subject="s",
+                body="b",
+                message_id="<h@careflow>",
+            )
+        assert smtp.sink.messages == []
+
+
+class TestSmtpConfig:
+    def test_plain_url_with_credentials(self) -> None:
+        cfg = SmtpConfig.from_url("smtp://user%40corp:p%3Ass@mail.example.com:2525")
+        assert cfg == SmtpConfig(
+            hostname="mail.example.com",
+            port=2525,
+            username="user@corp",
+            password="p:ss",
+            use_tls=False,
+            start_tls=False,
+        )
+
+    def test_smtps_is_implicit_tls_on_465(self) -> None:
+        cfg = SmtpConfig.from_url("smtps://mail.example.com")
+        assert (cfg.use_tls, cfg.start_tls, cfg.port) == (True, False, 465)
+
+    def test_starttls_flag(self) -> None:
+        cfg = SmtpConfig.from_url("smtp://mail.example.com?starttls=1")
+        assert (cfg.use_tls, cfg.start_tls, cfg.port) == (False, True, 587)
+
+    @pytest.mark.parametrize(
+        "url", ["http://mail.example.com", "smtp://", "smtps://mail.example.com?starttls=1"]
+    )
+    def test_bad_urls_are_refused(self, url: str) -> None:
+        with pytest.raises(ValueError):
+            SmtpConfig.from_url(url)
+
+
+class TestLogEmailTransport:
+    async def test_returns_a_log_id_and_sends_nothing(self, smtp: SmtpServer) -> None:
+        provider_id = await LogEmailTransport().send(
+            to=RECIPIENT, subject="s", body="b", message_id=message_id_for(3, 0)
+        )
+        assert provider_id == "log-exec-3.action-0@careflow"
+        assert smtp.sink.messages == []

@@ -1,0 +1,230 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from careflow.automations.models import Template
+from careflow.db import create_sessionmaker
+from careflow.delivery.errors import TemplateRenderError
+from careflow.delivery.templates import (
+    BUILTIN_TEMPLATES,
+    MAX_BODY_CHARS,
+    SAMPLE_CONTEXT,
+    Channel,
+    TemplateSource,
+    check_source,
+    render,
+    resolve_template,
+    template_exists,
+)
+from tests.conftest import T0
+
+REQUIRED_KEYS = (
+    "welcome_patient",
+    "first_appointment_video_guide",
+    "appointment_reminder",
+    "form_reminder",
+    "appointment_follow_up",
+)
+
+
+def source(body: str, subject: str | None = None) -> TemplateSource:
+    channel: Channel = "email" if subject is not None else "sms"
+    return TemplateSource(key="t", channel=channel, subject=subject, body=body, built_in=False)
+
+
+def render_or_error(body: str, context: dict[str, Any]) -> str:
+    try:
+        return render(source(body), context).body
+    except TemplateRenderError as exc:
+        return f"refused: {exc}"
+
+
+async def add_override(
+    engine: AsyncEngine, org: int, key: str, channel: str, body: str, subject: str | None = None
+) -> None:
+    async with create_sessionmaker(engine)() as session, session.begin():
+        session.add(
+            Template(
+                organization_id=org,
+                key=key,
+                channel=channel,
+                subject=subject,
+                body=body,
+                created_at=T0,
+                updated_at=T0,
+            )
+        )
+
+
+class TestBuiltins:
+    @pytest.mark.parametrize("key", REQUIRED_KEYS)
+    @pytest.mark.parametrize("channel", ["email", "sms"])
+    def test_each_renders_with_and_without_data(self, key: str, channel: str) -> None:
+        builtin = BUILTIN_TEMPLATES[(key, channel)]
+        full = render(builtin, SAMPLE_CONTEXT)
+        empty = render(builtin, {})
+        assert full.body and empty.body
+        assert "{{" not in full.body
+        if channel == "email":
+            assert full.subject and empty.subject
+        else:
+            assert full.subject is None
+
+    def test_appointment_time_is_shown_in_the_patients_zone(self) -> None:
+        context = {
+            "patient": {"first_name": "Sam", "timezone": "America/New_York"},
+            "appointment": {"starts_at": "2025-02-15T15:00:00Z"},
+        }
+        rendered = render(BUILTIN_TEMPLATES[("appointment_reminder", "sms")], context)
+        assert "10:00 (America/New_York)" in rendered.body
+
+
+class TestRender:
+    def test_missing_variables_render_empty(self) -> None:
+        rendered = render(source("[{{ patient.nickname }}|{{ nothing.at.all }}]"), {})
+        assert rendered.body == "[|]"
+
+    def test_the_subject_is_one_line(self) -> None:
+        rendered = render(
+            source("b", subject="Hi {{ patient.name }}"), {"patient": {"name": "A\r\nBcc: x"}}
+        )
+        assert rendered.subject == "Hi A Bcc: x"
+
+    def test_dict_keys_win_over_dict_methods(self) -> None:
+        context = {"form": {"values": "answers", "items": 3}}
+        assert render(source("{{ form.values }}/{{ form.items }}"), context).body == "answers/3"
+
+    def test_a_syntax_error_is_a_clear_render_error(self) -> None:
+        with pytest.raises(TemplateRenderError, match="line 2") as failed:
+            render(source("ok\n{% if %}"), {})
+        assert failed.value.__cause__ is None
+        assert failed.value.__suppress_context__
+
+    def test_a_runtime_error_names_the_error_only(self) -> None:
+        with pytest.raises(TemplateRenderError, match="ZeroDivisionError"):
+            render(source("{{ 1 / 0 }}"), {})
+
+    def test_a_changed_text_is_recompiled(self) -> None:
+        assert render(source("one {{ x }}"), {"x": 1}).body == "one 1"
+        assert render(source("two {{ x }}"), {"x": 1}).body == "two 1"
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            "{{ 'a' * 100000000 }}",
+            "{{ 10 ** 100000000 }}",
+            "{% for i in range(100000000) %}x{% endfor %}",
+            "{% for i in range(90000) %}{% for j in range(90000) %}xx{% endfor %}{% endfor %}",
+        ],
+    )
+    def test_oversized_output_is_refused(self, body: str) -> None:
+        with pytest.raises(TemplateRenderError):
+            render(source(body), {})
+
+    def test_output_just_under_the_cap_renders(self) -> None:
+        body = "{% for i in range(" + str(MAX_BODY_CHARS // 10) + ") %}0123456789{% endfor %}"
+        assert len(render(source(body), {}).body) == MAX_BODY_CHARS
+
+
+class Spy:
+    """Records every attribute the template engine reads from it."""
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "accessed", [])
+
+    def __getattribute__(self, name: str) -> Any:
+        if name != "accessed":
+            object.__getattribute__(self, "accessed").append(name)
+        return object.__getattribute__(self, name)
+
+
+ESCAPES = [
+    "{{ ''.__class__.__mro__ }}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ cycler.__init__.__globals__ }}",
+    "{{ cycler.__init__.__globals__.os.system('touch MARKER') }}",
+    "{{ lipsum.__globals__['os'].popen('touch MARKER').read() }}",
+    "{{ joiner.__init__.__globals__.os.popen('touch MARKER') }}",
+    "{{ namespace.__init__.__globals__.os.system('touch MARKER') }}",
+    "{{ self._TemplateReference__context.cycler.__init__.__globals__.os }}",
+    "{{ 'x'|attr('format') }}",
+    "{{ 'x'|attr('__class__') }}",
+    "{{ '{0.__class__.__init__.__globals__}'.format(patient) }}",
+    "{{ ''.format_map }}",
+    "{{ patient['__class__']['__base__'].__subclasses__() }}",
+    "{{ patient.tags.append('hacked') }}",
+    "{% set x = patient.update({'first_name': 'hacked'}) %}{{ patient.first_name }}",
+    "{{ range.__self__ }}",
+    "{% include '/etc/passwd' %}",
+    "{% import 'os' as os %}",
+]
+
+
+class TestSandbox:
+    @pytest.mark.parametrize("payload", ESCAPES)
+    def test_escapes_fail_safely(
+        self, payload: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        context = {"patient": {"first_name": "Alex", "tags": ["new"]}}
+
+        output = render_or_error(payload.replace("MARKER", str(tmp_path / "pwned")), context)
+
+        assert not (tmp_path / "pwned").exists()
+        assert "hacked" not in output
+        assert context == {"patient": {"first_name": "Alex", "tags": ["new"]}}
+        if not output.startswith("refused: "):
+            # Rendered without failing: then it rendered nothing of Python's internals.
+            assert output.strip() in ("", "Alex"), output
+
+    @pytest.mark.parametrize(
+        "payload",
+        [
+            "{{ spy.__class__ }}",
+            "{{ spy.__dict__ }}",
+            "{{ spy.accessed }}",
+            "{{ spy.secret }}",
+            "{{ spy|attr('secret') }}",
+            "{{ spy['secret'] }}",
+        ],
+    )
+    def test_no_attribute_of_a_context_object_is_read(self, payload: str) -> None:
+        spy = Spy()
+        render_or_error(payload, {"spy": spy})
+        assert spy.accessed == []
+
+    @pytest.mark.parametrize("payload", ["{{ ''.__class__ }}", "{{ 'x'|attr('format') }}"])
+    def test_check_source_reports_a_sandbox_violation(self, payload: str) -> None:
+        details = check_source("sms", None, payload)
+        assert [d["field"] for d in details] == ["body"]
+        assert "not allowed" in details[0]["message"]
+
+
+class TestResolve:
+    async def test_an_org_override_beats_the_builtin(self, engine: AsyncEngine) -> None:
+        await add_override(
+            engine, 1, "welcome_patient", "email", "Hi {{ patient.first_name }}!", "Our welcome"
+        )
+        async with create_sessionmaker(engine)() as session:
+            own = await resolve_template(session, 1, "welcome_patient", "email")
+            other = await resolve_template(session, 2, "welcome_patient", "email")
+            sms = await resolve_template(session, 1, "welcome_patient", "sms")
+
+        assert own is not None and not own.built_in
+        assert render(own, {"patient": {"first_name": "Kim"}}).body == "Hi Kim!"
+        assert render(own, {}).subject == "Our welcome"
+        assert other == BUILTIN_TEMPLATES[("welcome_patient", "email")]
+        assert sms == BUILTIN_TEMPLATES[("welcome_patient", "sms")]
+
+    async def test_a_custom_key_exists_for_its_org_only(self, engine: AsyncEngine) -> None:
+        await add_override(engine, 1, "dental_recall", "sms", "Time for a check-up")
+        async with create_sessionmaker(engine)() as session:
+            assert await template_exists(session, 1, "dental_recall", "sms")
+            assert not await template_exists(session, 1, "dental_recall", "email")
+            assert not await template_exists(session, 2, "dental_recall", "sms")
+            assert await template_exists(session, 2, "form_reminder", "sms")
+            assert await resolve_template(session, 2, "dental_recall", "sms") is None
