@@ -42,7 +42,9 @@ async def make_worker(
         concurrency: int | None = None,
         **overrides: Any,
     ) -> Worker:
-        worker_settings = make_settings(settings.database_url, **overrides) if overrides else settings
+        worker_settings = (
+            make_settings(settings.database_url, **overrides) if overrides else settings
+        )
         worker = Worker(
             sessionmaker,
             worker_settings,
@@ -93,14 +95,14 @@ async def only_job(sessionmaker: async_sessionmaker[AsyncSession]) -> Job:
 
 
 async def eventually(
-    condition: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.02
+    condition: Callable[[], Any], *, within: float = 5.0, interval: float = 0.02
 ) -> None:
-    """Poll an (async) condition until it holds; fail after ``timeout`` seconds."""
+    """Poll an (async) condition until it holds; fail after ``within`` seconds."""
     import asyncio
     import inspect
 
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while True:
         result = condition()
         if inspect.isawaitable(result):
@@ -108,5 +110,5 @@ async def eventually(
         if result:
             return
         if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(interval)

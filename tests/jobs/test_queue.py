@@ -29,7 +29,9 @@ class TestEnqueue:
     ) -> None:
         await add_job(sessionmaker, clock, "test.noop", {"first": True}, dedupe_key="k1")
         later = clock.now() + timedelta(hours=1)
-        await add_job(sessionmaker, clock, "test.noop", {"first": False}, dedupe_key="k1", run_at=later)
+        await add_job(
+            sessionmaker, clock, "test.noop", {"first": False}, dedupe_key="k1", run_at=later
+        )
         await add_job(sessionmaker, clock, "test.noop", {}, dedupe_key="k2")
 
         jobs = await all_jobs(sessionmaker)

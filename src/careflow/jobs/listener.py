@@ -7,6 +7,7 @@ so it is re-established in the background and never stops the worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -85,11 +86,9 @@ class NotifyListener:
         self._on_notify()
 
 
-async def _wait(event: asyncio.Event, timeout: float) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except TimeoutError:
-        pass
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
 
 
 async def _close_quietly(conn: asyncpg.Connection) -> None:

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import Table, case, delete, func, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.jobs.models import Job, JobStatus
 
-jobs = Job.__table__
+jobs: Table = Job.__table__  # type: ignore[assignment]
 
 MAX_BACKOFF_SECONDS = 3600.0
 LEASE_LOST_ERROR = "lease expired: the worker running this job stopped renewing it"
@@ -54,9 +54,16 @@ def backoff_seconds(
     return delay * (rng or random).uniform(0.8, 1.2)
 
 
+def _status_is(status: str) -> Any:
+    # Inlined, not bound: PostgreSQL only uses the partial indexes (``WHERE status =
+    # 'queued'``) when the predicate is visible in the plan, and asyncpg's prepared
+    # statements would otherwise end up on a generic plan that cannot prove it.
+    return jobs.c.status == literal_column(f"'{status}'")
+
+
 def _fenced(job: ClaimedJob) -> Any:
-    return (jobs.c.id == job.id) & (jobs.c.locked_by == job.worker) & (
-        jobs.c.attempts == job.attempt
+    return (
+        (jobs.c.id == job.id) & (jobs.c.locked_by == job.worker) & (jobs.c.attempts == job.attempt)
     )
 
 
@@ -66,10 +73,8 @@ async def rescue_expired(session: AsyncSession, now: datetime) -> int:
     A job whose worker died mid-run would otherwise stay ``running`` forever. Clearing
     ``locked_by`` is what makes the dead worker's late completion miss its fence.
     """
-    expired = select(jobs.c.id).where(
-        jobs.c.status == JobStatus.RUNNING, jobs.c.lease_expires_at < now
-    )
-    if session.bind.dialect.name == "postgresql":
+    expired = select(jobs.c.id).where(_status_is(JobStatus.RUNNING), jobs.c.lease_expires_at < now)
+    if session.get_bind().dialect.name == "postgresql":
         # Another worker rescuing (or a heartbeat renewing) the same row: skip it, never wait.
         expired = expired.with_for_update(skip_locked=True)
     out_of_attempts = jobs.c.attempts >= jobs.c.max_attempts
@@ -94,11 +99,11 @@ async def claim_due(
 ) -> list[ClaimedJob]:
     due = (
         select(jobs.c.id)
-        .where(jobs.c.status == JobStatus.QUEUED, jobs.c.run_at <= now)
+        .where(_status_is(JobStatus.QUEUED), jobs.c.run_at <= now)
         .order_by(jobs.c.run_at)
         .limit(limit)
     )
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         # Concurrent claimers each take different rows instead of queueing on row locks.
         # SQLite serialises writers, so the plain subquery is already exclusive there.
         due = due.with_for_update(skip_locked=True)
@@ -143,7 +148,7 @@ async def claim_due(
 
 async def next_run_at(session: AsyncSession) -> datetime | None:
     value = await session.scalar(
-        select(func.min(jobs.c.run_at)).where(jobs.c.status == JobStatus.QUEUED)
+        select(func.min(jobs.c.run_at)).where(_status_is(JobStatus.QUEUED))
     )
     return value  # type: ignore[no-any-return]
 
@@ -212,7 +217,5 @@ async def bury(session: AsyncSession, job: ClaimedJob, *, now: datetime, error: 
 
 
 async def depth_by_status(session: AsyncSession) -> dict[str, int]:
-    rows = await session.execute(
-        select(jobs.c.status, func.count()).group_by(jobs.c.status)
-    )
+    rows = await session.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status))
     return {status: int(count) for status, count in rows.all()}

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from careflow.config import Settings
@@ -45,7 +46,11 @@ _handlers_loaded = False
 
 
 def load_handlers() -> None:
-    """Import every task module once, tolerating ones that do not exist yet."""
+    """Import every task module once, tolerating ones that cannot be imported yet.
+
+    A module that fails to import costs only its own job kinds (they retry with "no
+    handler registered" and end dead, visibly); refusing to start would stop every kind.
+    """
     global _handlers_loaded
     if _handlers_loaded:
         return
@@ -54,13 +59,17 @@ def load_handlers() -> None:
     for name in TASK_MODULES:
         try:
             importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            # Only a missing task module itself is tolerated; a broken import inside one
-            # that exists must fail loudly rather than leave a worker missing handlers.
-            if exc.name is None or not name.startswith(exc.name):
-                raise
-            log.warning("jobs.task_module_missing", module=name)
+        except ImportError as exc:
+            if _is_the_module_itself(name, exc):
+                log.warning("jobs.task_module_missing", module=name)
+            else:
+                log.error("jobs.task_module_broken", module=name, missing=exc.name)
     _handlers_loaded = True
+
+
+def _is_the_module_itself(name: str, exc: ImportError) -> bool:
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    return missing is not None and (name == missing or name.startswith(missing + "."))
 
 
 def default_worker_name() -> str:
@@ -91,7 +100,8 @@ class Worker:
         self.concurrency = max(1, concurrency or settings.worker_concurrency)
         self.lease = timedelta(seconds=settings.job_lease_seconds)
         self.poll_interval = settings.job_poll_interval_seconds
-        self._engine: AsyncEngine | None = sessionmaker.kw.get("bind")
+        bind = sessionmaker.kw.get("bind")
+        self._url = bind.url if isinstance(bind, AsyncEngine) else make_url(settings.database_url)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[str]] = set()
@@ -99,17 +109,23 @@ class Worker:
         self._listener: NotifyListener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
+        self._idle = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
     @property
     def dialect(self) -> str:
-        return self._engine.dialect.name if self._engine is not None else "sqlite"
+        return self._url.get_backend_name()
 
     @property
     def listening(self) -> bool:
         """True while the PostgreSQL LISTEN connection is up (readiness for tests)."""
         return self._listener is not None and self._listener.connected
+
+    @property
+    def is_idle(self) -> bool:
+        """True while the claim loop sleeps with nothing due and nothing running."""
+        return self._idle
 
     async def start(self) -> None:
         if self._started:
@@ -119,8 +135,8 @@ class Worker:
         self._stopping.clear()
         self._loop = asyncio.get_running_loop()
         queue.add_wake_callback(self._on_enqueue)
-        if self.dialect == "postgresql" and self._engine is not None:
-            self._listener = NotifyListener(asyncpg_dsn(self._engine.url), self.wake)
+        if self.dialect == "postgresql":
+            self._listener = NotifyListener(asyncpg_dsn(self._url), self.wake)
             self._listener.start()
         self._background = [
             asyncio.create_task(self._claim_loop(), name=f"careflow-jobs-claim-{self.name}"),
@@ -128,9 +144,9 @@ class Worker:
         ]
         log.info("jobs.worker_started", worker=self.name, concurrency=self.concurrency)
 
-    async def stop(self, graceful: bool = True, timeout: float | None = None) -> None:
-        """Stop claiming; let in-flight jobs finish for up to ``timeout`` seconds (default:
-        the lease), then cancel the rest and put them back in the queue uncounted."""
+    async def stop(self, graceful: bool = True, grace_seconds: float | None = None) -> None:
+        """Stop claiming; let in-flight jobs finish for up to ``grace_seconds`` (default: the
+        lease), then cancel the rest and put them back in the queue uncounted."""
         if not self._started:
             return
         self._started = False
@@ -139,16 +155,17 @@ class Worker:
         queue.remove_wake_callback(self._on_enqueue)
         claim_loop, *others = self._background
         # Let the claim loop finish a claim in progress so no claimed row is orphaned.
-        await _finish_or_cancel({claim_loop}, timeout=10)
-        wait = (timeout if timeout is not None else self.lease.total_seconds()) if graceful else 0
+        await _finish_or_cancel({claim_loop}, seconds=10)
+        grace = grace_seconds if grace_seconds is not None else self.lease.total_seconds()
         if self._inflight:
             log.info("jobs.worker_draining", worker=self.name, inflight=len(self._inflight))
-            await _finish_or_cancel(set(self._inflight), timeout=wait)
-        await _finish_or_cancel(set(others), timeout=0)
+            await _finish_or_cancel(set(self._inflight), seconds=grace if graceful else 0)
+        await _finish_or_cancel(set(others), seconds=0)
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
         self._background = []
+        self._idle = False
         log.info("jobs.worker_stopped", worker=self.name)
 
     def cancel_inflight(self) -> None:
@@ -225,6 +242,7 @@ class Worker:
             raise
         finally:
             heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
         JOBS.labels(job.kind, outcome).inc()
         return outcome
 
@@ -357,7 +375,9 @@ class Worker:
             for job in jobs:
                 self._spawn(job)
             if len(jobs) < free:
+                self._idle = not self._inflight
                 await self._sleep(self._idle_delay(upcoming))
+                self._idle = False
 
     def _idle_delay(self, upcoming: datetime | None) -> float:
         if upcoming is None:
@@ -406,16 +426,16 @@ def _describe(exc: Exception) -> str:
     return text[-MAX_ERROR_CHARS:]
 
 
-async def _wait_event(event: asyncio.Event, timeout: float) -> None:
+async def _wait_event(event: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout)
+        await asyncio.wait_for(event.wait(), seconds)
 
 
-async def _finish_or_cancel(tasks: set[asyncio.Task[Any]], *, timeout: float) -> None:
+async def _finish_or_cancel(tasks: set[asyncio.Task[Any]], *, seconds: float) -> None:
     if not tasks:
         return
-    if timeout > 0:
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
+    if seconds > 0:
+        _, pending = await asyncio.wait(tasks, timeout=seconds)
     else:
         pending = {t for t in tasks if not t.done()}
     for task in pending:
