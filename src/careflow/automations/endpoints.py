@@ -1,3 +1,204 @@
-from fastapi import APIRouter
+"""HTTP edge of automation rules and the trigger/action catalogs (``/v1/automations``)."""
 
-router = APIRouter()
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from careflow.auth import AdminDep, StaffDep
+from careflow.automations import service
+from careflow.automations.catalog import action_catalog, trigger_catalog
+from careflow.automations.schemas import (
+    CREATE_BODY_SCHEMA,
+    UPDATE_BODY_SCHEMA,
+    ActionTypeList,
+    RuleOut,
+    TriggerList,
+)
+from careflow.errors import ValidationError, not_found
+from careflow.kit.deps import ClockDep, SessionDep
+from careflow.kit.idempotency import idempotent
+from careflow.kit.pagination import PageDep
+from careflow.kit.schemas import DataEnvelope, ListEnvelope
+
+router = APIRouter(prefix="/v1/automations", tags=["automations"])
+
+# Ids are 64-bit on PostgreSQL: a longer number could only fail in the database, so it is
+# answered like any id that names no rule.
+_RULE_ID = re.compile(r"^[0-9]{1,18}$")
+
+
+def _rule_id(raw: str) -> int:
+    if not _RULE_ID.match(raw):
+        raise not_found("automation_rule")
+    return int(raw)
+
+
+# NaN and Infinity are not JSON: PostgreSQL's JSONB refuses them, so they are refused here
+# rather than failing at insert.
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _unstorable_text(value: Any) -> bool:
+    """Whether a string anywhere in ``value`` holds NUL or a lone surrogate.
+
+    PostgreSQL stores neither (in text or JSONB): refused here as a 400 instead of failing at
+    insert as a 500. Iterative, so a deeply nested body cannot exhaust the stack.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+async def _read_json(request: Request) -> Any:
+    """The body as JSON, read after the role checks so a caller without access learns nothing.
+
+    (A ``Body()`` parameter would be parsed before dependencies run: a malformed body from an
+    anonymous caller would answer 400 instead of 401.)
+    """
+    raw = await request.body()
+    if not raw.strip():
+        raise ValidationError(details=[{"field": "body", "message": "a JSON body is required"}])
+    try:
+        payload = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValidationError(
+            details=[{"field": "body", "message": "Body is not valid JSON"}]
+        ) from exc
+    if _unstorable_text(payload):
+        raise ValidationError(
+            details=[
+                {
+                    "field": "body",
+                    "message": "strings may not contain NUL characters or unpaired surrogates",
+                }
+            ]
+        )
+    return payload
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
+@router.get("/triggers", response_model=TriggerList, summary="Trigger catalog")
+async def list_triggers(principal: StaffDep) -> dict[str, Any]:
+    return {"data": trigger_catalog()}
+
+
+@router.get("/actions", response_model=ActionTypeList, summary="Action types catalog")
+async def list_actions(principal: StaffDep) -> dict[str, Any]:
+    return {"data": action_catalog()}
+
+
+@router.get("/rules", response_model=ListEnvelope[RuleOut], summary="List automation rules")
+async def list_rules(
+    principal: StaffDep,
+    session: SessionDep,
+    page: PageDep,
+    trigger_event: Annotated[
+        str | None, Query(max_length=64, description="Filter by trigger event")
+    ] = None,
+    enabled: Annotated[bool | None, Query(description="Filter by enabled status")] = None,
+) -> dict[str, Any]:
+    rules, total = await service.list_rules(
+        session, principal, trigger_event=trigger_event, enabled=enabled, page=page
+    )
+    return {"data": [RuleOut.model_validate(r) for r in rules], "meta": page.meta(total)}
+
+
+@router.get("/rules/{rule_id}", response_model=DataEnvelope[RuleOut], summary="Get automation rule")
+async def get_rule(rule_id: str, principal: StaffDep, session: SessionDep) -> dict[str, Any]:
+    rule = await service.get_rule(session, principal, _rule_id(rule_id))
+    return {"data": RuleOut.model_validate(rule)}
+
+
+@router.post(
+    "/rules",
+    status_code=201,
+    response_model=DataEnvelope[RuleOut],
+    summary="Create automation rule (accepts an Idempotency-Key header)",
+    openapi_extra=_json_body(CREATE_BODY_SCHEMA),
+)
+async def create_rule(
+    principal: AdminDep,
+    session: SessionDep,
+    clock: ClockDep,
+    request: Request,
+) -> Response:
+    # Taken raw and checked by the service, so one 400 names every bad field.
+    payload = await _read_json(request)
+    async with idempotent(
+        request,
+        session,
+        organization_id=principal.org_id,
+        endpoint="automation-rules.create",
+        body=payload,
+    ) as guard:
+        if guard.replay is not None:
+            return guard.replay
+        rule = await service.create_rule(session, principal, payload, now=clock.now())
+        envelope = DataEnvelope[RuleOut](data=RuleOut.model_validate(rule))
+        return await guard.respond(201, envelope.model_dump(mode="json"))
+
+
+@router.put(
+    "/rules/{rule_id}",
+    response_model=DataEnvelope[RuleOut],
+    summary="Update automation rule (only the fields sent)",
+    openapi_extra=_json_body(UPDATE_BODY_SCHEMA),
+)
+async def update_rule(
+    rule_id: str,
+    principal: AdminDep,
+    session: SessionDep,
+    clock: ClockDep,
+    request: Request,
+) -> dict[str, Any]:
+    rule_pk = _rule_id(rule_id)
+    payload = await _read_json(request)
+    rule = await service.update_rule(session, principal, rule_pk, payload, now=clock.now())
+    return {"data": RuleOut.model_validate(rule)}
+
+
+@router.delete(
+    "/rules/{rule_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete automation rule",
+)
+async def delete_rule(
+    rule_id: str, principal: AdminDep, session: SessionDep, clock: ClockDep
+) -> Response:
+    await service.delete_rule(session, principal, _rule_id(rule_id), now=clock.now())
+    return Response(status_code=204)

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careflow.automations.models import AutomationRule
 
 
-def _scoped(organization_id: int) -> Select[tuple[AutomationRule]]:
+def _scoped(organization_id: int) -> Select[AutomationRule]:
     return select(AutomationRule).where(AutomationRule.organization_id == organization_id)
 
 
@@ -41,9 +41,7 @@ async def list_page(
         query = query.where(AutomationRule.trigger_event == trigger_event)
     if enabled is not None:
         query = query.where(AutomationRule.enabled == enabled)
-    total = (
-        await session.execute(select(func.count()).select_from(query.subquery()))
-    ).scalar_one()
+    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
     rows = (
         (await session.execute(query.order_by(AutomationRule.id).offset(offset).limit(limit)))
         .scalars()

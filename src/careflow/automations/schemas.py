@@ -9,7 +9,7 @@ a body is reported in one answer.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired
 
 from pydantic import (
     BaseModel,
@@ -19,7 +19,7 @@ from pydantic import (
     with_config,
 )
 from pydantic import ValidationError as PydanticValidationError
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from careflow.errors import pydantic_details
 from careflow.kit.schemas import UTCDatetime
@@ -68,6 +68,8 @@ def _details(exc: PydanticValidationError) -> list[dict[str, str]]:
     for detail, err in zip(details, exc.errors(), strict=True):
         if err.get("type") == "extra_forbidden":
             detail["message"] = "unknown field"
+        elif err.get("type") == "missing":
+            detail["message"] = "is required"
     return details
 
 

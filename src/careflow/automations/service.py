@@ -1,0 +1,233 @@
+"""Automation rules: validation against the catalogs, CRUD, audit. Never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careflow.audit.service import changed_fields, record
+from careflow.auth import Principal
+from careflow.automations import repository
+from careflow.automations.catalog import (
+    TEMPLATE_CHANNELS,
+    ErrorList,
+    validate_actions,
+    validate_trigger,
+)
+from careflow.automations.models import AutomationRule
+from careflow.automations.schemas import parse_body
+from careflow.conditions import validate_condition
+from careflow.delivery.templates import template_exists
+from careflow.errors import ValidationError, not_found
+from careflow.kit.pagination import PageParams
+
+OBJECT_TYPE = "automation_rule"
+
+
+def snapshot(rule: AutomationRule) -> dict[str, Any]:
+    """The rule as an audit entry records it: its definition, no timestamps or counters."""
+    return {
+        "id": rule.id,
+        "name": rule.name,
+        "description": rule.description,
+        "enabled": rule.enabled,
+        "trigger_event": rule.trigger_event,
+        "trigger_config": rule.trigger_config,
+        "conditions": rule.conditions,
+        "actions": rule.actions,
+        "version": rule.version,
+    }
+
+
+async def _template_errors(
+    session: AsyncSession, organization_id: int, actions: Sequence[Any]
+) -> ErrorList:
+    errors: ErrorList = []
+    for i, action in enumerate(actions):
+        if not isinstance(action, Mapping):
+            continue
+        kind, key = action.get("type"), action.get("template")
+        if not isinstance(kind, str) or not isinstance(key, str):
+            continue
+        channel = TEMPLATE_CHANNELS.get(kind)
+        if channel is None:
+            continue
+        if not await template_exists(session, organization_id, key, channel):
+            errors.append(
+                {
+                    "field": f"actions[{i}].template",
+                    "message": f"unknown {channel} template '{key}'",
+                }
+            )
+    return errors
+
+
+async def _check_contents(
+    session: AsyncSession,
+    organization_id: int,
+    fields: Mapping[str, Any],
+    errors: ErrorList,
+) -> None:
+    """Conditions and actions of a parsed body; problems are appended to ``errors``."""
+    if "conditions" in fields:
+        conditions = {} if fields["conditions"] is None else fields["conditions"]
+        errors.extend(validate_condition(conditions, prefix="conditions"))
+    if "actions" in fields:
+        action_errors = validate_actions(fields["actions"])
+        errors.extend(action_errors)
+        if isinstance(fields["actions"], list):
+            errors.extend(await _template_errors(session, organization_id, fields["actions"]))
+
+
+async def list_rules(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    trigger_event: str | None,
+    enabled: bool | None,
+    page: PageParams,
+) -> tuple[Sequence[AutomationRule], int]:
+    return await repository.list_page(
+        session,
+        principal.org_id,
+        trigger_event=trigger_event,
+        enabled=enabled,
+        offset=page.offset,
+        limit=page.limit,
+    )
+
+
+async def get_rule(session: AsyncSession, principal: Principal, rule_id: int) -> AutomationRule:
+    rule = await repository.get(session, principal.org_id, rule_id)
+    if rule is None:
+        raise not_found("automation_rule")
+    return rule
+
+
+async def create_rule(
+    session: AsyncSession, principal: Principal, payload: Any, *, now: datetime
+) -> AutomationRule:
+    """Validate a create body (every problem at once) and store the rule at version 1."""
+    fields, errors = parse_body(payload, partial=False)
+    trigger_config: dict[str, Any] = {}
+    if "trigger_event" in fields:
+        trigger_config, trigger_errors = validate_trigger(
+            fields["trigger_event"], fields.get("trigger_config")
+        )
+        errors.extend(trigger_errors)
+    await _check_contents(session, principal.org_id, fields, errors)
+    if errors:
+        raise ValidationError(details=errors)
+
+    rule = AutomationRule(
+        organization_id=principal.org_id,
+        name=fields["name"],
+        description=fields.get("description"),
+        enabled=fields.get("enabled", True),
+        trigger_event=fields["trigger_event"],
+        trigger_config=trigger_config,
+        conditions=fields.get("conditions") or {},
+        actions=fields["actions"],
+        version=1,
+        execution_count=0,
+        last_executed_at=None,
+        created_at=now,
+        updated_at=now,
+    )
+    await repository.add(session, rule)
+    await record(
+        session,
+        principal,
+        action="create",
+        object_type=OBJECT_TYPE,
+        object_id=rule.id,
+        before=None,
+        after=snapshot(rule),
+        now=now,
+    )
+    return rule
+
+
+async def update_rule(
+    session: AsyncSession, principal: Principal, rule_id: int, payload: Any, *, now: datetime
+) -> AutomationRule:
+    """Change only the fields sent; the version rises on every update.
+
+    A new ``trigger_event`` sent without a ``trigger_config`` starts from the new trigger's
+    defaults: the old config described the old trigger (``hours_before`` means nothing to
+    ``appointment.after_end``).
+    """
+    rule = await repository.get(session, principal.org_id, rule_id, for_update=True)
+    if rule is None:
+        raise not_found("automation_rule")
+    fields, errors = parse_body(payload, partial=True)
+
+    changes: dict[str, Any] = {
+        k: v for k, v in fields.items() if k not in ("trigger_event", "trigger_config")
+    }
+    if "trigger_event" in fields or "trigger_config" in fields:
+        event = fields.get("trigger_event", rule.trigger_event)
+        if "trigger_config" in fields:
+            config = fields["trigger_config"]
+        elif event != rule.trigger_event:
+            config = {}
+        else:
+            config = rule.trigger_config
+        trigger_config, trigger_errors = validate_trigger(event, config)
+        errors.extend(trigger_errors)
+        changes["trigger_event"] = event
+        changes["trigger_config"] = trigger_config
+    await _check_contents(session, principal.org_id, fields, errors)
+    if errors:
+        raise ValidationError(details=errors)
+
+    if "conditions" in changes and changes["conditions"] is None:
+        changes["conditions"] = {}
+    before = snapshot(rule)
+    for name, value in changes.items():
+        setattr(rule, name, value)
+    rule.version = rule.version + 1
+    rule.updated_at = now
+    await session.flush()
+    old, new = changed_fields(before, snapshot(rule))
+    await record(
+        session,
+        principal,
+        action="update",
+        object_type=OBJECT_TYPE,
+        object_id=rule.id,
+        before=old,
+        after=new,
+        now=now,
+    )
+    return rule
+
+
+async def delete_rule(
+    session: AsyncSession, principal: Principal, rule_id: int, *, now: datetime
+) -> None:
+    rule = await repository.get(session, principal.org_id, rule_id, for_update=True)
+    if rule is None:
+        raise not_found("automation_rule")
+    before = snapshot(rule)
+    await repository.delete(session, rule)
+    await record(
+        session,
+        principal,
+        action="delete",
+        object_type=OBJECT_TYPE,
+        object_id=rule_id,
+        before=before,
+        after=None,
+        now=now,
+    )
+
+
+async def enabled_rules_for(
+    session: AsyncSession, organization_id: int, trigger_event: str
+) -> list[AutomationRule]:
+    """The organisation's enabled rules for one trigger, in id order (for the dispatcher)."""
+    return list(await repository.enabled_for_trigger(session, organization_id, trigger_event))
