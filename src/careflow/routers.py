@@ -7,25 +7,31 @@ from fastapi import FastAPI
 from careflow.audit.endpoints import router as audit_router
 from careflow.automations.endpoints import router as automations_router
 from careflow.automations.templates_endpoints import router as templates_router
+from careflow.automations.test_endpoint import router as rule_test_router
 from careflow.events.endpoints import router as events_router
 from careflow.executions.endpoints import router as executions_router
 from careflow.forms.endpoints import router as forms_router
 from careflow.messages.endpoints import router as messages_router
 from careflow.ops.endpoints import router as ops_router
 from careflow.pathways.endpoints import router as pathways_router
+from careflow.pathways.episodes_endpoints import router as episodes_router
+from careflow.patients.endpoints import router as patients_router
 from careflow.segments.endpoints import router as segments_router
 
 
 def include_routers(app: FastAPI) -> None:
     for router in (
         automations_router,
+        rule_test_router,
         executions_router,
         events_router,
         forms_router,
+        patients_router,
         segments_router,
         messages_router,
         templates_router,
         pathways_router,
+        episodes_router,
         audit_router,
         ops_router,
     ):

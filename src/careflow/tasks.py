@@ -8,6 +8,7 @@ TASK_MODULES = (
     "careflow.jobs.builtin",
     "careflow.events.tasks",
     "careflow.executions.tasks",
+    "careflow.scheduling.tasks",
 )
 
 

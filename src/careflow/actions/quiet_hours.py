@@ -39,6 +39,9 @@ def next_allowed_time(
     When ``end_hour`` falls in a spring-forward gap, the first existing instant after the
     gap is returned (zoneinfo resolves the missing wall time with the pre-gap offset).
     """
+    for hour in (start_hour, end_hour):
+        if not 0 <= hour <= 23:
+            raise ValueError(f"quiet hours must be hours of the day (0-23), got {hour}")
     if now_utc.tzinfo is None:
         now_utc = now_utc.replace(tzinfo=UTC)
     zone = patient_zone(tz_name)

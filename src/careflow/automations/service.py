@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.audit.service import changed_fields, record
+from careflow.scheduling.service import TIME_TRIGGERS, request_rule_reschedule
 from careflow.auth import Principal
 from careflow.automations import repository
 from careflow.automations.catalog import (
@@ -138,6 +139,8 @@ async def create_rule(
         updated_at=now,
     )
     await repository.add(session, rule)
+    if rule.trigger_event in TIME_TRIGGERS:
+        await request_rule_reschedule(session, rule, now)
     await record(
         session,
         principal,
@@ -187,11 +190,14 @@ async def update_rule(
     if "conditions" in changes and changes["conditions"] is None:
         changes["conditions"] = {}
     before = snapshot(rule)
+    was_time_based = rule.trigger_event in TIME_TRIGGERS
     for name, value in changes.items():
         setattr(rule, name, value)
     rule.version = rule.version + 1
     rule.updated_at = now
     await session.flush()
+    if was_time_based or rule.trigger_event in TIME_TRIGGERS:
+        await request_rule_reschedule(session, rule, now)
     old, new = changed_fields(before, snapshot(rule))
     await record(
         session,
@@ -214,6 +220,9 @@ async def delete_rule(
         raise not_found("automation_rule")
     before = snapshot(rule)
     await repository.delete(session, rule)
+    if rule.trigger_event in TIME_TRIGGERS:
+        # The reschedule finds the rule gone and drops its pending fires.
+        await request_rule_reschedule(session, rule, now)
     await record(
         session,
         principal,

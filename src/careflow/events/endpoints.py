@@ -1,3 +1,120 @@
-from fastapi import APIRouter
+"""``POST /v1/events``, ``GET /v1/events/{id}``, ``PUT /v1/entities/{entity_type}/{id}``."""
 
-router = APIRouter()
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Request, Response, status
+
+from careflow.auth import IngestDep, Principal, Role, require_roles
+from careflow.events import service
+from careflow.events.schemas import EventAccepted, EventExecution, EventIn, EventOut
+from careflow.events.validation import RULES_DOC
+from careflow.kit.deps import ClockDep, SessionDep
+from careflow.kit.idempotency import idempotent
+from careflow.kit.schemas import DataEnvelope
+from careflow.ops.metrics import EVENTS_INGESTED
+
+router = APIRouter(tags=["events"])
+
+EventsReadDep = Annotated[Principal, require_roles(Role.ADMIN, Role.SPECIALIST, Role.SERVICE)]
+
+ENTITY_EXAMPLE = {"id": 100, "email": "ada@example.com", "first_name": "Ada"}
+
+
+@router.post(
+    "/v1/events",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Ingest a domain event (admin, service)",
+    description=(
+        "Stores the event and the entity snapshots it carries, then dispatches it to the "
+        "organisation's automation rules and pathways in the background.\n\n"
+        "The same `event_id` again in the organisation answers **200** with the first event's "
+        "record and runs nothing again; an event without `event_id` is always new. An "
+        "`Idempotency-Key` header is honoured too (same key and body: the stored answer "
+        "again, with `Idempotent-Replayed: true`).\n\n" + RULES_DOC
+    ),
+    response_model=DataEnvelope[EventAccepted],
+    responses={200: {"description": "Duplicate `event_id`: the first event's record"}},
+)
+async def ingest_event(
+    session: SessionDep,
+    principal: IngestDep,
+    clock: ClockDep,
+    body: EventIn,
+    request: Request,
+) -> Response:
+    async with idempotent(
+        request,
+        session,
+        organization_id=principal.org_id,
+        endpoint="events.ingest",
+        body=body.model_dump(mode="json"),
+    ) as guard:
+        if guard.replay is not None:
+            return guard.replay
+        result = await service.ingest_event(session, principal.org_id, body, now=clock.now())
+        event = result.event
+        envelope = DataEnvelope[EventAccepted](
+            data=EventAccepted(
+                id=event.id, event_id=event.event_id, type=event.type, status=event.status
+            )
+        )
+        code = status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK
+        response = await guard.respond(code, envelope.model_dump(mode="json"))
+    if result.created:
+        EVENTS_INGESTED.labels(type=event.type).inc()
+    return response
+
+
+@router.get(
+    "/v1/events/{id}",
+    summary="An event with the executions and episode it produced (admin, specialist, service)",
+    responses={404: {"description": "`event_not_found`"}},
+)
+async def get_event(
+    session: SessionDep,
+    principal: EventsReadDep,
+    event_pk: Annotated[int, Path(alias="id", description="careflow's id of the event")],
+) -> DataEnvelope[EventOut]:
+    event, executions = await service.get_event(session, principal, event_pk)
+    return DataEnvelope(
+        data=EventOut(
+            id=event.id,
+            event_id=event.event_id,
+            type=event.type,
+            occurred_at=event.occurred_at,
+            status=event.status,
+            created_at=event.created_at,
+            processed_at=event.processed_at,
+            executions=[
+                EventExecution(id=e.id, automation_rule_id=e.automation_rule_id, status=e.status)
+                for e in executions
+            ],
+            episode_id=event.episode_id,
+        )
+    )
+
+
+@router.put(
+    "/v1/entities/{entity_type}/{id}",
+    summary="Store an entity snapshot without an event (admin, service)",
+    description=(
+        "For backfills: the body is the entity object itself, as it would appear under "
+        "`data` in `POST /v1/events`; it replaces the stored snapshot. `entity_type` is one of "
+        "`patient`, `appointment`, `invoice`, `form` (else 400). A body `id`, when given, must "
+        "equal the path id. No rule runs."
+    ),
+)
+async def put_entity(
+    session: SessionDep,
+    principal: IngestDep,
+    clock: ClockDep,
+    entity_type: Annotated[str, Path(max_length=32)],
+    entity_id: Annotated[str, Path(alias="id", max_length=128)],
+    body: Annotated[dict[str, Any], Body(examples=[ENTITY_EXAMPLE])],
+) -> DataEnvelope[dict[str, Any]]:
+    stored = await service.put_entity(
+        session, principal, entity_type, entity_id, body, now=clock.now()
+    )
+    return DataEnvelope(data=stored)

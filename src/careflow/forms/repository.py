@@ -11,7 +11,7 @@ from careflow.forms.models import Form, FormStatus
 from careflow.kit.types import EntityRef
 
 
-def _in_org(organization_id: int) -> Select[tuple[Form]]:
+def _in_org(organization_id: int) -> Select[Form]:
     return select(Form).where(Form.organization_id == organization_id)
 
 

@@ -1,0 +1,141 @@
+"""What ``send_email`` and ``send_sms`` share: render, send, and record the Message row.
+
+One row per (execution, action index), keyed by a unique index, so a rerun of the action
+finds the row its earlier run wrote and updates it rather than adding a second one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from careflow.actions.base import ActionContext, ActionOutcome, RetryableActionError
+from careflow.delivery.errors import (
+    PermanentDeliveryError,
+    TemplateRenderError,
+    TransientDeliveryError,
+)
+from careflow.delivery.templates import Rendered, render, resolve_template
+from careflow.messages.models import Message
+from careflow.messages.repository import new_message_id
+
+
+class MessageStatus:
+    SENT = "sent"
+    FAILED = "failed"
+    RETRYING = "retrying"
+
+
+def is_sent(message: Message | None) -> bool:
+    return message is not None and message.status == MessageStatus.SENT
+
+
+async def record_attempt(
+    ctx: ActionContext,
+    existing: Message | None,
+    *,
+    channel: str,
+    recipient: str,
+    template: str,
+    rendered: Rendered | None,
+    provider: str,
+    status: str,
+    now: datetime,
+    provider_message_id: str | None = None,
+    error: str | None = None,
+) -> Message:
+    """Write the action's Message row (insert, or update the one an earlier run left)."""
+    message = existing
+    if message is None:
+        message = Message(
+            id=new_message_id(channel),
+            organization_id=ctx.organization_id,
+            channel=channel,
+            patient_id=ctx.patient_id,
+            execution_id=ctx.execution_id,
+            action_index=ctx.action_index,
+            created_at=now,
+            attempts=0,
+        )
+        ctx.session.add(message)
+    # Within one job the runner's attempt number is the count; an execution retried later
+    # adds to the attempts its earlier run recorded.
+    message.attempts = max((message.attempts or 0) + 1, ctx.attempt)
+    message.recipient = recipient
+    message.template = template
+    message.subject = rendered.subject if rendered is not None else None
+    message.body = rendered.body if rendered is not None else ""
+    message.provider = provider
+    message.status = status
+    message.error = error
+    if provider_message_id is not None:
+        message.provider_message_id = provider_message_id
+    if status == MessageStatus.SENT:
+        message.sent_at = now
+    await ctx.session.flush()
+    return message
+
+
+async def render_and_send(
+    ctx: ActionContext,
+    *,
+    channel: str,
+    template_key: str,
+    recipient: str,
+    existing: Message | None,
+    provider: str,
+    send: Callable[[Rendered], Awaitable[str]],
+    result_key: str,
+) -> ActionOutcome:
+    """Render the template, hand it to the transport, and record what happened.
+
+    Failures that retrying cannot fix are returned as a failure outcome rather than
+    raised: the runner rolls the transaction back when an exception escapes, and the
+    failed Message row must survive so the message log shows what was tried.
+    """
+    now = ctx.clock.now()
+
+    async def record(status: str, rendered: Rendered | None, **kwargs: str | None) -> Message:
+        return await record_attempt(
+            ctx,
+            existing,
+            channel=channel,
+            recipient=recipient,
+            template=template_key,
+            rendered=rendered,
+            provider=provider,
+            status=status,
+            now=now,
+            **kwargs,
+        )
+
+    source = await resolve_template(ctx.session, ctx.organization_id, template_key, channel)
+    if source is None:
+        error = f"unknown {channel} template {template_key!r}"
+        message = await record(MessageStatus.FAILED, None, error=error)
+        return ActionOutcome(status="failure", error=error, result={result_key: message.id})
+    try:
+        rendered = render(source, ctx.context)
+    except TemplateRenderError as exc:
+        error = f"template {template_key!r} failed to render: {exc}"
+        message = await record(MessageStatus.FAILED, None, error=error)
+        return ActionOutcome(status="failure", error=error, result={result_key: message.id})
+
+    try:
+        provider_id = await send(rendered)
+    except TransientDeliveryError as exc:
+        error = str(exc)
+        if not ctx.is_last_attempt:
+            # Rolled back with the job's transaction when the error propagates; the row is
+            # written for good on success or on the last attempt.
+            await record(MessageStatus.RETRYING, rendered, error=error)
+            raise RetryableActionError(error) from None
+        message = await record(MessageStatus.FAILED, rendered, error=error)
+        return ActionOutcome(status="failure", error=error, result={result_key: message.id})
+    except PermanentDeliveryError as exc:
+        error = str(exc)
+        message = await record(MessageStatus.FAILED, rendered, error=error)
+        return ActionOutcome(status="failure", error=error, result={result_key: message.id})
+
+    message = await record(MessageStatus.SENT, rendered, provider_message_id=provider_id)
+    return ActionOutcome(status="success", result={result_key: message.id})

@@ -1,0 +1,24 @@
+"""Action type → executor. Adding an action type is one new module and one entry here
+(plus its entry in the automations catalog, which validates rules against it)."""
+
+from __future__ import annotations
+
+from careflow.actions.base import ActionExecutor
+from careflow.actions.require_form import RequireFormExecutor
+from careflow.actions.send_email import SendEmailExecutor
+from careflow.actions.send_sms import SendSmsExecutor
+from careflow.actions.update_segment import UpdateSegmentExecutor
+
+EXECUTORS: dict[str, ActionExecutor] = {
+    executor.type: executor
+    for executor in (
+        RequireFormExecutor(),
+        SendEmailExecutor(),
+        SendSmsExecutor(),
+        UpdateSegmentExecutor(),
+    )
+}
+
+
+def get_executor(action_type: str) -> ActionExecutor | None:
+    return EXECUTORS.get(action_type)

@@ -1,0 +1,146 @@
+"""``send_sms``: render a template and text it to the patient, outside their quiet hours."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careflow.actions.base import ActionContext, ActionOutcome
+from careflow.actions.common import contact_of, opted_out, patient_of, required_str, skipped
+from careflow.actions.messaging import MessageStatus, is_sent, render_and_send
+from careflow.actions.quiet_hours import next_allowed_time
+from careflow.config import Settings
+from careflow.delivery.templates import Rendered
+from careflow.delivery.transports import get_transports
+from careflow.jobs.errors import DeferJob
+from careflow.kit.models import OrganizationSettings
+from careflow.messages import repository as messages
+from careflow.messages.models import Message
+
+NO_PHONE = "no phone number"
+OPTED_OUT = "patient opted out of SMS"
+HOURLY_LIMIT_REACHED = "SMS hourly limit reached"
+
+
+@dataclass(frozen=True, slots=True)
+class SmsPolicy:
+    quiet_hours_start: int
+    quiet_hours_end: int
+    hourly_limit: int
+
+
+async def sms_policy(session: AsyncSession, settings: Settings, organization_id: int) -> SmsPolicy:
+    """The service defaults, with the organisation's own overrides where it set them."""
+    row = await session.get(OrganizationSettings, organization_id)
+    start, end, limit = (
+        settings.quiet_hours_start,
+        settings.quiet_hours_end,
+        settings.sms_hourly_limit,
+    )
+    if row is not None:
+        # A value outside the hours of a day is ignored rather than allowed to stop all SMS.
+        if _is_hour(row.quiet_hours_start):
+            start = row.quiet_hours_start  # type: ignore[assignment]
+        if _is_hour(row.quiet_hours_end):
+            end = row.quiet_hours_end  # type: ignore[assignment]
+        if row.sms_hourly_limit is not None and row.sms_hourly_limit >= 0:
+            limit = row.sms_hourly_limit
+    return SmsPolicy(quiet_hours_start=start, quiet_hours_end=end, hourly_limit=limit)
+
+
+def _is_hour(value: int | None) -> bool:
+    return value is not None and 0 <= value <= 23
+
+
+async def sms_sent_since(session: AsyncSession, organization_id: int, since: datetime) -> int:
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Message)
+        .where(
+            Message.organization_id == organization_id,
+            Message.channel == "sms",
+            Message.status == MessageStatus.SENT,
+            Message.sent_at > since,
+        )
+    )
+    return int(count or 0)
+
+
+def _skip_reason(patient: Mapping[str, Any] | None) -> str | None:
+    if opted_out(patient, "sms_opt_out"):
+        return OPTED_OUT
+    if contact_of(patient, "phone") is None:
+        return NO_PHONE
+    return None
+
+
+class SendSmsExecutor:
+    type = "send_sms"
+
+    async def execute(self, ctx: ActionContext) -> ActionOutcome:
+        template_key = required_str(ctx.config, "template")
+        patient = patient_of(ctx.context)
+        reason = _skip_reason(patient)
+        if reason is not None:
+            return skipped(reason)
+        assert patient is not None
+        recipient = contact_of(patient, "phone")
+        assert recipient is not None
+
+        existing = await messages.get_for_action(ctx.session, ctx.execution_id, ctx.action_index)
+        if is_sent(existing):
+            assert existing is not None
+            return ActionOutcome(status="success", result={"sms_id": existing.id})
+
+        now = ctx.clock.now()
+        policy = await sms_policy(ctx.session, ctx.settings, ctx.organization_id)
+        resume_at = next_allowed_time(
+            now, patient.get("timezone"), policy.quiet_hours_start, policy.quiet_hours_end
+        )
+        if resume_at is not None:
+            raise DeferJob(until=resume_at, reason="quiet hours")
+        sent = await sms_sent_since(ctx.session, ctx.organization_id, now - timedelta(hours=1))
+        if sent >= policy.hourly_limit:
+            return ActionOutcome(status="failure", error=HOURLY_LIMIT_REACHED)
+
+        transport = get_transports(ctx.services, ctx.settings).sms
+        # The provider folds a retried request with this key into the message it already made.
+        idempotency_key = f"exec-{ctx.execution_id}-action-{ctx.action_index}"
+
+        async def send(rendered: Rendered) -> str:
+            return await transport.send(
+                to=recipient, body=rendered.body, idempotency_key=idempotency_key
+            )
+
+        return await render_and_send(
+            ctx,
+            channel="sms",
+            template_key=template_key,
+            recipient=recipient,
+            existing=existing,
+            provider=transport.provider,
+            send=send,
+            result_key="sms_id",
+        )
+
+    async def preview(
+        self,
+        session: AsyncSession,
+        organization_id: int,
+        config: Mapping[str, Any],
+        context: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        patient = patient_of(context)
+        reason = _skip_reason(patient)
+        preview: dict[str, Any] = {
+            "template": config.get("template"),
+            "would_send_to": None if reason else contact_of(patient, "phone"),
+        }
+        if reason is not None:
+            preview["skip_reason"] = reason
+        return preview

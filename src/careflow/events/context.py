@@ -1,0 +1,73 @@
+"""The context rules and pathways see: an event's entities joined with stored snapshots.
+
+An appointment, invoice or form brings its patient (by ``patient_id``) from what careflow
+already knows, so a condition like ``patient.tags`` works on an ``appointment.booked`` event
+that carried no patient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careflow.events import repository
+from careflow.events.catalog import ENTITY_TYPES, PATIENT_LINK
+from careflow.events.validation import entity_id_problem
+from careflow.kit.types import EntityRef, canonical_entity_id
+
+
+def patient_id_of(context: Mapping[str, Any]) -> EntityRef | None:
+    """The patient a context is about: its patient, else the one its entities point at."""
+    patient = context.get("patient")
+    if isinstance(patient, Mapping) and entity_id_problem(patient.get("id")) is None:
+        return canonical_entity_id(patient["id"])
+    for entity_type, link in PATIENT_LINK.items():
+        entity = context.get(entity_type)
+        if isinstance(entity, Mapping) and entity_id_problem(entity.get(link)) is None:
+            return canonical_entity_id(entity[link])
+    message = context.get("message")
+    if isinstance(message, Mapping) and entity_id_problem(message.get("patient_id")) is None:
+        return canonical_entity_id(message["patient_id"])
+    return None
+
+
+async def join_snapshots(
+    session: AsyncSession,
+    organization_id: int,
+    data: Mapping[str, Any],
+    *,
+    prefer_snapshots: bool = False,
+) -> dict[str, Any]:
+    """``data``'s entities merged with their stored snapshots, plus the linked patient.
+
+    By default the event's own fields win over the snapshot (the rule sees the event as it
+    happened); ``prefer_snapshots`` lets the snapshot win instead, for an action that runs
+    later and must see the entity as it is now (a cancelled appointment, a changed email).
+    """
+    context: dict[str, Any] = {k: v for k, v in data.items() if k not in ENTITY_TYPES}
+    for entity_type in ENTITY_TYPES:
+        given = data.get(entity_type)
+        if not isinstance(given, Mapping) or entity_id_problem(given.get("id")) is not None:
+            continue
+        stored = await repository.get_entity(session, organization_id, entity_type, given["id"])
+        snapshot = dict(stored.data) if stored is not None else {}
+        context[entity_type] = {**given, **snapshot} if prefer_snapshots else {**snapshot, **given}
+    if "patient" not in context:
+        patient_id = patient_id_of(context)
+        if patient_id is not None:
+            stored = await repository.get_entity(session, organization_id, "patient", patient_id)
+            if stored is not None:
+                context["patient"] = dict(stored.data)
+    return context
+
+
+async def entity_context(
+    session: AsyncSession, organization_id: int, entity_type: str, entity_id: EntityRef
+) -> dict[str, Any] | None:
+    """The context of a stored entity alone (the rule test endpoint); None if not stored."""
+    stored = await repository.get_entity(session, organization_id, entity_type, entity_id)
+    if stored is None:
+        return None
+    return await join_snapshots(session, organization_id, {entity_type: dict(stored.data)})

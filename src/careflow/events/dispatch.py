@@ -1,0 +1,152 @@
+"""Dispatch a stored event: derived triggers, the rules of each trigger, then its episode.
+
+Runs as one job in one transaction. Everything it writes is keyed by a unique index
+(milestone per patient, execution per rule and occurrence), so a redelivered or rerun
+dispatch finds what an earlier one committed instead of doing it again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careflow.automations.service import enabled_rules_for
+from careflow.events import repository
+from careflow.events.catalog import FIRST_BOOKED, FIRST_LOGIN, MILESTONES, trigger_entity_type
+from careflow.events.context import join_snapshots, patient_id_of
+from careflow.events.models import Event
+from careflow.events.service import EventStatus
+from careflow.events.validation import entity_id_problem
+from careflow.executions.service import start_execution
+from careflow.kit.types import EntityRef, canonical_entity_id
+
+log = structlog.get_logger("careflow.events.dispatch")
+
+# Time-based triggers are scheduled from appointment times, never fired by an event.
+TIME_BASED_TRIGGERS = frozenset({"appointment.before_start", "appointment.after_end"})
+
+# The event type whose first occurrence for a patient fires the derived trigger.
+DERIVED_FROM = {"patient.logged_in": FIRST_LOGIN, "appointment.booked": FIRST_BOOKED}
+
+EPISODES_MODULE = "careflow.pathways.episodes"
+
+
+def occurrence_key(event: Event, trigger: str) -> str:
+    return f"event:{event.id}:{trigger}"
+
+
+async def _triggers(
+    session: AsyncSession, event: Event, patient_id: EntityRef | None, now: datetime
+) -> list[str]:
+    """The event's own type plus the derived triggers it fires, each milestone once per patient."""
+    out: list[str] = []
+    candidates = [event.type]
+    if event.type in DERIVED_FROM:
+        candidates.append(DERIVED_FROM[event.type])
+    for trigger in candidates:
+        if trigger in TIME_BASED_TRIGGERS:
+            continue
+        if trigger in MILESTONES:
+            if patient_id is None:
+                log.info("milestone_without_patient", event_pk=event.id, trigger=trigger)
+                continue
+            first = await repository.claim_milestone(
+                session,
+                event.organization_id,
+                patient_id,
+                trigger,
+                event_pk=event.id,
+                now=now,
+            )
+            if not first:
+                continue
+        out.append(trigger)
+    return out
+
+
+def _trigger_entity(
+    trigger: str, context: Mapping[str, Any], patient_id: EntityRef | None
+) -> tuple[str, EntityRef] | None:
+    entity_type = trigger_entity_type(trigger) or "patient"
+    if entity_type == "patient":
+        return ("patient", patient_id) if patient_id is not None else None
+    entity = context.get(entity_type)
+    if isinstance(entity, Mapping) and entity_id_problem(entity.get("id")) is None:
+        return entity_type, canonical_entity_id(entity["id"])
+    return None
+
+
+async def _run_rules(
+    session: AsyncSession,
+    event: Event,
+    trigger: str,
+    context: dict[str, Any],
+    patient_id: EntityRef | None,
+    now: datetime,
+) -> None:
+    rules = await enabled_rules_for(session, event.organization_id, trigger)
+    if not rules:
+        return
+    target = _trigger_entity(trigger, context, patient_id)
+    if target is None:
+        log.warning("trigger_without_entity", event_pk=event.id, trigger=trigger)
+        return
+    entity_type, entity_id = target
+    for rule in rules:
+        await start_execution(
+            session,
+            rule=rule,
+            trigger_event=trigger,
+            occurrence_key=occurrence_key(event, trigger),
+            trigger_entity_type=entity_type,
+            trigger_entity_id=entity_id,
+            patient_id=patient_id,
+            context=context,
+            event_pk=event.id,
+            now=now,
+        )
+
+
+async def _route_to_episode(
+    session: AsyncSession, event: Event, context: dict[str, Any], now: datetime
+) -> None:
+    if importlib.util.find_spec(EPISODES_MODULE) is None:
+        log.info("episode_routing_unavailable", event_pk=event.id)
+        return
+    episodes = importlib.import_module(EPISODES_MODULE)
+    episode = await episodes.route_event(
+        session,
+        organization_id=event.organization_id,
+        event_pk=event.id,
+        event_id=event.event_id,
+        event_type=event.type,
+        occurred_at=event.occurred_at,
+        context=context,
+        now=now,
+    )
+    if episode is not None:
+        event.episode_id = episode.id
+
+
+async def dispatch_event(session: AsyncSession, *, event_pk: int, now: datetime) -> None:
+    event = await repository.get_event_by_pk(session, event_pk)
+    if event is None:
+        log.warning("dispatch_event_missing", event_pk=event_pk)
+        return
+    if event.status == EventStatus.PROCESSED:
+        return
+    context = await join_snapshots(session, event.organization_id, event.data)
+    patient_id = patient_id_of(context)
+    for trigger in await _triggers(session, event, patient_id, now):
+        await _run_rules(session, event, trigger, context, patient_id, now)
+    await _route_to_episode(session, event, context, now)
+    event.status = EventStatus.PROCESSED
+    event.processed_at = now
+    await session.flush()
+    log.info("event_dispatched", event_pk=event.id, type=event.type, org_id=event.organization_id)

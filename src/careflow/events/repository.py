@@ -1,0 +1,176 @@
+"""SQL of events, entity snapshots and patient milestones; every query is org-scoped."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careflow.events.models import Entity, Event, PatientMilestone
+from careflow.executions.models import Execution
+from careflow.executions.repository import insert_if_absent
+from careflow.kit.types import EntityRef, canonical_entity_id
+
+
+def _locking(session: AsyncSession) -> bool:
+    # SQLite serialises writers on its own; FOR UPDATE is PostgreSQL's row lock.
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
+async def get_event(session: AsyncSession, organization_id: int, pk: int) -> Event | None:
+    return await session.scalar(
+        select(Event).where(Event.organization_id == organization_id, Event.id == pk)
+    )
+
+
+async def get_event_by_pk(session: AsyncSession, pk: int) -> Event | None:
+    """For the worker, which holds the event's id from a job it was handed."""
+    stmt = select(Event).where(Event.id == pk)
+    if _locking(session):
+        stmt = stmt.with_for_update()
+    return await session.scalar(stmt)
+
+
+async def get_event_by_producer_id(
+    session: AsyncSession, organization_id: int, event_id: str
+) -> Event | None:
+    return await session.scalar(
+        select(Event).where(Event.organization_id == organization_id, Event.event_id == event_id)
+    )
+
+
+async def insert_event(session: AsyncSession, values: dict[str, Any]) -> Event | None:
+    """The new event, or None when the producer's event_id is already stored (a race lost)."""
+    new_id = await insert_if_absent(session, Event, values, ["organization_id", "event_id"])
+    return None if new_id is None else await session.get(Event, new_id)
+
+
+async def get_entity(
+    session: AsyncSession,
+    organization_id: int,
+    entity_type: str,
+    entity_id: EntityRef,
+    *,
+    for_update: bool = False,
+) -> Entity | None:
+    stmt = select(Entity).where(
+        Entity.organization_id == organization_id,
+        Entity.entity_type == entity_type,
+        Entity.entity_id == canonical_entity_id(entity_id),
+    )
+    if for_update and _locking(session):
+        stmt = stmt.with_for_update()
+    return await session.scalar(stmt)
+
+
+async def get_entities(
+    session: AsyncSession, organization_id: int, keys: Sequence[tuple[str, EntityRef]]
+) -> dict[tuple[str, EntityRef], dict[str, Any]]:
+    """Snapshots by (type, canonical id) for the keys that are stored."""
+    out: dict[tuple[str, EntityRef], dict[str, Any]] = {}
+    for entity_type, entity_id in keys:
+        row = await get_entity(session, organization_id, entity_type, entity_id)
+        if row is not None:
+            out[(entity_type, canonical_entity_id(entity_id))] = dict(row.data)
+    return out
+
+
+def _merge(stored: Entity, incoming: Mapping[str, Any], as_of: datetime, replace: bool) -> None:
+    if replace:
+        stored.data = dict(incoming)
+        stored.updated_at = as_of
+    elif as_of >= stored.updated_at:
+        stored.data = {**stored.data, **incoming}
+        stored.updated_at = as_of
+    else:
+        # An event older than the snapshot only fills fields the snapshot lacks.
+        stored.data = {**incoming, **stored.data}
+
+
+async def upsert_entity(
+    session: AsyncSession,
+    organization_id: int,
+    entity_type: str,
+    entity_id: EntityRef,
+    data: Mapping[str, Any],
+    *,
+    as_of: datetime,
+    replace: bool = False,
+) -> Entity:
+    """Store a snapshot: merged into the stored one (newest fields win) or replacing it."""
+    key = canonical_entity_id(entity_id)
+    stored = await get_entity(session, organization_id, entity_type, key, for_update=True)
+    if stored is None:
+        new_id = await insert_if_absent(
+            session,
+            Entity,
+            {
+                "organization_id": organization_id,
+                "entity_type": entity_type,
+                "entity_id": key,
+                "data": dict(data),
+                "updated_at": as_of,
+            },
+            ["organization_id", "entity_type", "entity_id"],
+        )
+        if new_id is not None:
+            fresh = await session.get(Entity, new_id)
+            assert fresh is not None
+            return fresh
+        # A concurrent request stored it first: merge into theirs instead.
+        stored = await get_entity(session, organization_id, entity_type, key, for_update=True)
+        assert stored is not None  # nothing deletes snapshots
+    _merge(stored, data, as_of, replace)
+    await session.flush()
+    return stored
+
+
+async def claim_milestone(
+    session: AsyncSession,
+    organization_id: int,
+    patient_id: EntityRef,
+    name: str,
+    *,
+    event_pk: int,
+    now: datetime,
+) -> bool:
+    """True when this event is the patient's first ``name`` (or already claimed it before)."""
+    key = canonical_entity_id(patient_id)
+    new_id = await insert_if_absent(
+        session,
+        PatientMilestone,
+        {
+            "organization_id": organization_id,
+            "patient_id": key,
+            "name": name,
+            "event_pk": event_pk,
+            "created_at": now,
+        },
+        ["organization_id", "patient_id", "name"],
+    )
+    if new_id is not None:
+        return True
+    existing = await session.scalar(
+        select(PatientMilestone).where(
+            PatientMilestone.organization_id == organization_id,
+            PatientMilestone.patient_id == key,
+            PatientMilestone.name == name,
+        )
+    )
+    # A redelivered dispatch of the event that claimed it still fires it (its executions
+    # are deduplicated by their own unique key).
+    return existing is not None and existing.event_pk == event_pk
+
+
+async def executions_of_event(
+    session: AsyncSession, organization_id: int, event_pk: int
+) -> list[Execution]:
+    rows = await session.scalars(
+        select(Execution)
+        .where(Execution.organization_id == organization_id, Execution.event_pk == event_pk)
+        .order_by(Execution.id)
+    )
+    return list(rows)

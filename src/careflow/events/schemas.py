@@ -1,0 +1,70 @@
+"""Request and response bodies of the events API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from careflow.kit.schemas import StrictInput, UTCDatetime
+
+
+class EventIn(StrictInput):
+    event_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The producer's id: the same id again in the organisation is a duplicate",
+        examples=["evt-8c1f"],
+    )
+    type: str = Field(description="Event type (see the catalog)", examples=["appointment.booked"])
+    occurred_at: datetime | None = Field(
+        default=None, description="ISO 8601; defaults to the time careflow receives the event"
+    )
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The event's entities by type: `patient`, `appointment`, `invoice`, `form`, "
+        "`message`",
+    )
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _iso_8601(cls, value: Any) -> Any:
+        # Pydantic would also take a number of seconds; the API promises ISO 8601 only.
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError("must be an ISO 8601 date-time string")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError("must be an ISO 8601 date-time string") from exc
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class EventAccepted(BaseModel):
+    id: int
+    event_id: str | None
+    type: str
+    status: str
+
+
+class EventExecution(BaseModel):
+    id: int
+    automation_rule_id: int | None
+    status: str
+
+
+class EventOut(BaseModel):
+    id: int
+    event_id: str | None
+    type: str
+    occurred_at: UTCDatetime
+    status: str = Field(
+        description="`accepted` until the worker has dispatched it, then `processed`"
+    )
+    created_at: UTCDatetime
+    processed_at: UTCDatetime | None
+    executions: list[EventExecution]
+    episode_id: int | None

@@ -1,0 +1,131 @@
+"""Event ingestion and entity snapshots: store, then hand the work to the queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careflow.auth import Principal
+from careflow.errors import ValidationError, not_found
+from careflow.events import repository
+from careflow.events.catalog import ENTITY_TYPES
+from careflow.events.models import Event
+from careflow.events.schemas import EventIn
+from careflow.events.validation import entity_id_problem, validate_entity_body, validate_event
+from careflow.executions.models import Execution
+from careflow.jobs.queue import enqueue
+from careflow.kit.types import canonical_entity_id
+
+log = structlog.get_logger("careflow.events")
+
+DISPATCH_KIND = "dispatch_event"
+
+
+class EventStatus:
+    ACCEPTED = "accepted"
+    PROCESSED = "processed"
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    event: Event
+    created: bool  # False: the producer's event_id was already stored; this is the first one
+
+
+async def ingest_event(
+    session: AsyncSession,
+    organization_id: int,
+    body: EventIn,
+    *,
+    now: datetime,
+) -> Ingested:
+    """Store the event and its entities and enqueue its dispatch, all in the caller's transaction.
+
+    A known ``event_id`` returns the first event untouched: nothing is stored or enqueued
+    again, so a producer's redelivery runs nothing twice.
+    """
+    validate_event(body.type, body.data)
+    if body.event_id is not None:
+        existing = await repository.get_event_by_producer_id(
+            session, organization_id, body.event_id
+        )
+        if existing is not None:
+            return Ingested(existing, created=False)
+    occurred_at = body.occurred_at or now
+    event = await repository.insert_event(
+        session,
+        {
+            "organization_id": organization_id,
+            "event_id": body.event_id,
+            "type": body.type,
+            "occurred_at": occurred_at,
+            "data": body.data,
+            "status": EventStatus.ACCEPTED,
+            "created_at": now,
+        },
+    )
+    if event is None:
+        # Lost a race with a concurrent delivery of the same event_id: theirs is the event.
+        assert body.event_id is not None  # only the event_id index can refuse the insert
+        existing = await repository.get_event_by_producer_id(
+            session, organization_id, body.event_id
+        )
+        if existing is None:  # pragma: no cover - the conflicting row must be visible now
+            raise RuntimeError("event insert conflicted but no event is stored")
+        return Ingested(existing, created=False)
+
+    for entity_type in ENTITY_TYPES:
+        entity = body.data.get(entity_type)
+        if isinstance(entity, dict) and entity_id_problem(entity.get("id")) is None:
+            await repository.upsert_entity(
+                session, organization_id, entity_type, entity["id"], entity, as_of=occurred_at
+            )
+    await enqueue(
+        session,
+        DISPATCH_KIND,
+        {"event_id": event.id},
+        run_at=now,
+        now=now,
+        organization_id=organization_id,
+        dedupe_key=f"dispatch:{event.id}",
+    )
+    log.info("event_ingested", event_pk=event.id, type=event.type, org_id=organization_id)
+    return Ingested(event, created=True)
+
+
+async def put_entity(
+    session: AsyncSession,
+    principal: Principal,
+    entity_type: str,
+    entity_id: str,
+    body: Any,
+    *,
+    now: datetime,
+) -> dict[str, Any]:
+    """Replace the stored snapshot of one entity (backfills); no event, no rule runs."""
+    problem = entity_id_problem(entity_id)
+    if problem:
+        raise ValidationError(details=[{"field": "id", "message": problem}])
+    path_id = canonical_entity_id(entity_id)
+    data = validate_entity_body(entity_type, path_id, body)
+    stored = await repository.upsert_entity(
+        session, principal.org_id, entity_type, path_id, data, as_of=now, replace=True
+    )
+    log.info(
+        "entity_stored", entity_type=entity_type, entity_id=str(path_id), org_id=principal.org_id
+    )
+    return dict(stored.data)
+
+
+async def get_event(
+    session: AsyncSession, principal: Principal, pk: int
+) -> tuple[Event, list[Execution]]:
+    event = await repository.get_event(session, principal.org_id, pk)
+    if event is None:
+        raise not_found("event")
+    executions = await repository.executions_of_event(session, principal.org_id, event.id)
+    return event, executions

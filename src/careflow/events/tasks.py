@@ -1,0 +1,19 @@
+"""Job handler ``dispatch_event``: thin, the dispatcher does the work; the job runner commits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from careflow.events.dispatch import dispatch_event
+from careflow.events.service import DISPATCH_KIND
+from careflow.jobs.errors import PermanentJobError
+from careflow.jobs.registry import JobContext, job_handler
+
+
+@job_handler(DISPATCH_KIND)
+async def handle_dispatch_event(ctx: JobContext, payload: dict[str, Any]) -> None:
+    try:
+        event_pk = int(payload["event_id"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PermanentJobError(f"malformed dispatch_event payload: {exc}") from exc
+    await dispatch_event(ctx.session, event_pk=event_pk, now=ctx.clock.now())

@@ -1,0 +1,205 @@
+"""SQL of executions and their action results; tenant queries start from the org filter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careflow.automations.models import AutomationRule
+from careflow.executions.models import Execution, ExecutionAction
+
+
+def _locking(session: AsyncSession) -> bool:
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
+def _scoped(organization_id: int) -> Select[Execution]:
+    return select(Execution).where(Execution.organization_id == organization_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionFilters:
+    automation_rule_id: int | None = None
+    status: str | None = None
+    trigger_event: str | None = None
+    executed_from: datetime | None = None  # inclusive
+    executed_before: datetime | None = None  # exclusive
+
+
+async def insert_if_absent(
+    session: AsyncSession, model: Any, values: dict[str, Any], index_elements: list[str]
+) -> int | None:
+    """INSERT … ON CONFLICT DO NOTHING on a unique index: the new row's id, or None if taken.
+
+    Preferred to a savepoint around a plain INSERT: no aborted transaction to recover on
+    PostgreSQL, and on SQLite the statement opens the transaction itself, where a leading
+    SAVEPOINT would have started (and on release committed) one of its own.
+    """
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = (
+        insert(model)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=index_elements)
+        .returning(model.id)
+    )
+    return await session.scalar(stmt)  # type: ignore[no-any-return]
+
+
+async def insert_execution(session: AsyncSession, values: dict[str, Any]) -> Execution | None:
+    """The new execution, or None when the rule already ran for this occurrence."""
+    new_id = await insert_if_absent(
+        session, Execution, values, ["automation_rule_id", "occurrence_key"]
+    )
+    if new_id is None:
+        return None
+    return await session.get(Execution, new_id)
+
+
+async def get(session: AsyncSession, organization_id: int, execution_id: int) -> Execution | None:
+    return await session.scalar(_scoped(organization_id).where(Execution.id == execution_id))
+
+
+async def get_for_run(session: AsyncSession, execution_id: int) -> Execution | None:
+    """The worker's read: locked on PostgreSQL so two jobs of one execution take turns."""
+    stmt = select(Execution).where(Execution.id == execution_id)
+    if _locking(session):
+        stmt = stmt.with_for_update()
+    return await session.scalar(stmt)
+
+
+async def list_page(
+    session: AsyncSession,
+    organization_id: int,
+    filters: ExecutionFilters,
+    *,
+    offset: int,
+    limit: int,
+) -> tuple[Sequence[Execution], int]:
+    query = _scoped(organization_id)
+    if filters.automation_rule_id is not None:
+        query = query.where(Execution.automation_rule_id == filters.automation_rule_id)
+    if filters.status is not None:
+        query = query.where(Execution.status == filters.status)
+    if filters.trigger_event is not None:
+        query = query.where(Execution.trigger_event == filters.trigger_event)
+    if filters.executed_from is not None:
+        query = query.where(Execution.executed_at >= filters.executed_from)
+    if filters.executed_before is not None:
+        query = query.where(Execution.executed_at < filters.executed_before)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = await session.scalars(
+        query.order_by(Execution.executed_at.desc(), Execution.id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    return list(rows), int(total or 0)
+
+
+async def actions_of(
+    session: AsyncSession, execution_ids: Sequence[int]
+) -> dict[int, list[ExecutionAction]]:
+    """Action results by execution id, each list in action order."""
+    out: dict[int, list[ExecutionAction]] = {i: [] for i in execution_ids}
+    if not execution_ids:
+        return out
+    rows = await session.scalars(
+        select(ExecutionAction)
+        .where(ExecutionAction.execution_id.in_(execution_ids))
+        .order_by(ExecutionAction.execution_id, ExecutionAction.action_index)
+    )
+    for row in rows:
+        out[row.execution_id].append(row)
+    return out
+
+
+async def get_action(
+    session: AsyncSession, execution_id: int, action_index: int
+) -> ExecutionAction | None:
+    return await session.scalar(
+        select(ExecutionAction).where(
+            ExecutionAction.execution_id == execution_id,
+            ExecutionAction.action_index == action_index,
+        )
+    )
+
+
+async def save_action(session: AsyncSession, row: ExecutionAction) -> ExecutionAction:
+    """Insert or update the result of (execution, index); the unique index keeps it single."""
+    existing = await get_action(session, row.execution_id, row.action_index)
+    if existing is None:
+        session.add(row)
+        await session.flush()
+        return row
+    for column in ("type", "status", "result", "error", "attempts", "duration_ms"):
+        setattr(existing, column, getattr(row, column))
+    existing.scheduled_for = row.scheduled_for
+    existing.finished_at = row.finished_at
+    await session.flush()
+    return existing
+
+
+async def delete_actions(session: AsyncSession, execution_id: int, indexes: Sequence[int]) -> None:
+    if indexes:
+        await session.execute(
+            delete(ExecutionAction).where(
+                ExecutionAction.execution_id == execution_id,
+                ExecutionAction.action_index.in_(indexes),
+            )
+        )
+
+
+async def finish(
+    session: AsyncSession,
+    execution: Execution,
+    *,
+    status: str,
+    error_message: str | None,
+    now: datetime,
+) -> bool:
+    """Mark a running execution finished; False if someone else already finished it."""
+    result = await session.execute(
+        update(Execution)
+        .where(Execution.id == execution.id, Execution.status == "running")
+        .values(status=status, error_message=error_message, finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    execution.status = status
+    execution.error_message = error_message
+    execution.finished_at = now
+    return True
+
+
+async def reopen(session: AsyncSession, execution: Execution, from_statuses: Sequence[str]) -> bool:
+    """Back to ``running`` for a retry; False when it is not in one of ``from_statuses``."""
+    result = await session.execute(
+        update(Execution)
+        .where(Execution.id == execution.id, Execution.status.in_(from_statuses))
+        .values(status="running", error_message=None, finished_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    execution.status = "running"
+    execution.error_message = None
+    execution.finished_at = None
+    return True
+
+
+async def count_rule_run(session: AsyncSession, rule_id: int, now: datetime) -> None:
+    # In SQL, so concurrent executions of one rule never lose an increment.
+    await session.execute(
+        update(AutomationRule)
+        .where(AutomationRule.id == rule_id)
+        .values(execution_count=AutomationRule.execution_count + 1, last_executed_at=now)
+        .execution_options(synchronize_session=False)
+    )

@@ -1,0 +1,193 @@
+"""SQL of pathway rules, configs and episodes; every query starts from the organisation."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careflow.kit.types import EntityRef
+from careflow.pathways.models import Episode, EpisodeEvent, PathwayConfig, PathwayRule
+
+
+def is_sqlite(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "sqlite"
+
+
+@asynccontextmanager
+async def unique_write(session: AsyncSession) -> AsyncIterator[None]:
+    """Write the block's changes and flush them; a unique index refusing them raises
+    ``IntegrityError`` out of the block.
+
+    On PostgreSQL the block runs in a SAVEPOINT, so the transaction stays usable after a
+    refusal. On SQLite it does not: pysqlite's legacy transaction handling makes RELEASE of
+    an outermost SAVEPOINT commit, which would commit half a request. There a refusal
+    leaves the session to be rolled back by its boundary (request or job), which is what
+    happens to a request answering 409 anyway.
+    """
+    if is_sqlite(session):
+        yield
+        await session.flush()
+        return
+    async with session.begin_nested():
+        yield
+        await session.flush()
+
+
+# --- rules --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RuleFilters:
+    trigger_type: str | None = None
+    enabled: bool | None = None
+    creation_mode: str | None = None
+    suggested_priority: str | None = None
+
+
+def _rules(organization_id: int) -> Select[PathwayRule]:
+    return select(PathwayRule).where(PathwayRule.organization_id == organization_id)
+
+
+async def list_rules(
+    session: AsyncSession, organization_id: int, filters: RuleFilters, *, limit: int, offset: int
+) -> tuple[Sequence[PathwayRule], int]:
+    query = _rules(organization_id)
+    if filters.trigger_type is not None:
+        query = query.where(PathwayRule.trigger_type == filters.trigger_type)
+    if filters.enabled is not None:
+        query = query.where(PathwayRule.enabled.is_(filters.enabled))
+    if filters.creation_mode is not None:
+        query = query.where(PathwayRule.creation_mode == filters.creation_mode)
+    if filters.suggested_priority is not None:
+        query = query.where(PathwayRule.suggested_priority == filters.suggested_priority)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = await session.scalars(
+        query.order_by(PathwayRule.trigger_type, PathwayRule.priority).limit(limit).offset(offset)
+    )
+    return rows.all(), total or 0
+
+
+async def get_rule(session: AsyncSession, organization_id: int, rule_id: str) -> PathwayRule | None:
+    return await session.scalar(_rules(organization_id).where(PathwayRule.id == rule_id))
+
+
+async def rules_for_trigger(
+    session: AsyncSession, organization_id: int, trigger_type: str
+) -> Sequence[PathwayRule]:
+    """Every rule of the trigger type, enabled or not, in evaluation order."""
+    rows = await session.scalars(
+        _rules(organization_id)
+        .where(PathwayRule.trigger_type == trigger_type)
+        .order_by(PathwayRule.priority)
+    )
+    return rows.all()
+
+
+# --- configs ------------------------------------------------------------------------------
+
+
+async def get_config(
+    session: AsyncSession, organization_id: int, trigger_type: str
+) -> PathwayConfig | None:
+    return await session.scalar(
+        select(PathwayConfig).where(
+            PathwayConfig.organization_id == organization_id,
+            PathwayConfig.trigger_type == trigger_type,
+        )
+    )
+
+
+async def list_configs(session: AsyncSession, organization_id: int) -> Sequence[PathwayConfig]:
+    rows = await session.scalars(
+        select(PathwayConfig).where(PathwayConfig.organization_id == organization_id)
+    )
+    return rows.all()
+
+
+# --- episodes -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeFilters:
+    patient_id: str | None = None
+    journey_type: str | None = None
+    status: str | None = None
+    inbox_visibility: str | None = None
+    suggested_assignment: str | None = None
+    suggested_priority: str | None = None
+
+
+def _episodes(organization_id: int) -> Select[Episode]:
+    return select(Episode).where(Episode.organization_id == organization_id)
+
+
+async def list_episodes(
+    session: AsyncSession,
+    organization_id: int,
+    filters: EpisodeFilters,
+    *,
+    limit: int,
+    offset: int,
+) -> tuple[Sequence[Episode], int]:
+    query = _episodes(organization_id)
+    # patient_id goes through the EntityId column type: "100" and 100 are the same patient.
+    for column, value in (
+        (Episode.patient_id, filters.patient_id),
+        (Episode.journey_type, filters.journey_type),
+        (Episode.status, filters.status),
+        (Episode.inbox_visibility, filters.inbox_visibility),
+        (Episode.suggested_assignment, filters.suggested_assignment),
+        (Episode.suggested_priority, filters.suggested_priority),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = await session.scalars(
+        query.order_by(Episode.created_at.desc(), Episode.id.desc()).limit(limit).offset(offset)
+    )
+    return rows.all(), total or 0
+
+
+async def get_episode(
+    session: AsyncSession, organization_id: int, episode_id: int
+) -> Episode | None:
+    return await session.scalar(_episodes(organization_id).where(Episode.id == episode_id))
+
+
+async def episode_events(session: AsyncSession, episode_id: int) -> Sequence[EpisodeEvent]:
+    rows = await session.scalars(
+        select(EpisodeEvent)
+        .where(EpisodeEvent.episode_id == episode_id)
+        .order_by(EpisodeEvent.occurred_at, EpisodeEvent.id)
+    )
+    return rows.all()
+
+
+async def find_open_episode(
+    session: AsyncSession, organization_id: int, patient_id: EntityRef, journey_type: str
+) -> Episode | None:
+    """The patient's most recent open episode of the journey."""
+    return await session.scalar(
+        _episodes(organization_id)
+        .where(
+            Episode.patient_id == patient_id,
+            Episode.journey_type == journey_type,
+            Episode.status == "open",
+        )
+        .order_by(Episode.created_at.desc(), Episode.id.desc())
+        .limit(1)
+    )
+
+
+async def episode_of_event(
+    session: AsyncSession, organization_id: int, event_pk: int
+) -> Episode | None:
+    return await session.scalar(
+        _episodes(organization_id)
+        .join(EpisodeEvent, EpisodeEvent.episode_id == Episode.id)
+        .where(EpisodeEvent.event_pk == event_pk)
+    )

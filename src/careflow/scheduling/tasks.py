@@ -1,0 +1,28 @@
+"""Job handlers of time-based triggers: thin, the service does the work."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from careflow.jobs.registry import JobContext, job_handler
+from careflow.scheduling import service
+
+
+@job_handler(service.FIRE_KIND)
+async def fire_time_trigger(ctx: JobContext, payload: dict[str, Any]) -> None:
+    await service.fire(
+        ctx.session,
+        organization_id=int(payload["organization_id"]),
+        rule_id=int(payload["rule_id"]),
+        appointment_id=payload["appointment_id"],
+        fire_at=datetime.fromisoformat(payload["fire_at"]),
+        now=ctx.clock.now(),
+    )
+
+
+@job_handler(service.RESCHEDULE_RULE_KIND)
+async def reschedule_rule(ctx: JobContext, payload: dict[str, Any]) -> None:
+    await service.reschedule_rule(
+        ctx.session, int(payload["organization_id"]), int(payload["rule_id"]), ctx.clock.now()
+    )

@@ -1,0 +1,385 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from careflow.actions.base import RetryableActionError
+from careflow.actions.registry import EXECUTORS
+from careflow.automations.models import Template
+from careflow.config import Settings
+from careflow.kit.clock import FrozenClock
+from careflow.messages.models import Message
+from tests.actions.factories import create_execution, make_context
+from tests.conftest import make_settings
+from tests.fixtures.smtp import SmtpServer
+
+CONFIG = {"type": "send_email", "template": "welcome_patient"}
+PATIENT = {"id": 100, "first_name": "Alex", "email": "alex@example.com"}
+executor = EXECUTORS["send_email"]
+
+
+async def messages(session: AsyncSession) -> list[Message]:
+    return list((await session.execute(select(Message))).scalars())
+
+
+class TestSendEmail:
+    async def test_sends_once_with_a_deterministic_message_id(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        clock: FrozenClock,
+        services: dict[str, Any],
+        smtp: SmtpServer,
+    ) -> None:
+        async with maker() as session:
+            execution = await create_execution(session, now=clock.now())
+            await session.commit()
+            ctx = make_context(
+                session,
+                settings=settings,
+                clock=clock,
+                services=services,
+                execution=execution,
+                config=CONFIG,
+                action_index=2,
+                patient=PATIENT,
+            )
+            outcome = await executor.execute(ctx)
+            await session.commit()
+
+        assert outcome.status == "success"
+        email_id = outcome.result["email_id"]
+        assert email_id.startswith("msg_")
+        assert smtp.sink.message_ids() == [f"<exec-{execution.id}.action-2@careflow>"]
+        received = smtp.sink.messages[0]
+        assert received.rcpt_tos == ["alex@example.com"]
+        assert received.message["Subject"] == "Welcome, Alex"
+
+        async with maker() as session:
+            [row] = await messages(session)
+            assert row.id == email_id
+            assert (row.channel, row.recipient, row.template) == (
+                "email",
+                "alex@example.com",
+                "welcome_patient",
+            )
+            assert (row.status, row.provider, row.attempts) == ("sent", "smtp", 1)
+            assert (row.execution_id, row.action_index, row.patient_id) == (execution.id, 2, 100)
+            assert row.provider_message_id == f"exec-{execution.id}.action-2@careflow"
+            assert row.subject == "Welcome, Alex"
+            assert "Hello Alex" in row.body
+            assert row.sent_at == clock.now()
+
+            # The job runs again (a crash after the commit): nothing is sent twice.
+            again = await executor.execute(
+                make_context(
+                    session,
+                    settings=settings,
+                    clock=clock,
+                    services=services,
+                    execution=execution,
+                    config=CONFIG,
+                    action_index=2,
+                    patient=PATIENT,
+                )
+            )
+            assert again.status == "success"
+            assert again.result == {"email_id": email_id}
+        assert len(smtp.sink.messages) == 1
+
+    @pytest.mark.parametrize(
+        ("patient", "reason"),
+        [
+            (None, "no email address"),
+            ({"id": 100}, "no email address"),
+            ({"id": 100, "email": "  "}, "no email address"),
+            (
+                {"id": 100, "email": "alex@example.com", "email_opt_out": True},
+                "patient opted out of email",
+            ),
+        ],
+    )
+    async def test_skips_without_a_reachable_address(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        clock: FrozenClock,
+        services: dict[str, Any],
+        smtp: SmtpServer,
+        patient: dict[str, Any] | None,
+        reason: str,
+    ) -> None:
+        async with maker() as session:
+            execution = await create_execution(session, now=clock.now())
+            outcome = await executor.execute(
+                make_context(
+                    session,
+                    settings=settings,
+                    clock=clock,
+                    services=services,
+                    execution=execution,
+                    config=CONFIG,
+                    patient=patient,
+                )
+            )
+            assert (outcome.status, outcome.reason) == ("skipped", reason)
+            assert await messages(session) == []
+        assert smtp.sink.messages == []
+
+    async def test_temporary_smtp_failure_is_retried(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        clock: FrozenClock,
+        services: dict[str, Any],
+        smtp: SmtpServer,
+    ) -> None:
+        smtp.sink.fail_next = 1
+        async with maker() as session:
+            execution = await create_execution(session, now=clock.now())
+            await session.commit()
+            ctx = make_context(
+                session,
+                settings=settings,
+                clock=clock,
+                services=services,
+                execution=execution,
+                config=CONFIG,
+                patient=PATIENT,
+            )
+            with pytest.raises(RetryableActionError, match="451"):
+                await executor.execute(ctx)
+            await session.rollback()  # what the job runner does when the error propagates
+            await session.refresh(execution)
+            assert await messages(session) == []
+
+            retry = make_context(
+                session,
+                settings=settings,
+                clock=clock,
+                services=services,
+                execution=execution,
+                config=CONFIG,
+                patient=PATIENT,
+                attempt=2,
+            )
+            outcome = await executor.execute(retry)
+            assert outcome.status == "success"
+            [row] = await messages(session)
+            assert (row.status, row.attempts, row.error) == ("sent", 2, None)
+        assert len(smtp.sink.messages) == 1
+
+    async def test_temporary_failure_on_the_last_attempt_is_a_failure(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        clock: FrozenClock,
+        services: dict[str, Any],
+        smtp: SmtpServer,
+    ) -> None:
+        smtp.sink.fail_next = 1
+        async with maker() as session:
+            execution = await create_execution(session, now=clock.now())
+            outcome = await executor.execute(
+                make_context(
+                    session,
+                    settings=settings,
+                    clock=clock,
+                    services=services,
+                    execution=execution,
+                    config=CONFIG,
+                    patient=PATIENT,
+                    attempt=5,
+                    is_last_attempt=True,
+                )
+            )
+            await session.commit()
+        assert outcome.status == "failure"
+        assert outcome.error is not None and "451" in outcome.error
+        assert "alex@example.com" not in outcome.error
+        async with maker() as session:
+            [row] = await messages(session)
+            assert (row.status, row.attempts, row.error) == ("failed", 5, outcome.error)
+            assert outcome.result == {"email_id": row.id}
+        assert smtp.sink.messages == []
+
+    async def test_a_failed_message_is_sent_again_by_a_later_run(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        clock: FrozenClock,
+        services: dict[str, Any],
+        smtp: SmtpServer,
+    ) -> None:
+        smtp.sink.fail_next = 1
+        async with maker() as session:
+            execution = await create_execution(session, now=clock.now())
+            common: dict[str, Any] = {
+                "settings": settings,
+                "clock": clock,
+                "services": services,
+                "execution": execution,
+                "config": CONFIG,
+                "patient": PATIENT,
+            }
+            failed = await executor.execute(make_context(session, is_last_attempt=True, **common))
+            await session.commit()
+            # An execution retry runs the failed action again: the same row is reused.
+            retried = await executor.execute(make_context(session, **common))
+            await session.commit()
+            assert failed.status == "failure"
+            assert retried.status == "success"
+            assert retried.result == failed.result
+            [row] = await messages(session)
+            assert (row.status, row.attempts, row.error) == ("sent", 2, None)
+        assert len(smtp.sink.messages) == 1
+
+    async def test_render_error_records_a_failed_message(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        clock: FrozenClock,
+        services: dict[str, Any],
+        smtp: SmtpServer,
+    ) -> None:
+        async with maker() as session:
+            session.add(
+                Template(
+                    organization_id=1,
+                    key="welcome_patient",
+                    channel="email",
+                    subject="Hi",
+                    body="{{ patient.age / 0 }}",
+                    created_at=clock.now(),
+                    updated_at=clock.now(),
+                )
+            )
+            execution = await create_execution(session, now=clock.now())
+            outcome = await executor.execute(
+                make_context(
+                    session,
+                    settings=settings,
+                    clock=clock,
+                    services=services,
+                    execution=execution,
+                    config=CONFIG,
+                    patient={**PATIENT, "age": 30},
+                )
+            )
+            assert outcome.status == "failure"
+            assert outcome.error is not None and "failed to render" in outcome.error
+            [row] = await messages(session)
+            assert (row.status, row.body, row.template) == ("failed", "", "welcome_patient")
+        assert smtp.sink.messages == []
+
+    async def test_organisation_override_is_used(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        clock: FrozenClock,
+        services: dict[str, Any],
+        smtp: SmtpServer,
+    ) -> None:
+        async with maker() as session:
+            session.add(
+                Template(
+                    organization_id=1,
+                    key="welcome_patient",
+                    channel="email",
+                    subject="Our own welcome",
+                    body="Dear {{ patient.first_name }}",
+                    created_at=clock.now(),
+                    updated_at=clock.now(),
+                )
+            )
+            execution = await create_execution(session, now=clock.now())
+            outcome = await executor.execute(
+                make_context(
+                    session,
+                    settings=settings,
+                    clock=clock,
+                    services=services,
+                    execution=execution,
+                    config=CONFIG,
+                    patient=PATIENT,
+                )
+            )
+            assert outcome.status == "success"
+        [received] = smtp.sink.messages
+        assert received.message["Subject"] == "Our own welcome"
+        assert str(received.message.get_payload()).strip() == "Dear Alex"
+
+    async def test_unknown_template_is_a_failure(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        clock: FrozenClock,
+        services: dict[str, Any],
+        smtp: SmtpServer,
+    ) -> None:
+        async with maker() as session:
+            execution = await create_execution(session, now=clock.now())
+            outcome = await executor.execute(
+                make_context(
+                    session,
+                    settings=settings,
+                    clock=clock,
+                    services=services,
+                    execution=execution,
+                    config={"type": "send_email", "template": "no_such_template"},
+                    patient=PATIENT,
+                )
+            )
+            assert outcome.status == "failure"
+            assert outcome.error == "unknown email template 'no_such_template'"
+        assert smtp.sink.messages == []
+
+    async def test_without_smtp_the_message_log_is_the_record(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        database_url: str,
+        clock: FrozenClock,
+        services: dict[str, Any],
+    ) -> None:
+        settings = make_settings(database_url)
+        async with maker() as session:
+            execution = await create_execution(session, now=clock.now())
+            outcome = await executor.execute(
+                make_context(
+                    session,
+                    settings=settings,
+                    clock=clock,
+                    services=services,
+                    execution=execution,
+                    config=CONFIG,
+                    patient=PATIENT,
+                )
+            )
+            assert outcome.status == "success"
+            [row] = await messages(session)
+            assert (row.provider, row.status) == ("log", "sent")
+            assert await session.scalar(select(func.count()).select_from(Message)) == 1
+
+
+class TestSendEmailPreview:
+    async def test_preview_names_the_recipient(
+        self, maker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        async with maker() as session:
+            preview = await executor.preview(session, 1, CONFIG, {"patient": PATIENT})
+        assert preview == {"template": "welcome_patient", "would_send_to": "alex@example.com"}
+
+    async def test_preview_of_an_opted_out_patient(
+        self, maker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        patient = {**PATIENT, "email_opt_out": True}
+        async with maker() as session:
+            preview = await executor.preview(session, 1, CONFIG, {"patient": patient})
+        assert preview == {
+            "template": "welcome_patient",
+            "would_send_to": None,
+            "skip_reason": "patient opted out of email",
+        }

@@ -1,0 +1,166 @@
+"""POST /v1/automations/rules/{id}/test: a preview with no side effects."""
+
+from __future__ import annotations
+
+import pytest
+
+from careflow.executions.models import Execution
+from careflow.forms.models import Form
+from careflow.jobs.models import Job
+from careflow.messages.models import Message
+from tests.engine.helpers import (
+    FIRST_VIDEO,
+    GDPR_WELCOME,
+    PATIENT,
+    RULES,
+    booked,
+    count,
+    create_rule,
+    onboarded,
+    post_event,
+    rule,
+)
+
+
+async def _put(client, auth, entity_type: str, entity: dict, org: int = 1) -> None:
+    response = await client.put(
+        f"/v1/entities/{entity_type}/{entity['id']}", json=entity, headers=auth("admin", org=org)
+    )
+    assert response.status_code == 200, response.text
+
+
+async def _side_effects(engine) -> tuple[int, ...]:
+    return tuple([await count(engine, m) for m in (Execution, Form, Message, Job)])
+
+
+class TestRuleTest:
+    async def test_seed_example(self, client, auth, engine) -> None:
+        created = await create_rule(client, auth, GDPR_WELCOME)
+        await _put(client, auth, "patient", PATIENT)
+        response = await client.post(
+            f"{RULES}/{created['id']}/test",
+            json={"trigger_entity_type": "patient", "trigger_entity_id": 100},
+            headers=auth(),
+        )
+        assert response.status_code == 200, response.text
+        data = response.json()["data"]
+        assert data["would_execute"] is True
+        assert data["conditions_matched"] is True
+        previews = data["actions_preview"]
+        assert previews[0]["type"] == "require_form"
+        assert previews[0]["form_template_id"] == 42
+        assert previews[0]["blocking"] is True
+        assert previews[0]["would_create_form"] is True
+        assert previews[2]["type"] == "send_email"
+        assert previews[2]["template"] == "welcome_patient"
+        assert previews[2]["would_send_to"] == PATIENT["email"]
+        assert await _side_effects(engine) == (0, 0, 0, 0)
+
+    async def test_after_a_real_run_preview_reports_existing_form(
+        self, client, auth, drain, engine
+    ) -> None:
+        created = await create_rule(client, auth, GDPR_WELCOME)
+        await post_event(client, auth, "patient.onboarded", onboarded())
+        await drain()
+        before = await _side_effects(engine)
+        response = await client.post(
+            f"{RULES}/{created['id']}/test",
+            json={"trigger_entity_type": "patient", "trigger_entity_id": "100"},
+            headers=auth(),
+        )
+        assert response.status_code == 200
+        assert response.json()["data"]["actions_preview"][0]["would_create_form"] is False
+        assert await _side_effects(engine) == before
+
+    async def test_conditions_on_joined_patient(self, client, auth, engine) -> None:
+        created = await create_rule(
+            client,
+            auth,
+            rule(FIRST_VIDEO, conditions={"appointment.type": "video", "patient.tags": "vip"}),
+        )
+        await _put(client, auth, "patient", PATIENT)
+        await _put(client, auth, "appointment", booked(50)["appointment"])
+        response = await client.post(
+            f"{RULES}/{created['id']}/test",
+            json={"trigger_entity_type": "appointment", "trigger_entity_id": 50},
+            headers=auth(),
+        )
+        data = response.json()["data"]
+        assert data["conditions_matched"] is False
+        assert data["would_execute"] is False
+        assert data["failed_conditions"] == ["patient.tags"]
+        # The preview still says what each action would do if it ran.
+        assert data["actions_preview"][1]["would_send_to"] == PATIENT["email"]
+
+        await _put(client, auth, "patient", {**PATIENT, "tags": ["vip"]})
+        response = await client.post(
+            f"{RULES}/{created['id']}/test",
+            json={"trigger_entity_type": "appointment", "trigger_entity_id": 50},
+            headers=auth(),
+        )
+        assert response.json()["data"]["would_execute"] is True
+        assert await _side_effects(engine) == (0, 0, 0, 0)
+
+    async def test_disabled_rule_would_not_execute(self, client, auth) -> None:
+        created = await create_rule(client, auth, rule(GDPR_WELCOME, enabled=False))
+        await _put(client, auth, "patient", PATIENT)
+        response = await client.post(
+            f"{RULES}/{created['id']}/test",
+            json={"trigger_entity_type": "patient", "trigger_entity_id": 100},
+            headers=auth(),
+        )
+        data = response.json()["data"]
+        assert data["conditions_matched"] is True
+        assert data["would_execute"] is False
+
+    async def test_unknown_entity(self, client, auth) -> None:
+        created = await create_rule(client, auth, GDPR_WELCOME)
+        await _put(client, auth, "patient", PATIENT, org=2)  # another org's patient
+        response = await client.post(
+            f"{RULES}/{created['id']}/test",
+            json={"trigger_entity_type": "patient", "trigger_entity_id": 100},
+            headers=auth(),
+        )
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "entity_not_found"
+
+    async def test_unknown_rule_and_other_org(self, client, auth) -> None:
+        created = await create_rule(client, auth, GDPR_WELCOME)
+        await _put(client, auth, "patient", PATIENT, org=2)
+        for path, org in (
+            (f"{RULES}/{created['id'] + 1}/test", 1),
+            (f"{RULES}/{created['id']}/test", 2),
+        ):
+            response = await client.post(
+                path,
+                json={"trigger_entity_type": "patient", "trigger_entity_id": 100},
+                headers=auth("admin", org=org),
+            )
+            assert response.status_code == 404
+            assert response.json()["error"]["code"] == "automation_rule_not_found"
+
+    @pytest.mark.parametrize("role", ["specialist", "patient", "support", "service"])
+    async def test_admin_only(self, client, auth, role) -> None:
+        created = await create_rule(client, auth, GDPR_WELCOME)
+        response = await client.post(
+            f"{RULES}/{created['id']}/test",
+            json={"trigger_entity_type": "patient", "trigger_entity_id": 100},
+            headers=auth(role),
+        )
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "forbidden"
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ({"trigger_entity_type": "doctor", "trigger_entity_id": 1}, "trigger_entity_type"),
+            ({"trigger_entity_type": "patient", "trigger_entity_id": True}, "trigger_entity_id"),
+            ({"trigger_entity_type": "patient"}, "trigger_entity_id"),
+            ({"trigger_entity_type": "patient", "trigger_entity_id": 1, "x": 1}, "x"),
+        ],
+    )
+    async def test_invalid_body(self, client, auth, body, field) -> None:
+        created = await create_rule(client, auth, GDPR_WELCOME)
+        response = await client.post(f"{RULES}/{created['id']}/test", json=body, headers=auth())
+        assert response.status_code == 400
+        assert field in [d["field"] for d in response.json()["error"]["details"]]

@@ -1,0 +1,3 @@
+from tests.engine.conftest import drain
+
+__all__ = ["drain"]
