@@ -231,8 +231,8 @@ class TestRedelivery:
         assert await count(engine, Form) == 1
         async with maker() as session:
             execution = await session.scalar(select(Execution))
-            assert execution is not None and execution.status == "success"
-            assert await count(engine, ExecutionAction) == 2
+        assert execution is not None and execution.status == "success"
+        assert await count(engine, ExecutionAction) == 2
 
 
 class TestFailures:
