@@ -12,13 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from careflow.migrate import current_revision, head_revision
 from careflow.models import Base
 
-
 # Scratch tables that some tests create beside careflow's schema.
 TEST_TABLES = ("test_", "job_probe")
 
 
 def _ours(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-    return not (type_ == "table" and reflected and name is not None and name.startswith(TEST_TABLES))
+    return not (
+        type_ == "table" and reflected and name is not None and name.startswith(TEST_TABLES)
+    )
 
 
 def _diff(connection: Connection) -> list[Any]:

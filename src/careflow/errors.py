@@ -112,12 +112,18 @@ def is_pathway_path(path: str) -> bool:
 
 
 def error_body(
-    path: str, status: int, code: str, pathway_code: str, message: str, details: Any
+    path: str,
+    status: int,
+    code: str,
+    pathway_code: str,
+    message: str,
+    details: Any,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
     if is_pathway_path(path):
         return {
             "error": {"code": pathway_code, "message": message, "details": details},
-            "meta": {"request_id": current_request_id()},
+            "meta": {"request_id": request_id or current_request_id()},
         }
     return {"error": {"code": code, "message": message, "details": details}}
 
@@ -188,10 +194,23 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
         import structlog
 
-        structlog.get_logger("careflow.http").exception(
-            "unhandled_error", path=request.url.path, error_type=type(exc).__name__
+        # Runs outside the request-id middleware (Starlette's outermost layer), so the id
+        # comes from the scope the middleware tagged.
+        request_id = request.scope.get("state", {}).get("request_id")
+        structlog.get_logger("careflow.http").error(
+            "unhandled_error",
+            path=request.url.path,
+            error_type=type(exc).__name__,
+            request_id=request_id,
         )
         body = error_body(
-            request.url.path, 500, "internal_error", "INTERNAL_ERROR", "Internal server error", []
+            request.url.path,
+            500,
+            "internal_error",
+            "INTERNAL_ERROR",
+            "Internal server error",
+            [],
+            request_id=request_id,
         )
-        return JSONResponse(body, status_code=500)
+        headers = {"X-Request-ID": request_id} if request_id else None
+        return JSONResponse(body, status_code=500, headers=headers)

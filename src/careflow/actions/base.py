@@ -41,6 +41,7 @@ class ActionContext:
     context: Mapping[str, Any]  # fresh entity snapshots: {"patient": {...}, "appointment": {...}}
     attempt: int = 1
     is_last_attempt: bool = False
+    trigger_event: str = ""
 
 
 @dataclass(slots=True)

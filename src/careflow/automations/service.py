@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.audit.service import changed_fields, record
-from careflow.scheduling.service import TIME_TRIGGERS, request_rule_reschedule
 from careflow.auth import Principal
 from careflow.automations import repository
 from careflow.automations.catalog import (
@@ -24,6 +23,7 @@ from careflow.conditions import validate_condition
 from careflow.delivery.templates import template_exists
 from careflow.errors import ValidationError, not_found
 from careflow.kit.pagination import PageParams
+from careflow.scheduling.service import TIME_TRIGGERS, request_rule_reschedule
 
 OBJECT_TYPE = "automation_rule"
 

@@ -25,6 +25,7 @@ from careflow.events.service import EventStatus
 from careflow.events.validation import entity_id_problem
 from careflow.executions.service import start_execution
 from careflow.kit.types import EntityRef, canonical_entity_id
+from careflow.scheduling.service import schedule_appointment
 
 log = structlog.get_logger("careflow.events.dispatch")
 
@@ -134,6 +135,25 @@ async def _route_to_episode(
         event.episode_id = episode.id
 
 
+async def _schedule_reminders(session: AsyncSession, event: Event, now: datetime) -> None:
+    """Booking schedules an appointment's time-based fires, rescheduling moves, cancelling drops.
+
+    Computed from the stored snapshot (the latest the producer sent), not the event's copy.
+    """
+    appointment = event.data.get("appointment")
+    if not event.type.startswith("appointment.") or not isinstance(appointment, Mapping):
+        return
+    if entity_id_problem(appointment.get("id")) is not None:
+        return
+    stored = await repository.get_entity(
+        session, event.organization_id, "appointment", appointment["id"]
+    )
+    if stored is not None:
+        await schedule_appointment(
+            session, event.organization_id, {**stored.data, "id": stored.entity_id}, now
+        )
+
+
 async def dispatch_event(session: AsyncSession, *, event_pk: int, now: datetime) -> None:
     event = await repository.get_event_by_pk(session, event_pk)
     if event is None:
@@ -143,6 +163,7 @@ async def dispatch_event(session: AsyncSession, *, event_pk: int, now: datetime)
         return
     context = await join_snapshots(session, event.organization_id, event.data)
     patient_id = patient_id_of(context)
+    await _schedule_reminders(session, event, now)
     for trigger in await _triggers(session, event, patient_id, now):
         await _run_rules(session, event, trigger, context, patient_id, now)
     await _route_to_episode(session, event, context, now)

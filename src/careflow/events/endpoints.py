@@ -49,7 +49,7 @@ async def ingest_event(
         session,
         organization_id=principal.org_id,
         endpoint="events.ingest",
-        body=body.model_dump(mode="json"),
+        body=body.model_dump(mode="json", exclude_unset=True),
     ) as guard:
         if guard.replay is not None:
             return guard.replay

@@ -19,6 +19,7 @@ from careflow.events.validation import entity_id_problem, validate_entity_body, 
 from careflow.executions.models import Execution
 from careflow.jobs.queue import enqueue
 from careflow.kit.types import canonical_entity_id
+from careflow.scheduling.service import schedule_appointment
 
 log = structlog.get_logger("careflow.events")
 
@@ -81,6 +82,9 @@ async def ingest_event(
     for entity_type in ENTITY_TYPES:
         entity = body.data.get(entity_type)
         if isinstance(entity, dict) and entity_id_problem(entity.get("id")) is None:
+            if body.type == "appointment.cancelled" and entity_type == "appointment":
+                # The snapshot must say so: reminders re-read it when they come due.
+                entity = {**entity, "status": entity.get("status") or "cancelled"}
             await repository.upsert_entity(
                 session, organization_id, entity_type, entity["id"], entity, as_of=occurred_at
             )
@@ -115,6 +119,8 @@ async def put_entity(
     stored = await repository.upsert_entity(
         session, principal.org_id, entity_type, path_id, data, as_of=now, replace=True
     )
+    if entity_type == "appointment":
+        await schedule_appointment(session, principal.org_id, {**stored.data, "id": path_id}, now)
     log.info(
         "entity_stored", entity_type=entity_type, entity_id=str(path_id), org_id=principal.org_id
     )

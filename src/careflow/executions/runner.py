@@ -39,6 +39,7 @@ from careflow.executions.service import (
 from careflow.jobs.errors import DeferJob, RetryableJobError
 from careflow.kit.clock import Clock, isoformat_z
 from careflow.ops.metrics import ACTIONS
+from careflow.scheduling.service import delivery_skip_reason
 
 log = structlog.get_logger("careflow.executions.runner")
 
@@ -108,6 +109,7 @@ async def run_action(
         context=await fresh_context(session, execution),
         attempt=request.attempt,
         is_last_attempt=request.is_last_attempt,
+        trigger_event=execution.trigger_event,
     )
     started = time.perf_counter()
     try:
@@ -158,6 +160,9 @@ async def _execute(ctx: ActionContext, action_type: str, request: RunRequest) ->
     executor = EXECUTORS.get(action_type)
     if executor is None:
         return ActionOutcome(status="failure", error=f"unknown action type {action_type!r}")
+    reason = delivery_skip_reason(ctx.trigger_event, ctx.config, ctx.context)
+    if reason is not None:
+        return ActionOutcome(status="skipped", reason=reason)
     try:
         # A savepoint: a failing executor's half-written rows go, the result row stays ours.
         async with ctx.session.begin_nested():

@@ -87,6 +87,7 @@ async def start_execution(
     context: dict[str, Any],
     event_pk: int | None,
     now: datetime,
+    skip_reason: str | None = None,
 ) -> Execution | None:
     """Evaluate the rule's conditions and record the execution; None if it already exists.
 
@@ -95,11 +96,15 @@ async def start_execution(
     first action is enqueued (after its delay) in the same transaction.
     """
     error: str | None = None
-    try:
-        matched = compiled_conditions(rule)(context)
-    except ConditionError as exc:
-        # Validated on save, so only a row written around the API gets here.
-        matched, error = False, f"rule conditions are invalid: {exc}"
+    if skip_reason is not None:
+        # Recorded, not run: a reminder whose appointment was cancelled or moved.
+        matched, error = False, None
+    else:
+        try:
+            matched = compiled_conditions(rule)(context)
+        except ConditionError as exc:
+            # Validated on save, so only a row written around the API gets here.
+            matched, error = False, f"rule conditions are invalid: {exc}"
     status = ExecutionStatus.RUNNING if matched else ExecutionStatus.SKIPPED
     if error is not None:
         status = ExecutionStatus.FAILURE
@@ -120,7 +125,7 @@ async def start_execution(
             "status": status,
             "actions": actions,
             "context": context,
-            "error_message": error,
+            "error_message": error or skip_reason,
             "executed_at": now,
             "finished_at": None if status == ExecutionStatus.RUNNING else now,
         },

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
 import re
+import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 

@@ -29,7 +29,7 @@ class IdempotencyKey(Base):
     fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     response_status: Mapped[int | None] = mapped_column(Integer)
-    response_body: Mapped[Any] = mapped_column(JSONType)
+    response_body: Mapped[Any | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 

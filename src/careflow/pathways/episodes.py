@@ -71,6 +71,7 @@ async def route_event(
     patient_id = patient_of(trigger, context)
     episode = None
     if mode == "reuse_open" and patient_id is not None:
+        await repository.lock_journey(session, organization_id, patient_id, config["journey_type"])
         episode = await repository.find_open_episode(
             session, organization_id, patient_id, config["journey_type"]
         )

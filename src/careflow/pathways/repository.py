@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.kit.types import EntityRef
@@ -191,3 +193,15 @@ async def episode_of_event(
         .join(EpisodeEvent, EpisodeEvent.episode_id == Episode.id)
         .where(EpisodeEvent.event_pk == event_pk)
     )
+
+
+async def lock_journey(
+    session: AsyncSession, organization_id: int, patient_id: Any, journey_type: str
+) -> None:
+    """Serialise routing for one patient's journey, so two events routed at the same moment
+    cannot both find no open episode and open two. SQLite has a single writer already."""
+    if session.bind is None or session.bind.dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"{organization_id}:{patient_id}:{journey_type}".encode()).digest()
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})

@@ -2,19 +2,18 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 06:35:06.244836
+Create Date: 2026-11-23 06:53:57.576764
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy import Text
+from sqlalchemy.dialects import postgresql
 
 import careflow.db
 import careflow.kit.types
-from sqlalchemy import Text
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects import postgresql
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -205,7 +204,7 @@ def upgrade() -> None:
         sa.Column(
             "response_body",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
-            nullable=False,
+            nullable=True,
         ),
         sa.Column("created_at", careflow.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("expires_at", careflow.db.UTCDateTime(timezone=True), nullable=False),
