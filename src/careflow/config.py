@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     job_max_attempts: int = 5
     job_backoff_base_seconds: float = 2.0
     worker_concurrency: int = 8
+    # `careflow worker` serves its own /metrics on this port when set (per-process exposition).
+    worker_metrics_port: int | None = None
 
     max_body_bytes: int = 1_048_576
     log_level: str = "INFO"

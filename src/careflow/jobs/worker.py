@@ -32,6 +32,7 @@ from careflow.jobs.listener import NotifyListener, asyncpg_dsn
 from careflow.jobs.registry import HANDLERS, JobContext
 from careflow.jobs.store import ClaimedJob
 from careflow.kit.clock import Clock, SystemClock
+from careflow.kit.idempotency import purge_expired
 from careflow.ops.metrics import JOB_LAG, JOBS, QUEUE_DEPTH
 
 log = structlog.get_logger("careflow.jobs")
@@ -407,6 +408,8 @@ class Worker:
                 async with self.sessionmaker() as session, session.begin():
                     rescued = await store.rescue_expired(session, self.clock.now())
                     depth = await store.depth_by_status(session)
+                    # Idempotency keys are kept 24 h; past that they are only weight.
+                    await purge_expired(session, self.clock.now())
                 if rescued:
                     log.warning("jobs.leases_rescued", count=rescued, worker=self.name)
                     self.wake()
@@ -421,8 +424,10 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, JobError):
         text = f"{type(exc).__name__}: {exc}"
     else:
-        # Unexpected failures keep their traceback: last_error is where an operator looks.
-        text = "".join(traceback.format_exception(exc))
+        # Unexpected failures keep where they happened, not what they said: a driver's
+        # message can quote the row's values, and those can be patient data.
+        frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)))
+        text = f"{type(exc).__name__} (message withheld)\n{frames}"
     return text[-MAX_ERROR_CHARS:]
 
 
@@ -455,6 +460,12 @@ async def run_worker_process(concurrency: int | None = None) -> None:
 
     settings = get_settings()
     configure_logging(settings)
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        from careflow.ops.metrics import REGISTRY
+
+        start_http_server(settings.worker_metrics_port, addr="0.0.0.0", registry=REGISTRY)
     engine = create_engine(settings.database_url)
     worker = Worker(
         create_sessionmaker(engine), settings, SystemClock(), services={}, concurrency=concurrency
