@@ -64,7 +64,7 @@ async def route_event(
     trigger = TRIGGERS.get(event_type)
     if trigger is None:
         return None
-    config = (await resolve(session, organization_id, event_type, context)).config
+    config = (await resolve(session, organization_id, event_type, context, explain=False)).config
     mode = config["creation_mode"]
     if mode == "suppress":
         return None

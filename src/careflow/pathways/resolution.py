@@ -146,20 +146,45 @@ def _evaluate(rule: PathwayRule, trigger: TriggerType, context: Mapping[str, Any
     return Evaluation(rule.id, rule.priority, True, not failed, failed)
 
 
+def _first_match(
+    trigger: TriggerType, rules: Sequence[PathwayRule], context: Mapping[str, Any]
+) -> PathwayRule | None:
+    """The routing hot path: whole-condition predicates only, stopping at the first match."""
+    for rule in rules:
+        if not rule.enabled:
+            continue
+        try:
+            predicate = compiled_conditions.get(rule, trigger.named_fields).predicate
+        except ConditionError:
+            continue
+        if predicate(context):
+            return rule
+    return None
+
+
 def apply_rules(
     trigger: TriggerType,
     base: BaseConfig,
     rules: Sequence[PathwayRule],
     context: Mapping[str, Any],
+    *,
+    explain: bool = True,
 ) -> Resolution:
     """First enabled matching rule (in priority order) overrides the base with its non-nulls.
 
-    Every rule is evaluated and reported, also those after the winner (their ``matched``
-    says whether their conditions hold; ``matched_rule_id`` names the one that decided).
+    With ``explain``, every rule is evaluated and reported, also those after the winner
+    (their ``matched`` says whether their conditions hold; ``matched_rule_id`` names the one
+    that decided). Without it, evaluation stops at the winner and nothing is reported.
     """
     config = BaseConfig(**base)
-    evaluations = [_evaluate(rule, trigger, context) for rule in rules]
-    winner = next((rule for rule, ev in zip(rules, evaluations, strict=True) if ev.matched), None)
+    if explain:
+        evaluations = [_evaluate(rule, trigger, context) for rule in rules]
+        winner = next(
+            (rule for rule, ev in zip(rules, evaluations, strict=True) if ev.matched), None
+        )
+    else:
+        evaluations = []
+        winner = _first_match(trigger, rules, context)
     if winner is not None:
         for field in CONFIG_FIELDS:
             value = getattr(winner, field)
@@ -178,12 +203,15 @@ async def resolve(
     organization_id: int,
     trigger_type: str,
     context: Mapping[str, Any],
+    *,
+    explain: bool = True,
 ) -> Resolution:
     """Resolve the routing config of ``trigger_type`` for an event ``context``.
 
-    Raises ``UnknownTriggerError`` for a trigger type outside the catalog.
+    Raises ``UnknownTriggerError`` for a trigger type outside the catalog. Routing passes
+    ``explain=False``: it needs the decision, not the per-rule evaluations.
     """
     trigger = _trigger(trigger_type)
     base = await effective_config(session, organization_id, trigger_type)
     rules = await repository.rules_for_trigger(session, organization_id, trigger_type)
-    return apply_rules(trigger, base.config, rules, context)
+    return apply_rules(trigger, base.config, rules, context, explain=explain)
