@@ -15,6 +15,7 @@ from careflow.app import create_app
 from careflow.auth import issue_token
 from careflow.config import Settings
 from careflow.kit.clock import FrozenClock
+from careflow.kit.rulesets import clear_all as clear_rulesets
 from tests.fixtures.database import make_engine, reset_schema, test_database_url, truncate_all
 from tests.fixtures.smtp import SmtpServer
 from tests.fixtures.twilio import TwilioFake
@@ -40,6 +41,8 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 async def _clean_database(request: pytest.FixtureRequest) -> None:
     if "engine" in request.fixturenames:
         await truncate_all(request.getfixturevalue("engine"))
+        # Cached rule sets belong to the database just wiped.
+        clear_rulesets()
 
 
 @pytest.fixture(scope="session")

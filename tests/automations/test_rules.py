@@ -9,8 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from careflow.audit.models import AuditEntry
-from careflow.automations.models import AutomationRule
-from careflow.automations.service import enabled_rules_for
+from careflow.automations.service import RuleSnapshot, enabled_rules_for
 from careflow.db import create_sessionmaker
 from careflow.kit.clock import FrozenClock
 from tests.automations.factories import (
@@ -617,7 +616,33 @@ class TestEnabledRulesFor:
         async with create_sessionmaker(engine)() as session:
             rules = await enabled_rules_for(session, 1, "appointment.booked")
         assert [r.id for r in rules] == [wanted["id"]]
-        assert all(isinstance(r, AutomationRule) for r in rules)
+        assert all(isinstance(r, RuleSnapshot) for r in rules)
+
+    async def test_cached_set_follows_every_write(
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
+    ) -> None:
+        maker = create_sessionmaker(engine)
+
+        async def names() -> list[str]:
+            async with maker() as session:
+                return [r.name for r in await enabled_rules_for(session, 1, "appointment.booked")]
+
+        first = await create_rule(client, auth, name="one", trigger_event="appointment.booked")
+        assert await names() == ["one"]
+        assert await names() == ["one"]  # served from the cache
+        await client.put(f"{RULES}/{first['id']}", json={"name": "uno"}, headers=auth())
+        assert await names() == ["uno"]
+        second = await create_rule(client, auth, name="two", trigger_event="appointment.booked")
+        assert await names() == ["uno", "two"]
+        await client.put(f"{RULES}/{second['id']}", json={"enabled": False}, headers=auth())
+        assert await names() == ["uno"]
+        await client.put(
+            f"{RULES}/{first['id']}", json={"trigger_event": "appointment.cancelled"}, headers=auth()
+        )
+        assert await names() == []
+        await client.delete(f"{RULES}/{first['id']}", headers=auth())
+        async with maker() as session:
+            assert await enabled_rules_for(session, 1, "appointment.cancelled") == ()
 
 
 class TestIdempotentCreate:

@@ -16,7 +16,7 @@ _lock = threading.Lock()
 _cache: OrderedDict[tuple[int, int], CompiledCondition] = OrderedDict()
 
 
-def compiled_conditions(rule: AutomationRule) -> CompiledCondition:
+def compiled_conditions(rule: AutomationRule | Any) -> CompiledCondition:
     """The rule's conditions as a ``CompiledCondition``, compiled once per (id, version).
 
     A hit is also checked against the rule's stored conditions: SQLite may hand a deleted

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,12 +19,14 @@ from careflow.automations.catalog import (
     validate_actions,
     validate_trigger,
 )
+from careflow.automations.compiled import compiled_conditions
 from careflow.automations.models import AutomationRule
 from careflow.automations.schemas import parse_body
 from careflow.conditions import validate_condition
 from careflow.delivery.templates import template_exists
 from careflow.errors import ValidationError, not_found
 from careflow.kit.pagination import PageParams
+from careflow.kit.rulesets import RevisionCache, bump, current_revision
 from careflow.scheduling.service import TIME_TRIGGERS, request_rule_reschedule
 
 OBJECT_TYPE = "automation_rule"
@@ -139,6 +143,7 @@ async def create_rule(
         updated_at=now,
     )
     await repository.add(session, rule)
+    await bump(session, principal.org_id, ruleset_scope(rule.trigger_event))
     if rule.trigger_event in TIME_TRIGGERS:
         await request_rule_reschedule(session, rule, now)
     await record(
@@ -191,11 +196,14 @@ async def update_rule(
         changes["conditions"] = {}
     before = snapshot(rule)
     was_time_based = rule.trigger_event in TIME_TRIGGERS
+    old_trigger = rule.trigger_event
     for name, value in changes.items():
         setattr(rule, name, value)
     rule.version = rule.version + 1
     rule.updated_at = now
     await session.flush()
+    for trigger in {old_trigger, rule.trigger_event}:
+        await bump(session, principal.org_id, ruleset_scope(trigger))
     if was_time_based or rule.trigger_event in TIME_TRIGGERS:
         await request_rule_reschedule(session, rule, now)
     old, new = changed_fields(before, snapshot(rule))
@@ -220,6 +228,7 @@ async def delete_rule(
         raise not_found("automation_rule")
     before = snapshot(rule)
     await repository.delete(session, rule)
+    await bump(session, principal.org_id, ruleset_scope(rule.trigger_event))
     if rule.trigger_event in TIME_TRIGGERS:
         # The reschedule finds the rule gone and drops its pending fires.
         await request_rule_reschedule(session, rule, now)
@@ -235,8 +244,55 @@ async def delete_rule(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RuleSnapshot:
+    """A rule as the dispatcher needs it: plain values, safe to share between sessions."""
+
+    id: int
+    organization_id: int
+    name: str
+    version: int
+    trigger_event: str
+    trigger_config: dict[str, Any]
+    conditions: dict[str, Any]
+    actions: list[dict[str, Any]]
+
+
+_enabled_rules: RevisionCache[tuple[RuleSnapshot, ...]] = RevisionCache()
+
+
+def ruleset_scope(trigger_event: str) -> str:
+    return f"automation:{trigger_event}"
+
+
 async def enabled_rules_for(
     session: AsyncSession, organization_id: int, trigger_event: str
-) -> list[AutomationRule]:
-    """The organisation's enabled rules for one trigger, in id order (for the dispatcher)."""
-    return list(await repository.enabled_for_trigger(session, organization_id, trigger_event))
+) -> tuple[RuleSnapshot, ...]:
+    """The organisation's enabled rules for one trigger, in id order (for the dispatcher).
+
+    Per event this costs one primary-key read: the rules are loaded (and their conditions
+    compiled) again only after a write to this trigger's rules changed the set's revision.
+    """
+    scope = ruleset_scope(trigger_event)
+    revision = await current_revision(session, organization_id, scope)
+    cached = _enabled_rules.get(organization_id, scope, revision)
+    if cached is not None:
+        return cached
+    rows = await repository.enabled_for_trigger(session, organization_id, trigger_event)
+    rules = tuple(
+        RuleSnapshot(
+            id=r.id,
+            organization_id=r.organization_id,
+            name=r.name,
+            version=r.version,
+            trigger_event=r.trigger_event,
+            trigger_config=copy.deepcopy(r.trigger_config or {}),
+            conditions=copy.deepcopy(r.conditions or {}),
+            actions=copy.deepcopy(list(r.actions or [])),
+        )
+        for r in rows
+    )
+    for rule in rules:
+        compiled_conditions(rule)  # compile now, once, rather than on the first event
+    _enabled_rules.put(organization_id, scope, revision, rules)
+    return rules

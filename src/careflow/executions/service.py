@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +22,9 @@ from careflow.jobs.queue import enqueue
 from careflow.kit.pagination import PageParams
 from careflow.kit.types import EntityRef
 from careflow.ops.metrics import EXECUTIONS
+
+if TYPE_CHECKING:
+    from careflow.automations.service import RuleSnapshot
 
 log = structlog.get_logger("careflow.executions")
 
@@ -78,7 +81,7 @@ async def enqueue_action(
 async def start_execution(
     session: AsyncSession,
     *,
-    rule: AutomationRule,
+    rule: AutomationRule | RuleSnapshot,
     trigger_event: str,
     occurrence_key: str,
     trigger_entity_type: str,

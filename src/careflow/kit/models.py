@@ -44,3 +44,19 @@ class OrganizationSettings(Base):
     quiet_hours_end: Mapped[int | None] = mapped_column(Integer)
     sms_hourly_limit: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class RuleRevision(Base):
+    """A token per (organisation, rule set) that every write to the set replaces.
+
+    Processes cache compiled rule sets and re-check one row per event instead of loading
+    every rule: exact across any number of processes, because the token changes in the
+    same transaction as the set. A random token rather than a counter, so a database
+    restored to an earlier state can never hand out a revision a cache has seen.
+    """
+
+    __tablename__ = "rule_revisions"
+
+    organization_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    scope: Mapped[str] = mapped_column(String(100), primary_key=True)
+    revision: Mapped[str] = mapped_column(String(32), nullable=False)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 
 from careflow.kit.clock import isoformat_z
 
@@ -14,6 +14,27 @@ T = TypeVar("T")
 # Every timestamp careflow answers with: ISO 8601, UTC, with a Z.
 UTCDatetime = Annotated[datetime, PlainSerializer(isoformat_z, return_type=str)]
 EntityIdField = int | str
+
+# The largest id a BIGINT column holds: a larger one names no row, and would fail in the
+# database driver (a 500) rather than answer 404 or 400.
+MAX_ROW_ID = 2**63 - 1
+
+
+def _iso_8601(value: Any) -> Any:
+    """ISO 8601 only: pydantic alone would also read ``0.5`` as seconds since 1970."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date-time string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an ISO 8601 date-time string") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# An input timestamp: ISO 8601, read as UTC when it carries no offset.
+ISODateTime = Annotated[datetime, BeforeValidator(_iso_8601)]
 
 
 class StrictInput(BaseModel):

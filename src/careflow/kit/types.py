@@ -18,7 +18,10 @@ def canonical_entity_id(value: Any) -> EntityRef:
     if isinstance(value, int):
         return value
     if isinstance(value, str):
-        if value.isdigit() and (value == "0" or not value.startswith("0")) and len(value) < 19:
+        # ASCII digits only: str.isdigit() also holds for "²" (int() refuses it) and for
+        # other scripts' digits ("١٢" would become 12, the same entity as "12").
+        decimal = value.isascii() and value.isdigit()
+        if decimal and (value == "0" or not value.startswith("0")) and len(value) < 19:
             return int(value)
         return value
     raise TypeError("an entity id is an integer or a string")

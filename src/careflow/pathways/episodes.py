@@ -137,7 +137,8 @@ async def list_episodes(
 
 async def get_episode(session: AsyncSession, principal: Principal, episode_id: str) -> Episode:
     # Ids are integers; anything else names no episode (404, like another org's episode).
-    if not episode_id.isdigit() or len(episode_id) > 18:
+    # ASCII only: str.isdigit() also holds for "²", which int() refuses.
+    if not (episode_id.isascii() and episode_id.isdigit()) or len(episode_id) > 18:
         raise not_found("episode")
     episode = await repository.get_episode(session, principal.org_id, int(episode_id))
     if episode is None:

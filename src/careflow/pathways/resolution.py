@@ -6,6 +6,7 @@ Pure of side effects: resolution reads rules and configs and stores nothing, so 
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.conditions import CompiledCondition, ConditionError, compile_condition
+from careflow.kit.rulesets import RevisionCache, current_revision
 from careflow.pathways import repository
 from careflow.pathways.catalog import CONFIG_FIELDS, TRIGGERS, BaseConfig, TriggerType
 from careflow.pathways.models import PathwayConfig, PathwayRule
@@ -92,7 +94,9 @@ class CompiledConditionCache:
         self.maxsize = maxsize
         self._items: OrderedDict[tuple[str, int], CompiledCondition] = OrderedDict()
 
-    def get(self, rule: PathwayRule, named_fields: Mapping[str, str]) -> CompiledCondition:
+    def get(
+        self, rule: PathwayRule | RuleView, named_fields: Mapping[str, str]
+    ) -> CompiledCondition:
         key = (rule.id, rule.version)
         compiled = self._items.get(key)
         if compiled is not None:
@@ -134,12 +138,13 @@ class Resolution:
     evaluations: list[Evaluation]
 
 
-def _evaluate(rule: PathwayRule, trigger: TriggerType, context: Mapping[str, Any]) -> Evaluation:
+def _evaluate(
+    rule: PathwayRule | RuleView, trigger: TriggerType, context: Mapping[str, Any]
+) -> Evaluation:
     if not rule.enabled:
         return Evaluation(rule.id, rule.priority, False, False, [])
-    try:
-        compiled = compiled_conditions.get(rule, trigger.named_fields)
-    except ConditionError:
+    compiled = _compiled(rule, trigger)
+    if compiled is None:
         # Only a row written around the API can hold a malformed condition: it never matches.
         return Evaluation(rule.id, rule.priority, True, False, ["conditions"])
     failed = compiled.failed_entries(context)
@@ -147,25 +152,31 @@ def _evaluate(rule: PathwayRule, trigger: TriggerType, context: Mapping[str, Any
 
 
 def _first_match(
-    trigger: TriggerType, rules: Sequence[PathwayRule], context: Mapping[str, Any]
-) -> PathwayRule | None:
+    trigger: TriggerType, rules: Sequence[PathwayRule | RuleView], context: Mapping[str, Any]
+) -> PathwayRule | RuleView | None:
     """The routing hot path: whole-condition predicates only, stopping at the first match."""
     for rule in rules:
         if not rule.enabled:
             continue
-        try:
-            predicate = compiled_conditions.get(rule, trigger.named_fields).predicate
-        except ConditionError:
-            continue
-        if predicate(context):
+        compiled = _compiled(rule, trigger)
+        if compiled is not None and compiled.predicate(context):
             return rule
     return None
+
+
+def _compiled(rule: PathwayRule | RuleView, trigger: TriggerType) -> CompiledCondition | None:
+    if isinstance(rule, RuleView):
+        return rule.compiled
+    try:
+        return compiled_conditions.get(rule, trigger.named_fields)
+    except ConditionError:
+        return None
 
 
 def apply_rules(
     trigger: TriggerType,
     base: BaseConfig,
-    rules: Sequence[PathwayRule],
+    rules: Sequence[PathwayRule | RuleView],
     context: Mapping[str, Any],
     *,
     explain: bool = True,
@@ -212,6 +223,67 @@ async def resolve(
     ``explain=False``: it needs the decision, not the per-rule evaluations.
     """
     trigger = _trigger(trigger_type)
-    base = await effective_config(session, organization_id, trigger_type)
-    rules = await repository.rules_for_trigger(session, organization_id, trigger_type)
-    return apply_rules(trigger, base.config, rules, context, explain=explain)
+    base, rules = await _ruleset(session, organization_id, trigger_type)
+    return apply_rules(trigger, base, rules, context, explain=explain)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleView:
+    """A pathway rule as resolution reads it: plain values, safe to share between sessions."""
+
+    id: str
+    priority: int
+    enabled: bool
+    version: int
+    conditions: dict[str, Any] | None
+    creation_mode: str | None
+    inbox_visibility: str | None
+    journey_type: str | None
+    suggested_assignment: str | None
+    suggested_priority: str | None
+    expected_next_actor: str | None
+    compiled: CompiledCondition | None  # None: a malformed stored condition, never matches
+
+    @classmethod
+    def of(cls, rule: PathwayRule, trigger: TriggerType) -> RuleView:
+        try:
+            compiled: CompiledCondition | None = compiled_conditions.get(rule, trigger.named_fields)
+        except ConditionError:
+            compiled = None
+        return cls(
+            id=rule.id,
+            priority=rule.priority,
+            enabled=rule.enabled,
+            version=rule.version,
+            conditions=copy.deepcopy(rule.conditions),
+            creation_mode=rule.creation_mode,
+            inbox_visibility=rule.inbox_visibility,
+            journey_type=rule.journey_type,
+            suggested_assignment=rule.suggested_assignment,
+            suggested_priority=rule.suggested_priority,
+            expected_next_actor=rule.expected_next_actor,
+            compiled=compiled,
+        )
+
+
+def ruleset_scope(trigger_type: str) -> str:
+    return f"pathway:{trigger_type}"
+
+
+_rulesets: RevisionCache[tuple[BaseConfig, tuple[RuleView, ...]]] = RevisionCache()
+
+
+async def _ruleset(
+    session: AsyncSession, organization_id: int, trigger_type: str
+) -> tuple[BaseConfig, tuple[RuleView, ...]]:
+    """The base config and rules of one trigger: one primary-key read while unchanged."""
+    scope = ruleset_scope(trigger_type)
+    revision = await current_revision(session, organization_id, scope)
+    cached = _rulesets.get(organization_id, scope, revision)
+    if cached is None:
+        base = await effective_config(session, organization_id, trigger_type)
+        rows = await repository.rules_for_trigger(session, organization_id, trigger_type)
+        trigger = _trigger(trigger_type)
+        cached = (base.config, tuple(RuleView.of(r, trigger) for r in rows))
+        _rulesets.put(organization_id, scope, revision, cached)
+    return cached

@@ -14,6 +14,7 @@ from careflow.audit.service import changed_fields, record
 from careflow.auth import Principal
 from careflow.conditions import validate_condition
 from careflow.errors import ConflictError, NotFoundError, ValidationError
+from careflow.kit.rulesets import bump
 from careflow.pathways import repository
 from careflow.pathways.catalog import CONFIG_FIELDS, TRIGGERS, BaseConfig, TriggerType
 from careflow.pathways.models import PathwayConfig, PathwayRule
@@ -23,6 +24,7 @@ from careflow.pathways.resolution import (
     effective_config,
     effective_configs,
     resolve,
+    ruleset_scope,
 )
 from careflow.pathways.schemas import (
     NOT_NULLABLE_ON_UPDATE,
@@ -163,6 +165,7 @@ async def create_rule(
             session.add(rule)
     except IntegrityError as exc:
         raise _duplicate_priority(body.trigger_type, body.priority) from exc
+    await bump(session, principal.org_id, ruleset_scope(body.trigger_type))
     await record(
         session,
         principal,
@@ -213,6 +216,7 @@ async def update_rule(
     except IntegrityError as exc:
         # Read nothing from `rule` here: the failed flush expired it.
         raise _duplicate_priority(before["trigger_type"], priority) from exc
+    await bump(session, principal.org_id, ruleset_scope(before["trigger_type"]))
     old, new = changed_fields(before, rule_snapshot(rule))
     await record(
         session,
@@ -234,6 +238,7 @@ async def delete_rule(
     before = rule_snapshot(rule)
     await session.delete(rule)
     await session.flush()
+    await bump(session, principal.org_id, ruleset_scope(before["trigger_type"]))
     await record(
         session,
         principal,
@@ -290,6 +295,7 @@ async def put_config(
             setattr(row, field, value)
         row.updated_at = now
         await session.flush()
+    await bump(session, principal.org_id, ruleset_scope(trigger_type))
     old, new = changed_fields(dict(current.config), dict(values))
     await record(
         session,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 06:53:57.576764
+Create Date: 2026-11-23 06:59:35.248896
 """
 
 from collections.abc import Sequence
@@ -352,6 +352,13 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "rule_revisions",
+        sa.Column("organization_id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("scope", sa.String(length=100), nullable=False),
+        sa.Column("revision", sa.String(length=32), nullable=False),
+        sa.PrimaryKeyConstraint("organization_id", "scope", name=op.f("pk_rule_revisions")),
+    )
+    op.create_table(
         "segment_members",
         sa.Column(
             "id",
@@ -650,6 +657,7 @@ def downgrade() -> None:
         batch_op.drop_index("uq_segment_members_org_segment_patient")
 
     op.drop_table("segment_members")
+    op.drop_table("rule_revisions")
     with op.batch_alter_table("patient_milestones", schema=None) as batch_op:
         batch_op.drop_index("uq_patient_milestones_org_patient_name")
 
