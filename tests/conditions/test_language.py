@@ -179,3 +179,51 @@ class TestCompilerAgreesWithInterpreter:
     def test_same_answer(self, condition: dict[str, Any], context: dict[str, Any]) -> None:
         assert validate_condition(condition) == []
         assert compile_condition(condition)(context) == evaluate(condition, context)
+
+
+# --- property: the rule index answers as evaluating every rule would ------------------
+
+from careflow.conditions.index import RuleIndex  # noqa: E402
+
+pinning = st.one_of(
+    st.dictionaries(
+        st.sampled_from(["a", "a.b", "d"]),
+        st.one_of(scalars, st.lists(scalars, min_size=1, max_size=3)),
+        min_size=1,
+        max_size=2,
+    ),
+    st.builds(lambda k, v: {k: {"eq": v}}, st.sampled_from(["a", "a.b"]), scalars),
+    st.builds(
+        lambda k, v: {k: {"in": v}},
+        st.sampled_from(["a", "a.b"]),
+        st.lists(scalars, min_size=1, max_size=3),
+    ),
+)
+rule_sets = st.lists(
+    st.one_of(pinning, conditions, st.builds(lambda a, b: {**a, **b}, pinning, conditions)),
+    max_size=12,
+)
+
+
+class TestRuleIndex:
+    @settings(max_examples=500, deadline=None)
+    @given(rules=rule_sets, context=_context_strategy())
+    def test_index_matches_exactly_what_every_rule_says(
+        self, rules: list[dict[str, Any]], context: dict[str, Any]
+    ) -> None:
+        index = RuleIndex([compile_condition(r) for r in rules])
+        expected = [i for i, r in enumerate(rules) if evaluate(r, context)]
+        assert index.matches(context) == expected
+        assert index.first_match(context) == (expected[0] if expected else None)
+
+    def test_only_candidates_are_tested(self) -> None:
+        rules = [
+            {"appointment.type": t, "patient.age": {"gte": n}}
+            for t in ("video", "phone")
+            for n in range(50)
+        ]
+        index = RuleIndex([compile_condition(r) for r in rules])
+        assert index.path == "appointment.type"
+        ctx = {"appointment": {"type": "video"}, "patient": {"age": 10}}
+        assert len(index.candidates(ctx)) == 50
+        assert index.matches(ctx) == list(range(11))

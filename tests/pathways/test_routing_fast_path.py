@@ -53,3 +53,26 @@ class TestFastPathAgreesWithExplanation:
             assert fast.matched_rule_id == explained.matched_rule_id
             assert fast.config == explained.config
             assert fast.evaluations == []
+
+
+class TestIndexedRoutingThroughTheDatabase:
+    async def test_resolve_decides_as_it_explains(self, engine) -> None:  # type: ignore[no-untyped-def]
+        from careflow.db import create_sessionmaker
+        from careflow.kit.rulesets import bump
+        from careflow.pathways.resolution import resolve, ruleset_scope
+
+        rng = random.Random(5)
+        maker = create_sessionmaker(engine)
+        async with maker() as session, session.begin():
+            for rule in rules(rng, 40):
+                session.add(rule)
+            await bump(session, 1, ruleset_scope("appointment.booked"))
+        async with maker() as session:
+            for _ in range(200):
+                context = {
+                    "appointment": {"appointment_type_id": rng.choice(TYPES)},
+                    "patient": {"tags": rng.sample(["vip", "new"], rng.randint(0, 2))},
+                }
+                fast = await resolve(session, 1, "appointment.booked", context, explain=False)
+                full = await resolve(session, 1, "appointment.booked", context)
+                assert (fast.matched_rule_id, fast.config) == (full.matched_rule_id, full.config)

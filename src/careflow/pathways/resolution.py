@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.conditions import CompiledCondition, ConditionError, compile_condition
+from careflow.conditions.index import RuleIndex
 from careflow.kit.rulesets import RevisionCache, current_revision
 from careflow.pathways import repository
 from careflow.pathways.catalog import CONFIG_FIELDS, TRIGGERS, BaseConfig, TriggerType
@@ -187,7 +188,6 @@ def apply_rules(
     (their ``matched`` says whether their conditions hold; ``matched_rule_id`` names the one
     that decided). Without it, evaluation stops at the winner and nothing is reported.
     """
-    config = BaseConfig(**base)
     if explain:
         evaluations = [_evaluate(rule, trigger, context) for rule in rules]
         winner = next(
@@ -196,6 +196,17 @@ def apply_rules(
     else:
         evaluations = []
         winner = _first_match(trigger, rules, context)
+    return _decide(trigger, base, winner, evaluations)
+
+
+def _decide(
+    trigger: TriggerType,
+    base: BaseConfig,
+    winner: PathwayRule | RuleView | None,
+    evaluations: list[Evaluation],
+) -> Resolution:
+    """The base config with the winning rule's non-null fields laid over it."""
+    config = BaseConfig(**base)
     if winner is not None:
         for field in CONFIG_FIELDS:
             value = getattr(winner, field)
@@ -223,8 +234,13 @@ async def resolve(
     ``explain=False``: it needs the decision, not the per-rule evaluations.
     """
     trigger = _trigger(trigger_type)
-    base, rules = await _ruleset(session, organization_id, trigger_type)
-    return apply_rules(trigger, base, rules, context, explain=explain)
+    ruleset = await _ruleset(session, organization_id, trigger_type)
+    if explain:
+        return apply_rules(trigger, ruleset.base, ruleset.rules, context)
+    # Routing: the index tests only the rules this event can match, in priority order.
+    position = ruleset.index.first_match(context)
+    winner = ruleset.candidates[position] if position is not None else None
+    return _decide(trigger, ruleset.base, winner, [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,20 +286,34 @@ def ruleset_scope(trigger_type: str) -> str:
     return f"pathway:{trigger_type}"
 
 
-_rulesets: RevisionCache[tuple[BaseConfig, tuple[RuleView, ...]]] = RevisionCache()
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """One trigger's base config and rules as cached: all rules (for explaining), and the
+    enabled, well-formed ones behind an index (for routing)."""
+
+    base: BaseConfig
+    rules: tuple[RuleView, ...]
+    candidates: tuple[RuleView, ...]
+    index: RuleIndex
 
 
-async def _ruleset(
-    session: AsyncSession, organization_id: int, trigger_type: str
-) -> tuple[BaseConfig, tuple[RuleView, ...]]:
+_rulesets: RevisionCache[RuleSet] = RevisionCache()
+
+
+async def _ruleset(session: AsyncSession, organization_id: int, trigger_type: str) -> RuleSet:
     """The base config and rules of one trigger: one primary-key read while unchanged."""
     scope = ruleset_scope(trigger_type)
     revision = await current_revision(session, organization_id, scope)
     cached = _rulesets.get(organization_id, scope, revision)
     if cached is None:
+        trigger = _trigger(trigger_type)
         base = await effective_config(session, organization_id, trigger_type)
         rows = await repository.rules_for_trigger(session, organization_id, trigger_type)
-        trigger = _trigger(trigger_type)
-        cached = (base.config, tuple(RuleView.of(r, trigger) for r in rows))
+        rules = tuple(RuleView.of(r, trigger) for r in rows)
+        candidates = tuple(r for r in rules if r.enabled and r.compiled is not None)
+        index = RuleIndex(
+            [r.compiled for r in candidates if r.compiled is not None], trigger.named_fields
+        )
+        cached = RuleSet(base.config, rules, candidates, index)
         _rulesets.put(organization_id, scope, revision, cached)
     return cached
