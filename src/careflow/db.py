@@ -91,6 +91,12 @@ def _sqlite_begin(conn: Any) -> None:
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if url.startswith("sqlite"):
+        # SQLite has one writer at a time. One pooled connection makes the process's
+        # transactions queue for it in order, instead of several connections polling
+        # SQLite's busy handler (sleeps of up to 100 ms, in no order: a long latency tail).
+        kwargs.setdefault("pool_size", 1)
+        kwargs.setdefault("max_overflow", 0)
+        kwargs.setdefault("pool_timeout", 60)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)

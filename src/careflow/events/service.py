@@ -50,12 +50,8 @@ async def ingest_event(
     again, so a producer's redelivery runs nothing twice.
     """
     validate_event(body.type, body.data)
-    if body.event_id is not None:
-        existing = await repository.get_event_by_producer_id(
-            session, organization_id, body.event_id
-        )
-        if existing is not None:
-            return Ingested(existing, created=False)
+    # Insert first and look only on a conflict: a new event (the common case) costs one
+    # statement, and a redelivery finds the first one just the same.
     occurred_at = body.occurred_at or now
     event = await repository.insert_event(
         session,
@@ -70,7 +66,7 @@ async def ingest_event(
         },
     )
     if event is None:
-        # Lost a race with a concurrent delivery of the same event_id: theirs is the event.
+        # A redelivery, or a race with a concurrent one: the stored event is the answer.
         assert body.event_id is not None  # only the event_id index can refuse the insert
         existing = await repository.get_event_by_producer_id(
             session, organization_id, body.event_id
