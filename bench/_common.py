@@ -1,0 +1,251 @@
+"""Helpers shared by the benchmark scripts: databases, child processes, ports, tokens.
+
+Every child process is started by these helpers and stopped by them (SIGTERM, then SIGKILL
+after a bounded wait); every wait has a deadline. Traffic goes to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BENCH_DIR = Path(__file__).resolve().parent
+JWT_SECRET = "careflow-bench-secret-not-for-production"
+REFUSED_DATABASES = {"test", "postgres", "template0", "template1"}
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith("postgresql")
+
+
+def plain_pg_dsn(url: str) -> str:
+    """``postgresql+asyncpg://…`` as the plain ``postgresql://…`` DSN asyncpg takes."""
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+def sqlite_path(url: str) -> str:
+    return url.split(":///", 1)[1]
+
+
+@dataclass
+class Workdir:
+    """A temporary directory for the run's SQLite file and the children's logs."""
+
+    path: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="careflow-bench-")))
+
+    def sqlite_url(self, name: str = "bench.db") -> str:
+        return f"sqlite+aiosqlite:///{self.path / name}"
+
+    def log(self, name: str) -> Path:
+        return self.path / f"{name}.log"
+
+
+def careflow_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "CAREFLOW_DATABASE_URL": database_url,
+            "CAREFLOW_JWT_SECRET": JWT_SECRET,
+            "CAREFLOW_ENV": "development",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def careflow_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "careflow.cli", *args]
+
+
+def reset_database(database_url: str) -> None:
+    """Give the run an empty, migrated database.
+
+    PostgreSQL: drop and re-create the ``public`` schema of the bench's own database
+    (refusing ``test`` and the system databases). SQLite: the file must be new or is removed.
+    """
+    if is_postgres(database_url):
+        dbname = database_url.rsplit("/", 1)[1].split("?", 1)[0]
+        if dbname in REFUSED_DATABASES:
+            raise SystemExit(f"refusing to reset database {dbname!r}: use a bench database")
+        asyncio.run(_reset_pg_schema(plain_pg_dsn(database_url)))
+    else:
+        path = Path(sqlite_path(database_url))
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{path}{suffix}").unlink()
+    subprocess.run(
+        careflow_cmd("migrate"),
+        env=careflow_env(database_url),
+        check=True,
+        timeout=120,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+async def _reset_pg_schema(dsn: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
+        await conn.execute("CREATE SCHEMA public")
+    finally:
+        await conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Children:
+    """Child processes of one run, each logging to a file; all stopped on exit."""
+
+    def __init__(self, workdir: Workdir) -> None:
+        self.workdir = workdir
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(
+        self, name: str, cmd: Sequence[str], env: dict[str, str], cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        logfile = self.workdir.log(name).open("ab")
+        proc = subprocess.Popen(
+            list(cmd), env=env, stdout=logfile, stderr=subprocess.STDOUT, cwd=cwd
+        )
+        logfile.close()
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 40.0) -> int | None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        self.procs = [(n, p) for n, p in self.procs if p is not proc]
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        for _, proc in list(reversed(self.procs)):
+            self.stop(proc)
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                tail = self.workdir.log(name).read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+
+@contextlib.contextmanager
+def children(workdir: Workdir) -> Iterator[Children]:
+    kids = Children(workdir)
+    try:
+        yield kids
+    finally:
+        kids.stop_all()
+
+
+def wait_http(url: str, kids: Children, timeout: float = 60.0) -> None:
+    """Wait until ``url`` answers 200 (e.g. /healthz), failing fast if a child died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kids.check_alive()
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def mint_token(database_url: str, role: str, org: int = 1) -> str:
+    out = subprocess.run(
+        careflow_cmd("token", "--role", role, "--org", str(org)),
+        env=careflow_env(database_url),
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def describe_db(url: str) -> str:
+    return "PostgreSQL" if is_postgres(url) else "SQLite"
+
+
+def fmt(value: Any, digits: int = 0) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces: split after its closing parenthesis.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its live descendants (Linux /proc).
+
+    CPU per unit of work is steadier than throughput on a shared machine: it does not
+    grow when other work takes the cores, only when the code does more.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None:
+                parents[int(entry.name)] = int(fields[1])
+    tree = {pid}
+    grew = True
+    while grew:
+        grew = False
+        for child, parent in parents.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    total = 0.0
+    for p in tree:
+        fields = _stat_fields(p)
+        if fields is not None:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def loadavg() -> str:
+    """The 1-minute load average: how busy the shared machine was (2 cores)."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"

@@ -1,0 +1,97 @@
+"""Run every benchmark in turn with small defaults and print one summary table.
+
+    python bench/run_all.py [--database-url postgresql+asyncpg://…/careflow_bench]
+
+Without ``--database-url`` the SQLite ones run and ``bench_fires`` (PostgreSQL only) is
+skipped. Each script's own table is printed as it finishes; the summary comes last. Each
+script is given a hard limit of 5 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from typing import Any
+
+from _common import BENCH_DIR
+from rich.console import Console
+from rich.table import Table
+
+
+def run(script: str, *args: str) -> Any:
+    cmd = [sys.executable, str(BENCH_DIR / script), *args, "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    lines = out.stdout.strip().splitlines()
+    print("\n".join(line for line in lines if not line.startswith(("{", "["))))
+    if out.returncode != 0 or not lines or not lines[-1].startswith(("{", "[")):
+        print(out.stderr[-2000:], file=sys.stderr)
+        return None
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+    db = ["--database-url", args.database_url] if args.database_url else []
+
+    rows: list[tuple[str, str, str]] = []
+    subprocess.run(
+        [sys.executable, str(BENCH_DIR / "bench_conditions.py"), "--rules", "200"],
+        check=False,
+        timeout=300,
+    )
+
+    q = run("bench_queue.py", *db, "--jobs", "5000")
+    if q:
+        rows.append(
+            (
+                "queue: noop jobs/s",
+                f"{q['jobs_per_s']:,.0f}",
+                f"{q['ratio']:.3f} of 1-row-INSERT tps",
+            )
+        )
+    i = run("bench_ingest.py", *db, "--seconds", "8")
+    if i:
+        c, b = i["careflow"], i["bare"]
+        rows.append(
+            (
+                "ingest: POST /v1/events req/s",
+                f"{c['req_per_s']:,.0f} (p99 {c['p99_ms']:,.0f} ms)",
+                f"{c['req_per_s'] / b['req_per_s']:.2f} of bare FastAPI+INSERT",
+            )
+        )
+    e = run("bench_e2e.py", *db, "--events", "500")
+    if e:
+        rows.append(
+            (
+                "e2e: executions/s",
+                f"{e['executions_per_s']:,.1f}",
+                f"{e['emails']} emails, {e['duplicate_message_ids']} duplicate Message-IDs",
+            )
+        )
+    if args.database_url:
+        f = run("bench_fires.py", *db, "--pending", "1000,200000", "--burst", "1000")
+        if f:
+            for r in f:
+                rows.append(
+                    (
+                        f"fires: P={r['pending']:,}",
+                        f"claim {r['explain_ms']:.2f} ms",
+                        f"lag p50 {r['lag_p50_s']:.2f} s, p99 {r['lag_p99_s']:.2f} s",
+                    )
+                )
+
+    table = Table(title="careflow benchmarks: summary (small defaults, shared 2-core machine)")
+    table.add_column("benchmark")
+    table.add_column("figure", justify="right")
+    table.add_column("reference / check")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=140).print(table)
+
+
+if __name__ == "__main__":
+    main()
