@@ -16,8 +16,10 @@ from careflow.kit.clock import Clock, SystemClock
 from careflow.kit.middleware import (
     BodySizeLimitMiddleware,
     MetricsMiddleware,
+    NulGuardMiddleware,
     RequestIdMiddleware,
 )
+from careflow.kit.openapi import install_openapi
 from careflow.logging import configure_logging
 from careflow.routers import include_routers
 
@@ -88,6 +90,8 @@ def create_app(
 
     install_error_handlers(app)
     include_routers(app)
+    install_openapi(app)
+    app.add_middleware(NulGuardMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)

@@ -161,7 +161,8 @@ def pydantic_details(errors: list[Any]) -> list[dict[str, str]]:
 
 
 _STATUS_CODES = {
-    400: ("bad_request", "BAD_REQUEST"),
+    # FastAPI's own 400s (a body it could not read) are validation errors like any other.
+    400: ("validation_error", "VALIDATION_ERROR"),
     401: ("unauthorized", "UNAUTHORIZED"),
     403: ("forbidden", "FORBIDDEN"),
     404: ("not_found", "NOT_FOUND"),

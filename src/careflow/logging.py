@@ -21,6 +21,12 @@ def _add_request_id(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dic
     return event_dict
 
 
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    # sys.stderr is looked up whenever a logger is made, not once at configuration: a
+    # process (or a test capturing output) that redirects stderr later still gets the logs.
+    return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(settings: Settings) -> None:
     global _configured
     if _configured:
@@ -44,6 +50,6 @@ def configure_logging(settings: Settings) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             level if isinstance(level, int) else 20
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )

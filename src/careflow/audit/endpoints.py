@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -12,7 +11,7 @@ from careflow.audit.schemas import AuditEntryOut
 from careflow.auth import AdminDep
 from careflow.kit.deps import SessionDep
 from careflow.kit.pagination import PageDep
-from careflow.kit.schemas import ListEnvelope, PageMeta
+from careflow.kit.schemas import ISODateTime, ListEnvelope, PageMeta
 
 router = APIRouter(prefix="/v1/audit-log", tags=["audit"])
 
@@ -26,9 +25,9 @@ async def list_audit_log(
     object_id: Annotated[str | None, Query(max_length=64)] = None,
     actor: Annotated[str | None, Query(max_length=200, description="The actor's `sub`")] = None,
     from_: Annotated[
-        datetime | None, Query(alias="from", description="ISO 8601, inclusive")
+        ISODateTime | None, Query(alias="from", description="ISO 8601, inclusive")
     ] = None,
-    to: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
+    to: Annotated[ISODateTime | None, Query(description="ISO 8601, inclusive")] = None,
 ) -> ListEnvelope[AuditEntryOut]:
     filters = repository.AuditFilters(object_type, object_id, actor, from_, to)
     rows, total = await repository.list_entries(

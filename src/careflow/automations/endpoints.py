@@ -24,6 +24,7 @@ from careflow.kit.deps import ClockDep, SessionDep
 from careflow.kit.idempotency import idempotent
 from careflow.kit.pagination import PageDep
 from careflow.kit.schemas import DataEnvelope, ListEnvelope
+from careflow.kit.text import UNSTORABLE_MESSAGE, unstorable_path
 
 router = APIRouter(prefix="/v1/automations", tags=["automations"])
 
@@ -51,30 +52,6 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _unstorable_text(value: Any) -> bool:
-    """Whether a string anywhere in ``value`` holds NUL or a lone surrogate.
-
-    PostgreSQL stores neither (in text or JSONB): refused here as a 400 instead of failing at
-    insert as a 500. Iterative, so a deeply nested body cannot exhaust the stack.
-    """
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
 async def _read_json(request: Request) -> Any:
     """The body as JSON, read after the role checks so a caller without access learns nothing.
 
@@ -90,15 +67,11 @@ async def _read_json(request: Request) -> Any:
         raise ValidationError(
             details=[{"field": "body", "message": "Body is not valid JSON"}]
         ) from exc
-    if _unstorable_text(payload):
-        raise ValidationError(
-            details=[
-                {
-                    "field": "body",
-                    "message": "strings may not contain NUL characters or unpaired surrogates",
-                }
-            ]
-        )
+    bad = unstorable_path(payload)
+    if bad is not None:
+        # The whole body is refused, as StrictInput bodies are; the message says where.
+        message = f"{UNSTORABLE_MESSAGE} (at {bad or 'body'})"
+        raise ValidationError(details=[{"field": "body", "message": message}])
     return payload
 
 

@@ -289,12 +289,16 @@ class CareflowSandbox(ImmutableSandboxedEnvironment):
         return False
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
-        raise SecurityError(
-            f"access to attribute {attribute!r} of a {type(obj).__name__!r} value is not allowed"
-        )
+        # The attribute is the author's own text; the value's type is careflow's internals
+        # (``ChainableUndefined``, ``TemplateReference``) and stays out of the message.
+        raise SecurityError(f"access to attribute {attribute!r} is not allowed")
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if issubclass(type(obj), Mapping):
+            if attribute.startswith("__"):
+                # Never data: refused like any other dunder, so the template is refused at
+                # save instead of rendering an empty string that looks harmless.
+                self.unsafe_undefined(obj, attribute)
             try:
                 return obj[attribute]
             except (KeyError, TypeError):

@@ -7,6 +7,7 @@ from typing import Any
 
 from careflow.errors import ValidationError
 from careflow.events.catalog import ENTITY_TYPES, EVENT_TYPES, PATIENT_LINK, EventType
+from careflow.kit.text import UNSTORABLE_MESSAGE, unstorable_path
 from careflow.kit.types import EntityRef, canonical_entity_id
 
 MAX_ID_LENGTH = 128
@@ -61,7 +62,9 @@ def validate_event(event_type: str, data: Mapping[str, Any]) -> EventType:
     if spec is None:
         raise ValidationError(
             "Unknown event type",
-            details=[{"field": "type", "message": f"unknown event type {event_type!r}"}],
+            # The value is not echoed: a producer's bad field may hold anything, patient data
+            # included, and error bodies end up in client logs.
+            details=[{"field": "type", "message": "unknown event type"}],
         )
     errors: list[dict[str, str]] = []
     if spec.entity_type is not None and data.get(spec.entity_type) is None:
@@ -112,6 +115,10 @@ def validate_entity_body(entity_type: str, path_id: EntityRef, body: Any) -> dic
         )
     if not isinstance(body, Mapping):
         raise ValidationError(details=[{"field": "body", "message": "must be a JSON object"}])
+    bad = unstorable_path(body)
+    if bad is not None:
+        message = f"{UNSTORABLE_MESSAGE} (at {bad or 'body'})"
+        raise ValidationError(details=[{"field": "body", "message": message}])
     errors: list[dict[str, str]] = []
     if "id" in body:
         problem = entity_id_problem(body["id"])

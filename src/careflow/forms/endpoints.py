@@ -45,7 +45,11 @@ async def get_form(
     return DataEnvelope(data=FormOut.of(form))
 
 
-@router.post("/{form_id}/complete", summary="Mark a pending form completed")
+@router.post(
+    "/{form_id}/complete",
+    summary="Mark a pending form completed",
+    responses={409: {"description": "`form_already_completed`"}},
+)
 async def complete_form(
     session: SessionDep, principal: IngestDep, clock: ClockDep, form_id: FormIdPath
 ) -> DataEnvelope[FormOut]:

@@ -46,8 +46,64 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
+class NulGuardMiddleware:
+    """Answer 400 to a NUL character in the path or the query string, before any route.
+
+    PostgreSQL cannot hold NUL in text, not even as a query parameter, so a filter such as
+    ``?journey_type=%00`` would fail in the driver (a 500). Bodies are checked where they
+    are parsed (``StrictInput``, ``careflow.kit.text``).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope.get("path", "")
+            query: bytes = scope.get("query_string", b"")
+            field = None
+            if "\x00" in path:
+                field = "path"
+            elif b"%00" in query or b"\x00" in query:
+                field = "query"
+            if field is not None:
+                problem = {"field": field, "message": "may not contain NUL characters"}
+                body = error_body(
+                    path,
+                    400,
+                    "validation_error",
+                    "VALIDATION_ERROR",
+                    "Request validation failed",
+                    [problem],
+                )
+                await _send_json(send, 400, body)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _send_json(send: Send, status: int, body: object) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
 class BodySizeLimitMiddleware:
-    """Answer 413 before reading more than ``max_bytes`` of a request body."""
+    """Answer 413 before reading more than ``max_bytes`` of a request body.
+
+    A body announced by ``Content-Length`` is judged by it. A streamed one (chunked, no
+    length) is read here first, up to the cap, and handed on only if it fits: refusing it
+    half-way through the app's own read would not work, as FastAPI turns any failure while
+    reading a body into its own 400.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -57,30 +113,41 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        length = None
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_bytes
+                    length = int(value)
                 except ValueError:
-                    too_big = False
-                if too_big:
-                    await self._reject(scope, send)
-                    return
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
+                    length = None
+                break
+        if length is not None:
+            if length > self.max_bytes:
+                await self._reject(scope, send)
+                return
+            # The server holds the client to its Content-Length.
+            await self.app(scope, receive, send)
+            return
+        buffered, complete = await self._read_capped(receive)
+        if not complete:
             await self._reject(scope, send)
+            return
+        await self.app(scope, _replay(buffered, receive), send)
+
+    async def _read_capped(self, receive: Receive) -> tuple[list[Message], bool]:
+        """The request's body messages, and False once they exceed the cap."""
+        messages: list[Message] = []
+        received = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages, True  # a disconnect: let the app see it
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                return messages, False
+            if not message.get("more_body", False):
+                return messages, True
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         body = error_body(
@@ -91,22 +158,18 @@ class BodySizeLimitMiddleware:
             f"Request body exceeds {self.max_bytes} bytes",
             [],
         )
-        payload = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await _send_json(send, 413, body)
 
 
-class _TooLarge(Exception):
-    pass
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
 
 
 class MetricsMiddleware:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, model_validator
 
 from careflow.kit.clock import isoformat_z
+from careflow.kit.text import UNSTORABLE_MESSAGE, unstorable_path
 
 T = TypeVar("T")
 
@@ -41,6 +42,16 @@ class StrictInput(BaseModel):
     """A request body: unknown fields are refused, never silently stored."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_strings(cls, data: Any) -> Any:
+        # Checked on the raw input, so free-form fields (``data``, ``conditions``) are
+        # covered as well as typed ones.
+        path = unstorable_path(data)
+        if path is not None:
+            raise ValueError(f"{UNSTORABLE_MESSAGE} (at {path or 'body'})")
+        return data
 
 
 class PageMeta(BaseModel):

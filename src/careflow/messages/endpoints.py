@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query
 from careflow.auth import StaffDep
 from careflow.kit.deps import SessionDep
 from careflow.kit.pagination import PageDep
-from careflow.kit.schemas import DataEnvelope, ListEnvelope, PageMeta
+from careflow.kit.schemas import MAX_ROW_ID, DataEnvelope, ListEnvelope, PageMeta
 from careflow.kit.types import canonical_entity_id
 from careflow.messages import service
 from careflow.messages.repository import MessageFilters
@@ -25,7 +25,7 @@ async def list_messages(
     page: PageDep,
     channel: ChannelParam | None = None,
     status: Annotated[str | None, Query(max_length=16)] = None,
-    execution_id: Annotated[int | None, Query(ge=1)] = None,
+    execution_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
     patient_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
 ) -> ListEnvelope[MessageOut]:
     filters = MessageFilters(
