@@ -228,3 +228,19 @@ class TestResolve:
             assert not await template_exists(session, 2, "dental_recall", "sms")
             assert await template_exists(session, 2, "form_reminder", "sms")
             assert await resolve_template(session, 2, "dental_recall", "sms") is None
+
+
+class TestLoopBudget:
+    def test_ordinary_loops_render(self) -> None:
+        body = "{% for t in patient.tags %}{{ loop.index }}:{{ t }} {% endfor %}"
+        assert render(source(body), {"patient": {"tags": ["a", "b"]}}).body == "1:a 2:b "
+
+    def test_the_budget_spans_every_loop_of_one_render(self) -> None:
+        body = "{% for i in range(300) %}{% for j in range(300) %}{% endfor %}{% endfor %}"
+        with pytest.raises(TemplateRenderError, match="loops ran more than"):
+            render(source(body), {})
+
+    def test_each_render_gets_a_fresh_budget(self) -> None:
+        body = "{% for i in range(40000) %}{% endfor %}done"
+        assert render(source(body), {}).body == "done"
+        assert render(source(body), {}).body == "done"

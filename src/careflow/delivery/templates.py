@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -24,6 +25,7 @@ from jinja2 import (
     TemplateError,
     TemplateSyntaxError,
     Undefined,
+    nodes,
     pass_environment,
 )
 from jinja2.runtime import LoopContext
@@ -42,6 +44,23 @@ MAX_BODY_CHARS = 100_000
 MAX_SUBJECT_CHARS = 998  # RFC 5322's line limit
 MAX_REPEAT_CHARS = 10_000
 MAX_EXPONENT = 1_000
+# Loop iterations one render may run, all loops together: output size alone does not bound
+# the CPU of nested loops that print nothing.
+MAX_LOOP_ITERATIONS = 50_000
+
+BUDGET_FILTER = "careflow_loop_budget"
+_iterations_left: ContextVar[list[int]] = ContextVar("careflow_template_iterations")
+
+
+def _budgeted(iterable: Any) -> Any:
+    """Every ``{% for %}`` iterates through this: each item spends one unit of the budget."""
+    left = _iterations_left.get(None)
+    for item in iterable:
+        if left is not None:
+            left[0] -= 1
+            if left[0] < 0:
+                raise SecurityError(f"template loops ran more than {MAX_LOOP_ITERATIONS} times")
+        yield item
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +294,16 @@ class CareflowSandbox(ImmutableSandboxedEnvironment):
         self.globals["range"] = ImmutableSandboxedEnvironment().globals["range"]
         self.filters["datetime"] = _format_datetime
         self.filters["attr"] = _attr_filter
+        self.filters[BUDGET_FILTER] = _budgeted
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        # Route every loop's iterable through the iteration budget.
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Filter(
+                loop.iter, BUDGET_FILTER, [], [], None, None, lineno=loop.lineno
+            )
+        return tree
 
     # Types are checked with ``type(obj)``: ``isinstance`` would read ``obj.__class__``,
     # an attribute access on the very object being guarded.
@@ -357,6 +386,7 @@ def _render_text(text: str, context: Mapping[str, Any], limit: int) -> str:
     template = _compile(text)
     out: list[str] = []
     size = 0
+    budget = _iterations_left.set([MAX_LOOP_ITERATIONS])
     try:
         for chunk in template.generate(dict(context)):
             size += len(chunk)
@@ -372,6 +402,8 @@ def _render_text(text: str, context: Mapping[str, Any], limit: int) -> str:
     except Exception as exc:
         # Python's own messages may quote the data (``int('…')``): name the error, not the value.
         raise TemplateRenderError(f"template error: {type(exc).__name__}") from None
+    finally:
+        _iterations_left.reset(budget)
     return "".join(out)
 
 
