@@ -13,6 +13,7 @@ from careflow.executions.endpoints import router as executions_router
 from careflow.forms.endpoints import router as forms_router
 from careflow.messages.endpoints import router as messages_router
 from careflow.ops.endpoints import router as ops_router
+from careflow.organizations.endpoints import router as organizations_router
 from careflow.pathways.endpoints import router as pathways_router
 from careflow.pathways.episodes_endpoints import router as episodes_router
 from careflow.patients.endpoints import router as patients_router
@@ -32,6 +33,7 @@ def include_routers(app: FastAPI) -> None:
         templates_router,
         pathways_router,
         episodes_router,
+        organizations_router,
         audit_router,
         ops_router,
     ):
