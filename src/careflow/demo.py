@@ -165,6 +165,8 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
 
 async def run_demo(database: str | None = None) -> None:
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)  # piped: wide enough that the tables stay readable
     path = (
         Path(database) if database else Path(tempfile.mkdtemp(prefix="careflow-demo-")) / "demo.db"
     )
