@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from careflow.config import Settings, get_settings
 from careflow.db import create_engine, create_sessionmaker
 from careflow.errors import install_error_handlers
+from careflow.jobs.queue import set_default_max_attempts
 from careflow.kit.clock import Clock, SystemClock
 from careflow.kit.middleware import (
     BodySizeLimitMiddleware,
@@ -40,6 +41,7 @@ def create_app(
     """
     settings = settings or get_settings()
     configure_logging(settings)
+    set_default_max_attempts(settings.job_max_attempts)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

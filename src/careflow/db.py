@@ -104,6 +104,18 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault(
+        "connect_args",
+        {
+            "server_settings": {
+                "application_name": "careflow",
+                # A process frozen mid-transaction (SIGSTOP, a stuck host) must not hold its
+                # row locks for ever: past this, PostgreSQL ends its session. Longer than any
+                # job holds a transaction open (a lease, an SMTP timeout).
+                "idle_in_transaction_session_timeout": "120000",
+            }
+        },
+    )
     return create_async_engine(url, **kwargs)
 
 

@@ -93,6 +93,52 @@ class IdempotencyKeyReusedError(CareflowError):
     message = "This Idempotency-Key was already used with a different request body"
 
 
+class ServiceUnavailableError(CareflowError):
+    status_code = 503
+    code = "service_unavailable"
+    pathway_code = "SERVICE_UNAVAILABLE"
+    message = "The database is unavailable; retry shortly"
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"Retry-After": "5"})
+        super().__init__(message, **kwargs)
+
+
+# Driver errors (named by class, whichever driver raised them) that mean the database could
+# not be reached or went away mid-request: the request may be retried as it was.
+_UNAVAILABLE_NAMES = frozenset(
+    {
+        "CannotConnectNowError",
+        "ConnectionDoesNotExistError",
+        "AdminShutdownError",
+        "ConnectionFailureError",
+        "PostgresConnectionError",
+        "TooManyConnectionsError",
+    }
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is out of reach (503), not that a request is wrong."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError | ConnectionError):
+        return True
+    transient = (sa_exc.OperationalError, sa_exc.InterfaceError)
+    if isinstance(exc, sa_exc.DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, transient)
+    ):
+        return True
+    seen: BaseException | None = exc
+    for _ in range(6):  # the driver's error hides behind the adapter's, one or two deep
+        if seen is None:
+            break
+        if type(seen).__name__ in _UNAVAILABLE_NAMES or isinstance(seen, ConnectionError):
+            return True
+        seen = seen.__cause__ or getattr(seen, "orig", None)
+    return False
+
+
 class PayloadTooLargeError(CareflowError):
     status_code = 413
     code = "payload_too_large"
@@ -180,6 +226,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(err.get("type") == "json_invalid" for err in exc.errors()):
+            # Raised while FastAPI read the body, before the route's role checks ran: a
+            # caller without access gets its 401/403, not a verdict on the body.
+            from careflow.auth import access_problem
+
+            problem = await access_problem(request)
+            if problem is not None:
+                return render(request, problem)
         return render(request, ValidationError(details=pydantic_details(list(exc.errors()))))
 
     @app.exception_handler(StarletteHTTPException)
@@ -190,6 +244,22 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             body, status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
+
+    from sqlalchemy.exc import DBAPIError, DisconnectionError
+    from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if database_unavailable(exc):
+            import structlog
+
+            structlog.get_logger("careflow.http").warning(
+                "database_unavailable", path=request.url.path, error_type=type(exc).__name__
+            )
+            return render(request, ServiceUnavailableError())
+        return await _unhandled(request, exc)
+
+    for database_error in (DBAPIError, DisconnectionError, PoolTimeoutError, ConnectionError):
+        app.add_exception_handler(database_error, _database)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

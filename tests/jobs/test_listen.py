@@ -49,8 +49,9 @@ async def listener_pids(engine: AsyncEngine) -> list[int]:
     async with engine.connect() as conn:
         rows = await conn.execute(
             text(
+                # Found by name: its last query is a keep-alive ping as often as LISTEN.
                 "SELECT pid FROM pg_stat_activity "
-                "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                "WHERE datname = current_database() AND application_name = 'careflow-listener'"
             )
         )
         return [row.pid for row in rows]

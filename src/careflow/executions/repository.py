@@ -195,11 +195,13 @@ async def reopen(session: AsyncSession, execution: Execution, from_statuses: Seq
     return True
 
 
-async def count_rule_run(session: AsyncSession, rule_id: int, now: datetime) -> None:
+async def count_rule_run(
+    session: AsyncSession, rule_id: int, now: datetime, *, runs: int = 1
+) -> None:
     # In SQL, so concurrent executions of one rule never lose an increment.
     await session.execute(
         update(AutomationRule)
         .where(AutomationRule.id == rule_id)
-        .values(execution_count=AutomationRule.execution_count + 1, last_executed_at=now)
+        .values(execution_count=AutomationRule.execution_count + runs, last_executed_at=now)
         .execution_options(synchronize_session=False)
     )

@@ -62,7 +62,10 @@ class NotifyListener:
             await _wait(self._stopping, delay)
 
     async def _listen_until_lost(self) -> None:
-        conn = await asyncpg.connect(self._dsn, timeout=10)
+        # Named, so an operator can find (or terminate) it in pg_stat_activity.
+        conn = await asyncpg.connect(
+            self._dsn, timeout=10, server_settings={"application_name": "careflow-listener"}
+        )
         lost = asyncio.Event()
         try:
             conn.add_termination_listener(lambda _conn: lost.set())

@@ -15,6 +15,17 @@ from careflow.jobs.models import Job, JobStatus
 
 NOTIFY_CHANNEL = "careflow_jobs"
 DEFAULT_MAX_ATTEMPTS = 5
+# Attempts a job gets when its enqueuer names none: CAREFLOW_JOB_MAX_ATTEMPTS, installed by
+# the process at start (create_app, the worker process) through set_default_max_attempts.
+_default_max_attempts = DEFAULT_MAX_ATTEMPTS
+
+
+def set_default_max_attempts(attempts: int) -> None:
+    global _default_max_attempts
+    if attempts < 1:
+        raise ValueError("a job needs at least one attempt")
+    _default_max_attempts = attempts
+
 
 # Process-local wake-ups for the in-process runner (SQLite, tests): called after a commit
 # that enqueued work. PostgreSQL workers are woken by NOTIFY, which is itself transactional.
@@ -57,7 +68,7 @@ async def enqueue(
     now: datetime,
     organization_id: int | None = None,
     dedupe_key: str | None = None,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    max_attempts: int | None = None,
     ref: str | None = None,
 ) -> None:
     """Add a job to the session's transaction; with ``dedupe_key`` a second one is a no-op."""
@@ -68,7 +79,7 @@ async def enqueue(
         "status": JobStatus.QUEUED,
         "run_at": run_at,
         "attempts": 0,
-        "max_attempts": max_attempts,
+        "max_attempts": max_attempts or _default_max_attempts,
         "dedupe_key": dedupe_key,
         "ref": ref,
         "created_at": now,

@@ -219,6 +219,9 @@ class Worker:
         self, limit: int, *, want_next: bool, want_rescue: bool = True
     ) -> tuple[list[ClaimedJob], Any]:
         async with self.sessionmaker() as session, session.begin():
+            # The lease starts when the claim runs: a wait for the connection (pool, SQLite
+            # lock, a pause of this process) must not hand out a lease already spent.
+            await session.connection()
             now = self.clock.now()
             if want_rescue:
                 rescued = await store.rescue_expired(session, now)
@@ -465,6 +468,7 @@ async def run_worker_process(concurrency: int | None = None) -> None:
 
     settings = get_settings()
     configure_logging(settings)
+    queue.set_default_max_attempts(settings.job_max_attempts)
     if settings.worker_metrics_port:
         from prometheus_client import start_http_server
 
