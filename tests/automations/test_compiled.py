@@ -23,7 +23,6 @@ def make_rule(rule_id: int = 1, version: int = 1, conditions: Any = None) -> Aut
         actions=[],
         version=version,
         enabled=True,
-        execution_count=0,
         created_at=T,
         updated_at=T,
     )

@@ -107,13 +107,19 @@ async def list_rules(
     rules, total = await service.list_rules(
         session, principal, trigger_event=trigger_event, enabled=enabled, page=page
     )
-    return {"data": [RuleOut.model_validate(r) for r in rules], "meta": page.meta(total)}
+    stats = await service.run_stats(session, principal, rules)
+    return {"data": [_out(r, stats) for r in rules], "meta": page.meta(total)}
+
+
+def _out(rule: Any, stats: dict[int, service.RunStats]) -> RuleOut:
+    ran = stats.get(rule.id, service.RunStats())
+    return RuleOut.of(rule, ran.execution_count, ran.last_executed_at)
 
 
 @router.get("/rules/{rule_id}", response_model=DataEnvelope[RuleOut], summary="Get automation rule")
 async def get_rule(rule_id: str, principal: StaffDep, session: SessionDep) -> dict[str, Any]:
     rule = await service.get_rule(session, principal, _rule_id(rule_id))
-    return {"data": RuleOut.model_validate(rule)}
+    return {"data": _out(rule, await service.run_stats(session, principal, [rule]))}
 
 
 @router.post(
@@ -141,7 +147,7 @@ async def create_rule(
         if guard.replay is not None:
             return guard.replay
         rule = await service.create_rule(session, principal, payload, now=clock.now())
-        envelope = DataEnvelope[RuleOut](data=RuleOut.model_validate(rule))
+        envelope = DataEnvelope[RuleOut](data=RuleOut.of(rule))
         return await guard.respond(201, envelope.model_dump(mode="json"))
 
 
@@ -161,7 +167,7 @@ async def update_rule(
     rule_pk = _rule_id(rule_id)
     payload = await _read_json(request)
     rule = await service.update_rule(session, principal, rule_pk, payload, now=clock.now())
-    return {"data": RuleOut.model_validate(rule)}
+    return {"data": _out(rule, await service.run_stats(session, principal, [rule]))}
 
 
 @router.delete(

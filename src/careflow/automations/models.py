@@ -25,8 +25,6 @@ class AutomationRule(Base):
     conditions: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
     actions: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, nullable=False)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
-    execution_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    last_executed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 

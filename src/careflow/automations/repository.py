@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import Select, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.automations.models import AutomationRule
+from careflow.executions.models import Execution
 
 
 def _scoped(organization_id: int) -> Select[AutomationRule]:
@@ -71,3 +73,29 @@ async def add(session: AsyncSession, rule: AutomationRule) -> AutomationRule:
 async def delete(session: AsyncSession, rule: AutomationRule) -> None:
     await session.delete(rule)
     await session.flush()
+
+
+async def run_stats(
+    session: AsyncSession, organization_id: int, rule_ids: Sequence[int]
+) -> dict[int, tuple[int, datetime | None]]:
+    """(executions that ran, the last one's time) per rule: skipped ones do not count.
+
+    Read from the partial index ix_executions_rule_ran rather than kept in a counter row,
+    which every dispatch of a busy rule would otherwise queue to update.
+    """
+    if not rule_ids:
+        return {}
+    rows = await session.execute(
+        select(
+            Execution.automation_rule_id,
+            func.count(),
+            func.max(Execution.executed_at),
+        )
+        .where(
+            Execution.organization_id == organization_id,
+            Execution.automation_rule_id.in_(rule_ids),
+            Execution.status != "skipped",
+        )
+        .group_by(Execution.automation_rule_id)
+    )
+    return {rule_id: (int(count), last) for rule_id, count, last in rows}

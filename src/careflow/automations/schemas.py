@@ -92,6 +92,12 @@ def parse_body(payload: Any, *, partial: bool) -> tuple[dict[str, Any], list[dic
 class RuleOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
+    @classmethod
+    def of(cls, rule: Any, execution_count: int = 0, last_executed_at: Any = None) -> RuleOut:
+        """The rule as answered, with its run counts (read from its executions)."""
+        fields = {name: getattr(rule, name) for name in cls.model_fields if hasattr(rule, name)}
+        return cls(**fields, execution_count=execution_count, last_executed_at=last_executed_at)
+
     id: int
     organization_id: int
     name: str

@@ -137,8 +137,6 @@ async def create_rule(
         conditions=fields.get("conditions") or {},
         actions=fields["actions"],
         version=1,
-        execution_count=0,
-        last_executed_at=None,
         created_at=now,
         updated_at=now,
     )
@@ -263,6 +261,20 @@ _enabled_rules: RevisionCache[tuple[RuleSnapshot, ...]] = RevisionCache()
 
 def ruleset_scope(trigger_event: str) -> str:
     return f"automation:{trigger_event}"
+
+
+@dataclass(frozen=True, slots=True)
+class RunStats:
+    execution_count: int = 0
+    last_executed_at: datetime | None = None
+
+
+async def run_stats(
+    session: AsyncSession, principal: Principal, rules: Sequence[AutomationRule]
+) -> dict[int, RunStats]:
+    """How often each rule ran (skipped executions excluded), and when it last did."""
+    stats = await repository.run_stats(session, principal.org_id, [r.id for r in rules])
+    return {rule_id: RunStats(count, last) for rule_id, (count, last) in stats.items()}
 
 
 async def enabled_rules_for(

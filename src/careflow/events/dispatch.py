@@ -23,7 +23,7 @@ from careflow.events.context import join_snapshots, patient_id_of
 from careflow.events.models import Event
 from careflow.events.service import EventStatus
 from careflow.events.validation import entity_id_problem
-from careflow.executions.service import count_rule_runs, start_execution
+from careflow.executions.service import start_execution
 from careflow.kit.types import EntityRef, canonical_entity_id
 from careflow.scheduling.service import schedule_appointment
 
@@ -167,7 +167,6 @@ async def dispatch_event(session: AsyncSession, *, event_pk: int, now: datetime)
     for trigger in await _triggers(session, event, patient_id, now):
         await _run_rules(session, event, trigger, context, patient_id, now)
     await _route_to_episode(session, event, context, now)
-    await count_rule_runs(session, now)
     event.status = EventStatus.PROCESSED
     event.processed_at = now
     await session.flush()

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from careflow.db import Base, BigIntPK, JSONType, UTCDateTime
@@ -20,6 +20,14 @@ class Execution(Base):
         Index("ix_executions_org_executed", "organization_id", "executed_at"),
         Index("ix_executions_org_rule", "organization_id", "automation_rule_id"),
         Index("ix_executions_event", "event_pk"),
+        # execution_count / last_executed_at of a rule, read from this index alone.
+        Index(
+            "ix_executions_rule_ran",
+            "automation_rule_id",
+            "executed_at",
+            postgresql_where=text("status <> 'skipped'"),
+            sqlite_where=text("status <> 'skipped'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)

@@ -12,7 +12,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careflow.automations.models import AutomationRule
 from careflow.executions.models import Execution, ExecutionAction
 
 
@@ -193,15 +192,3 @@ async def reopen(session: AsyncSession, execution: Execution, from_statuses: Seq
     execution.error_message = None
     execution.finished_at = None
     return True
-
-
-async def count_rule_run(
-    session: AsyncSession, rule_id: int, now: datetime, *, runs: int = 1
-) -> None:
-    # In SQL, so concurrent executions of one rule never lose an increment.
-    await session.execute(
-        update(AutomationRule)
-        .where(AutomationRule.id == rule_id)
-        .values(execution_count=AutomationRule.execution_count + runs, last_executed_at=now)
-        .execution_options(synchronize_session=False)
-    )

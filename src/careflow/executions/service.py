@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("careflow.executions")
 
 RUN_ACTION_KIND = "run_action"
-RULE_RUNS_KEY = "careflow_rule_runs"
 
 
 class ExecutionStatus:
@@ -147,27 +146,14 @@ async def start_execution(
     if status != ExecutionStatus.RUNNING:
         EXECUTIONS.labels(status=status).inc()
         return execution
-    # Counted when it starts running, exactly once (the insert above is the gate), so a
-    # retried execution is not counted again and skipped ones never are. The counter row is
-    # written at the end of the job (count_rule_runs), so its lock is held only for the
-    # commit, not for the rest of the dispatch.
-    session.info.setdefault(RULE_RUNS_KEY, []).append(rule.id)
+    # No counter is written here: a rule's execution_count and last_executed_at are read
+    # from its executions (ix_executions_rule_ran), so concurrent dispatches of one rule
+    # never queue on a shared row.
     if not actions:
         await finish_execution(session, execution, now=now)
         return execution
     await enqueue_action(session, execution, 0, run_at=now + delay_of(actions[0]), now=now)
     return execution
-
-
-async def count_rule_runs(session: AsyncSession, now: datetime) -> None:
-    """Add this transaction's started executions to their rules' counters.
-
-    Called last in a job, and in rule id order: two dispatches that start runs of the same
-    rules lock the counter rows in the same order (no deadlock), and only for the commit.
-    """
-    started = session.info.pop(RULE_RUNS_KEY, [])
-    for rule_id in sorted(set(started)):
-        await repository.count_rule_run(session, rule_id, now, runs=started.count(rule_id))
 
 
 def summarise(rows: list[ExecutionAction]) -> tuple[str, str | None]:

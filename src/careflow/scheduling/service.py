@@ -222,7 +222,7 @@ async def fire(
 ) -> None:
     """Run a rule's time-based trigger for one appointment, if it is still due."""
     from careflow.events.context import join_snapshots
-    from careflow.executions.service import count_rule_runs, start_execution
+    from careflow.executions.service import start_execution
 
     entity = await lock_appointment(session, organization_id, appointment_id)
     rule = await session.scalar(
@@ -268,7 +268,6 @@ async def fire(
         now=now,
         skip_reason=still_due(rule, appointment, fire_at),
     )
-    await count_rule_runs(session, now)
 
 
 def delivery_skip_reason(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 06:59:35.248896
+Create Date: 2026-11-23 07:39:16.056151
 """
 
 from collections.abc import Sequence
@@ -88,8 +88,6 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.Column("execution_count", sa.Integer(), nullable=False),
-        sa.Column("last_executed_at", careflow.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", careflow.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", careflow.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_automation_rules")),
@@ -495,6 +493,13 @@ def upgrade() -> None:
             "ix_executions_org_rule", ["organization_id", "automation_rule_id"], unique=False
         )
         batch_op.create_index(
+            "ix_executions_rule_ran",
+            ["automation_rule_id", "executed_at"],
+            unique=False,
+            postgresql_where=sa.text("status <> 'skipped'"),
+            sqlite_where=sa.text("status <> 'skipped'"),
+        )
+        batch_op.create_index(
             "uq_executions_rule_occurrence", ["automation_rule_id", "occurrence_key"], unique=True
         )
 
@@ -639,6 +644,11 @@ def downgrade() -> None:
     op.drop_table("execution_actions")
     with op.batch_alter_table("executions", schema=None) as batch_op:
         batch_op.drop_index("uq_executions_rule_occurrence")
+        batch_op.drop_index(
+            "ix_executions_rule_ran",
+            postgresql_where=sa.text("status <> 'skipped'"),
+            sqlite_where=sa.text("status <> 'skipped'"),
+        )
         batch_op.drop_index("ix_executions_org_rule")
         batch_op.drop_index("ix_executions_org_executed")
         batch_op.drop_index("ix_executions_event")
