@@ -106,7 +106,42 @@ def require_roles(*roles: Role) -> Any:
             raise ForbiddenError()
         return principal
 
+    # Read by ``access_problem`` when a route fails before its dependencies run.
+    dependency.allowed_roles = allowed  # type: ignore[attr-defined]
     return Depends(dependency)
+
+
+def _route_roles(dependant: Any) -> frozenset[Role] | None:
+    """The roles a route admits (every role when it only authenticates), None if it is open."""
+    for sub in getattr(dependant, "dependencies", ()):
+        allowed = getattr(sub.call, "allowed_roles", None)
+        if allowed is not None:
+            return allowed  # type: ignore[no-any-return]
+        if sub.call is get_principal:
+            return frozenset(Role)
+        found = _route_roles(sub)
+        if found is not None:
+            return found
+    return None
+
+
+async def access_problem(request: Request) -> UnauthorizedError | ForbiddenError | None:
+    """The 401 or 403 the matched route would have answered, or None.
+
+    FastAPI reads a JSON body before it runs the route's dependencies, so a body that is not
+    JSON would answer 400 to a caller who may not call the route at all. The error handler
+    asks this first, so the role checks keep their precedence over the body.
+    """
+    roles = _route_roles(getattr(request.scope.get("route"), "dependant", None))
+    if roles is None:
+        return None
+    try:
+        principal = await get_principal(request)
+    except UnauthorizedError as exc:
+        return exc
+    if principal.role not in roles:
+        return ForbiddenError()
+    return None
 
 
 AdminDep = Annotated[Principal, require_roles(Role.ADMIN)]

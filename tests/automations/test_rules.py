@@ -637,7 +637,9 @@ class TestEnabledRulesFor:
         await client.put(f"{RULES}/{second['id']}", json={"enabled": False}, headers=auth())
         assert await names() == ["uno"]
         await client.put(
-            f"{RULES}/{first['id']}", json={"trigger_event": "appointment.cancelled"}, headers=auth()
+            f"{RULES}/{first['id']}",
+            json={"trigger_event": "appointment.cancelled"},
+            headers=auth(),
         )
         assert await names() == []
         await client.delete(f"{RULES}/{first['id']}", headers=auth())

@@ -325,6 +325,17 @@ class TestListPathwayRules:
                 [("appointment.booked", 0), ("appointment.booked", 2), ("appointment.booked", 10)],
             ),
             ({"enabled": "false"}, [("appointment.booked", 2), ("invoice.created", 1)]),
+            # The seed types the filter as a string, "Filter enabled/disabled": both spellings.
+            ({"enabled": "disabled"}, [("appointment.booked", 2), ("invoice.created", 1)]),
+            (
+                {"enabled": "enabled"},
+                [
+                    ("appointment.booked", 0),
+                    ("appointment.booked", 10),
+                    ("appointment.cancelled", 0),
+                    ("invoice.created", 5),
+                ],
+            ),
             (
                 {"enabled": "true"},
                 [

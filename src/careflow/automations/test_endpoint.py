@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +20,7 @@ from careflow.errors import not_found
 from careflow.events.context import entity_context
 from careflow.events.validation import entity_id_problem
 from careflow.kit.deps import SessionDep
+from careflow.kit.ids import row_id, row_id_path
 from careflow.kit.schemas import DataEnvelope, EntityIdField, StrictInput
 from careflow.kit.types import canonical_entity_id
 
@@ -98,7 +99,8 @@ async def simulate_rule(
 async def test_automation_rule(
     session: SessionDep,
     principal: AdminDep,
-    rule_id: Annotated[int, Path(alias="id", ge=1, le=2**63 - 1)],
+    rule_id: Annotated[str, row_id_path(alias="id")],
     body: RuleTestIn,
 ) -> DataEnvelope[RuleTestOut]:
-    return DataEnvelope(data=await simulate_rule(session, principal, rule_id, body))
+    rule_pk = row_id(rule_id, "automation_rule")
+    return DataEnvelope(data=await simulate_rule(session, principal, rule_pk, body))

@@ -12,7 +12,8 @@ from careflow.events.schemas import EventAccepted, EventExecution, EventIn, Even
 from careflow.events.validation import RULES_DOC
 from careflow.kit.deps import ClockDep, SessionDep
 from careflow.kit.idempotency import idempotent
-from careflow.kit.schemas import MAX_ROW_ID, DataEnvelope
+from careflow.kit.ids import row_id, row_id_path
+from careflow.kit.schemas import DataEnvelope
 from careflow.ops.metrics import EVENTS_INGESTED
 
 router = APIRouter(tags=["events"])
@@ -75,11 +76,9 @@ async def ingest_event(
 async def get_event(
     session: SessionDep,
     principal: EventsReadDep,
-    event_pk: Annotated[
-        int, Path(alias="id", ge=1, le=MAX_ROW_ID, description="careflow's id of the event")
-    ],
+    event_pk: Annotated[str, row_id_path(alias="id", description="careflow's id of the event")],
 ) -> DataEnvelope[EventOut]:
-    event, executions = await service.get_event(session, principal, event_pk)
+    event, executions = await service.get_event(session, principal, row_id(event_pk, "event"))
     return DataEnvelope(
         data=EventOut(
             id=event.id,

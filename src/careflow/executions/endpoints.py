@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Query, status
 
 from careflow.auth import AdminDep, StaffDep
 from careflow.executions import service
 from careflow.executions.schemas import ExecutionOut, execution_out
 from careflow.kit.deps import ClockDep, SessionDep
+from careflow.kit.ids import row_id, row_id_path
 from careflow.kit.pagination import PageDep
 from careflow.kit.schemas import DataEnvelope, ListEnvelope, PageMeta
 
 router = APIRouter(prefix="/v1/automations/executions", tags=["executions"])
 
 StatusParam = Literal["success", "partial_failure", "failure", "skipped", "running"]
-ExecutionIdPath = Annotated[int, Path(alias="id", ge=1, le=2**63 - 1)]
+ExecutionIdPath = Annotated[str, row_id_path(alias="id")]
 
 
 @router.get(
@@ -64,7 +65,9 @@ async def list_executions(
 async def get_execution(
     session: SessionDep, principal: StaffDep, execution_id: ExecutionIdPath
 ) -> DataEnvelope[ExecutionOut]:
-    execution, rows = await service.get_execution(session, principal, execution_id)
+    execution, rows = await service.get_execution(
+        session, principal, row_id(execution_id, "execution")
+    )
     return DataEnvelope(data=execution_out(execution, rows, detail=True))
 
 
@@ -87,6 +90,6 @@ async def retry_execution(
     session: SessionDep, principal: AdminDep, clock: ClockDep, execution_id: ExecutionIdPath
 ) -> DataEnvelope[ExecutionOut]:
     execution, rows = await service.retry_execution(
-        session, principal, execution_id, now=clock.now()
+        session, principal, row_id(execution_id, "execution"), now=clock.now()
     )
     return DataEnvelope(data=execution_out(execution, rows, detail=True))

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 
 from careflow.auth import FormsReadDep, IngestDep
 from careflow.forms import service
 from careflow.forms.schemas import FormOut, FormStatusParam
 from careflow.kit.deps import ClockDep, SessionDep
+from careflow.kit.ids import row_id, row_id_path
 from careflow.kit.pagination import PageDep
 from careflow.kit.schemas import DataEnvelope, ListEnvelope, PageMeta
 from careflow.kit.types import canonical_entity_id
 
 router = APIRouter(prefix="/v1/forms", tags=["forms"])
 
-FormIdPath = Annotated[int, Path(ge=1, le=2**63 - 1)]
+FormIdPath = Annotated[str, row_id_path()]
 
 
 @router.get("", summary="List form instances, newest first")
@@ -41,7 +42,7 @@ async def list_forms(
 async def get_form(
     session: SessionDep, principal: FormsReadDep, form_id: FormIdPath
 ) -> DataEnvelope[FormOut]:
-    form = await service.get_form(session, principal, form_id)
+    form = await service.get_form(session, principal, row_id(form_id, "form"))
     return DataEnvelope(data=FormOut.of(form))
 
 
@@ -53,5 +54,5 @@ async def get_form(
 async def complete_form(
     session: SessionDep, principal: IngestDep, clock: ClockDep, form_id: FormIdPath
 ) -> DataEnvelope[FormOut]:
-    form = await service.complete_form(session, principal, form_id, clock)
+    form = await service.complete_form(session, principal, row_id(form_id, "form"), clock)
     return DataEnvelope(data=FormOut.of(form))

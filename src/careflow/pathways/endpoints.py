@@ -168,13 +168,16 @@ async def list_rules(
     principal: StaffDep,
     page: OffsetDep,
     trigger_type: Annotated[TriggerTypeFilter | None, Query()] = None,
-    enabled: Annotated[Literal["true", "false"] | None, Query()] = None,
+    enabled: Annotated[
+        Literal["true", "false", "enabled", "disabled"] | None,
+        Query(description="`true`/`enabled` or `false`/`disabled`"),
+    ] = None,
     creation_mode: Annotated[CreationMode | None, Query()] = None,
     suggested_priority: Annotated[Priority | None, Query()] = None,
 ) -> PathwayListEnvelope[RuleOut]:
     filters = repository.RuleFilters(
         trigger_type=trigger_type,
-        enabled=None if enabled is None else enabled == "true",
+        enabled=None if enabled is None else enabled in ("true", "enabled"),
         creation_mode=creation_mode,
         suggested_priority=suggested_priority,
     )
