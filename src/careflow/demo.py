@@ -21,71 +21,21 @@ from sqlalchemy import func, select
 from careflow.app import create_app
 from careflow.auth import issue_token
 from careflow.config import Settings
+from careflow.examples import (
+    FIRST_VIDEO,
+    GDPR_WELCOME,
+    PATIENT,
+    PRE_APPOINTMENT_REMINDER,
+    VIP_BOOKINGS,
+)
 from careflow.jobs.models import Job, JobStatus
 from careflow.kit.clock import FrozenClock
 
 ORG = 1
-PATIENT = {
-    "id": 100,
-    "email": "ada@example.com",
-    "phone": "+447700900123",
-    "first_name": "Ada",
-    "timezone": "Europe/London",
-}
-
 RULES: list[dict[str, Any]] = [
-    {
-        "name": "New Patient GDPR & Welcome",
-        "description": "Require GDPR consent and send welcome email to new patients",
-        "enabled": True,
-        "trigger_event": "patient.onboarded",
-        "trigger_config": {},
-        "conditions": {},
-        "actions": [
-            {
-                "type": "require_form",
-                "form_template_id": 42,
-                "blocking": True,
-                "description": "Privacy Policy & GDPR Consent",
-            },
-            {
-                "type": "require_form",
-                "form_template_id": 43,
-                "blocking": True,
-                "description": "Terms of Service",
-            },
-            {"type": "send_email", "template": "welcome_patient", "delay_minutes": 5},
-        ],
-    },
-    {
-        "name": "First Video Appointment Setup",
-        "description": "Require video consent for first video appointments",
-        "enabled": True,
-        "trigger_event": "appointment.first_booked",
-        "trigger_config": {},
-        "conditions": {"appointment.type": "video"},
-        "actions": [
-            {
-                "type": "require_form",
-                "form_template_id": 50,
-                "blocking": True,
-                "description": "Video Recording Consent",
-            },
-            {"type": "send_email", "template": "first_appointment_video_guide"},
-        ],
-    },
-    {
-        "name": "Pre-Appointment Reminder",
-        "description": "Remind the patient the day before",
-        "enabled": True,
-        "trigger_event": "appointment.before_start",
-        "trigger_config": {"hours_before": 24},
-        "conditions": {},
-        "actions": [
-            {"type": "send_sms", "template": "appointment_reminder"},
-            {"type": "send_email", "template": "appointment_reminder"},
-        ],
-    },
+    GDPR_WELCOME,
+    FIRST_VIDEO,
+    PRE_APPOINTMENT_REMINDER,
     {
         "name": "In-person first visit (does not match video bookings)",
         "enabled": True,
@@ -95,16 +45,7 @@ RULES: list[dict[str, Any]] = [
     },
 ]
 
-PATHWAY_RULES: list[dict[str, Any]] = [
-    {
-        "trigger_type": "appointment.booked",
-        "rule_name": "VIP bookings → urgent priority",
-        "priority": 0,
-        "conditions": {"appointment_type_ids": ["type_vip_consultation"]},
-        "suggested_assignment": "usr_team_lead",
-        "suggested_priority": "urgent",
-    }
-]
+PATHWAY_RULES: list[dict[str, Any]] = [VIP_BOOKINGS]
 
 
 def _events(clock: FrozenClock) -> list[dict[str, Any]]:

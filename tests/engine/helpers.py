@@ -10,62 +10,18 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from careflow import examples
 from careflow.db import create_sessionmaker
 
 RULES = "/v1/automations/rules"
 EVENTS = "/v1/events"
 EXECUTIONS = "/v1/automations/executions"
 
-# The rule of the Automations API reference (seed 000).
-GDPR_WELCOME: dict[str, Any] = {
-    "name": "New Patient GDPR & Welcome",
-    "description": "Require GDPR consent and send welcome email to new patients",
-    "enabled": True,
-    "trigger_event": "patient.onboarded",
-    "trigger_config": {},
-    "conditions": {},
-    "actions": [
-        {
-            "type": "require_form",
-            "form_template_id": 42,
-            "blocking": True,
-            "description": "Privacy Policy & GDPR Consent",
-        },
-        {
-            "type": "require_form",
-            "form_template_id": 43,
-            "blocking": True,
-            "description": "Terms of Service",
-        },
-        {"type": "send_email", "template": "welcome_patient"},
-    ],
-}
-
-FIRST_VIDEO: dict[str, Any] = {
-    "name": "First Video Appointment Setup",
-    "description": "Require video consent for first video appointments",
-    "enabled": True,
-    "trigger_event": "appointment.first_booked",
-    "trigger_config": {},
-    "conditions": {"appointment.type": "video"},
-    "actions": [
-        {
-            "type": "require_form",
-            "form_template_id": 50,
-            "blocking": True,
-            "description": "Video Recording Consent",
-        },
-        {"type": "send_email", "template": "first_appointment_video_guide"},
-    ],
-}
-
-PATIENT = {
-    "id": 100,
-    "email": "ada@example.com",
-    "phone": "+447700900123",
-    "first_name": "Ada",
-    "timezone": "Europe/London",
-}
+# The rules of the Automations API reference (seed 000); the welcome email without its
+# delay, so a test sees it after one drain.
+GDPR_WELCOME: dict[str, Any] = examples.without_delays(examples.GDPR_WELCOME)
+FIRST_VIDEO: dict[str, Any] = examples.FIRST_VIDEO
+PATIENT: dict[str, Any] = examples.PATIENT
 
 
 def rule(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:
