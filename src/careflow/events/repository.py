@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.events.models import Entity, Event, PatientMilestone
@@ -180,3 +183,89 @@ async def executions_of_event(
         .order_by(Execution.id)
     )
     return list(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotWrite:
+    organization_id: int
+    entity_type: str
+    entity_id: EntityRef
+    data: Mapping[str, Any]
+    as_of: datetime
+
+
+async def upsert_entities(session: AsyncSession, writes: Sequence[SnapshotWrite]) -> None:
+    """Store many snapshots in a handful of statements, merging in the order given.
+
+    One SELECT reads (and on PostgreSQL locks) every stored snapshot the writes touch; the
+    merges happen in memory in order, so two events of one batch about the same patient
+    merge exactly as they would one after the other; then one multi-row INSERT adds the new
+    ones and one flush updates the rest. A snapshot another process inserted meanwhile is
+    merged through the one-at-a-time path instead.
+    """
+    if not writes:
+        return
+    by_org: dict[int, list[SnapshotWrite]] = {}
+    for write in writes:
+        by_org.setdefault(write.organization_id, []).append(write)
+    for organization_id, group in by_org.items():
+        keys = {(w.entity_type, canonical_entity_id(w.entity_id)) for w in group}
+        stmt = select(Entity).where(
+            Entity.organization_id == organization_id,
+            Entity.entity_type.in_({t for t, _ in keys}),
+            Entity.entity_id.in_({i for _, i in keys}),
+        )
+        if _locking(session):
+            stmt = stmt.with_for_update()
+        stored = {
+            (row.entity_type, row.entity_id): row
+            for row in (await session.scalars(stmt)).all()
+            if (row.entity_type, row.entity_id) in keys
+        }
+        fresh: dict[tuple[str, EntityRef], Entity] = {}
+        for write in group:
+            key = (write.entity_type, canonical_entity_id(write.entity_id))
+            target = stored.get(key) or fresh.get(key)
+            if target is None:
+                fresh[key] = Entity(
+                    organization_id=organization_id,
+                    entity_type=key[0],
+                    entity_id=key[1],
+                    data=dict(write.data),
+                    updated_at=write.as_of,
+                )
+            else:
+                _merge(target, write.data, write.as_of, replace=False)
+        if fresh:
+            dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+            insert = pg_insert if dialect == "postgresql" else sqlite_insert
+            rows = [
+                {
+                    "organization_id": organization_id,
+                    "entity_type": e.entity_type,
+                    "entity_id": e.entity_id,
+                    "data": e.data,
+                    "updated_at": e.updated_at,
+                }
+                for e in fresh.values()
+            ]
+            inserted = await session.execute(
+                insert(Entity)
+                .values(rows)
+                .on_conflict_do_nothing(
+                    index_elements=["organization_id", "entity_type", "entity_id"]
+                )
+                .returning(Entity.entity_type, Entity.entity_id)
+            )
+            done = {(t, canonical_entity_id(i)) for t, i in inserted.all()}
+            for key, entity in fresh.items():
+                if key not in done:
+                    await upsert_entity(
+                        session,
+                        organization_id,
+                        key[0],
+                        key[1],
+                        entity.data,
+                        as_of=entity.updated_at,
+                    )
+    await session.flush()

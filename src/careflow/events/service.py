@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,7 @@ from careflow.events.models import Event
 from careflow.events.schemas import EventIn
 from careflow.events.validation import entity_id_problem, validate_entity_body, validate_event
 from careflow.executions.models import Execution
-from careflow.jobs.queue import enqueue
+from careflow.jobs.queue import enqueue_many
 from careflow.kit.types import canonical_entity_id
 from careflow.scheduling.service import schedule_appointment
 
@@ -49,52 +50,83 @@ async def ingest_event(
     A known ``event_id`` returns the first event untouched: nothing is stored or enqueued
     again, so a producer's redelivery runs nothing twice.
     """
-    validate_event(body.type, body.data)
+    [result] = await ingest_events(session, [(organization_id, body)], now=now)
+    return result
+
+
+async def ingest_events(
+    session: AsyncSession, items: Sequence[tuple[int, EventIn]], *, now: datetime
+) -> list[Ingested]:
+    """Many events in the caller's one transaction (group commit), in order.
+
+    Each event costs one INSERT; the snapshots of all of them one SELECT plus one multi-row
+    INSERT and the updates; their dispatch jobs one multi-row INSERT.
+    """
+    results: list[Ingested] = []
+    snapshots: list[repository.SnapshotWrite] = []
+    for organization_id, body in items:
+        validate_event(body.type, body.data)
+        result = await _store_event(session, organization_id, body, now)
+        results.append(result)
+        if result.created:
+            snapshots.extend(_snapshots(organization_id, body, result.event.occurred_at))
+    await repository.upsert_entities(session, snapshots)
+    created = [r.event for r in results if r.created]
+    await enqueue_many(
+        session,
+        DISPATCH_KIND,
+        [({"event_id": e.id}, e.organization_id, f"dispatch:{e.id}") for e in created],
+        run_at=now,
+        now=now,
+    )
+    for event in created:
+        log.info("event_ingested", event_pk=event.id, type=event.type, org_id=event.organization_id)
+    return results
+
+
+async def _store_event(
+    session: AsyncSession, organization_id: int, body: EventIn, now: datetime
+) -> Ingested:
     # Insert first and look only on a conflict: a new event (the common case) costs one
     # statement, and a redelivery finds the first one just the same.
-    occurred_at = body.occurred_at or now
     event = await repository.insert_event(
         session,
         {
             "organization_id": organization_id,
             "event_id": body.event_id,
             "type": body.type,
-            "occurred_at": occurred_at,
+            "occurred_at": body.occurred_at or now,
             "data": body.data,
             "status": EventStatus.ACCEPTED,
             "created_at": now,
         },
     )
-    if event is None:
-        # A redelivery, or a race with a concurrent one: the stored event is the answer.
-        assert body.event_id is not None  # only the event_id index can refuse the insert
-        existing = await repository.get_event_by_producer_id(
-            session, organization_id, body.event_id
-        )
-        if existing is None:  # pragma: no cover - the conflicting row must be visible now
-            raise RuntimeError("event insert conflicted but no event is stored")
-        return Ingested(existing, created=False)
+    if event is not None:
+        return Ingested(event, created=True)
+    # A redelivery, or a race with a concurrent one: the stored event is the answer.
+    assert body.event_id is not None  # only the event_id index can refuse the insert
+    existing = await repository.get_event_by_producer_id(session, organization_id, body.event_id)
+    if existing is None:  # pragma: no cover - the conflicting row must be visible now
+        raise RuntimeError("event insert conflicted but no event is stored")
+    return Ingested(existing, created=False)
 
+
+def _snapshots(
+    organization_id: int, body: EventIn, occurred_at: datetime
+) -> list[repository.SnapshotWrite]:
+    out = []
     for entity_type in ENTITY_TYPES:
         entity = body.data.get(entity_type)
         if isinstance(entity, dict) and entity_id_problem(entity.get("id")) is None:
             if body.type == "appointment.cancelled" and entity_type == "appointment":
                 # The snapshot must say so: reminders re-read it when they come due.
                 entity = {**entity, "status": entity.get("status") or "cancelled"}
-            await repository.upsert_entity(
-                session, organization_id, entity_type, entity["id"], entity, as_of=occurred_at
+            out.append(
+                repository.SnapshotWrite(
+                    organization_id, entity_type, entity["id"], entity, occurred_at
+                )
             )
-    await enqueue(
-        session,
-        DISPATCH_KIND,
-        {"event_id": event.id},
-        run_at=now,
-        now=now,
-        organization_id=organization_id,
-        dedupe_key=f"dispatch:{event.id}",
-    )
-    log.info("event_ingested", event_pk=event.id, type=event.type, org_id=organization_id)
-    return Ingested(event, created=True)
+    return out
 
 
 async def put_entity(

@@ -102,3 +102,41 @@ async def enqueue(
         # NOTIFY is delivered on commit only, so a rolled-back enqueue wakes nobody.
         await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
         session.info["careflow_notified"] = True
+
+
+async def enqueue_many(
+    session: AsyncSession,
+    kind: str,
+    jobs: list[tuple[dict[str, Any], int | None, str | None]],
+    *,
+    run_at: datetime,
+    now: datetime,
+) -> None:
+    """Many jobs of one kind in one statement: ``(payload, organization_id, dedupe_key)``."""
+    if not jobs:
+        return
+    rows = [
+        {
+            "kind": kind,
+            "payload": payload,
+            "organization_id": organization_id,
+            "status": JobStatus.QUEUED,
+            "run_at": run_at,
+            "attempts": 0,
+            "max_attempts": _default_max_attempts,
+            "dedupe_key": dedupe_key,
+            "ref": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for payload, organization_id, dedupe_key in jobs
+    ]
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+    await session.execute(
+        insert_(Job).values(rows).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    )
+    session.info["careflow_jobs_enqueued"] = True
+    if dialect == "postgresql" and run_at <= now and not session.info.get("careflow_notified"):
+        await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+        session.info["careflow_notified"] = True
