@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Request, Response, status
+from fastapi.responses import JSONResponse
 
 from careflow.auth import IngestDep, Principal, Role, require_roles
 from careflow.events import service
+from careflow.events.batcher import IngestBatcher
 from careflow.events.schemas import EventAccepted, EventExecution, EventIn, EventOut
-from careflow.events.validation import RULES_DOC
+from careflow.events.validation import RULES_DOC, validate_event
 from careflow.kit.deps import ClockDep, SessionDep
+from careflow.kit.idempotency import HEADER as IDEMPOTENCY_HEADER
 from careflow.kit.idempotency import idempotent
 from careflow.kit.ids import row_id, row_id_path
 from careflow.kit.schemas import DataEnvelope
@@ -45,6 +49,11 @@ async def ingest_event(
     body: EventIn,
     request: Request,
 ) -> Response:
+    if IDEMPOTENCY_HEADER not in request.headers:
+        # The common path: group commit with the other requests in flight (events/batcher.py).
+        validate_event(body.type, body.data)
+        result = await batcher_of(request).ingest(principal.org_id, body)
+        return _accepted(result)
     async with idempotent(
         request,
         session,
@@ -54,18 +63,33 @@ async def ingest_event(
     ) as guard:
         if guard.replay is not None:
             return guard.replay
+        # The stored answer must commit with the event: this request's own transaction.
         result = await service.ingest_event(session, principal.org_id, body, now=clock.now())
-        event = result.event
-        envelope = DataEnvelope[EventAccepted](
-            data=EventAccepted(
-                id=event.id, event_id=event.event_id, type=event.type, status=event.status
-            )
+        accepted = _accepted(result)
+        response = await guard.respond(accepted.status_code, json.loads(accepted.body))
+    return response
+
+
+def batcher_of(request: Request) -> IngestBatcher:
+    state = request.app.state
+    batcher: IngestBatcher | None = getattr(state, "ingest_batcher", None)
+    if batcher is None or batcher.sessionmaker is not state.sessionmaker:
+        batcher = IngestBatcher(state.sessionmaker, state.clock)
+        state.ingest_batcher = batcher
+    return batcher
+
+
+def _accepted(result: service.Ingested) -> JSONResponse:
+    event = result.event
+    envelope = DataEnvelope[EventAccepted](
+        data=EventAccepted(
+            id=event.id, event_id=event.event_id, type=event.type, status=event.status
         )
-        code = status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK
-        response = await guard.respond(code, envelope.model_dump(mode="json"))
+    )
     if result.created:
         EVENTS_INGESTED.labels(type=event.type).inc()
-    return response
+    code = status.HTTP_202_ACCEPTED if result.created else status.HTTP_200_OK
+    return JSONResponse(envelope.model_dump(mode="json"), status_code=code)
 
 
 @router.get(

@@ -1,0 +1,103 @@
+"""Group commit for ``POST /v1/events``: concurrent requests share one transaction.
+
+A request hands its (validated) event to the process's batcher and waits. One drain task
+writes whatever has queued up since its last write — one event when traffic is light, dozens
+under load — in a single transaction, then answers every request of the batch. A request is
+answered only after the transaction holding its event committed, so a 202 still means the
+event, its snapshots and its dispatch job are durable.
+
+If a batch fails, its events are written again one per transaction, so one bad event
+cannot fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from dataclasses import dataclass, field
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from careflow.events import service
+from careflow.events.schemas import EventIn
+from careflow.kit.clock import Clock
+
+log = structlog.get_logger("careflow.events.batcher")
+
+MAX_BATCH = 200
+
+
+@dataclass(slots=True)
+class _Pending:
+    organization_id: int
+    body: EventIn
+    future: asyncio.Future[service.Ingested] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class IngestBatcher:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        *,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.clock = clock
+        self.max_batch = max_batch
+        self._pending: list[_Pending] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def ingest(self, organization_id: int, body: EventIn) -> service.Ingested:
+        item = _Pending(organization_id, body)
+        self._pending.append(item)
+        # No await between the append and this check, so a drainer that is still running
+        # will see the item; one that has finished is replaced.
+        if self._drainer is None or self._drainer.done():
+            # A fresh context: the batch serves many requests, not the one that started it.
+            self._drainer = asyncio.create_task(
+                self._drain(), name="careflow-ingest-batcher", context=contextvars.Context()
+            )
+        # A client that goes away stops waiting; the write goes on for its neighbours.
+        return await asyncio.shield(item.future)
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: len(batch)]
+            try:
+                await self._write(batch)
+            except BaseException as exc:  # never leave a request waiting for ever
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        try:
+            results = await self._commit([(i.organization_id, i.body) for i in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].future.set_exception(exc)
+                return
+            log.warning("ingest_batch_failed", size=len(batch), error_type=type(exc).__name__)
+            for item in batch:
+                try:
+                    [result] = await self._commit([(item.organization_id, item.body)])
+                except Exception as one:
+                    item.future.set_exception(one)
+                else:
+                    item.future.set_result(result)
+            return
+        for item, result in zip(batch, results, strict=True):
+            item.future.set_result(result)
+
+    async def _commit(self, items: list[tuple[int, EventIn]]) -> list[service.Ingested]:
+        async with self.sessionmaker() as session:
+            results = await service.ingest_events(session, items, now=self.clock.now())
+            await session.commit()
+        return results
