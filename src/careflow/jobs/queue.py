@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, insert, text
+from sqlalchemy import event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,6 +59,46 @@ def _reset_notify(session: Session) -> None:
     session.info.pop("careflow_notified", None)
 
 
+def _row(
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    run_at: datetime,
+    now: datetime,
+    organization_id: int | None,
+    dedupe_key: str | None,
+    max_attempts: int | None,
+    ref: str | None,
+) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "payload": payload,
+        "organization_id": organization_id,
+        "status": JobStatus.QUEUED,
+        "run_at": run_at,
+        "attempts": 0,
+        "max_attempts": max_attempts or _default_max_attempts,
+        "dedupe_key": dedupe_key,
+        "ref": ref,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+async def _insert(session: AsyncSession, rows: list[dict[str, Any]], *, due_now: bool) -> None:
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+    # A NULL dedupe_key never conflicts, so every job goes through the same statement.
+    await session.execute(
+        insert_(Job).values(rows).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    )
+    session.info["careflow_jobs_enqueued"] = True
+    if dialect == "postgresql" and due_now and not session.info.get("careflow_notified"):
+        # NOTIFY is delivered on commit only, so a rolled-back enqueue wakes nobody.
+        await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+        session.info["careflow_notified"] = True
+
+
 async def enqueue(
     session: AsyncSession,
     kind: str,
@@ -72,36 +112,17 @@ async def enqueue(
     ref: str | None = None,
 ) -> None:
     """Add a job to the session's transaction; with ``dedupe_key`` a second one is a no-op."""
-    values = {
-        "kind": kind,
-        "payload": payload,
-        "organization_id": organization_id,
-        "status": JobStatus.QUEUED,
-        "run_at": run_at,
-        "attempts": 0,
-        "max_attempts": max_attempts or _default_max_attempts,
-        "dedupe_key": dedupe_key,
-        "ref": ref,
-        "created_at": now,
-        "updated_at": now,
-    }
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    if dedupe_key is None:
-        stmt: Any = insert(Job).values(**values)
-    elif dialect == "postgresql":
-        stmt = pg_insert(Job).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    else:
-        stmt = (
-            sqlite_insert(Job)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        )
-    await session.execute(stmt)
-    session.info["careflow_jobs_enqueued"] = True
-    if dialect == "postgresql" and run_at <= now and not session.info.get("careflow_notified"):
-        # NOTIFY is delivered on commit only, so a rolled-back enqueue wakes nobody.
-        await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
-        session.info["careflow_notified"] = True
+    row = _row(
+        kind,
+        payload,
+        run_at=run_at,
+        now=now,
+        organization_id=organization_id,
+        dedupe_key=dedupe_key,
+        max_attempts=max_attempts,
+        ref=ref,
+    )
+    await _insert(session, [row], due_now=run_at <= now)
 
 
 async def enqueue_many(
@@ -116,27 +137,16 @@ async def enqueue_many(
     if not jobs:
         return
     rows = [
-        {
-            "kind": kind,
-            "payload": payload,
-            "organization_id": organization_id,
-            "status": JobStatus.QUEUED,
-            "run_at": run_at,
-            "attempts": 0,
-            "max_attempts": _default_max_attempts,
-            "dedupe_key": dedupe_key,
-            "ref": None,
-            "created_at": now,
-            "updated_at": now,
-        }
+        _row(
+            kind,
+            payload,
+            run_at=run_at,
+            now=now,
+            organization_id=organization_id,
+            dedupe_key=dedupe_key,
+            max_attempts=None,
+            ref=None,
+        )
         for payload, organization_id, dedupe_key in jobs
     ]
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
-    await session.execute(
-        insert_(Job).values(rows).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    )
-    session.info["careflow_jobs_enqueued"] = True
-    if dialect == "postgresql" and run_at <= now and not session.info.get("careflow_notified"):
-        await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
-        session.info["careflow_notified"] = True
+    await _insert(session, rows, due_now=run_at <= now)
