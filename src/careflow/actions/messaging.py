@@ -6,10 +6,12 @@ finds the row its earlier run wrote and updates it rather than adding a second o
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
+from typing import Any
 
 from careflow.actions.base import ActionContext, ActionOutcome, RetryableActionError
+from careflow.actions.common import contact_of, patient_of
 from careflow.delivery.errors import (
     PermanentDeliveryError,
     TemplateRenderError,
@@ -24,6 +26,24 @@ class MessageStatus:
     SENT = "sent"
     FAILED = "failed"
     RETRYING = "retrying"
+
+
+def contact_preview(
+    config: Mapping[str, Any],
+    context: Mapping[str, Any],
+    field: str,
+    skip_reason: Callable[[Mapping[str, Any] | None], str | None],
+) -> dict[str, Any]:
+    """What a message action would do (the rule test endpoint): its recipient, or why none."""
+    patient = patient_of(context)
+    reason = skip_reason(patient)
+    preview: dict[str, Any] = {
+        "template": config.get("template"),
+        "would_send_to": None if reason else contact_of(patient, field),
+    }
+    if reason is not None:
+        preview["skip_reason"] = reason
+    return preview
 
 
 def is_sent(message: Message | None) -> bool:

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.actions.base import ActionContext, ActionOutcome
 from careflow.actions.common import contact_of, opted_out, patient_of, required_str, skipped
-from careflow.actions.messaging import is_sent, render_and_send
+from careflow.actions.messaging import contact_preview, is_sent, render_and_send
 from careflow.delivery.email import message_id_for
 from careflow.delivery.templates import Rendered
 from careflow.delivery.transports import get_transports
@@ -75,12 +75,4 @@ class SendEmailExecutor:
         config: Mapping[str, Any],
         context: Mapping[str, Any],
     ) -> dict[str, Any]:
-        patient = patient_of(context)
-        reason = _skip_reason(patient)
-        preview: dict[str, Any] = {
-            "template": config.get("template"),
-            "would_send_to": None if reason else contact_of(patient, "email"),
-        }
-        if reason is not None:
-            preview["skip_reason"] = reason
-        return preview
+        return contact_preview(config, context, "email", _skip_reason)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.actions.base import ActionContext, ActionOutcome
 from careflow.actions.common import contact_of, opted_out, patient_of, required_str, skipped
-from careflow.actions.messaging import MessageStatus, is_sent, render_and_send
+from careflow.actions.messaging import MessageStatus, contact_preview, is_sent, render_and_send
 from careflow.actions.quiet_hours import next_allowed_time
 from careflow.config import Settings
 from careflow.delivery.templates import Rendered
@@ -135,12 +135,4 @@ class SendSmsExecutor:
         config: Mapping[str, Any],
         context: Mapping[str, Any],
     ) -> dict[str, Any]:
-        patient = patient_of(context)
-        reason = _skip_reason(patient)
-        preview: dict[str, Any] = {
-            "template": config.get("template"),
-            "would_send_to": None if reason else contact_of(patient, "phone"),
-        }
-        if reason is not None:
-            preview["skip_reason"] = reason
-        return preview
+        return contact_preview(config, context, "phone", _skip_reason)
