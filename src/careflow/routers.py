@@ -11,6 +11,7 @@ from careflow.automations.test_endpoint import router as rule_test_router
 from careflow.events.endpoints import router as events_router
 from careflow.executions.endpoints import router as executions_router
 from careflow.forms.endpoints import router as forms_router
+from careflow.jobs.endpoints import router as jobs_router
 from careflow.messages.endpoints import router as messages_router
 from careflow.ops.endpoints import router as ops_router
 from careflow.organizations.endpoints import router as organizations_router
@@ -35,6 +36,7 @@ def include_routers(app: FastAPI) -> None:
         episodes_router,
         organizations_router,
         audit_router,
+        jobs_router,
         ops_router,
     ):
         app.include_router(router)
