@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from careflow.config import Settings, get_settings
 from careflow.db import create_engine, create_sessionmaker
@@ -98,7 +98,3 @@ def create_app(
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
-
-
-def sessionmaker_of(app: FastAPI) -> async_sessionmaker[AsyncSession]:
-    return app.state.sessionmaker  # type: ignore[no-any-return]

@@ -1,8 +1,6 @@
-"""Imports every module that registers job handlers, so a worker knows every kind."""
+"""The modules that register job handlers; a worker imports each (jobs.worker.load_handlers)."""
 
 from __future__ import annotations
-
-import importlib
 
 TASK_MODULES = (
     "careflow.jobs.builtin",
@@ -10,8 +8,3 @@ TASK_MODULES = (
     "careflow.executions.tasks",
     "careflow.scheduling.tasks",
 )
-
-
-def load_all() -> None:
-    for name in TASK_MODULES:
-        importlib.import_module(name)

@@ -18,7 +18,3 @@ EXECUTORS: dict[str, ActionExecutor] = {
         UpdateSegmentExecutor(),
     )
 }
-
-
-def get_executor(action_type: str) -> ActionExecutor | None:
-    return EXECUTORS.get(action_type)

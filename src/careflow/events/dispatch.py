@@ -25,7 +25,7 @@ from careflow.events.service import EventStatus
 from careflow.events.validation import entity_id_problem
 from careflow.executions.service import start_execution
 from careflow.kit.types import EntityRef, canonical_entity_id
-from careflow.scheduling.service import schedule_appointment
+from careflow.scheduling.service import schedule_stored_appointment
 
 log = structlog.get_logger("careflow.events.dispatch")
 
@@ -145,13 +145,9 @@ async def _schedule_reminders(session: AsyncSession, event: Event, now: datetime
         return
     if entity_id_problem(appointment.get("id")) is not None:
         return
-    stored = await repository.get_entity(
-        session, event.organization_id, "appointment", appointment["id"]
+    await schedule_stored_appointment(
+        session, event.organization_id, canonical_entity_id(appointment["id"]), now
     )
-    if stored is not None:
-        await schedule_appointment(
-            session, event.organization_id, {**stored.data, "id": stored.entity_id}, now
-        )
 
 
 async def dispatch_event(session: AsyncSession, *, event_pk: int, now: datetime) -> None:

@@ -70,18 +70,6 @@ async def get_entity(
     return await session.scalar(stmt)
 
 
-async def get_entities(
-    session: AsyncSession, organization_id: int, keys: Sequence[tuple[str, EntityRef]]
-) -> dict[tuple[str, EntityRef], dict[str, Any]]:
-    """Snapshots by (type, canonical id) for the keys that are stored."""
-    out: dict[tuple[str, EntityRef], dict[str, Any]] = {}
-    for entity_type, entity_id in keys:
-        row = await get_entity(session, organization_id, entity_type, entity_id)
-        if row is not None:
-            out[(entity_type, canonical_entity_id(entity_id))] = dict(row.data)
-    return out
-
-
 def _merge(stored: Entity, incoming: Mapping[str, Any], as_of: datetime, replace: bool) -> None:
     if replace:
         stored.data = dict(incoming)

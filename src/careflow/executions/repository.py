@@ -119,20 +119,11 @@ async def actions_of(
     return out
 
 
-async def get_action(
-    session: AsyncSession, execution_id: int, action_index: int
-) -> ExecutionAction | None:
-    return await session.scalar(
-        select(ExecutionAction).where(
-            ExecutionAction.execution_id == execution_id,
-            ExecutionAction.action_index == action_index,
-        )
-    )
-
-
-async def save_action(session: AsyncSession, row: ExecutionAction) -> ExecutionAction:
-    """Insert or update the result of (execution, index); the unique index keeps it single."""
-    existing = await get_action(session, row.execution_id, row.action_index)
+async def save_action(
+    session: AsyncSession, row: ExecutionAction, *, existing: ExecutionAction | None
+) -> ExecutionAction:
+    """Insert or update the result of (execution, index), given the row already stored for
+    it (the caller has read it); the unique index keeps it single."""
     if existing is None:
         session.add(row)
         await session.flush()

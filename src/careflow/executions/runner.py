@@ -89,7 +89,12 @@ async def run_action(
     if not 0 <= index < len(actions):
         log.warning("run_action_bad_index", execution_id=execution.id, action_index=index)
         return
-    existing = await repository.get_action(session, execution.id, index)
+    # Read once: this step's own row, and what _continue needs to pick the next one.
+    results = {
+        row.action_index: row
+        for row in (await repository.actions_of(session, [execution.id]))[execution.id]
+    }
+    existing = results.get(index)
     if existing is not None and existing.status in FINAL_ACTION_STATUSES:
         # A redelivered job: the step committed with its continuation already.
         return
@@ -115,7 +120,7 @@ async def run_action(
     try:
         outcome = await _execute(ctx, action_type, request)
     except DeferJob as defer:
-        await _defer(session, execution, index, action_type, defer, request, clock.now())
+        await _defer(session, execution, index, action_type, defer, request, clock.now(), existing)
         return
     duration_ms = int((time.perf_counter() - started) * 1000)
     now = clock.now()
@@ -125,7 +130,7 @@ async def run_action(
     error = outcome.error if outcome.status == "failure" else None
     if outcome.status == "failure" and not error:
         error = "action failed"
-    await repository.save_action(
+    results[index] = await repository.save_action(
         session,
         ExecutionAction(
             execution_id=execution.id,
@@ -139,6 +144,7 @@ async def run_action(
             scheduled_for=None,
             finished_at=now,
         ),
+        existing=existing,
     )
     ACTIONS.labels(type=action_type, status=outcome.status).inc()
     log.info(
@@ -150,7 +156,8 @@ async def run_action(
         attempt=request.attempt,
         org_id=execution.organization_id,
     )
-    await _continue(session, execution, index, request, now)
+    ordered = [results[i] for i in sorted(results)]
+    await _continue(session, execution, index, request, now, ordered)
 
 
 async def _execute(ctx: ActionContext, action_type: str, request: RunRequest) -> ActionOutcome:
@@ -207,6 +214,7 @@ async def _defer(
     defer: DeferJob,
     request: RunRequest,
     now: datetime,
+    existing: ExecutionAction | None,
 ) -> None:
     """Record the deferral and schedule the action again at ``defer.until``.
 
@@ -228,6 +236,7 @@ async def _defer(
             scheduled_for=until,
             finished_at=None,
         ),
+        existing=existing,
     )
     await enqueue_action(
         session,
@@ -253,18 +262,15 @@ async def _continue(
     index: int,
     request: RunRequest,
     now: datetime,
+    results: list[ExecutionAction],
 ) -> None:
     """Enqueue the next action still to run, or finish the execution."""
     actions: Sequence[Mapping[str, Any]] = execution.actions or []
-    done = {
-        row.action_index
-        for row in (await repository.actions_of(session, [execution.id]))[execution.id]
-        if row.status in FINAL_ACTION_STATUSES
-    }
+    done = {row.action_index for row in results if row.status in FINAL_ACTION_STATUSES}
     following = [i for i in range(index + 1, len(actions)) if i not in done]
     if not following:
         if len(done) >= len(actions):
-            await finish_execution(session, execution, now=now)
+            await finish_execution(session, execution, now=now, rows=results)
         return
     nxt = following[0]
     # A retry runs the failed actions now: their delays counted from the original trigger.

@@ -168,8 +168,17 @@ def summarise(rows: list[ExecutionAction]) -> tuple[str, str | None]:
     return status, message
 
 
-async def finish_execution(session: AsyncSession, execution: Execution, *, now: datetime) -> None:
-    rows = (await repository.actions_of(session, [execution.id]))[execution.id]
+async def finish_execution(
+    session: AsyncSession,
+    execution: Execution,
+    *,
+    now: datetime,
+    rows: list[ExecutionAction] | None = None,
+) -> None:
+    """Close the execution with the status its action results add up to (read here unless
+    the caller already holds them)."""
+    if rows is None:
+        rows = (await repository.actions_of(session, [execution.id]))[execution.id]
     status, message = summarise(rows)
     if await repository.finish(session, execution, status=status, error_message=message, now=now):
         EXECUTIONS.labels(status=status).inc()

@@ -249,7 +249,3 @@ _TRIGGERS = (
 
 TRIGGERS: dict[str, TriggerType] = {t.trigger_type: t for t in _TRIGGERS}
 TRIGGER_TYPES: tuple[str, ...] = tuple(sorted(TRIGGERS))
-
-
-def get_trigger(trigger_type: str) -> TriggerType | None:
-    return TRIGGERS.get(trigger_type)

@@ -13,9 +13,9 @@ on an appointment that has moved.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import delete, select
@@ -26,6 +26,12 @@ from careflow.events.models import Entity
 from careflow.jobs.models import Job, JobStatus
 from careflow.jobs.queue import enqueue
 from careflow.kit.types import EntityRef, canonical_entity_id
+
+if TYPE_CHECKING:
+    from careflow.automations.service import RuleSnapshot
+
+    # A stored rule, or the dispatcher's cached snapshot of one.
+    TimeRule = AutomationRule | RuleSnapshot
 
 log = structlog.get_logger("careflow.scheduling")
 
@@ -55,7 +61,7 @@ def is_cancelled(appointment: Mapping[str, Any]) -> bool:
     return appointment.get("status") == CANCELLED
 
 
-def fire_time(rule: AutomationRule, appointment: Mapping[str, Any]) -> datetime | None:
+def fire_time(rule: TimeRule, appointment: Mapping[str, Any]) -> datetime | None:
     """When ``rule`` fires for ``appointment``, or None when it never does."""
     spec = TIME_TRIGGERS.get(rule.trigger_event)
     if spec is None:
@@ -76,15 +82,16 @@ def _fire_key(rule_id: int, ref: str, fire_at: datetime) -> str:
     return f"fire:{rule_id}:{ref}:{fire_at.isoformat()}"
 
 
-async def _time_rules(session: AsyncSession, organization_id: int) -> list[AutomationRule]:
-    rows = await session.scalars(
-        select(AutomationRule).where(
-            AutomationRule.organization_id == organization_id,
-            AutomationRule.trigger_event.in_(TIME_TRIGGERS),
-            AutomationRule.enabled.is_(True),
-        )
-    )
-    return list(rows)
+async def _time_rules(session: AsyncSession, organization_id: int) -> list[TimeRule]:
+    """The organisation's enabled time-based rules, from the cached rule sets (one row read
+    per trigger while they are unchanged): this runs for every appointment event."""
+    # Imported here: automations.service imports this module to reschedule on rule changes.
+    from careflow.automations.service import enabled_rules_for
+
+    rules: list[TimeRule] = []
+    for trigger in TIME_TRIGGERS:
+        rules.extend(await enabled_rules_for(session, organization_id, trigger))
+    return rules
 
 
 async def _drop_fires(session: AsyncSession, ref: str, rule_id: int | None = None) -> None:
@@ -103,7 +110,7 @@ async def _drop_fires(session: AsyncSession, ref: str, rule_id: int | None = Non
 
 async def _schedule(
     session: AsyncSession,
-    rule: AutomationRule,
+    rule: TimeRule,
     appointment: Mapping[str, Any],
     ref: str,
     now: datetime,
@@ -129,16 +136,42 @@ async def _schedule(
 
 
 async def schedule_appointment(
-    session: AsyncSession, organization_id: int, appointment: Mapping[str, Any], now: datetime
+    session: AsyncSession,
+    organization_id: int,
+    appointment: Mapping[str, Any],
+    now: datetime,
+    *,
+    rules: Sequence[TimeRule] | None = None,
 ) -> None:
     """(Re)compute every time-based fire of one appointment from its current snapshot."""
+    if rules is None:
+        rules = await _time_rules(session, organization_id)
+    if not rules:
+        # No enabled time-based rule: nothing to place, and a disabled or deleted rule's
+        # reschedule_rule job drops its own pending fires.
+        return
     appointment_id = canonical_entity_id(appointment["id"])
     ref = appointment_ref(organization_id, appointment_id)
     await _drop_fires(session, ref)
     if is_cancelled(appointment):
         return
-    for rule in await _time_rules(session, organization_id):
+    for rule in rules:
         await _schedule(session, rule, appointment, ref, now)
+
+
+async def schedule_stored_appointment(
+    session: AsyncSession, organization_id: int, appointment_id: EntityRef, now: datetime
+) -> None:
+    """The same from the stored snapshot, read only when the organisation has time rules."""
+    rules = await _time_rules(session, organization_id)
+    if not rules:
+        return
+    # Locked like a fire locks it, so this and a fire of the same appointment take turns.
+    entity = await lock_appointment(session, organization_id, appointment_id)
+    if entity is not None:
+        await schedule_appointment(
+            session, organization_id, {**entity.data, "id": entity.entity_id}, now, rules=rules
+        )
 
 
 async def request_rule_reschedule(
