@@ -6,7 +6,7 @@ import warnings
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "careflow-development-secret-change-me"
@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     job_max_attempts: int = 5
     job_backoff_base_seconds: float = 2.0
     worker_concurrency: int = 8
+    # Jobs of batchable kinds (database writes only) that share one transaction.
+    worker_batch_size: int = Field(default=10, ge=1, le=100)
     # `careflow worker` serves its own /metrics on this port when set (per-process exposition).
     worker_metrics_port: int | None = None
 

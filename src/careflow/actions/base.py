@@ -55,6 +55,9 @@ class ActionOutcome:
 
 class ActionExecutor(Protocol):
     type: str
+    # True when the action only writes careflow's own rows (no email, SMS or HTTP call):
+    # its jobs may then share a transaction with others (see jobs.registry.job_handler).
+    database_only: bool
 
     async def execute(self, ctx: ActionContext) -> ActionOutcome:
         """Perform the side effect at most once per (execution, action index).

@@ -17,6 +17,7 @@ from careflow.kit.types import canonical_entity_id
 
 class RequireFormExecutor:
     type = "require_form"
+    database_only = True
 
     async def execute(self, ctx: ActionContext) -> ActionOutcome:
         if ctx.patient_id is None:

@@ -29,6 +29,7 @@ def _skip_reason(patient: Mapping[str, Any] | None) -> str | None:
 
 class SendEmailExecutor:
     type = "send_email"
+    database_only = False
 
     async def execute(self, ctx: ActionContext) -> ActionOutcome:
         template_key = required_str(ctx.config, "template")

@@ -14,6 +14,7 @@ from careflow.segments import repository as segments
 
 class UpdateSegmentExecutor:
     type = "update_segment"
+    database_only = True
 
     async def execute(self, ctx: ActionContext) -> ActionOutcome:
         if ctx.patient_id is None:

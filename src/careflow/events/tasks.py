@@ -10,7 +10,7 @@ from careflow.jobs.errors import PermanentJobError
 from careflow.jobs.registry import JobContext, job_handler
 
 
-@job_handler(DISPATCH_KIND)
+@job_handler(DISPATCH_KIND, batchable=True)
 async def handle_dispatch_event(ctx: JobContext, payload: dict[str, Any]) -> None:
     try:
         event_pk = int(payload["event_id"])

@@ -64,7 +64,12 @@ async def enqueue_action(
     retry: str | None = None,
     dedupe_key: str | None = None,
 ) -> None:
-    payload: dict[str, Any] = {"execution_id": execution.id, "action_index": action_index}
+    payload: dict[str, Any] = {
+        "execution_id": execution.id,
+        "action_index": action_index,
+        # Read by the worker before the job runs: may it share a transaction?
+        "type": str((execution.actions or [])[action_index].get("type")),
+    }
     if retry:
         payload["retry"] = retry
     await enqueue(

@@ -10,7 +10,15 @@ from careflow.jobs.errors import PermanentJobError
 from careflow.jobs.registry import JobContext, job_handler
 
 
-@job_handler(RUN_ACTION_KIND)
+def _database_only(payload: dict[str, Any]) -> bool:
+    """Actions that only write rows may share a transaction; unknown or older jobs do not."""
+    from careflow.actions.registry import EXECUTORS
+
+    executor = EXECUTORS.get(str(payload.get("type")))
+    return executor is not None and executor.database_only
+
+
+@job_handler(RUN_ACTION_KIND, batchable=_database_only)
 async def handle_run_action(ctx: JobContext, payload: dict[str, Any]) -> None:
     try:
         execution_id = int(payload["execution_id"])

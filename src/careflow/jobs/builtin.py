@@ -26,12 +26,12 @@ PROBE_TABLE_DDL = (
 _PROCESS = f"{socket.gethostname()}:{os.getpid()}"
 
 
-@job_handler("noop")
+@job_handler("noop", batchable=True)
 async def noop(ctx: JobContext, payload: dict[str, Any]) -> None:
     """Does nothing: measures the queue's own cost."""
 
 
-@job_handler("probe")
+@job_handler("probe", batchable=True)
 async def probe(ctx: JobContext, payload: dict[str, Any]) -> None:
     await ctx.session.execute(
         text("INSERT INTO job_probe (job_id, worker, attempt) VALUES (:job_id, :worker, :attempt)"),

@@ -30,15 +30,34 @@ class JobContext:
 
 
 Handler = Callable[[JobContext, dict[str, Any]], Awaitable[None]]
+# Whether one job of a kind may share a transaction with others: True, False, or a test of
+# the job's payload (``run_action`` is batchable for the actions that only write rows).
+Batchable = bool | Callable[[dict[str, Any]], bool]
 
 HANDLERS: dict[str, Handler] = {}
+BATCHABLE: dict[str, Batchable] = {}
 
 
-def job_handler(kind: str) -> Callable[[Handler], Handler]:
+def job_handler(kind: str, *, batchable: Batchable = False) -> Callable[[Handler], Handler]:
+    """Register ``fn`` for ``kind``.
+
+    ``batchable`` promises that the handler's only effects are writes in its session: no
+    email, no HTTP call, nothing outside the database. The worker may then run several such
+    jobs in one transaction (one commit instead of one each). If any of them raises, the
+    whole transaction is rolled back and each job runs again alone, so a batchable handler
+    must be safe to run twice, as every handler must be.
+    """
+
     def register(fn: Handler) -> Handler:
         if kind in HANDLERS and HANDLERS[kind] is not fn:
             raise RuntimeError(f"job kind {kind!r} registered twice")
         HANDLERS[kind] = fn
+        BATCHABLE[kind] = batchable
         return fn
 
     return register
+
+
+def is_batchable(kind: str, payload: dict[str, Any]) -> bool:
+    rule = BATCHABLE.get(kind, False)
+    return rule(payload) if callable(rule) else rule

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, case, delete, func, literal_column, select, update
+from sqlalchemy import Table, case, delete, func, literal_column, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.jobs.models import Job, JobStatus
@@ -64,6 +64,13 @@ def _status_is(status: str) -> Any:
 def _fenced(job: ClaimedJob) -> Any:
     return (
         (jobs.c.id == job.id) & (jobs.c.locked_by == job.worker) & (jobs.c.attempts == job.attempt)
+    )
+
+
+def _fenced_all(batch: list[ClaimedJob]) -> Any:
+    """The fence of each job in ``batch``, all claimed by one worker."""
+    return (jobs.c.locked_by == batch[0].worker) & tuple_(jobs.c.id, jobs.c.attempts).in_(
+        [(job.id, job.attempt) for job in batch]
     )
 
 
@@ -159,15 +166,42 @@ async def complete(session: AsyncSession, job: ClaimedJob) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def extend_lease(
-    session: AsyncSession, job: ClaimedJob, *, now: datetime, lease: timedelta
-) -> bool:
+async def complete_many(session: AsyncSession, batch: list[ClaimedJob]) -> int:
+    """Delete a batch of finished jobs in one statement; how many still held their lease.
+
+    Fewer than ``len(batch)`` means some lease was lost: the caller must roll back.
+    """
+    result = await session.execute(delete(jobs).where(_fenced_all(batch)))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def extend_leases(
+    session: AsyncSession, held: list[ClaimedJob], *, now: datetime, lease: timedelta
+) -> set[int]:
+    """Renew the leases of ``held`` (one worker's jobs); the ids whose lease still held."""
+    rows = await session.execute(
+        update(jobs)
+        .where(_fenced_all(held), _status_is(JobStatus.RUNNING))
+        .values(lease_expires_at=now + lease, updated_at=now)
+        .returning(jobs.c.id)
+    )
+    return set(rows.scalars())
+
+
+async def release_many(session: AsyncSession, batch: list[ClaimedJob], *, now: datetime) -> int:
+    """Give claimed jobs back untouched: queued again, this claim not counted."""
     result = await session.execute(
         update(jobs)
-        .where(_fenced(job), jobs.c.status == JobStatus.RUNNING)
-        .values(lease_expires_at=now + lease, updated_at=now)
+        .where(_fenced_all(batch))
+        .values(
+            status=JobStatus.QUEUED,
+            attempts=jobs.c.attempts - 1,
+            locked_by=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def requeue(

@@ -6,6 +6,11 @@ whose lease runs out is rescued and runs again elsewhere, and the late worker's
 completion is refused because every write it makes is fenced on ``locked_by`` + ``attempts``.
 The handler's work and the deletion of the job commit in one transaction, so a job is
 done exactly when its effects are durable.
+
+Jobs of batchable kinds (their handlers only write rows) run up to ``worker_batch_size`` at
+a time in one transaction with one fenced DELETE: one commit for the batch instead of one
+per job. If any of them fails, or any lease in the batch was lost, the batch is rolled back
+and each job runs again alone, so every job still gets its own outcome.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from careflow.config import Settings
 from careflow.jobs import queue, store
 from careflow.jobs.errors import DeferJob, JobError, PermanentJobError, RetryableJobError
 from careflow.jobs.listener import NotifyListener, asyncpg_dsn
-from careflow.jobs.registry import HANDLERS, JobContext
+from careflow.jobs.registry import HANDLERS, JobContext, is_batchable
 from careflow.jobs.store import ClaimedJob
 from careflow.kit.clock import Clock, SystemClock
 from careflow.kit.idempotency import purge_expired
@@ -99,13 +104,17 @@ class Worker:
         self.services = services if services is not None else {}
         self.name = name or default_worker_name()
         self.concurrency = max(1, concurrency or settings.worker_concurrency)
+        self.batch_size = max(1, settings.worker_batch_size)
+        # Jobs claimed per free slot: the batch size while the queue holds batchable jobs,
+        # one while it holds others (each of which takes a slot of its own).
+        self._per_slot = 1
         self.lease = timedelta(seconds=settings.job_lease_seconds)
         self.poll_interval = settings.job_poll_interval_seconds
         bind = sessionmaker.kw.get("bind")
         self._url = bind.url if isinstance(bind, AsyncEngine) else make_url(settings.database_url)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._inflight: set[asyncio.Task[str]] = set()
+        self._inflight: set[asyncio.Task[list[str]]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._listener: NotifyListener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -239,21 +248,56 @@ class Worker:
 
     async def run_claimed(self, job: ClaimedJob) -> str:
         """Run one claimed job to its outcome: done, retried, deferred, dead, lost, released."""
-        log_ = log.bind(job_id=job.id, kind=job.kind, attempt=job.attempt)
-        heartbeat = asyncio.create_task(self._heartbeat(job, log_))
+        [outcome] = await self.run_batch([job])
+        return outcome
+
+    async def run_batch(self, batch: list[ClaimedJob]) -> list[str]:
+        """Run claimed jobs, one slot's worth: together in one transaction when there are
+        several (all batchable), else, or if that fails, one after another."""
+        pending = list(batch)  # the jobs whose leases the heartbeat keeps
+        heartbeat = asyncio.create_task(self._heartbeat(pending))
         try:
-            outcome = await self._execute(job, log_)
+            if len(batch) > 1 and await self._execute_together(batch):
+                for job in batch:
+                    JOBS.labels(job.kind, "done").inc()
+                return ["done"] * len(batch)
+            outcomes = []
+            for job in batch:
+                outcome = await self._execute(job)
+                pending.remove(job)
+                JOBS.labels(job.kind, outcome).inc()
+                outcomes.append(outcome)
+            return outcomes
         except asyncio.CancelledError:
-            await self._release(job, log_)
-            JOBS.labels(job.kind, "released").inc()
+            await self._release(pending)
+            for job in pending:
+                JOBS.labels(job.kind, "released").inc()
             raise
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
-        JOBS.labels(job.kind, outcome).inc()
-        return outcome
 
-    async def _execute(self, job: ClaimedJob, log_: Any) -> str:
+    async def _execute_together(self, batch: list[ClaimedJob]) -> bool:
+        """All of ``batch`` in one transaction; False (nothing written) if any job raised or
+        any lease was lost, and the caller runs them one by one."""
+        try:
+            async with self.sessionmaker() as session:
+                for job in batch:
+                    await self._call_handler(session, job)
+                await session.flush()
+                if await store.complete_many(session, batch) != len(batch):
+                    await session.rollback()
+                    log.info("jobs.batch_split", size=len(batch), reason="lease lost")
+                    return False
+                await session.commit()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("jobs.batch_split", size=len(batch), reason=type(exc).__name__)
+            return False
+        return True
+
+    async def _execute(self, job: ClaimedJob) -> str:
         try:
             async with self.sessionmaker() as session:
                 await self._call_handler(session, job)
@@ -262,14 +306,13 @@ class Worker:
                     # Our lease ran out and the job was rescued: its effects belong to the
                     # run that holds it now, so ours must not land.
                     await session.rollback()
-                    log_.warning("jobs.completion_refused")
+                    _job_log(job).warning("jobs.completion_refused")
                     return "lost"
                 await session.commit()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            return await self._record_failure(job, exc, log_)
-        log_.debug("jobs.done")
+            return await self._record_failure(job, exc)
         return "done"
 
     async def _call_handler(self, session: AsyncSession, job: ClaimedJob) -> None:
@@ -290,8 +333,9 @@ class Worker:
         )
         await handler(ctx, job.payload)
 
-    async def _record_failure(self, job: ClaimedJob, exc: Exception, log_: Any) -> str:
+    async def _record_failure(self, job: ClaimedJob, exc: Exception) -> str:
         """Write what happens next in a fresh transaction (the handler's was rolled back)."""
+        log_ = _job_log(job)
         now = self.clock.now()
         error = _describe(exc)
         try:
@@ -326,33 +370,36 @@ class Worker:
         base = self.settings.job_backoff_base_seconds
         return timedelta(seconds=store.backoff_seconds(job.attempt, base))
 
-    async def _release(self, job: ClaimedJob, log_: Any) -> None:
-        """Give an interrupted job back without counting the attempt: it did not fail."""
-        now = self.clock.now()
+    async def _release(self, held: list[ClaimedJob]) -> None:
+        """Give interrupted jobs back without counting the attempt: they did not fail."""
+        if not held:
+            return
         try:
             async with self.sessionmaker() as session, session.begin():
-                await store.requeue(
-                    session, job, run_at=job.run_at, now=now, error=None, count_attempt=False
-                )
-            log_.info("jobs.released")
-        except Exception as exc:  # the lease expiring will release it instead
-            log_.error("jobs.release_failed", error=type(exc).__name__)
+                await store.release_many(session, held, now=self.clock.now())
+            log.info("jobs.released", job_ids=[job.id for job in held])
+        except Exception as exc:  # the lease expiring will release them instead
+            log.error("jobs.release_failed", error=type(exc).__name__)
 
-    async def _heartbeat(self, job: ClaimedJob, log_: Any) -> None:
+    async def _heartbeat(self, held: list[ClaimedJob]) -> None:
+        """Renew the leases of ``held`` (which the runner shrinks as jobs finish)."""
         interval = self.lease.total_seconds() / 3
         while True:
             await asyncio.sleep(interval)
+            if not held:
+                return
             try:
                 async with self.sessionmaker() as session, session.begin():
-                    held = await store.extend_lease(
-                        session, job, now=self.clock.now(), lease=self.lease
+                    renewed = await store.extend_leases(
+                        session, list(held), now=self.clock.now(), lease=self.lease
                     )
             except Exception as exc:  # keep trying while the lease lasts
-                log_.warning("jobs.heartbeat_failed", error=type(exc).__name__)
+                log.warning("jobs.heartbeat_failed", error=type(exc).__name__)
                 continue
-            if not held:
-                log_.warning("jobs.lease_lost")
-                return
+            lost = [job.id for job in held if job.id not in renewed]
+            if lost:
+                log.warning("jobs.lease_lost", job_ids=lost, worker=self.name)
+                held[:] = [job for job in held if job.id in renewed]
 
     # -- background loops ----------------------------------------------------------------
 
@@ -364,10 +411,11 @@ class Worker:
             if free <= 0:
                 await self._sleep(self.poll_interval)  # a finishing job wakes us
                 continue
+            limit = free * self._per_slot
             try:
                 # Expired leases are rescued by housekeeping on its own beat, not on every
                 # claim: a claim then costs one statement, not two.
-                jobs, upcoming = await self._claim(free, want_next=True, want_rescue=False)
+                jobs, upcoming = await self._claim(limit, want_next=True, want_rescue=False)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # database down or restarting: wait, never exit
@@ -381,9 +429,15 @@ class Worker:
             if failures:
                 log.info("jobs.database_back", worker=self.name)
                 failures = 0
-            for job in jobs:
-                self._spawn(job)
-            if len(jobs) < free:
+            units = self._units(jobs)
+            if len(units) > free:
+                # More jobs that each need a slot than there are slots: the rest go back
+                # for other workers instead of waiting here.
+                await self._release([job for unit in units[free:] for job in unit])
+                units = units[:free]
+            for unit in units:
+                self._spawn(unit)
+            if len(jobs) < limit:
                 self._idle = not self._inflight
                 await self._sleep(self._idle_delay(upcoming))
                 self._idle = False
@@ -397,12 +451,28 @@ class Worker:
     async def _sleep(self, seconds: float) -> None:
         await _wait_event(self._wake, seconds)
 
-    def _spawn(self, job: ClaimedJob) -> None:
-        task = asyncio.create_task(self.run_claimed(job), name=f"careflow-job-{job.id}")
+    def _units(self, jobs: list[ClaimedJob]) -> list[list[ClaimedJob]]:
+        """Claimed jobs as slot-sized units: batches of batchable jobs, single others.
+
+        Batchable jobs are spread over as many batches as there are, oldest first; how
+        many jobs the next claim asks for per slot follows what this one found.
+        """
+        batchable = [job for job in jobs if is_batchable(job.kind, job.payload)]
+        singles = [[job] for job in jobs if not is_batchable(job.kind, job.payload)]
+        if jobs:
+            self._per_slot = 1 if singles else self.batch_size
+        size = self.batch_size
+        batches = [batchable[i : i + size] for i in range(0, len(batchable), size)]
+        units = batches + singles
+        units.sort(key=lambda unit: (unit[0].run_at, unit[0].id))
+        return units
+
+    def _spawn(self, unit: list[ClaimedJob]) -> None:
+        task = asyncio.create_task(self.run_batch(unit), name=f"careflow-job-{unit[0].id}")
         self._inflight.add(task)
         task.add_done_callback(self._job_finished)
 
-    def _job_finished(self, task: asyncio.Task[str]) -> None:
+    def _job_finished(self, task: asyncio.Task[list[str]]) -> None:
         self._inflight.discard(task)
         self._wake.set()
         if not task.cancelled() and task.exception() is not None:
@@ -426,6 +496,10 @@ class Worker:
             except Exception as exc:  # transient; the next round tries again
                 log.warning("jobs.housekeeping_failed", error=type(exc).__name__)
             await _wait_event(self._stopping, interval)
+
+
+def _job_log(job: ClaimedJob) -> Any:
+    return log.bind(job_id=job.id, kind=job.kind, attempt=job.attempt)
 
 
 def _describe(exc: Exception) -> str:

@@ -1,0 +1,195 @@
+"""Batchable jobs: several in one transaction, and each still gets its own outcome."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from careflow.config import Settings
+from careflow.events.service import DISPATCH_KIND
+from careflow.executions.service import RUN_ACTION_KIND
+from careflow.jobs.models import JobStatus
+from careflow.jobs.registry import JobContext, is_batchable, job_handler
+from careflow.jobs.worker import load_handlers
+from careflow.kit.clock import FrozenClock
+from tests.jobs.conftest import MakeWorker, add_job, all_jobs, eventually, only_job
+
+Maker = async_sessionmaker[AsyncSession]
+
+
+@job_handler("test.batched", batchable=True)
+async def batched(ctx: JobContext, payload: dict[str, Any]) -> None:
+    """Write a row, remember the session it ran in, and fail when the payload says so."""
+    await ctx.session.execute(
+        text("INSERT INTO test_batch_effects (job_id, attempt) VALUES (:j, :a)"),
+        {"j": ctx.job_id, "a": ctx.attempt},
+    )
+    ctx.services.setdefault("sessions", []).append((ctx.job_id, ctx.session))
+    if payload.get("fail"):
+        raise RuntimeError("this job fails")
+
+
+@job_handler("test.batched_if", batchable=lambda payload: bool(payload.get("db_only")))
+async def batched_if(ctx: JobContext, payload: dict[str, Any]) -> None:
+    """Batchable only for some payloads."""
+
+
+@job_handler("test.gated")
+async def gated(ctx: JobContext, payload: dict[str, Any]) -> None:
+    ctx.services["started"].append(ctx.job_id)
+    await ctx.services["gate"].wait()
+
+
+async def _effects(engine: AsyncEngine) -> list[tuple[int, int]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT job_id, attempt FROM test_batch_effects ORDER BY job_id, attempt")
+        )
+        return [(row[0], row[1]) for row in rows.all()]
+
+
+async def _setup(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "CREATE TABLE IF NOT EXISTS test_batch_effects "
+                "(job_id bigint NOT NULL, attempt integer NOT NULL)"
+            )
+        )
+        await conn.execute(text("DELETE FROM test_batch_effects"))
+
+
+def _groups(sessions: list[tuple[int, Any]]) -> list[list[int]]:
+    """Job ids grouped by the session (the transaction) they ran in, in run order."""
+    groups: list[list[int]] = []
+    last = None
+    for job_id, session in sessions:
+        if session is not last:
+            groups.append([])
+            last = session
+        groups[-1].append(job_id)
+    return groups
+
+
+async def test_batchable_jobs_share_one_transaction(
+    make_worker: MakeWorker, sessionmaker: Maker, clock: FrozenClock, engine: AsyncEngine
+) -> None:
+    await _setup(engine)
+    for _ in range(6):
+        await add_job(sessionmaker, clock, "test.batched")
+    services: dict[str, Any] = {}
+    worker = make_worker(concurrency=1, services=services, worker_batch_size=3)
+    await worker.start()
+    await eventually(lambda: _drained(sessionmaker))
+
+    # The first claim asks for one job per slot; having found a batchable one, the next
+    # claims ask for a batch per slot.
+    assert _groups(services["sessions"]) == [[1], [2, 3, 4], [5, 6]]
+    assert await _effects(engine) == [(i, 1) for i in range(1, 7)]
+
+
+async def test_a_failing_job_in_a_batch_fails_alone_and_the_rest_commit_once(
+    make_worker: MakeWorker, sessionmaker: Maker, clock: FrozenClock, engine: AsyncEngine
+) -> None:
+    await _setup(engine)
+    await add_job(sessionmaker, clock, "test.batched")
+    await add_job(sessionmaker, clock, "test.batched", {"fail": True})
+    await add_job(sessionmaker, clock, "test.batched")
+    worker = make_worker(services={})
+
+    outcomes = await worker.run_batch(await worker.claim(3))
+
+    assert outcomes == ["done", "retried", "done"]
+    # The batch's transaction was rolled back whole; each job then ran alone.
+    assert await _effects(engine) == [(1, 1), (3, 1)]
+    job = await only_job(sessionmaker)
+    assert (job.id, job.status, job.attempts) == (2, JobStatus.QUEUED, 1)
+    assert job.last_error is not None and "RuntimeError" in job.last_error
+
+
+async def test_a_lost_lease_in_a_batch_refuses_that_job_only(
+    make_worker: MakeWorker,
+    sessionmaker: Maker,
+    clock: FrozenClock,
+    engine: AsyncEngine,
+    settings: Settings,
+) -> None:
+    await _setup(engine)
+    await add_job(sessionmaker, clock, "test.batched")
+    await add_job(sessionmaker, clock, "test.batched")
+    stalled = make_worker(name="stalled", services={})
+    rescuer = make_worker(name="rescuer", services={})
+    lease = settings.job_lease_seconds
+    [first] = await stalled.claim(1)
+    clock.advance(seconds=lease / 2)
+    [second] = await stalled.claim(1)
+    clock.advance(seconds=lease / 2 + 1)  # the first lease has run out, the second has not
+    [rescued] = await rescuer.claim(1)
+    assert rescued.id == first.id
+
+    assert await stalled.run_batch([first, second]) == ["lost", "done"]
+    assert await rescuer.run_claimed(rescued) == "done"
+    assert await _effects(engine) == [(1, 2), (2, 1)]
+    assert await all_jobs(sessionmaker) == []
+
+
+async def test_units_are_batches_of_batchable_jobs_and_single_others(
+    make_worker: MakeWorker, sessionmaker: Maker, clock: FrozenClock
+) -> None:
+    for db_only in (True, True, False, True, True, True, False):
+        await add_job(sessionmaker, clock, "test.batched_if", {"db_only": db_only})
+    worker = make_worker(worker_batch_size=3)
+
+    units = worker._units(await worker.claim(7))
+
+    assert [[job.id for job in unit] for unit in units] == [[1, 2, 4], [3], [5, 6], [7]]
+    assert worker._per_slot == 1  # single-slot jobs seen: the next claim takes one per slot
+
+
+async def test_jobs_that_need_a_slot_each_are_not_hoarded(
+    make_worker: MakeWorker, sessionmaker: Maker, clock: FrozenClock
+) -> None:
+    """A claim that finds more single-slot jobs than free slots gives the rest back."""
+    for _ in range(3):
+        await add_job(sessionmaker, clock, "test.gated")
+    services: dict[str, Any] = {"started": [], "gate": asyncio.Event()}
+    worker = make_worker(concurrency=2, services=services, worker_batch_size=4)
+    worker._per_slot = 4  # as after a claim that found only batchable jobs
+    await worker.start()
+    await eventually(lambda: len(services["started"]) == 2)
+
+    jobs = await all_jobs(sessionmaker)
+    assert sorted((j.status, j.attempts) for j in jobs) == [
+        (JobStatus.QUEUED, 0),  # given back uncounted, not waiting behind the other two
+        (JobStatus.RUNNING, 1),
+        (JobStatus.RUNNING, 1),
+    ]
+    services["gate"].set()
+    await eventually(lambda: _drained(sessionmaker))
+    assert sorted(services["started"]) == [1, 2, 3]
+
+
+def test_batchable_is_declared_per_kind_or_per_payload() -> None:
+    assert is_batchable("test.batched", {})
+    assert is_batchable("test.batched_if", {"db_only": True})
+    assert not is_batchable("test.batched_if", {})
+    assert not is_batchable("no.such.kind", {})
+    assert is_batchable("noop", {})
+
+
+async def _drained(sessionmaker: Maker) -> bool:
+    return await all_jobs(sessionmaker) == []
+
+
+def test_run_action_is_batchable_for_the_actions_that_only_write_rows() -> None:
+    load_handlers()
+    step = {"execution_id": 1, "action_index": 0}
+    assert is_batchable(RUN_ACTION_KIND, {**step, "type": "require_form"})
+    assert is_batchable(RUN_ACTION_KIND, {**step, "type": "update_segment"})
+    assert not is_batchable(RUN_ACTION_KIND, {**step, "type": "send_email"})
+    assert not is_batchable(RUN_ACTION_KIND, {**step, "type": "send_sms"})
+    assert not is_batchable(RUN_ACTION_KIND, step)  # enqueued before the type was recorded
+    assert is_batchable(DISPATCH_KIND, {"event_id": 1})
