@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from careflow.config import Settings, get_settings
 from careflow.db import create_engine, create_sessionmaker
+from careflow.delivery.transports import close_transports
 from careflow.errors import install_error_handlers
 from careflow.jobs.queue import set_default_max_attempts
 from careflow.kit.clock import Clock, SystemClock
@@ -70,6 +71,7 @@ def create_app(
         finally:
             if worker is not None:
                 await worker.stop()
+            await close_transports(app.state.services)
             if own_engine:
                 await eng.dispose()
 

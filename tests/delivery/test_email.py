@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from email.message import Message
@@ -130,6 +131,68 @@ class TestSmtpTransport:
                 message_id="<h@careflow>",
             )
         assert smtp.sink.messages == []
+
+
+class TestSmtpConnections:
+    async def test_messages_share_one_connection(
+        self, smtp: SmtpServer, settings: Settings
+    ) -> None:
+        transport = SmtpTransport(settings)
+        for n in range(3):
+            await transport.send(to=RECIPIENT, subject="s", body="b", message_id=f"<c{n}@careflow>")
+        await transport.aclose()
+
+        assert smtp.sink.message_ids() == ["<c0@careflow>", "<c1@careflow>", "<c2@careflow>"]
+        assert len({m.peer for m in smtp.sink.messages}) == 1
+
+    async def test_concurrent_messages_each_get_a_connection_and_keep_it(
+        self, smtp: SmtpServer, settings: Settings
+    ) -> None:
+        transport = SmtpTransport(settings)
+
+        async def send_two(n: int) -> None:
+            for k in range(2):
+                await transport.send(
+                    to=RECIPIENT, subject="s", body="b", message_id=f"<p{n}.{k}@careflow>"
+                )
+
+        await asyncio.gather(*(send_two(n) for n in range(3)))
+        await transport.aclose()
+
+        assert len(smtp.sink.messages) == 6
+        assert len({m.peer for m in smtp.sink.messages}) == 3
+
+    async def test_a_connection_the_server_dropped_is_replaced(self, database_url: str) -> None:
+        first = SmtpServer()
+        first.start()
+        settings = make_settings(database_url, smtp_url=first.url)
+        transport = SmtpTransport(settings)
+        await transport.send(to=RECIPIENT, subject="s", body="b", message_id="<d1@careflow>")
+        first.stop()  # the kept connection is gone with the server
+
+        second = SmtpServer(port=first.port)
+        second.start()
+        try:
+            await transport.send(to=RECIPIENT, subject="s", body="b", message_id="<d2@careflow>")
+        finally:
+            await transport.aclose()
+            second.stop()
+        assert first.sink.message_ids() == ["<d1@careflow>"]
+        assert second.sink.message_ids() == ["<d2@careflow>"]
+
+    async def test_an_error_closes_its_connection(
+        self, smtp: SmtpServer, settings: Settings
+    ) -> None:
+        transport = SmtpTransport(settings)
+        await transport.send(to=RECIPIENT, subject="s", body="b", message_id="<e1@careflow>")
+        smtp.sink.fail_next = 1
+        with pytest.raises(TransientDeliveryError):
+            await transport.send(to=RECIPIENT, subject="s", body="b", message_id="<e2@careflow>")
+        await transport.send(to=RECIPIENT, subject="s", body="b", message_id="<e2@careflow>")
+        await transport.aclose()
+
+        first, retried = smtp.sink.messages
+        assert first.peer != retried.peer
 
 
 class TestSmtpConfig:

@@ -4,7 +4,12 @@ from typing import Any
 
 from careflow.delivery.email import LogEmailTransport, SmtpTransport
 from careflow.delivery.sms import LogSmsTransport, TwilioSmsTransport
-from careflow.delivery.transports import Transports, build_transports, get_transports
+from careflow.delivery.transports import (
+    Transports,
+    build_transports,
+    close_transports,
+    get_transports,
+)
 from tests.conftest import make_settings
 
 
@@ -44,3 +49,14 @@ class TestGetTransports:
         preset = Transports(email=LogEmailTransport(), sms=LogSmsTransport())
         services: dict[str, Any] = {"transports": preset}
         assert get_transports(services, make_settings(database_url, smtp_url="smtp://x")) is preset
+
+    async def test_shutdown_closes_only_transports_built_here(self, database_url: str) -> None:
+        preset = Transports(email=LogEmailTransport(), sms=LogSmsTransport())
+        theirs: dict[str, Any] = {"transports": preset}
+        await close_transports(theirs)
+        assert theirs["transports"] is preset
+
+        ours: dict[str, Any] = {}
+        get_transports(ours, make_settings(database_url))
+        await close_transports(ours)
+        assert ours == {}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -103,7 +107,18 @@ def _classify(code: int, what: str) -> PermanentDeliveryError | TransientDeliver
 
 
 class SmtpTransport:
+    """Delivers over SMTP, keeping a few connections open for the next messages.
+
+    Opening a connection costs a TCP handshake, a greeting, EHLO (and TLS or AUTH when
+    configured) and QUIT: several round trips per message. Connections are reused instead,
+    up to ``MAX_IDLE`` kept idle, each for at most ``IDLE_SECONDS``. Any error closes the
+    connection it happened on. A kept connection that the server has meanwhile dropped is
+    noticed on its first command, and the message goes on a new connection.
+    """
+
     provider = "smtp"
+    MAX_IDLE = 8
+    IDLE_SECONDS = 20.0
 
     def __init__(self, settings: Settings) -> None:
         if not settings.smtp_url:
@@ -111,6 +126,8 @@ class SmtpTransport:
         self.config = SmtpConfig.from_url(settings.smtp_url)
         self.sender = settings.email_from
         self.timeout = settings.smtp_timeout_seconds
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._local_hostname: str | None = None
 
     def build_message(
         self,
@@ -138,6 +155,68 @@ class SmtpTransport:
         message.set_content(body)
         return message
 
+    async def _connect(self) -> aiosmtplib.SMTP:
+        if self._local_hostname is None:
+            # What EHLO names us; left to aiosmtplib, it is looked up on every connection.
+            loop = asyncio.get_running_loop()
+            self._local_hostname = await loop.run_in_executor(None, socket.getfqdn)
+        cfg = self.config
+        client = aiosmtplib.SMTP(
+            hostname=cfg.hostname,
+            port=cfg.port,
+            username=cfg.username,
+            password=cfg.password,
+            use_tls=cfg.use_tls,
+            start_tls=cfg.start_tls,
+            timeout=self.timeout,
+            local_hostname=self._local_hostname,
+        )
+        await client.connect()
+        return client
+
+    def _take_idle(self) -> aiosmtplib.SMTP | None:
+        now = time.monotonic()
+        while self._idle:
+            client, since = self._idle.pop()
+            if client.is_connected and now - since < self.IDLE_SECONDS:
+                return client
+            client.close()
+        return None
+
+    def _give_back(self, client: aiosmtplib.SMTP) -> None:
+        if len(self._idle) < self.MAX_IDLE and client.is_connected:
+            self._idle.append((client, time.monotonic()))
+        else:
+            client.close()
+
+    async def _deliver(self, message: EmailMessage) -> None:
+        kept = self._take_idle()
+        if kept is not None:
+            try:
+                await kept.send_message(message)
+            except aiosmtplib.SMTPServerDisconnected:
+                kept.close()  # dropped while idle: nothing was accepted on it
+            except BaseException:
+                kept.close()
+                raise
+            else:
+                self._give_back(kept)
+                return
+        client = await self._connect()
+        try:
+            await client.send_message(message)
+        except BaseException:
+            client.close()
+            raise
+        self._give_back(client)
+
+    async def aclose(self) -> None:
+        while self._idle:
+            client, _ = self._idle.pop()
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await client.quit()
+            client.close()
+
     async def send(
         self,
         *,
@@ -150,18 +229,8 @@ class SmtpTransport:
         message = self.build_message(
             to=to, subject=subject, body=body, message_id=message_id, headers=headers
         )
-        cfg = self.config
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=cfg.hostname,
-                port=cfg.port,
-                username=cfg.username,
-                password=cfg.password,
-                use_tls=cfg.use_tls,
-                start_tls=cfg.start_tls,
-                timeout=self.timeout,
-            )
+            await self._deliver(message)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients] or [550]
             raise _classify(min(codes), "recipient") from None

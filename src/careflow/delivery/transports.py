@@ -11,6 +11,7 @@ from careflow.delivery.email import EmailTransport, LogEmailTransport, SmtpTrans
 from careflow.delivery.sms import LogSmsTransport, SmsTransport, TwilioSmsTransport
 
 SERVICES_KEY = "transports"
+_BUILT_KEY = "transports_built_here"
 
 
 @dataclass(slots=True)
@@ -43,4 +44,16 @@ def get_transports(services: MutableMapping[str, Any], settings: Settings) -> Tr
     if transports is None:
         transports = build_transports(settings)
         services[SERVICES_KEY] = transports
+        services[_BUILT_KEY] = True
     return transports  # type: ignore[no-any-return]
+
+
+async def close_transports(services: MutableMapping[str, Any]) -> None:
+    """At shutdown: close the connections of the transports ``get_transports`` built.
+
+    Transports someone else put in ``services`` are theirs to close.
+    """
+    if services.pop(_BUILT_KEY, False):
+        transports = services.pop(SERVICES_KEY, None)
+        if transports is not None:
+            await transports.aclose()

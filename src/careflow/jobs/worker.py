@@ -538,6 +538,7 @@ async def run_worker_process(concurrency: int | None = None) -> None:
     """
     from careflow.config import get_settings
     from careflow.db import create_engine, create_sessionmaker
+    from careflow.delivery.transports import close_transports
     from careflow.logging import configure_logging
 
     settings = get_settings()
@@ -573,4 +574,5 @@ async def run_worker_process(concurrency: int | None = None) -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        await close_transports(worker.services)
         await engine.dispose()
