@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import venv
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,15 @@ import httpx
 BENCH_DIR = Path(__file__).resolve().parent
 JWT_SECRET = "careflow-bench-secret-not-for-production"
 REFUSED_DATABASES = {"test", "postgres", "template0", "template1"}
+
+# The peers that careflow is compared with, by import name: their pinned requirements. They
+# live in their own environment (``bench/.peers``, gitignored), never in careflow's.
+PEERS_DIR = BENCH_DIR / ".peers"
+PEER_PACKAGES = {
+    "pgqueuer": ["pgqueuer==1.6.0", "asyncpg"],
+    "zen": ["zen-engine==2.1.3"],
+    "celery": ["celery[redis]==5.*"],
+}
 
 
 def is_postgres(url: str) -> bool:
@@ -107,6 +118,37 @@ async def _reset_pg_schema(dsn: str) -> None:
         await conn.close()
 
 
+def peer_python(*imports: str) -> Path:
+    """The peers' Python, created on first use, with the packages that ``imports`` need."""
+    python = PEERS_DIR / "bin" / "python"
+    if not python.exists():
+        venv.create(PEERS_DIR, with_pip=True)
+    if not imports:
+        return python
+    check = subprocess.run(
+        [str(python), "-c", f"import {', '.join(imports)}"], capture_output=True, timeout=120
+    )
+    if check.returncode != 0:
+        requirements = [r for name in imports for r in PEER_PACKAGES[name]]
+        pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        subprocess.run([*pip, *requirements], check=True, timeout=600)
+    return python
+
+
+def run_json_script(script: str, *args: str, timeout: float = 600) -> dict[str, Any]:
+    """Run ``bench/<script> ARGS --json`` and return its last JSON line."""
+    out = subprocess.run(
+        [sys.executable, str(BENCH_DIR / script), *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"{script} failed:\n{out.stdout[-1500:]}{out.stderr[-1500:]}")
+    return dict(json.loads(lines[-1]))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -141,6 +183,18 @@ class Children:
                 proc.wait(timeout=10)
         self.procs = [(n, p) for n, p in self.procs if p is not proc]
         return proc.returncode
+
+    def stop_tree(self, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+        """Stop ``proc`` as above, then SIGKILL any of its descendants that outlived it."""
+        descendants = process_tree(proc.pid) - {proc.pid}
+        self.stop(proc, timeout)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_stat_fields(p) for p in descendants):
+            time.sleep(0.1)
+        for pid in descendants:
+            if _stat_fields(pid) is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     def stop_all(self) -> None:
         for _, proc in list(reversed(self.procs)):
@@ -214,13 +268,8 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its live descendants (Linux /proc).
-
-    CPU per unit of work is steadier than throughput on a shared machine: it does not
-    grow when other work takes the cores, only when the code does more.
-    """
-    tick = os.sysconf("SC_CLK_TCK")
+def process_tree(pid: int) -> set[int]:
+    """A process and its live descendants (Linux /proc)."""
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -235,8 +284,18 @@ def tree_cpu_seconds(pid: int) -> float:
             if parent in tree and child not in tree:
                 tree.add(child)
                 grew = True
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its live descendants (Linux /proc).
+
+    CPU per unit of work is steadier than throughput on a shared machine: it does not
+    grow when other work takes the cores, only when the code does more.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for p in tree:
+    for p in process_tree(pid):
         fields = _stat_fields(p)
         if fields is not None:
             total += (int(fields[11]) + int(fields[12])) / tick

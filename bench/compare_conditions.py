@@ -1,11 +1,12 @@
 """Condition evaluation beside a peer: careflow vs zen-engine on the same rules and events.
 
-    python bench/compare_conditions.py [--rules 1000] [--events 2000]
+    python bench/compare_conditions.py [--rules 1000] [--events 2000] [--json]
 
 zen-engine is installed into its own environment (``bench/.peers``, created on first use),
 never into careflow's. Both sides get the same rules (zen-engine as expressions compiled
 once) and the same events, must agree on every answer, and are timed on the same machine in
-the same run.
+the same run, beside the hand-written closures of ``bench/bench_conditions.py``.
+``bench/compare.py`` (the --compare mode) imports ``measure`` for its conditions rows.
 """
 
 from __future__ import annotations
@@ -14,21 +15,18 @@ import argparse
 import json
 import random
 import subprocess
-import sys
 import tempfile
 import time
-import venv
 from pathlib import Path
 from typing import Any
 
+from _common import peer_python
 from bench_conditions import make_events, make_rules  # type: ignore[import-not-found]
 from rich.console import Console
 from rich.table import Table
 
 from careflow.conditions import compile_condition
 from careflow.conditions.index import RuleIndex
-
-PEERS = Path(__file__).parent / ".peers"
 
 PEER_SCRIPT = """
 import json, sys, time
@@ -44,14 +42,6 @@ for ctx in events:
 elapsed = time.perf_counter() - started
 print(json.dumps({"rate": len(events) * len(compiled) / elapsed, "matches": matches}))
 """
-
-
-def peer_python() -> Path:
-    python = PEERS / "bin" / "python"
-    if not python.exists():
-        venv.create(PEERS, with_pip=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "zen-engine==2.1.3"], check=True)
-    return python
 
 
 def to_zen(condition: dict[str, Any]) -> str:
@@ -70,31 +60,35 @@ def rate(fn: Any, count: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rules", type=int, default=1000)
-    parser.add_argument("--events", type=int, default=2000)
-    args = parser.parse_args()
+def measure(rules_n: int, events_n: int) -> dict[str, float]:
+    """Evaluations/s of careflow, hand-written closures and zen-engine on the same work.
+
+    The hand-written closures are ``bench/bench_conditions.py``'s twins of the same rules.
+    """
     rng = random.Random(7)
-    rules = make_rules(args.rules, rng)
-    events = make_events(args.events, rng)
+    rules = make_rules(rules_n, rng)
+    events = make_events(events_n, rng)
     compiled = [compile_condition(c).predicate for c, _ in rules]
     index = RuleIndex([compile_condition(c) for c, _ in rules])
     total = len(events) * len(rules)
 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as spec:
         json.dump({"expressions": [to_zen(c) for c, _ in rules], "events": events}, spec)
-    out = subprocess.run(
-        [str(peer_python()), "-c", PEER_SCRIPT, spec.name],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    Path(spec.name).unlink()
+    try:
+        out = subprocess.run(
+            [str(peer_python("zen")), "-c", PEER_SCRIPT, spec.name],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        Path(spec.name).unlink()
     peer = json.loads(out.stdout)
     ours = [sum(1 for p in compiled if p(ctx)) for ctx in events[:200]]
-    if ours != peer["matches"]:
-        sys.exit("careflow and zen-engine disagree on which rules match: not comparable")
+    hands = [sum(1 for _, hand in rules if hand(ctx)) for ctx in events[:200]]
+    if not ours == hands == peer["matches"]:
+        raise RuntimeError("careflow, hand-written and zen-engine disagree on which rules match")
 
     def run_compiled() -> None:
         for ctx in events:
@@ -105,18 +99,43 @@ def main() -> None:
         for ctx in events:
             index.matches(ctx)
 
-    results = {
-        "careflow rule index (effective)": rate(run_indexed, total),
-        "careflow compiled": rate(run_compiled, total),
-        "zen-engine 2.1.3, compiled expressions": peer["rate"],
+    def run_hand() -> None:
+        for ctx in events:
+            for _, hand in rules:
+                hand(ctx)
+
+    return {
+        "index": rate(run_indexed, total),
+        "compiled": rate(run_compiled, total),
+        "hand_written": rate(run_hand, total),
+        "zen": peer["rate"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rules", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    args = parser.parse_args()
+    rates = measure(args.rules, args.events)
+    labels = {
+        "index": "careflow rule index (effective)",
+        "compiled": "careflow compiled",
+        "hand_written": "hand-written closures",
+        "zen": "zen-engine 2.1.3, compiled expressions",
     }
     table = Table(title=f"Conditions beside zen-engine: {args.rules} rules x {args.events} events")
     table.add_column("evaluator")
     table.add_column("evaluations/s", justify="right")
     table.add_column("vs zen-engine", justify="right")
-    for name, value in results.items():
-        table.add_row(name, f"{value:,.0f}", f"{value / peer['rate']:.2f}x")
+    for key, value in rates.items():
+        table.add_row(labels[key], f"{value:,.0f}", f"{value / rates['zen']:.2f}x")
     Console().print(table)
+    if args.json:
+        print(
+            json.dumps({"bench": "conditions", "rules": args.rules, "events": args.events, **rates})
+        )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """Run every benchmark in turn with small defaults and print one summary table.
 
     python bench/run_all.py [--database-url postgresql+asyncpg://…/careflow_bench]
+    python bench/run_all.py --compare --database-url … [--quick] [--json]
 
 Without ``--database-url`` the SQLite ones run and ``bench_fires`` (PostgreSQL only) is
 skipped. Each script's own table is printed as it finishes; the summary comes last. Each
-script is given a hard limit of 5 minutes.
+script is given a hard limit of 5 minutes. ``--compare`` runs ``bench/compare.py`` instead
+(careflow beside its peers, one table of ratios; PostgreSQL only), passing on ``--quick``
+and ``--json``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,16 @@ def run(script: str, *args: str) -> Any:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--compare", action="store_true", help="run bench/compare.py instead")
+    parser.add_argument("--quick", action="store_true", help="with --compare: small sizes")
+    parser.add_argument("--json", action="store_true", help="with --compare: also print JSON")
     args = parser.parse_args()
+    if args.compare:
+        if not args.database_url:
+            raise SystemExit("--compare needs --database-url (a PostgreSQL bench database)")
+        flags = [f for f, on in (("--quick", args.quick), ("--json", args.json)) if on]
+        cmd = [sys.executable, str(BENCH_DIR / "compare.py"), "--database-url", args.database_url]
+        sys.exit(subprocess.run([*cmd, *flags], check=False, timeout=3600).returncode)
     db = ["--database-url", args.database_url] if args.database_url else []
 
     rows: list[tuple[str, str, str]] = []

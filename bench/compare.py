@@ -1,0 +1,274 @@
+"""careflow beside its peers, in one invocation: one table of ratios against targets.
+
+    python bench/compare.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/careflow_bench [--quick] [--json]
+    python bench/run_all.py --compare --database-url ...   (the same: "the --compare mode")
+
+The peers are installed into their own environment (``bench/.peers``), never careflow's,
+before anything is timed. Each careflow figure and its peer's are measured one right after
+the other, so each ratio (careflow ÷ peer) is taken on the same machine state:
+
+1. queue: ``bench_queue.py`` no-op drain, 2 worker processes, vs pgqueuer 1.6.0 draining
+   as many no-op jobs with 2 processes (``compare_queue.py``);
+2. end to end: ``bench_e2e.py`` executions/s (serve + 2 workers) vs Celery 5 + Redis
+   no-op tasks/s, 2 worker processes x 2 (``compare_celery.py``);
+3. ingestion: ``bench_ingest.py``, careflow's ``POST /v1/events`` vs the bare FastAPI +
+   asyncpg one-INSERT endpoint, 2 processes and 64 connections each, plus careflow's p99;
+4. conditions: 1,000 rules on one trigger, careflow vs the hand-written closures of
+   ``bench_conditions.py`` and zen-engine 2.1.3 (``compare_conditions.py``).
+
+``--quick`` uses small sizes (a smoke run of about two minutes); ``--json`` also prints
+every figure as one JSON line. The database is created if missing and its ``public`` schema
+is dropped and re-created; ``<name>_peers`` is pgqueuer's; Redis db 9 is Celery's scratch
+db. A comparison that fails is shown as failed and the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import asyncpg
+from _common import REFUSED_DATABASES, loadavg, peer_python, plain_pg_dsn, run_json_script
+from compare_celery import celery_drain
+from compare_conditions import measure as measure_conditions
+from compare_queue import careflow_drain, peers_database, pgqueuer_drain
+from rich.console import Console
+from rich.table import Table
+
+SIZES = {
+    "full": {"jobs": 50_000, "tasks": 20_000, "executions": 2000, "seconds": 15, "events": 2000},
+    "quick": {"jobs": 10_000, "tasks": 5000, "executions": 500, "seconds": 8, "events": 500},
+}
+RULES = 1000
+PROCESSES = 2  # worker or API processes on every side
+CONNECTIONS = 64  # HTTP connections of the ingestion load
+BROKER = "redis://127.0.0.1:6379/9"
+
+progress = Console(stderr=True)
+
+
+@dataclass
+class Target:
+    text: str
+    met: Callable[[float, float], bool]  # (careflow ÷ peer, careflow's figure) -> met?
+
+
+AT_LEAST_1X = Target(">= 1.0x", lambda ratio, _: ratio >= 1.0)
+AT_LEAST_4X = Target(">= 4.0x", lambda ratio, _: ratio >= 4.0)
+P99_50_MS = Target("<= 50 ms (careflow)", lambda _, ours: ours <= 50.0)
+
+
+@dataclass
+class Row:
+    comparison: str
+    careflow: float | None
+    peer: str
+    peer_figure: float | None
+    unit: str
+    ratio: float | None  # careflow ÷ peer
+    target: str
+    met: bool | None
+    error: str | None = None
+
+
+def measured(
+    comparison: str, ours: float, peer: str, theirs: float, unit: str, target: Target
+) -> Row:
+    ratio = ours / theirs
+    return Row(comparison, ours, peer, theirs, unit, ratio, target.text, target.met(ratio, ours))
+
+
+def failed(comparison: str, peer: str, unit: str, target: Target, error: Exception) -> Row:
+    progress.print(f"[red]{comparison}: failed[/red]\n{error}")
+    return Row(comparison, None, peer, None, unit, None, target.text, None, str(error)[-500:])
+
+
+def ensure_database(database_url: str) -> None:
+    """Create the bench database when it does not exist yet."""
+    server, name = plain_pg_dsn(database_url).rsplit("/", 1)
+    name = name.split("?", 1)[0]
+    if name in REFUSED_DATABASES:
+        raise SystemExit(f"refusing to use database {name!r}: use a bench database")
+
+    async def create() -> None:
+        conn = await asyncpg.connect(f"{server}/postgres")
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+
+
+# -- the four comparisons: each returns its rows and keeps its raw figures in ``raw`` ------
+
+
+def compare_queue(url: str, size: dict[str, int], raw: dict[str, Any]) -> list[Row]:
+    label = f"job queue: no-op drain, {size['jobs']:,} jobs, {PROCESSES} processes, PostgreSQL"
+    peer = "pgqueuer 1.6.0 (batch 10, drain mode)"
+    try:
+        raw["queue"] = careflow_drain(url, size["jobs"], PROCESSES)
+        peers_dsn = peers_database(url)
+        raw["pgqueuer"] = pgqueuer_drain(peers_dsn, size["jobs"], PROCESSES)
+    except Exception as error:
+        return [failed(label, peer, "jobs/s", AT_LEAST_1X, error)]
+    ours, theirs = raw["queue"]["jobs_per_s"], raw["pgqueuer"]["jobs_per_s"]
+    return [measured(label, ours, peer, theirs, "jobs/s", AT_LEAST_1X)]
+
+
+def compare_e2e(url: str, size: dict[str, int], raw: dict[str, Any]) -> list[Row]:
+    label = (
+        f"end to end: executions/s ({size['executions']:,} events, serve + {PROCESSES} "
+        f"workers, SMTP) vs no-op tasks/s ({size['tasks']:,})"
+    )
+    peer = f"Celery + Redis, {PROCESSES} worker processes x 2 (prefork)"
+    try:
+        raw["e2e"] = run_json_script(
+            "bench_e2e.py",
+            *("--database-url", url),
+            *("--events", str(size["executions"])),
+            *("--workers", str(PROCESSES)),
+            timeout=600,
+        )
+        raw["celery"] = celery_drain(size["tasks"], PROCESSES, 2, BROKER)
+    except Exception as error:
+        return [failed(label, peer, "/s", AT_LEAST_1X, error)]
+    peer = f"Celery {raw['celery']['celery']} + Redis, {PROCESSES} worker processes x 2"
+    ours, theirs = raw["e2e"]["executions_per_s"], raw["celery"]["tasks_per_s"]
+    return [measured(label, ours, peer, theirs, "/s", AT_LEAST_1X)]
+
+
+def compare_ingest(url: str, size: dict[str, int], raw: dict[str, Any]) -> list[Row]:
+    label = f"POST /v1/events, PostgreSQL, {PROCESSES} processes, {CONNECTIONS} connections"
+    peer = "bare FastAPI + asyncpg, 1 INSERT"
+    try:
+        raw["ingest"] = run_json_script(
+            "bench_ingest.py",
+            *("--database-url", url),
+            *("--processes", str(PROCESSES)),
+            *("--concurrency", str(CONNECTIONS)),
+            *("--seconds", str(size["seconds"])),
+            "--warmup",
+            "1" if size["seconds"] < 10 else "2",
+            timeout=600,
+        )
+    except Exception as error:
+        return [
+            failed(f"{label}: req/s", peer, "req/s", AT_LEAST_1X, error),
+            failed(f"{label}: p99", peer, "ms", P99_50_MS, error),
+        ]
+    ours, theirs = raw["ingest"]["careflow"], raw["ingest"]["bare"]
+    return [
+        measured(
+            f"{label}: req/s", ours["req_per_s"], peer, theirs["req_per_s"], "req/s", AT_LEAST_1X
+        ),
+        measured(f"{label}: p99", ours["p99_ms"], peer, theirs["p99_ms"], "ms", P99_50_MS),
+    ]
+
+
+def compare_conditions(size: dict[str, int], raw: dict[str, Any]) -> list[Row]:
+    label = f"conditions: {RULES:,} rules on one trigger x {size['events']:,} events"
+    hand, zen = "hand-written closures", "zen-engine 2.1.3, compiled expressions"
+    try:
+        raw["conditions"] = rates = measure_conditions(RULES, size["events"])
+    except Exception as error:
+        return [
+            failed(label, hand, "evals/s", AT_LEAST_1X, error),
+            failed(label, zen, "evals/s", AT_LEAST_4X, error),
+        ]
+    rows = []
+    for key, name in (("index", "rule index"), ("compiled", "compiled closures")):
+        ours = rates[key]
+        rows += [
+            measured(f"{label}, {name}", ours, hand, rates["hand_written"], "evals/s", AT_LEAST_1X),
+            measured(f"{label}, {name}", ours, zen, rates["zen"], "evals/s", AT_LEAST_4X),
+        ]
+    return rows
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def figure(value: float | None, unit: str) -> str:
+    if value is None:
+        return "failed"
+    return f"{value:,.1f} {unit}" if value < 100 else f"{value:,.0f} {unit}"
+
+
+def print_table(rows: list[Row], title: str, caption: str) -> None:
+    table = Table(title=title, caption=caption)
+    table.add_column("comparison", max_width=46)
+    table.add_column("careflow", justify="right")
+    table.add_column("peer", max_width=30)
+    table.add_column("peer figure", justify="right")
+    table.add_column("ratio (careflow ÷ peer)", justify="right")
+    table.add_column("target")
+    table.add_column("met?")
+    for r in rows:
+        met = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}[r.met]
+        table.add_row(
+            r.comparison,
+            figure(r.careflow, r.unit),
+            r.peer,
+            figure(r.peer_figure, r.unit),
+            "-" if r.ratio is None else f"{r.ratio:.2f}x",
+            r.target,
+            met,
+        )
+    Console(width=180).print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--database-url", required=True, help="careflow's PostgreSQL bench database"
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: a ~2 minute smoke run")
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    args = parser.parse_args()
+    if not args.database_url.startswith("postgresql"):
+        raise SystemExit("the comparisons run on PostgreSQL: pass a postgresql+asyncpg:// URL")
+    size = SIZES["quick" if args.quick else "full"]
+    ensure_database(args.database_url)
+
+    progress.print("peers: pgqueuer, zen-engine, Celery in bench/.peers (installed if missing)")
+    peer_python("pgqueuer", "zen", "celery")
+    load_before = loadavg()
+    raw: dict[str, Any] = {}
+    rows: list[Row] = []
+    steps = [
+        ("conditions", lambda: compare_conditions(size, raw)),
+        ("job queue", lambda: compare_queue(args.database_url, size, raw)),
+        ("end to end vs Celery", lambda: compare_e2e(args.database_url, size, raw)),
+        ("ingestion", lambda: compare_ingest(args.database_url, size, raw)),
+    ]
+    for number, (name, step) in enumerate(steps, 1):
+        progress.print(f"[{number}/{len(steps)}] {name} (load {loadavg()})")
+        rows += step()
+    load = f"{load_before} / {loadavg()}"
+
+    mode = "quick sizes" if args.quick else "full sizes"
+    print_table(
+        rows,
+        title=f"careflow beside its peers ({mode}; each pair measured back to back)",
+        caption=f"load average (1 min) before / after: {load} on 2 shared cores",
+    )
+    if args.json:
+        result = {
+            "bench": "compare",
+            "quick": args.quick,
+            "sizes": size,
+            "load": load,
+            "rows": [asdict(r) for r in rows],
+            "raw": raw,
+        }
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Celery 5 + Redis draining no-op tasks: the peer figure for careflow's end-to-end rate.
+
+    python bench/compare_celery.py [--tasks 20000] [--workers 2] [--concurrency 2]
+                                   [--broker redis://127.0.0.1:6379/9] [--json]
+
+Celery (``celery[redis]==5.*``) is installed into its own environment (``bench/.peers``)
+and its app is ``bench/celery_peer.py``. The broker's Redis db is a scratch db: it is
+flushed before and after (and refused if it holds keys that are not the benchmark's).
+N no-op tasks (``ignore_result``) are enqueued first from a separate process; then W
+``celery worker --pool prefork --concurrency C`` processes start, and tasks/s is timed from
+the first task done to the N-th, by a Redis counter each task INCRs. Each run of this
+script stands alone; ``bench/compare.py`` (the --compare mode) imports ``celery_drain``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from typing import Any
+
+from _common import BENCH_DIR, Workdir, children, loadavg, peer_python, tree_cpu_seconds
+from rich.console import Console
+from rich.table import Table
+
+PEER = str(BENCH_DIR / "celery_peer.py")
+
+
+def _peer(python: str, env: dict[str, str], *args: str, timeout: float = 120) -> dict[str, Any]:
+    out = subprocess.run(
+        [python, PEER, *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"celery_peer.py {args[0]} failed:\n{out.stdout}{out.stderr[-2000:]}")
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    return dict(json.loads(lines[-1])) if lines else {}
+
+
+def celery_version(python: str) -> str:
+    out = subprocess.run(
+        [python, "-c", "import celery; print(celery.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def celery_drain(
+    tasks: int,
+    workers: int = 2,
+    concurrency: int = 2,
+    broker: str = "redis://127.0.0.1:6379/9",
+    timeout: float = 300.0,
+) -> dict[str, Any]:
+    """Enqueue ``tasks`` no-op tasks, then time ``workers`` Celery workers draining them."""
+    if not broker.startswith("redis://127.0.0.1:"):
+        raise SystemExit("the broker must be a Redis db on 127.0.0.1")
+    python = str(peer_python("celery"))
+    env = {**os.environ, "CELERY_PEER_BROKER": broker, "PYTHONUNBUFFERED": "1"}
+    _peer(python, env, "flush")
+    workdir = Workdir()
+    try:
+        enqueued = _peer(python, env, "enqueue", str(tasks), timeout=600)
+        if enqueued["queued"] != tasks:
+            raise RuntimeError(f"{enqueued['queued']} of {tasks} tasks in the queue")
+        load_before = loadavg()
+        with children(workdir) as kids:
+            waiter = kids.start("wait", [python, PEER, "wait", str(tasks), str(timeout), "30"], env)
+            launched_at = time.time()
+            procs = [
+                kids.start(
+                    f"celery{i}",
+                    [
+                        *(python, "-m", "celery", "-A", "celery_peer", "worker"),
+                        *("--pool", "prefork", "--concurrency", str(concurrency)),
+                        *("--hostname", f"bench{i}@%h", "--loglevel", "WARNING"),
+                        *("--without-gossip", "--without-mingle", "--without-heartbeat"),
+                    ],
+                    env,
+                    cwd=BENCH_DIR,
+                )
+                for i in range(workers)
+            ]
+            cpu0 = sum(tree_cpu_seconds(p.pid) for p in procs)
+            deadline = time.monotonic() + timeout + 30
+            while waiter.poll() is None and time.monotonic() < deadline:
+                if any(p.poll() is not None for p in procs):
+                    raise RuntimeError(f"a Celery worker exited early: logs in {workdir.path}")
+                time.sleep(0.2)
+            cpu = sum(tree_cpu_seconds(p.pid) for p in procs) - cpu0
+            load_after = loadavg()
+            for proc in procs:
+                kids.stop_tree(proc)
+            kids.stop(waiter, timeout=5)
+        lines = [
+            line for line in workdir.log("wait").read_text().splitlines() if line.startswith("{")
+        ]
+        if not lines:
+            raise RuntimeError(f"the Celery waiter printed nothing: logs in {workdir.path}")
+        waited = json.loads(lines[-1])
+    finally:
+        _peer(python, env, "flush")
+
+    done, first_at, done_at = waited["done"], waited["first_at"], waited["done_at"]
+    if done_at is None:
+        raise RuntimeError(f"Celery ran {done} of {tasks} tasks in time: logs in {workdir.path}")
+    return {
+        "bench": "celery",
+        "celery": celery_version(python),
+        "tasks": tasks,
+        "workers": workers,
+        "concurrency": concurrency,
+        "enqueue_seconds": enqueued["enqueue_seconds"],
+        "startup_seconds": first_at - launched_at,
+        "drain_seconds": done_at - first_at,
+        # From the first task done to the last, as bench_queue.py times careflow's workers.
+        "tasks_per_s": tasks / (done_at - first_at),
+        "tasks_per_s_with_startup": tasks / (done_at - launched_at),
+        "worker_cpu_ms_per_task": 1000 * cpu / tasks,
+        "done": done,
+        "load": f"{load_before} / {load_after}",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=2, help="celery worker processes")
+    parser.add_argument("--concurrency", type=int, default=2, help="prefork children each")
+    parser.add_argument("--broker", default="redis://127.0.0.1:6379/9", help="a scratch db")
+    parser.add_argument("--timeout", type=float, default=300.0, help="max seconds of draining")
+    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    args = parser.parse_args()
+    r = celery_drain(args.tasks, args.workers, args.concurrency, args.broker, args.timeout)
+
+    table = Table(title=f"Celery {r['celery']} + Redis: {args.tasks:,} no-op tasks")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("enqueue (apply_async, one producer)", f"{r['enqueue_seconds']:.2f} s")
+    table.add_row("workers x prefork concurrency", f"{args.workers} x {args.concurrency}")
+    table.add_row("tasks done", f"{r['done']:,} of {args.tasks:,}")
+    table.add_row("worker start → first task done", f"{r['startup_seconds']:.2f} s")
+    table.add_row("first task → last task done", f"{r['drain_seconds']:.2f} s")
+    table.add_row("tasks/s", f"{r['tasks_per_s']:,.0f}")
+    table.add_row("tasks/s counting worker start-up", f"{r['tasks_per_s_with_startup']:,.0f}")
+    table.add_row(
+        "worker CPU per task (all processes, with start-up)",
+        f"{r['worker_cpu_ms_per_task']:.2f} ms",
+    )
+    table.add_row("load average (1 min) before / after", r["load"])
+    Console().print(table)
+    if args.json:
+        print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
