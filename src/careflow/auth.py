@@ -39,7 +39,29 @@ def _algorithms(settings: Settings) -> tuple[list[str], Any]:
     return ["HS256"], settings.jwt_secret
 
 
+# Tokens verified before, with their expiry: a client sends the same token on every
+# request, and verifying it again gives the same answer until it expires. Only tokens that
+# verified are kept; the key material is part of the cache key.
+_VERIFIED: dict[tuple[str, str, str | None, str | None], tuple[Principal, float]] = {}
+_VERIFIED_MAX = 4096
+
+
 def decode_token(token: str, settings: Settings) -> Principal:
+    cache_key = (token, settings.jwt_secret, settings.jwt_public_key, settings.jwt_audience)
+    cached = _VERIFIED.get(cache_key)
+    if cached is not None:
+        principal, expires = cached
+        if time.time() < expires:
+            return principal
+        del _VERIFIED[cache_key]
+    principal, expires = _verify(token, settings)
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        del _VERIFIED[next(iter(_VERIFIED))]  # the oldest entry
+    _VERIFIED[cache_key] = (principal, expires)
+    return principal
+
+
+def _verify(token: str, settings: Settings) -> tuple[Principal, float]:
     algorithms, key = _algorithms(settings)
     options: dict[str, Any] = {"require": list(REQUIRED_CLAIMS)}
     try:
@@ -62,7 +84,8 @@ def decode_token(token: str, settings: Settings) -> Principal:
         role = Role(claims.get("role"))
     except ValueError as exc:
         raise UnauthorizedError("Invalid token: unknown role") from exc
-    return Principal(org_id=org_id, sub=sub, role=role)
+    # PyJWT requires exp and refuses a token once now >= exp (no leeway is configured).
+    return Principal(org_id=org_id, sub=sub, role=role), float(claims["exp"])
 
 
 def issue_token(
@@ -101,7 +124,10 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 def require_roles(*roles: Role) -> Any:
     allowed = frozenset(roles)
 
-    async def dependency(principal: PrincipalDep) -> Principal:
+    # One dependency that authenticates and authorises, rather than one on top of
+    # ``get_principal``: FastAPI's cost is per dependency, and this runs on every request.
+    async def dependency(request: Request) -> Principal:
+        principal = await get_principal(request)
         if principal.role not in allowed:
             raise ForbiddenError()
         return principal

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from collections.abc import Coroutine
+from typing import Annotated, Any
 
 import typer
 
 app = typer.Typer(
     help="careflow: automations and pathway routing for practice platforms.", no_args_is_help=True
 )
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where it is installed (as uvicorn does for ``serve``), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 @app.command()
@@ -39,7 +50,7 @@ def worker(
     """Run a job worker until SIGTERM/SIGINT (finishes or releases in-flight jobs)."""
     from careflow.jobs.worker import run_worker_process
 
-    asyncio.run(run_worker_process(concurrency=concurrency))
+    _run(run_worker_process(concurrency=concurrency))
 
 
 @app.command()

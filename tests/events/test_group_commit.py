@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from careflow.db import create_sessionmaker
 from careflow.errors import ValidationError
+from careflow.events import service
 from careflow.events.batcher import IngestBatcher
 from careflow.events.models import Entity, Event
 from careflow.events.schemas import EventIn
@@ -103,7 +104,50 @@ class TestGroupCommit:
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
-        drainer = batcher._drainer
-        assert drainer is not None
-        await drainer
+        await batcher.wait_idle()
         assert await count(engine, Event) == 1
+
+    async def test_one_statement_stores_a_batch_and_each_answer_is_its_own_event(
+        self, engine: AsyncEngine, clock: FrozenClock
+    ) -> None:
+        maker = create_sessionmaker(engine)
+        async with maker() as session:
+            [stored] = await service.ingest_events(
+                session, [(1, EventIn.model_validate(onboarded(1)))], now=clock.now()
+            )
+            await session.commit()
+
+        def body(event_id: str | None, patient: int) -> EventIn:
+            return EventIn.model_validate(
+                {
+                    "event_id": event_id,
+                    "type": "patient.onboarded",
+                    "data": {"patient": {"id": patient}},
+                }
+            )
+
+        items = [
+            (1, body(None, 501)),
+            (1, body("evt-x", 502)),
+            (1, body(None, 503)),
+            (1, body("evt-x", 504)),  # a repeat inside the batch
+            (1, body("evt-1", 505)),  # stored before
+            (2, body("evt-1", 506)),  # the same event_id in another organisation is new
+        ]
+        async with maker() as session:
+            results = await service.ingest_events(session, items, now=clock.now())
+            await session.commit()
+
+        assert [r.created for r in results] == [True, True, True, False, False, True]
+        assert results[3].event.id == results[1].event.id
+        assert results[4].event.id == stored.event.id
+        async with maker() as session:
+            for (org, item), result in zip(items, results, strict=True):
+                if result.created:
+                    row = await session.get(Event, result.event.id)
+                    assert row is not None
+                    assert (row.organization_id, row.event_id, row.data) == (
+                        org,
+                        item.event_id,
+                        item.data,
+                    )

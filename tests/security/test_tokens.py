@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from careflow.app import create_app
 from careflow.kit.clock import FrozenClock
 from tests.conftest import TEST_SECRET, make_settings
+from tests.jobs.conftest import eventually
 
 PROBE = "/v1/automations/rules"  # any endpoint behind the bearer check
 
@@ -255,3 +256,39 @@ class TestAudience:
         # a token minted for another service is refused too: documented behaviour, pinned.
         client = await client_with()
         assert await status_of(client, _hs(aud="another-api")) == 401
+
+
+class TestVerifiedTokens:
+    """A verified token is remembered until it expires; the cache changes no answer."""
+
+    async def test_a_remembered_token_is_refused_once_it_expires(
+        self, client_with: ClientFactory
+    ) -> None:
+        client = await client_with()
+        expires = int(time.time()) + 2
+        token = _hs(exp=expires)
+        assert await status_of(client, token) == 200
+        assert await status_of(client, token) == 200  # from the cache
+
+        async def refused() -> bool:
+            return await status_of(client, token) == 401
+
+        await eventually(refused, within=6, interval=0.1)
+        assert time.time() >= expires
+
+    async def test_a_token_remembered_under_one_secret_is_refused_under_another(
+        self, client_with: ClientFactory
+    ) -> None:
+        token = _hs()
+        assert await status_of(await client_with(), token) == 200
+        other = await client_with(jwt_secret="another-secret-of-enough-length-0123456789")
+        assert await status_of(other, token) == 401
+
+    async def test_the_cache_stays_bounded(self) -> None:
+        from careflow import auth
+
+        settings = make_settings("sqlite+aiosqlite:///unused.db")
+        for n in range(auth._VERIFIED_MAX + 10):
+            token = jwt.encode(claims(sub=f"usr_{n}"), TEST_SECRET, "HS256")
+            assert auth.decode_token(token, settings).sub == f"usr_{n}"
+        assert len(auth._VERIFIED) <= auth._VERIFIED_MAX

@@ -64,6 +64,11 @@ class IngestBatcher:
         # A client that goes away stops waiting; the write goes on for its neighbours.
         return await asyncio.shield(item.future)
 
+    async def wait_idle(self) -> None:
+        """Until every queued event is written (tests)."""
+        while self._drainer is not None and not self._drainer.done():
+            await asyncio.gather(self._drainer, return_exceptions=True)
+
     async def _drain(self) -> None:
         while self._pending:
             batch = self._pending[: self.max_batch]

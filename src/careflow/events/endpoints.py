@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Request, Response, status
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.auth import IngestDep, Principal, Role, require_roles
 from careflow.events import service
@@ -43,9 +44,7 @@ ENTITY_EXAMPLE = {"id": 100, "email": "ada@example.com", "first_name": "Ada"}
     responses={200: {"description": "Duplicate `event_id`: the first event's record"}},
 )
 async def ingest_event(
-    session: SessionDep,
     principal: IngestDep,
-    clock: ClockDep,
     body: EventIn,
     request: Request,
 ) -> Response:
@@ -54,6 +53,21 @@ async def ingest_event(
         validate_event(body.type, body.data)
         result = await batcher_of(request).ingest(principal.org_id, body)
         return _accepted(result)
+    # The stored answer must commit with the event: this request's own transaction, opened
+    # here rather than as a dependency so that the common path above needs none.
+    async with request.app.state.sessionmaker() as session:
+        try:
+            response = await _ingest_idempotent(session, principal, body, request)
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+    return response
+
+
+async def _ingest_idempotent(
+    session: AsyncSession, principal: Principal, body: EventIn, request: Request
+) -> Response:
     async with idempotent(
         request,
         session,
@@ -63,8 +77,8 @@ async def ingest_event(
     ) as guard:
         if guard.replay is not None:
             return guard.replay
-        # The stored answer must commit with the event: this request's own transaction.
-        result = await service.ingest_event(session, principal.org_id, body, now=clock.now())
+        now = request.app.state.clock.now()
+        result = await service.ingest_event(session, principal.org_id, body, now=now)
         accepted = _accepted(result)
         response = await guard.respond(accepted.status_code, json.loads(accepted.body))
     return response

@@ -45,11 +45,36 @@ async def get_event_by_producer_id(
     )
 
 
-async def insert_event(session: AsyncSession, values: dict[str, Any]) -> Event | None:
-    """The new event, or None when the producer's event_id is already stored (a race lost)."""
-    new_id = await insert_if_absent(session, Event, values, ["organization_id", "event_id"])
-    # Built from what was just written rather than read back: one statement fewer per event.
-    return None if new_id is None else Event(id=new_id, **values)
+async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[int | None]:
+    """Insert events in one statement; each row's new id, or None where the producer's
+    ``event_id`` is already stored in the organisation (or earlier in ``rows``).
+
+    The rows go out as one multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING`` (the
+    statement compiled once and cached, whatever the number of rows). Returned rows are
+    matched back by (organisation, event_id); rows without an event_id never conflict, and
+    take their ids in the order they were inserted.
+    """
+    if not rows:
+        return []
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    table = Event.__table__
+    stmt = (
+        insert(table)
+        .on_conflict_do_nothing(index_elements=["organization_id", "event_id"])
+        .returning(table.c.id, table.c.organization_id, table.c.event_id)
+    )
+    returned = (await session.execute(stmt, list(rows))).all()
+    by_key = {(r.organization_id, r.event_id): r.id for r in returned if r.event_id is not None}
+    anonymous = iter(sorted(r.id for r in returned if r.event_id is None))
+    ids: list[int | None] = []
+    for row in rows:
+        if row["event_id"] is None:
+            ids.append(next(anonymous))
+        else:
+            # The first row of a key gets its id; a repeat of it in the same batch gets None.
+            ids.append(by_key.pop((row["organization_id"], row["event_id"]), None))
+    return ids
 
 
 async def get_entity(
@@ -80,6 +105,20 @@ def _merge(stored: Entity, incoming: Mapping[str, Any], as_of: datetime, replace
     else:
         # An event older than the snapshot only fills fields the snapshot lacks.
         stored.data = {**incoming, **stored.data}
+
+
+def _sort_key(key: tuple[str, EntityRef]) -> tuple[str, str]:
+    # Entity ids are ints or strings; the database orders their stored (text) form.
+    return key[0], str(key[1])
+
+
+def _merge_row(row: dict[str, Any], incoming: Mapping[str, Any], as_of: datetime) -> None:
+    """``_merge`` for a snapshot not stored yet (a plain row)."""
+    if as_of >= row["updated_at"]:
+        row["data"] = {**row["data"], **incoming}
+        row["updated_at"] = as_of
+    else:
+        row["data"] = {**incoming, **row["data"]}
 
 
 async def upsert_entity(
@@ -204,56 +243,52 @@ async def upsert_entities(session: AsyncSession, writes: Sequence[SnapshotWrite]
             Entity.entity_id.in_({i for _, i in keys}),
         )
         if _locking(session):
-            stmt = stmt.with_for_update()
+            # In key order, as the INSERT below: two batches lock shared rows in one order.
+            stmt = stmt.order_by(Entity.entity_type, Entity.entity_id).with_for_update()
         stored = {
             (row.entity_type, row.entity_id): row
             for row in (await session.scalars(stmt)).all()
             if (row.entity_type, row.entity_id) in keys
         }
-        fresh: dict[tuple[str, EntityRef], Entity] = {}
+        # New snapshots as plain rows (they go out in one INSERT), stored ones as ORM rows.
+        fresh: dict[tuple[str, EntityRef], dict[str, Any]] = {}
         for write in group:
             key = (write.entity_type, canonical_entity_id(write.entity_id))
-            target = stored.get(key) or fresh.get(key)
-            if target is None:
-                fresh[key] = Entity(
-                    organization_id=organization_id,
-                    entity_type=key[0],
-                    entity_id=key[1],
-                    data=dict(write.data),
-                    updated_at=write.as_of,
-                )
+            known = stored.get(key)
+            if known is not None:
+                _merge(known, write.data, write.as_of, replace=False)
+            elif key in fresh:
+                _merge_row(fresh[key], write.data, write.as_of)
             else:
-                _merge(target, write.data, write.as_of, replace=False)
+                fresh[key] = {
+                    "organization_id": organization_id,
+                    "entity_type": key[0],
+                    "entity_id": key[1],
+                    "data": dict(write.data),
+                    "updated_at": write.as_of,
+                }
         if fresh:
             dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
             insert = pg_insert if dialect == "postgresql" else sqlite_insert
-            rows = [
-                {
-                    "organization_id": organization_id,
-                    "entity_type": e.entity_type,
-                    "entity_id": e.entity_id,
-                    "data": e.data,
-                    "updated_at": e.updated_at,
-                }
-                for e in fresh.values()
-            ]
+            rows = [fresh[key] for key in sorted(fresh, key=_sort_key)]
+            table = Entity.__table__
             inserted = await session.execute(
-                insert(Entity)
-                .values(rows)
+                insert(table)
                 .on_conflict_do_nothing(
                     index_elements=["organization_id", "entity_type", "entity_id"]
                 )
-                .returning(Entity.entity_type, Entity.entity_id)
+                .returning(table.c.entity_type, table.c.entity_id),
+                rows,
             )
             done = {(t, canonical_entity_id(i)) for t, i in inserted.all()}
-            for key, entity in fresh.items():
+            for key, row in fresh.items():
                 if key not in done:
                     await upsert_entity(
                         session,
                         organization_id,
                         key[0],
                         key[1],
-                        entity.data,
-                        as_of=entity.updated_at,
+                        row["data"],
+                        as_of=row["updated_at"],
                     )
     await session.flush()

@@ -62,12 +62,11 @@ async def ingest_events(
     Each event costs one INSERT; the snapshots of all of them one SELECT plus one multi-row
     INSERT and the updates; their dispatch jobs one multi-row INSERT.
     """
-    results: list[Ingested] = []
-    snapshots: list[repository.SnapshotWrite] = []
-    for organization_id, body in items:
+    for _, body in items:
         validate_event(body.type, body.data)
-        result = await _store_event(session, organization_id, body, now)
-        results.append(result)
+    results = await _store_events(session, items, now)
+    snapshots: list[repository.SnapshotWrite] = []
+    for (organization_id, body), result in zip(items, results, strict=True):
         if result.created:
             snapshots.extend(_snapshots(organization_id, body, result.event.occurred_at))
     await repository.upsert_entities(session, snapshots)
@@ -84,13 +83,12 @@ async def ingest_events(
     return results
 
 
-async def _store_event(
-    session: AsyncSession, organization_id: int, body: EventIn, now: datetime
-) -> Ingested:
-    # Insert first and look only on a conflict: a new event (the common case) costs one
-    # statement, and a redelivery finds the first one just the same.
-    event = await repository.insert_event(
-        session,
+async def _store_events(
+    session: AsyncSession, items: Sequence[tuple[int, EventIn]], now: datetime
+) -> list[Ingested]:
+    # Insert first and look only on a conflict: new events (the common case) cost one
+    # statement together, and a redelivery finds the first one just the same.
+    rows = [
         {
             "organization_id": organization_id,
             "event_id": body.event_id,
@@ -98,17 +96,27 @@ async def _store_event(
             "occurred_at": body.occurred_at or now,
             "data": body.data,
             "status": EventStatus.ACCEPTED,
+            "episode_id": None,
             "created_at": now,
-        },
-    )
-    if event is not None:
-        return Ingested(event, created=True)
-    # A redelivery, or a race with a concurrent one: the stored event is the answer.
-    assert body.event_id is not None  # only the event_id index can refuse the insert
-    existing = await repository.get_event_by_producer_id(session, organization_id, body.event_id)
-    if existing is None:  # pragma: no cover - the conflicting row must be visible now
-        raise RuntimeError("event insert conflicted but no event is stored")
-    return Ingested(existing, created=False)
+            "processed_at": None,
+        }
+        for organization_id, body in items
+    ]
+    ids = await repository.insert_events(session, rows)
+    results = []
+    for row, new_id in zip(rows, ids, strict=True):
+        if new_id is not None:
+            # Built from what was written rather than read back.
+            results.append(Ingested(Event(id=new_id, **row), created=True))
+            continue
+        # A redelivery, or a race with a concurrent one: the stored event is the answer.
+        existing = await repository.get_event_by_producer_id(
+            session, row["organization_id"], row["event_id"]
+        )
+        if existing is None:  # pragma: no cover - the conflicting row must be visible now
+            raise RuntimeError("event insert conflicted but no event is stored")
+        results.append(Ingested(existing, created=False))
+    return results
 
 
 def _snapshots(

@@ -88,10 +88,10 @@ def _row(
 async def _insert(session: AsyncSession, rows: list[dict[str, Any]], *, due_now: bool) -> None:
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
-    # A NULL dedupe_key never conflicts, so every job goes through the same statement.
-    await session.execute(
-        insert_(Job).values(rows).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    )
+    # A NULL dedupe_key never conflicts, so every job goes through the same statement:
+    # compiled once (Core, not the ORM), whatever the number of rows.
+    stmt = insert_(Job.__table__).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    await session.execute(stmt, rows)
     session.info["careflow_jobs_enqueued"] = True
     if dialect == "postgresql" and due_now and not session.info.get("careflow_notified"):
         # NOTIFY is delivered on commit only, so a rolled-back enqueue wakes nobody.
