@@ -9,8 +9,9 @@ the other, so each ratio (careflow ÷ peer) is taken on the same machine state:
 
 1. queue: ``bench_queue.py`` no-op drain, 2 worker processes, vs pgqueuer 1.6.0 draining
    as many no-op jobs with 2 processes (``compare_queue.py``);
-2. end to end: ``bench_e2e.py`` executions/s (serve + 2 workers) vs Celery 5 + Redis
-   no-op tasks/s, 2 worker processes x 2 (``compare_celery.py``);
+2. end to end: ``bench_e2e.py --drain`` executions/s (events posted first, then drained by
+   2 workers) vs Celery 5 + Redis no-op tasks/s, 2 worker processes x 2, also drained
+   (``compare_celery.py``);
 3. ingestion: ``bench_ingest.py``, careflow's ``POST /v1/events`` vs the bare FastAPI +
    asyncpg one-INSERT endpoint, 2 processes and 64 connections each, plus careflow's p99;
 4. conditions: 1,000 rules on one trigger, careflow vs the hand-written closures of
@@ -123,8 +124,8 @@ def compare_queue(url: str, size: dict[str, int], raw: dict[str, Any]) -> list[R
 
 def compare_e2e(url: str, size: dict[str, int], raw: dict[str, Any]) -> list[Row]:
     label = (
-        f"end to end: executions/s ({size['executions']:,} events, serve + {PROCESSES} "
-        f"workers, SMTP) vs no-op tasks/s ({size['tasks']:,})"
+        f"end to end: executions/s ({size['executions']:,} events queued, then drained by "
+        f"{PROCESSES} workers, SMTP) vs no-op tasks/s ({size['tasks']:,})"
     )
     peer = f"Celery + Redis, {PROCESSES} worker processes x 2 (prefork)"
     try:
@@ -133,6 +134,7 @@ def compare_e2e(url: str, size: dict[str, int], raw: dict[str, Any]) -> list[Row
             *("--database-url", url),
             *("--events", str(size["executions"])),
             *("--workers", str(PROCESSES)),
+            "--drain",  # events first, then the workers, as Celery's tasks are drained
             timeout=600,
         )
         raw["celery"] = celery_drain(size["tasks"], PROCESSES, 2, BROKER)
