@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +16,9 @@ from careflow.events.models import Entity, Event, PatientMilestone
 from careflow.executions.models import Execution
 from careflow.executions.repository import insert_if_absent
 from careflow.kit.types import EntityRef, canonical_entity_id
+
+_events: Table = Event.__table__  # type: ignore[assignment]
+_entities: Table = Entity.__table__  # type: ignore[assignment]
 
 
 def _locking(session: AsyncSession) -> bool:
@@ -58,7 +61,7 @@ async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
         return []
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    table = Event.__table__
+    table = _events
     stmt = (
         insert(table)
         .on_conflict_do_nothing(index_elements=["organization_id", "event_id"])
@@ -271,7 +274,7 @@ async def upsert_entities(session: AsyncSession, writes: Sequence[SnapshotWrite]
             dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
             insert = pg_insert if dialect == "postgresql" else sqlite_insert
             rows = [fresh[key] for key in sorted(fresh, key=_sort_key)]
-            table = Entity.__table__
+            table = _entities
             inserted = await session.execute(
                 insert(table)
                 .on_conflict_do_nothing(

@@ -88,7 +88,7 @@ async def _store_events(
 ) -> list[Ingested]:
     # Insert first and look only on a conflict: new events (the common case) cost one
     # statement together, and a redelivery finds the first one just the same.
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "organization_id": organization_id,
             "event_id": body.event_id,

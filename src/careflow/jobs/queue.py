@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Table, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from careflow.jobs.models import Job, JobStatus
 
 NOTIFY_CHANNEL = "careflow_jobs"
+_jobs: Table = Job.__table__  # type: ignore[assignment]
 DEFAULT_MAX_ATTEMPTS = 5
 # Attempts a job gets when its enqueuer names none: CAREFLOW_JOB_MAX_ATTEMPTS, installed by
 # the process at start (create_app, the worker process) through set_default_max_attempts.
@@ -90,7 +91,7 @@ async def _insert(session: AsyncSession, rows: list[dict[str, Any]], *, due_now:
     insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
     # A NULL dedupe_key never conflicts, so every job goes through the same statement:
     # compiled once (Core, not the ORM), whatever the number of rows.
-    stmt = insert_(Job.__table__).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    stmt = insert_(_jobs).on_conflict_do_nothing(index_elements=["dedupe_key"])
     await session.execute(stmt, rows)
     session.info["careflow_jobs_enqueued"] = True
     if dialect == "postgresql" and due_now and not session.info.get("careflow_notified"):
