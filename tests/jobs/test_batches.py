@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from structlog.testing import capture_logs
 
 from careflow.config import Settings
 from careflow.events.service import DISPATCH_KIND
@@ -193,3 +194,34 @@ def test_run_action_is_batchable_for_the_actions_that_only_write_rows() -> None:
     assert not is_batchable(RUN_ACTION_KIND, {**step, "type": "send_sms"})
     assert not is_batchable(RUN_ACTION_KIND, step)  # enqueued before the type was recorded
     assert is_batchable(DISPATCH_KIND, {"event_id": 1})
+
+
+@job_handler("test.batched_gate", batchable=True)
+async def batched_gate(ctx: JobContext, payload: dict[str, Any]) -> None:
+    if payload.get("gate"):
+        ctx.services["started"].set()
+        await ctx.services["gate"].wait()
+
+
+async def test_leases_lost_while_a_batch_runs_are_refused_and_nothing_crashes(
+    make_worker: MakeWorker, sessionmaker: Maker, clock: FrozenClock
+) -> None:
+    await add_job(sessionmaker, clock, "test.batched_gate", {"gate": True})
+    await add_job(sessionmaker, clock, "test.batched_gate")
+    services: dict[str, Any] = {"started": asyncio.Event(), "gate": asyncio.Event()}
+    stalled = make_worker(name="stalled", services=services, job_lease_seconds=0.3)
+    rescuer = make_worker(name="rescuer", services=services, job_lease_seconds=0.3)
+    batch = await stalled.claim(2)
+    running = asyncio.create_task(stalled.run_batch(batch))
+    await eventually(services["started"].is_set)
+
+    with capture_logs() as logs:
+        clock.advance(seconds=5)  # both leases run out while the batch waits
+        assert len(await rescuer.claim(2)) == 2
+        assert {job.locked_by for job in await all_jobs(sessionmaker)} == {"rescuer"}
+        # The stalled worker's heartbeat notices and lets go of both jobs.
+        await eventually(lambda: any(e["event"] == "jobs.lease_lost" for e in logs))
+    services["gate"].set()
+
+    assert await running == ["lost", "lost"]
+    assert {job.locked_by for job in await all_jobs(sessionmaker)} == {"rescuer"}

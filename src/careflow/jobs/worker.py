@@ -264,7 +264,8 @@ class Worker:
             outcomes = []
             for job in batch:
                 outcome = await self._execute(job)
-                pending.remove(job)
+                if job in pending:  # the heartbeat drops a job whose lease it lost
+                    pending.remove(job)
                 JOBS.labels(job.kind, outcome).inc()
                 outcomes.append(outcome)
             return outcomes
