@@ -69,6 +69,27 @@ async def probe_table(engine: AsyncEngine) -> None:
         await conn.execute(text("DELETE FROM job_probe"))
 
 
+@pytest.fixture
+async def effects_table(engine: AsyncEngine) -> None:
+    """``test_job_effects``: the rows test handlers write, one per run, emptied per test."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "CREATE TABLE IF NOT EXISTS test_job_effects "
+                "(job_id bigint NOT NULL, label text NOT NULL, attempt integer NOT NULL)"
+            )
+        )
+        await conn.execute(text("DELETE FROM test_job_effects"))
+
+
+async def effects(engine: AsyncEngine) -> list[tuple[int, str, int]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT job_id, label, attempt FROM test_job_effects ORDER BY job_id, attempt")
+        )
+        return [(row[0], row[1], row[2]) for row in rows.all()]
+
+
 async def add_job(
     sessionmaker: async_sessionmaker[AsyncSession],
     clock: FrozenClock,

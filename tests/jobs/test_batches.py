@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from structlog.testing import capture_logs
@@ -16,7 +17,9 @@ from careflow.jobs.models import JobStatus
 from careflow.jobs.registry import JobContext, is_batchable, job_handler
 from careflow.jobs.worker import load_handlers
 from careflow.kit.clock import FrozenClock
-from tests.jobs.conftest import MakeWorker, add_job, all_jobs, eventually, only_job
+from tests.jobs.conftest import MakeWorker, add_job, all_jobs, effects, eventually, only_job
+
+pytestmark = pytest.mark.usefixtures("effects_table")
 
 Maker = async_sessionmaker[AsyncSession]
 
@@ -25,7 +28,7 @@ Maker = async_sessionmaker[AsyncSession]
 async def batched(ctx: JobContext, payload: dict[str, Any]) -> None:
     """Write a row, remember the session it ran in, and fail when the payload says so."""
     await ctx.session.execute(
-        text("INSERT INTO test_batch_effects (job_id, attempt) VALUES (:j, :a)"),
+        text("INSERT INTO test_job_effects (job_id, label, attempt) VALUES (:j, '', :a)"),
         {"j": ctx.job_id, "a": ctx.attempt},
     )
     ctx.services.setdefault("sessions", []).append((ctx.job_id, ctx.session))
@@ -45,22 +48,7 @@ async def gated(ctx: JobContext, payload: dict[str, Any]) -> None:
 
 
 async def _effects(engine: AsyncEngine) -> list[tuple[int, int]]:
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            text("SELECT job_id, attempt FROM test_batch_effects ORDER BY job_id, attempt")
-        )
-        return [(row[0], row[1]) for row in rows.all()]
-
-
-async def _setup(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "CREATE TABLE IF NOT EXISTS test_batch_effects "
-                "(job_id bigint NOT NULL, attempt integer NOT NULL)"
-            )
-        )
-        await conn.execute(text("DELETE FROM test_batch_effects"))
+    return [(job_id, attempt) for job_id, _, attempt in await effects(engine)]
 
 
 def _groups(sessions: list[tuple[int, Any]]) -> list[list[int]]:
@@ -78,7 +66,6 @@ def _groups(sessions: list[tuple[int, Any]]) -> list[list[int]]:
 async def test_batchable_jobs_share_one_transaction(
     make_worker: MakeWorker, sessionmaker: Maker, clock: FrozenClock, engine: AsyncEngine
 ) -> None:
-    await _setup(engine)
     for _ in range(6):
         await add_job(sessionmaker, clock, "test.batched")
     services: dict[str, Any] = {}
@@ -95,7 +82,6 @@ async def test_batchable_jobs_share_one_transaction(
 async def test_a_failing_job_in_a_batch_fails_alone_and_the_rest_commit_once(
     make_worker: MakeWorker, sessionmaker: Maker, clock: FrozenClock, engine: AsyncEngine
 ) -> None:
-    await _setup(engine)
     await add_job(sessionmaker, clock, "test.batched")
     await add_job(sessionmaker, clock, "test.batched", {"fail": True})
     await add_job(sessionmaker, clock, "test.batched")
@@ -118,7 +104,6 @@ async def test_a_lost_lease_in_a_batch_refuses_that_job_only(
     engine: AsyncEngine,
     settings: Settings,
 ) -> None:
-    await _setup(engine)
     await add_job(sessionmaker, clock, "test.batched")
     await add_job(sessionmaker, clock, "test.batched")
     stalled = make_worker(name="stalled", services={})

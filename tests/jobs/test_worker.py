@@ -17,7 +17,9 @@ from careflow.jobs.queue import enqueue
 from careflow.jobs.registry import JobContext, job_handler
 from careflow.kit.clock import FrozenClock
 from careflow.ops.metrics import REGISTRY
-from tests.jobs.conftest import MakeWorker, add_job, all_jobs, eventually, only_job
+from tests.jobs.conftest import MakeWorker, add_job, all_jobs, effects, eventually, only_job
+
+pytestmark = pytest.mark.usefixtures("effects_table")
 
 # -- test-only handlers: behaviour comes from the worker's ``services`` ------------------
 
@@ -60,26 +62,6 @@ async def record_attempt(ctx: JobContext, payload: dict[str, Any]) -> None:
 async def count_running(ctx: JobContext, payload: dict[str, Any]) -> None:
     ctx.services["started"].append(ctx.job_id)
     await ctx.services["gate"].wait()
-
-
-@pytest.fixture(autouse=True)
-async def effects_table(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "CREATE TABLE IF NOT EXISTS test_job_effects "
-                "(job_id bigint NOT NULL, label text NOT NULL, attempt integer NOT NULL)"
-            )
-        )
-        await conn.execute(text("DELETE FROM test_job_effects"))
-
-
-async def effects(engine: AsyncEngine) -> list[tuple[int, str, int]]:
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            text("SELECT job_id, label, attempt FROM test_job_effects ORDER BY job_id, attempt")
-        )
-        return [tuple(row) for row in rows.all()]  # type: ignore[misc]
 
 
 def metric(kind: str, outcome: str) -> float:
