@@ -135,10 +135,11 @@ async def test_units_are_batches_of_batchable_jobs_and_single_others(
     assert worker._per_slot == 1  # single-slot jobs seen: the next claim takes one per slot
 
 
-async def test_jobs_that_need_a_slot_each_are_not_hoarded(
+async def test_jobs_beyond_the_free_slots_wait_their_turn_in_a_slot(
     make_worker: MakeWorker, sessionmaker: Maker, clock: FrozenClock
 ) -> None:
-    """A claim that finds more single-slot jobs than free slots gives the rest back."""
+    """A claim that finds more single-slot jobs than free slots keeps them, never runs more
+    than the slots at once, and gives nothing back (no UPDATE churn on the queue)."""
     for _ in range(3):
         await add_job(sessionmaker, clock, "test.gated")
     services: dict[str, Any] = {"started": [], "gate": asyncio.Event()}
@@ -148,14 +149,22 @@ async def test_jobs_that_need_a_slot_each_are_not_hoarded(
     await eventually(lambda: len(services["started"]) == 2)
 
     jobs = await all_jobs(sessionmaker)
-    assert sorted((j.status, j.attempts) for j in jobs) == [
-        (JobStatus.QUEUED, 0),  # given back uncounted, not waiting behind the other two
-        (JobStatus.RUNNING, 1),
-        (JobStatus.RUNNING, 1),
-    ]
+    assert [(j.status, j.attempts, j.locked_by) for j in jobs] == [
+        (JobStatus.RUNNING, 1, worker.name)
+    ] * 3
+    assert len(services["started"]) == 2  # the third waits behind the first in its slot
     services["gate"].set()
     await eventually(lambda: _drained(sessionmaker))
     assert sorted(services["started"]) == [1, 2, 3]
+
+
+def test_units_are_dealt_over_the_free_slots_oldest_first(
+    make_worker: MakeWorker,
+) -> None:
+    units = [[object()] for _ in range(5)]
+    slots = make_worker()._slots(units, 2)  # type: ignore[arg-type]
+    assert slots == [[units[0], units[2], units[4]], [units[1], units[3]]]
+    assert make_worker()._slots(units[:1], 8) == [[units[0]]]  # type: ignore[arg-type]
 
 
 def test_batchable_is_declared_per_kind_or_per_payload() -> None:

@@ -252,22 +252,18 @@ class Worker:
         return outcome
 
     async def run_batch(self, batch: list[ClaimedJob]) -> list[str]:
-        """Run claimed jobs, one slot's worth: together in one transaction when there are
-        several (all batchable), else, or if that fails, one after another."""
-        pending = list(batch)  # the jobs whose leases the heartbeat keeps
+        """Run claimed jobs as one unit: together in one transaction when there are several
+        (all batchable), else, or if that fails, one after another."""
+        return await self.run_slot([batch])
+
+    async def run_slot(self, units: list[list[ClaimedJob]]) -> list[str]:
+        """Run one slot's units in turn, under one heartbeat for every job still held."""
+        pending = [job for unit in units for job in unit]  # the leases the heartbeat keeps
         heartbeat = asyncio.create_task(self._heartbeat(pending))
         try:
-            if len(batch) > 1 and await self._execute_together(batch):
-                for job in batch:
-                    JOBS.labels(job.kind, "done").inc()
-                return ["done"] * len(batch)
-            outcomes = []
-            for job in batch:
-                outcome = await self._execute(job)
-                if job in pending:  # the heartbeat drops a job whose lease it lost
-                    pending.remove(job)
-                JOBS.labels(job.kind, outcome).inc()
-                outcomes.append(outcome)
+            outcomes: list[str] = []
+            for unit in units:
+                outcomes.extend(await self._run_unit(unit, pending))
             return outcomes
         except asyncio.CancelledError:
             await self._release(pending)
@@ -277,6 +273,18 @@ class Worker:
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
+
+    async def _run_unit(self, unit: list[ClaimedJob], pending: list[ClaimedJob]) -> list[str]:
+        if len(unit) > 1 and await self._execute_together(unit):
+            for job in unit:
+                _finished(job, "done", pending)
+            return ["done"] * len(unit)
+        outcomes = []
+        for job in unit:
+            outcome = await self._execute(job)
+            _finished(job, outcome, pending)
+            outcomes.append(outcome)
+        return outcomes
 
     async def _execute_together(self, batch: list[ClaimedJob]) -> bool:
         """All of ``batch`` in one transaction; False (nothing written) if any job raised or
@@ -430,14 +438,8 @@ class Worker:
             if failures:
                 log.info("jobs.database_back", worker=self.name)
                 failures = 0
-            units = self._units(jobs)
-            if len(units) > free:
-                # More jobs that each need a slot than there are slots: the rest go back
-                # for other workers instead of waiting here.
-                await self._release([job for unit in units[free:] for job in unit])
-                units = units[:free]
-            for unit in units:
-                self._spawn(unit)
+            for slot in self._slots(self._units(jobs), free):
+                self._spawn(slot)
             if len(jobs) < limit:
                 self._idle = not self._inflight
                 await self._sleep(self._idle_delay(upcoming))
@@ -468,8 +470,22 @@ class Worker:
         units.sort(key=lambda unit: (unit[0].run_at, unit[0].id))
         return units
 
-    def _spawn(self, unit: list[ClaimedJob]) -> None:
-        task = asyncio.create_task(self.run_batch(unit), name=f"careflow-job-{unit[0].id}")
+    @staticmethod
+    def _slots(units: list[list[ClaimedJob]], free: int) -> list[list[list[ClaimedJob]]]:
+        """Units dealt over at most ``free`` slots, oldest first.
+
+        A claim can find more units than free slots (it asked for a batch per slot and found
+        jobs that need a slot each): those wait their turn in a slot, under its heartbeat,
+        rather than going back to the queue, which would cost an UPDATE of their rows and
+        another claim. At most ``free`` jobs of this worker ever run at once.
+        """
+        slots: list[list[list[ClaimedJob]]] = [[] for _ in range(min(free, len(units)))]
+        for n, unit in enumerate(units):
+            slots[n % len(slots)].append(unit)
+        return slots
+
+    def _spawn(self, slot: list[list[ClaimedJob]]) -> None:
+        task = asyncio.create_task(self.run_slot(slot), name=f"careflow-job-{slot[0][0].id}")
         self._inflight.add(task)
         task.add_done_callback(self._job_finished)
 
@@ -497,6 +513,12 @@ class Worker:
             except Exception as exc:  # transient; the next round tries again
                 log.warning("jobs.housekeeping_failed", error=type(exc).__name__)
             await _wait_event(self._stopping, interval)
+
+
+def _finished(job: ClaimedJob, outcome: str, pending: list[ClaimedJob]) -> None:
+    if job in pending:  # the heartbeat drops a job whose lease it lost
+        pending.remove(job)
+    JOBS.labels(job.kind, outcome).inc()
 
 
 def _job_log(job: ClaimedJob) -> Any:
