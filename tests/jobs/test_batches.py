@@ -158,6 +158,26 @@ async def test_jobs_beyond_the_free_slots_wait_their_turn_in_a_slot(
     assert sorted(services["started"]) == [1, 2, 3]
 
 
+async def test_a_job_on_a_later_attempt_runs_alone(
+    make_worker: MakeWorker, sessionmaker: Maker, clock: FrozenClock, settings: Settings
+) -> None:
+    """A rescued job may meet the locks of the worker that stalled on it: alone, it holds up
+    no batch while it waits."""
+    for _ in range(3):
+        await add_job(sessionmaker, clock, "test.batched")
+    await make_worker(name="stalled").claim(1)
+    clock.advance(seconds=settings.job_lease_seconds + 1)
+    worker = make_worker(name="rescuer", worker_batch_size=3)
+    await worker.claim(0)  # rescues the expired lease, claims nothing
+
+    units = worker._units(await worker.claim(3))
+
+    assert [[(job.id, job.attempt) for job in unit] for unit in units] == [
+        [(1, 2)],
+        [(2, 1), (3, 1)],
+    ]
+
+
 def test_units_are_dealt_over_the_free_slots_oldest_first(
     make_worker: MakeWorker,
 ) -> None:

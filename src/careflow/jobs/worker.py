@@ -458,14 +458,16 @@ class Worker:
         """Claimed jobs as slot-sized units: batches of batchable jobs, single others.
 
         Batchable jobs are spread over as many batches as there are, oldest first; how
-        many jobs the next claim asks for per slot follows what this one found.
+        many jobs the next claim asks for per slot follows what this one found. A job on a
+        second or later attempt runs alone: it may be one a stalled worker still holds
+        locks for, and alone it holds up no batch while it waits for them.
         """
-        batchable = [job for job in jobs if is_batchable(job.kind, job.payload)]
-        singles = [[job] for job in jobs if not is_batchable(job.kind, job.payload)]
+        together = [job for job in jobs if _may_share(job)]
+        singles = [[job] for job in jobs if not _may_share(job)]
         if jobs:
             self._per_slot = 1 if singles else self.batch_size
         size = self.batch_size
-        batches = [batchable[i : i + size] for i in range(0, len(batchable), size)]
+        batches = [together[i : i + size] for i in range(0, len(together), size)]
         units = batches + singles
         units.sort(key=lambda unit: (unit[0].run_at, unit[0].id))
         return units
@@ -513,6 +515,10 @@ class Worker:
             except Exception as exc:  # transient; the next round tries again
                 log.warning("jobs.housekeeping_failed", error=type(exc).__name__)
             await _wait_event(self._stopping, interval)
+
+
+def _may_share(job: ClaimedJob) -> bool:
+    return job.attempt == 1 and is_batchable(job.kind, job.payload)
 
 
 def _finished(job: ClaimedJob, outcome: str, pending: list[ClaimedJob]) -> None:
