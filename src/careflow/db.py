@@ -118,5 +118,14 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(url, **kwargs)
 
 
+def dialect_of(session: AsyncSession) -> str:
+    return session.bind.dialect.name if session.bind is not None else "sqlite"
+
+
+def insert_for(session: AsyncSession) -> Any:
+    """The session's database's ``insert`` construct, the one with ``on_conflict_do_*``."""
+    return postgresql.insert if dialect_of(session) == "postgresql" else sqlite.insert
+
+
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

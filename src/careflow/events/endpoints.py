@@ -14,7 +14,7 @@ from careflow.events import service
 from careflow.events.batcher import IngestBatcher
 from careflow.events.schemas import EventAccepted, EventExecution, EventIn, EventOut
 from careflow.events.validation import RULES_DOC, validate_event
-from careflow.kit.deps import ClockDep, SessionDep
+from careflow.kit.deps import ClockDep, SessionDep, request_transaction
 from careflow.kit.idempotency import HEADER as IDEMPOTENCY_HEADER
 from careflow.kit.idempotency import idempotent
 from careflow.kit.ids import row_id, row_id_path
@@ -55,14 +55,8 @@ async def ingest_event(
         return _accepted(result)
     # The stored answer must commit with the event: this request's own transaction, opened
     # here rather than as a dependency so that the common path above needs none.
-    async with request.app.state.sessionmaker() as session:
-        try:
-            response = await _ingest_idempotent(session, principal, body, request)
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
-    return response
+    async with request_transaction(request) as session:
+        return await _ingest_idempotent(session, principal, body, request)
 
 
 async def _ingest_idempotent(

@@ -8,10 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careflow.db import insert_for
 from careflow.events.models import Entity, Event, PatientMilestone
 from careflow.executions.models import Execution
 from careflow.executions.repository import insert_if_absent
@@ -59,13 +58,10 @@ async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
     """
     if not rows:
         return []
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    table = _events
     stmt = (
-        insert(table)
+        insert_for(session)(_events)
         .on_conflict_do_nothing(index_elements=["organization_id", "event_id"])
-        .returning(table.c.id, table.c.organization_id, table.c.event_id)
+        .returning(_events.c.id, _events.c.organization_id, _events.c.event_id)
     )
     returned = (await session.execute(stmt, list(rows))).all()
     by_key = {(r.organization_id, r.event_id): r.id for r in returned if r.event_id is not None}
@@ -98,30 +94,31 @@ async def get_entity(
     return await session.scalar(stmt)
 
 
-def _merge(stored: Entity, incoming: Mapping[str, Any], as_of: datetime, replace: bool) -> None:
+def _merged(
+    data: Mapping[str, Any],
+    updated_at: datetime,
+    incoming: Mapping[str, Any],
+    as_of: datetime,
+    replace: bool = False,
+) -> tuple[dict[str, Any], datetime]:
+    """A snapshot's data and time after ``incoming`` (as of ``as_of``) is merged into it."""
     if replace:
-        stored.data = dict(incoming)
-        stored.updated_at = as_of
-    elif as_of >= stored.updated_at:
-        stored.data = {**stored.data, **incoming}
-        stored.updated_at = as_of
-    else:
-        # An event older than the snapshot only fills fields the snapshot lacks.
-        stored.data = {**incoming, **stored.data}
+        return dict(incoming), as_of
+    if as_of >= updated_at:
+        return {**data, **incoming}, as_of
+    # An event older than the snapshot only fills fields the snapshot lacks.
+    return {**incoming, **data}, updated_at
+
+
+def _merge(stored: Entity, incoming: Mapping[str, Any], as_of: datetime, replace: bool) -> None:
+    stored.data, stored.updated_at = _merged(
+        stored.data, stored.updated_at, incoming, as_of, replace
+    )
 
 
 def _sort_key(key: tuple[str, EntityRef]) -> tuple[str, str]:
     # Entity ids are ints or strings; the database orders their stored (text) form.
     return key[0], str(key[1])
-
-
-def _merge_row(row: dict[str, Any], incoming: Mapping[str, Any], as_of: datetime) -> None:
-    """``_merge`` for a snapshot not stored yet (a plain row)."""
-    if as_of >= row["updated_at"]:
-        row["data"] = {**row["data"], **incoming}
-        row["updated_at"] = as_of
-    else:
-        row["data"] = {**incoming, **row["data"]}
 
 
 async def upsert_entity(
@@ -261,7 +258,10 @@ async def upsert_entities(session: AsyncSession, writes: Sequence[SnapshotWrite]
             if known is not None:
                 _merge(known, write.data, write.as_of, replace=False)
             elif key in fresh:
-                _merge_row(fresh[key], write.data, write.as_of)
+                row = fresh[key]
+                row["data"], row["updated_at"] = _merged(
+                    row["data"], row["updated_at"], write.data, write.as_of
+                )
             else:
                 fresh[key] = {
                     "organization_id": organization_id,
@@ -271,16 +271,13 @@ async def upsert_entities(session: AsyncSession, writes: Sequence[SnapshotWrite]
                     "updated_at": write.as_of,
                 }
         if fresh:
-            dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-            insert = pg_insert if dialect == "postgresql" else sqlite_insert
             rows = [fresh[key] for key in sorted(fresh, key=_sort_key)]
-            table = _entities
             inserted = await session.execute(
-                insert(table)
+                insert_for(session)(_entities)
                 .on_conflict_do_nothing(
                     index_elements=["organization_id", "entity_type", "entity_id"]
                 )
-                .returning(table.c.entity_type, table.c.entity_id),
+                .returning(_entities.c.entity_type, _entities.c.entity_id),
                 rows,
             )
             done = {(t, canonical_entity_id(i)) for t, i in inserted.all()}

@@ -8,11 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
+from careflow.db import insert_for
 from careflow.executions.models import Execution, ExecutionAction
 
 
@@ -42,8 +41,7 @@ async def insert_if_absent(
     PostgreSQL, and on SQLite the statement opens the transaction itself, where a leading
     SAVEPOINT would have started (and on release committed) one of its own.
     """
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = insert_for(session)
     stmt = (
         insert(model)
         .values(**values)

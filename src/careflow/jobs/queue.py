@@ -6,11 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, event, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from careflow.db import dialect_of, insert_for
 from careflow.jobs.models import Job, JobStatus
 
 NOTIFY_CHANNEL = "careflow_jobs"
@@ -87,11 +86,10 @@ def _row(
 
 
 async def _insert(session: AsyncSession, rows: list[dict[str, Any]], *, due_now: bool) -> None:
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+    dialect = dialect_of(session)
     # A NULL dedupe_key never conflicts, so every job goes through the same statement:
     # compiled once (Core, not the ORM), whatever the number of rows.
-    stmt = insert_(_jobs).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    stmt = insert_for(session)(_jobs).on_conflict_do_nothing(index_elements=["dedupe_key"])
     await session.execute(stmt, rows)
     session.info["careflow_jobs_enqueued"] = True
     if dialect == "postgresql" and due_now and not session.info.get("careflow_notified"):

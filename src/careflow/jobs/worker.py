@@ -462,8 +462,13 @@ class Worker:
         second or later attempt runs alone: it may be one a stalled worker still holds
         locks for, and alone it holds up no batch while it waits for them.
         """
-        together = [job for job in jobs if _may_share(job)]
-        singles = [[job] for job in jobs if not _may_share(job)]
+        together: list[ClaimedJob] = []
+        singles: list[list[ClaimedJob]] = []
+        for job in jobs:
+            if _may_share(job):
+                together.append(job)
+            else:
+                singles.append([job])
         if jobs:
             self._per_slot = 1 if singles else self.batch_size
         size = self.batch_size

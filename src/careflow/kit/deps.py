@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -12,8 +13,9 @@ from careflow.config import Settings
 from careflow.kit.clock import Clock
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's one transaction: committed once at the end, before the response is sent."""
+@asynccontextmanager
+async def request_transaction(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session whose transaction commits when the block ends, or rolls back if it raises."""
     async with request.app.state.sessionmaker() as session:
         try:
             yield session
@@ -21,6 +23,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         except BaseException:
             await session.rollback()
             raise
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's one transaction: committed once at the end, before the response is sent."""
+    async with request_transaction(request) as session:
+        yield session
 
 
 def get_clock(request: Request) -> Clock:

@@ -13,10 +13,9 @@ from collections import OrderedDict
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careflow.db import insert_for
 from careflow.kit.models import RuleRevision
 
 T = TypeVar("T")
@@ -38,8 +37,7 @@ async def current_revision(session: AsyncSession, organization_id: int, scope: s
 async def bump(session: AsyncSession, organization_id: int, scope: str) -> None:
     """Give the set a new revision, in the caller's transaction (the one changing the set)."""
     token = secrets.token_hex(16)
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = insert_for(session)
     stmt = insert(RuleRevision).values(organization_id=organization_id, scope=scope, revision=token)
     stmt = stmt.on_conflict_do_update(
         index_elements=["organization_id", "scope"], set_={"revision": token}
