@@ -13,6 +13,7 @@ from careflow.config import Settings, get_settings
 from careflow.db import create_engine, create_sessionmaker
 from careflow.delivery.transports import close_transports
 from careflow.errors import install_error_handlers
+from careflow.events.fastpath import IngestFastPath
 from careflow.jobs.queue import set_default_max_attempts
 from careflow.kit.clock import Clock, SystemClock
 from careflow.kit.middleware import (
@@ -83,6 +84,9 @@ def create_app(
             "segments, reminders) and pathway routing for healthcare practice platforms."
         ),
         lifespan=lifespan,
+        # careflow exports Prometheus metrics and structured logs, not OpenTelemetry; off,
+        # FastAPI skips asking the OpenTelemetry providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.clock = clock or SystemClock()
@@ -97,6 +101,8 @@ def create_app(
     install_openapi(app)
     app.add_middleware(NulGuardMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Inside the request id and the metrics, so its answers carry both like any other.
+    app.add_middleware(IngestFastPath, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

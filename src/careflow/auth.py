@@ -106,14 +106,21 @@ def issue_token(
     return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
 
 
+def bearer_token(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header; None for any other scheme."""
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 async def get_principal(request: Request) -> Principal:
     header = request.headers.get("authorization")
     if not header:
         raise UnauthorizedError("Missing Authorization header")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(header)
+    if token is None:
         raise UnauthorizedError("Authorization must use the Bearer scheme")
-    principal = decode_token(token.strip(), request.app.state.settings)
+    principal = decode_token(token, request.app.state.settings)
     request.state.principal = principal
     return principal
 
@@ -172,5 +179,6 @@ async def access_problem(request: Request) -> UnauthorizedError | ForbiddenError
 
 AdminDep = Annotated[Principal, require_roles(Role.ADMIN)]
 StaffDep = Annotated[Principal, require_roles(Role.ADMIN, Role.SPECIALIST)]
-IngestDep = Annotated[Principal, require_roles(Role.ADMIN, Role.SERVICE)]
+INGEST_ROLES = frozenset({Role.ADMIN, Role.SERVICE})
+IngestDep = Annotated[Principal, require_roles(*INGEST_ROLES)]
 FormsReadDep = Annotated[Principal, require_roles(Role.ADMIN, Role.SPECIALIST, Role.SERVICE)]

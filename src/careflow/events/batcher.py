@@ -1,10 +1,15 @@
 """Group commit for ``POST /v1/events``: concurrent requests share one transaction.
 
-A request hands its (validated) event to the process's batcher and waits. One drain task
+A request hands its (validated) event to the process's batcher and waits. A drain task
 writes whatever has queued up since its last write — one event when traffic is light, dozens
 under load — in a single transaction, then answers every request of the batch. A request is
 answered only after the transaction holding its event committed, so a 202 still means the
 event, its snapshots and its dispatch job are durable.
+
+On PostgreSQL up to ``IN_FLIGHT`` drain tasks write at once, so the next batch is built and
+sent while the last one waits for its commit; their snapshot locks are taken in key order
+(``repository.upsert_entities``), so two batches about one patient queue, never deadlock.
+SQLite has one writer: one drain task.
 
 If a batch fails, its events are written again one per transaction, so one bad event
 cannot fail its neighbours.
@@ -26,6 +31,7 @@ from careflow.kit.clock import Clock
 log = structlog.get_logger("careflow.events.batcher")
 
 MAX_BATCH = 200
+IN_FLIGHT = 4  # batches being written at once per process (PostgreSQL)
 
 
 @dataclass(slots=True)
@@ -44,43 +50,56 @@ class IngestBatcher:
         clock: Clock,
         *,
         max_batch: int = MAX_BATCH,
+        in_flight: int | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.clock = clock
         self.max_batch = max_batch
+        if in_flight is None:
+            bind = sessionmaker.kw.get("bind")
+            sqlite = bind is not None and bind.dialect.name == "sqlite"
+            in_flight = 1 if sqlite else IN_FLIGHT
+        self.in_flight = in_flight
         self._pending: list[_Pending] = []
-        self._drainer: asyncio.Task[None] | None = None
+        self._running = 0  # drain tasks that may still take from _pending
+        self._drainers: set[asyncio.Task[None]] = set()
 
     async def ingest(self, organization_id: int, body: EventIn) -> service.Ingested:
         item = _Pending(organization_id, body)
         self._pending.append(item)
-        # No await between the append and this check, so a drainer that is still running
-        # will see the item; one that has finished is replaced.
-        if self._drainer is None or self._drainer.done():
+        # No await between the append and this check, and a drainer leaves ``_running`` in
+        # the same step as it finds ``_pending`` empty: a running drainer will see the item.
+        if self._running < self.in_flight:
+            self._running += 1
             # A fresh context: the batch serves many requests, not the one that started it.
-            self._drainer = asyncio.create_task(
+            task = asyncio.create_task(
                 self._drain(), name="careflow-ingest-batcher", context=contextvars.Context()
             )
+            self._drainers.add(task)
+            task.add_done_callback(self._drainers.discard)
         # A client that goes away stops waiting; the write goes on for its neighbours.
         return await asyncio.shield(item.future)
 
     async def wait_idle(self) -> None:
         """Until every queued event is written (tests)."""
-        while self._drainer is not None and not self._drainer.done():
-            await asyncio.gather(self._drainer, return_exceptions=True)
+        while self._drainers:
+            await asyncio.gather(*self._drainers, return_exceptions=True)
 
     async def _drain(self) -> None:
-        while self._pending:
-            batch = self._pending[: self.max_batch]
-            del self._pending[: len(batch)]
-            try:
-                await self._write(batch)
-            except BaseException as exc:  # never leave a request waiting for ever
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
+        try:
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: len(batch)]
+                try:
+                    await self._write(batch)
+                except BaseException as exc:  # never leave a request waiting for ever
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+        finally:
+            self._running -= 1
 
     async def _write(self, batch: list[_Pending]) -> None:
         try:

@@ -54,7 +54,7 @@ async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
     The rows go out as one multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING`` (the
     statement compiled once and cached, whatever the number of rows). Returned rows are
     matched back by (organisation, event_id); rows without an event_id never conflict, and
-    take their ids in the order they were inserted.
+    take their ids in the order they were given.
     """
     if not rows:
         return []
@@ -63,7 +63,10 @@ async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
         .on_conflict_do_nothing(index_elements=["organization_id", "event_id"])
         .returning(_events.c.id, _events.c.organization_id, _events.c.event_id)
     )
-    returned = (await session.execute(stmt, list(rows))).all()
+    # In key order: two transactions inserting the same event_ids (a producer's redelivery
+    # racing its first delivery) then wait on each other in one order, never in a cycle.
+    ordered = sorted(rows, key=lambda r: (r["organization_id"], r["event_id"] or ""))
+    returned = (await session.execute(stmt, ordered)).all()
     by_key = {(r.organization_id, r.event_id): r.id for r in returned if r.event_id is not None}
     anonymous = iter(sorted(r.id for r in returned if r.event_id is None))
     ids: list[int | None] = []

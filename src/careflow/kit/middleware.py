@@ -132,7 +132,7 @@ class BodySizeLimitMiddleware:
         if not complete:
             await self._reject(scope, send)
             return
-        await self.app(scope, _replay(buffered, receive), send)
+        await self.app(scope, replay(buffered, receive), send)
 
     async def _read_capped(self, receive: Receive) -> tuple[list[Message], bool]:
         """The request's body messages, and False once they exceed the cap."""
@@ -161,7 +161,8 @@ class BodySizeLimitMiddleware:
         await _send_json(send, 413, body)
 
 
-def _replay(messages: list[Message], receive: Receive) -> Receive:
+def replay(messages: list[Message], receive: Receive) -> Receive:
+    """A ``receive`` that gives ``messages`` (a body already read) first, then the client's."""
     pending = list(messages)
 
     async def replay() -> Message:

@@ -1,0 +1,143 @@
+"""``POST /v1/events`` on its common path, answered by a pure ASGI layer without the router.
+
+Under load FastAPI's routing, dependency solving and middleware cost more than careflow's
+own work on an event. This layer answers the common request itself: a JSON body that
+validates as an event, a bearer token of a role that may ingest, no query string and no
+``Idempotency-Key``. It uses the route's own validation, batcher and response
+(``events/endpoints.py``).
+
+Any other request goes on to the route with the body already read. That includes an error
+of any kind, an idempotent request and an unusual content type. Every error answer, code
+and envelope therefore stays the route's own: this layer has no error of its own to give.
+The one exception is a failure while the event is being written, which the app's own
+exception handlers render, as the route would.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from careflow.auth import INGEST_ROLES, Principal, bearer_token, decode_token
+from careflow.events.endpoints import INGEST_PATH, accepted_response, batcher_for, router
+from careflow.events.schemas import EventIn
+from careflow.events.validation import validate_event
+from careflow.kit.idempotency import HEADER as IDEMPOTENCY_HEADER
+from careflow.kit.middleware import replay
+
+_IDEMPOTENCY = IDEMPOTENCY_HEADER.lower().encode("latin-1")
+
+
+class IngestFastPath:
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self._route: BaseRoute | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != INGEST_PATH
+            or scope["method"] != "POST"
+            or scope.get("query_string")
+        ):
+            await self.app(scope, receive, send)
+            return
+        token = self._token(scope["headers"])
+        if token is None:
+            await self.app(scope, receive, send)
+            return
+        messages, body = await self._read(receive)
+        accepted = self._accept(scope, token, body) if body is not None else None
+        if accepted is None:
+            await self.app(scope, replay(messages, receive), send)
+            return
+        principal, event = accepted
+        app = scope["app"]
+        scope["route"] = self._route or self._find_route()  # for the request metrics
+        scope.setdefault("state", {})["principal"] = principal
+        try:
+            result = await batcher_for(app).ingest(principal.org_id, event)
+        except Exception as exc:
+            response = await _handled(app, scope, receive, exc)
+        else:
+            response = accepted_response(result)
+        await response(scope, receive, send)
+
+    def _token(self, headers: list[tuple[bytes, bytes]]) -> str | None:
+        """The bearer token, when the headers are those of the common path."""
+        authorization = content_type = None
+        content_length = 0
+        for name, value in headers:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                content_length = int(value) if value.isdigit() else -1
+            elif name == _IDEMPOTENCY:
+                return None
+        if authorization is None or content_type is None:
+            return None
+        if content_type.split(b";", 1)[0].strip().lower() != b"application/json":
+            return None
+        if not 0 <= content_length <= self.max_bytes:  # too big: the route's 413
+            return None
+        return bearer_token(authorization.decode("latin-1"))
+
+    async def _read(self, receive: Receive) -> tuple[list[Message], bytes | None]:
+        """The body's messages, and the body unless it exceeds the cap or the client left."""
+        messages: list[Message] = []
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages, None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return messages, None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return messages, b"".join(chunks)
+
+    @staticmethod
+    def _accept(scope: Scope, token: str, body: bytes) -> tuple[Principal, EventIn] | None:
+        """The caller and the event if the route would accept them; None for any problem."""
+        try:
+            principal = decode_token(token, scope["app"].state.settings)
+            if principal.role not in INGEST_ROLES:
+                return None
+            # As the route reads it: json.loads, then the model in Python mode.
+            event = EventIn.model_validate(json.loads(body))
+            validate_event(event.type, event.data)
+        except Exception:
+            return None
+        return principal, event
+
+    def _find_route(self) -> BaseRoute:
+        for route in router.routes:
+            if getattr(route, "path", None) == INGEST_PATH and "POST" in getattr(
+                route, "methods", ()
+            ):
+                self._route = route
+                return route
+        raise RuntimeError(f"no POST {INGEST_PATH} route")  # pragma: no cover - a wiring bug
+
+
+async def _handled(app: Any, scope: Scope, receive: Receive, exc: Exception) -> Response:
+    """The response the app's exception handlers give for ``exc``, as for the route."""
+    handlers = app.exception_handlers
+    for cls in type(exc).__mro__:
+        handler = handlers.get(cls)
+        if handler is not None:
+            response: Response = await handler(Request(scope, receive), exc)
+            return response
+    raise exc  # pragma: no cover - careflow installs a handler for Exception
