@@ -16,6 +16,7 @@ from careflow.errors import install_error_handlers
 from careflow.events.fastpath import IngestFastPath
 from careflow.jobs.queue import set_default_max_attempts
 from careflow.kit.clock import Clock, SystemClock
+from careflow.kit.heap import freeze_startup_heap
 from careflow.kit.middleware import (
     BodySizeLimitMiddleware,
     MetricsMiddleware,
@@ -67,6 +68,7 @@ def create_app(
             )
             await worker.start()
         app.state.worker = worker
+        freeze_startup_heap()
         try:
             yield
         finally:

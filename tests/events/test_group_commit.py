@@ -151,3 +151,82 @@ class TestGroupCommit:
                         item.event_id,
                         item.data,
                     )
+
+
+class TestBatchesInFlight:
+    async def test_overflowing_batches_run_side_by_side_and_every_request_lands(
+        self, engine: AsyncEngine, clock: FrozenClock
+    ) -> None:
+        # Batches of 5 and up to 3 at once: 23 requests queue faster than one task writes.
+        batcher = IngestBatcher(create_sessionmaker(engine), clock, max_batch=5, in_flight=3)
+        results = await asyncio.gather(
+            *(batcher.ingest(1, EventIn.model_validate(onboarded(i))) for i in range(23))
+        )
+        assert [r.created for r in results] == [True] * 23
+        assert len({r.event.id for r in results}) == 23
+        await batcher.wait_idle()
+        assert await count(engine, Event) == 23
+        assert await count(engine, Job) == 23
+
+    async def test_a_lone_request_is_written_by_one_task(
+        self, engine: AsyncEngine, clock: FrozenClock
+    ) -> None:
+        commits: list[int] = []
+        listener = lambda conn: commits.append(1)  # noqa: E731
+        event.listen(engine.sync_engine, "commit", listener)
+        batcher = IngestBatcher(create_sessionmaker(engine), clock, max_batch=50, in_flight=4)
+        try:
+            # Fewer than a whole batch: one task takes them all, in one or two transactions
+            # (the first request's alone, the rest together), never one each.
+            await asyncio.gather(
+                *(batcher.ingest(1, EventIn.model_validate(onboarded(i))) for i in range(20))
+            )
+        finally:
+            event.remove(engine.sync_engine, "commit", listener)
+        assert 1 <= len(commits) <= 2
+        assert await count(engine, Event) == 20
+
+
+class TestSnapshotWrites:
+    async def test_a_snapshot_that_changes_nothing_is_not_written_again(
+        self, engine: AsyncEngine, clock: FrozenClock
+    ) -> None:
+        maker = create_sessionmaker(engine)
+        updates: list[str] = []
+
+        def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if statement.lstrip().upper().startswith("UPDATE ENTITIES"):
+                updates.append(statement)
+
+        same = EventIn.model_validate(
+            {
+                "type": "patient.onboarded",
+                "occurred_at": "2025-02-15T09:00:00Z",
+                "data": {"patient": {"id": 7, "first_name": "P"}},
+            }
+        )
+        changed = EventIn.model_validate(
+            {
+                "type": "patient.onboarded",
+                "occurred_at": "2025-02-15T09:30:00Z",
+                "data": {"patient": {"id": 7, "first_name": "Q"}},
+            }
+        )
+        async with maker() as session:
+            await service.ingest_events(session, [(1, same)], now=clock.now())
+            await session.commit()
+        event.listen(engine.sync_engine, "before_cursor_execute", listener)
+        try:
+            async with maker() as session:
+                await service.ingest_events(session, [(1, same)], now=clock.now())
+                await session.commit()
+            assert updates == []
+            async with maker() as session:
+                await service.ingest_events(session, [(1, changed)], now=clock.now())
+                await session.commit()
+            assert len(updates) == 1
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", listener)
+        async with maker() as session:
+            stored = await session.scalar(select(Entity.data).where(Entity.entity_id == "7"))
+        assert stored == {"id": 7, "first_name": "Q"}

@@ -6,10 +6,11 @@ under load — in a single transaction, then answers every request of the batch.
 answered only after the transaction holding its event committed, so a 202 still means the
 event, its snapshots and its dispatch job are durable.
 
-On PostgreSQL up to ``IN_FLIGHT`` drain tasks write at once, so the next batch is built and
-sent while the last one waits for its commit; their snapshot locks are taken in key order
-(``repository.upsert_entities``), so two batches about one patient queue, never deadlock.
-SQLite has one writer: one drain task.
+One drain task at a time makes the biggest batches, which cost the least per event. When a
+whole batch is waiting (one task cannot keep up), PostgreSQL gets up to ``IN_FLIGHT`` of
+them, so the next batch is sent while the last one waits for its commit. Their snapshot
+locks are taken in key order (``repository.upsert_entities``), so two batches about one
+patient queue and never deadlock. SQLite has one writer: one drain task.
 
 If a batch fails, its events are written again one per transaction, so one bad event
 cannot fail its neighbours.
@@ -69,7 +70,11 @@ class IngestBatcher:
         self._pending.append(item)
         # No await between the append and this check, and a drainer leaves ``_running`` in
         # the same step as it finds ``_pending`` empty: a running drainer will see the item.
-        if self._running < self.in_flight:
+        # One drain task makes the biggest batches, the cheapest per event; another starts
+        # only when a whole batch is waiting, that is when one task cannot keep up.
+        if self._running == 0 or (
+            self._running < self.in_flight and len(self._pending) >= self.max_batch
+        ):
             self._running += 1
             # A fresh context: the batch serves many requests, not the one that started it.
             task = asyncio.create_task(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Select, Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.db import insert_for
@@ -66,7 +66,8 @@ async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
     # In key order: two transactions inserting the same event_ids (a producer's redelivery
     # racing its first delivery) then wait on each other in one order, never in a cycle.
     ordered = sorted(rows, key=lambda r: (r["organization_id"], r["event_id"] or ""))
-    returned = (await session.execute(stmt, ordered)).all()
+    conn = await session.connection()  # Core on the connection: no ORM layer per batch
+    returned = (await conn.execute(stmt, ordered)).all()
     by_key = {(r.organization_id, r.event_id): r.id for r in returned if r.event_id is not None}
     anonymous = iter(sorted(r.id for r in returned if r.event_id is None))
     ids: list[int | None] = []
@@ -230,36 +231,42 @@ async def upsert_entities(session: AsyncSession, writes: Sequence[SnapshotWrite]
     One SELECT reads (and on PostgreSQL locks) every stored snapshot the writes touch; the
     merges happen in memory in order, so two events of one batch about the same patient
     merge exactly as they would one after the other; then one multi-row INSERT adds the new
-    ones and one flush updates the rest. A snapshot another process inserted meanwhile is
-    merged through the one-at-a-time path instead.
+    ones and one executemany UPDATE the changed ones (Core on the session's connection: no
+    ORM objects for rows read and written once). A snapshot another process inserted
+    meanwhile is merged through the one-at-a-time path instead.
     """
     if not writes:
         return
+    conn = await session.connection()
+    locking = conn.dialect.name == "postgresql"
     by_org: dict[int, list[SnapshotWrite]] = {}
     for write in writes:
         by_org.setdefault(write.organization_id, []).append(write)
     for organization_id, group in by_org.items():
         keys = {(w.entity_type, canonical_entity_id(w.entity_id)) for w in group}
-        stmt = select(Entity).where(
-            Entity.organization_id == organization_id,
-            Entity.entity_type.in_({t for t, _ in keys}),
-            Entity.entity_id.in_({i for _, i in keys}),
+        stmt = _SELECT_SNAPSHOTS_LOCKED if locking else _SELECT_SNAPSHOTS
+        found = await conn.execute(
+            stmt,
+            {
+                "org": organization_id,
+                "types": sorted({t for t, _ in keys}),
+                "ids": sorted({str(i) for _, i in keys}),
+            },
         )
-        if _locking(session):
-            # In key order, as the INSERT below: two batches lock shared rows in one order.
-            stmt = stmt.order_by(Entity.entity_type, Entity.entity_id).with_for_update()
-        stored = {
-            (row.entity_type, row.entity_id): row
-            for row in (await session.scalars(stmt)).all()
-            if (row.entity_type, row.entity_id) in keys
-        }
-        # New snapshots as plain rows (they go out in one INSERT), stored ones as ORM rows.
+        # key → [id, data, updated_at, changed]
+        stored: dict[tuple[str, EntityRef], list[Any]] = {}
+        for row in found:
+            key = (row.entity_type, row.entity_id)
+            if key in keys:
+                stored[key] = [row.id, row.data, row.updated_at, False]
         fresh: dict[tuple[str, EntityRef], dict[str, Any]] = {}
         for write in group:
             key = (write.entity_type, canonical_entity_id(write.entity_id))
             known = stored.get(key)
             if known is not None:
-                _merge(known, write.data, write.as_of, replace=False)
+                data, updated_at = _merged(known[1], known[2], write.data, write.as_of)
+                if data != known[1] or updated_at != known[2]:
+                    known[1], known[2], known[3] = data, updated_at, True
             elif key in fresh:
                 row = fresh[key]
                 row["data"], row["updated_at"] = _merged(
@@ -273,9 +280,16 @@ async def upsert_entities(session: AsyncSession, writes: Sequence[SnapshotWrite]
                     "data": dict(write.data),
                     "updated_at": write.as_of,
                 }
+        changed = [
+            {"pk": pk, "data": data, "updated_at": updated_at}
+            for pk, data, updated_at, dirty in stored.values()
+            if dirty
+        ]
+        if changed:
+            await conn.execute(_UPDATE_SNAPSHOT, changed)
         if fresh:
             rows = [fresh[key] for key in sorted(fresh, key=_sort_key)]
-            inserted = await session.execute(
+            inserted = await conn.execute(
                 insert_for(session)(_entities)
                 .on_conflict_do_nothing(
                     index_elements=["organization_id", "entity_type", "entity_id"]
@@ -294,4 +308,26 @@ async def upsert_entities(session: AsyncSession, writes: Sequence[SnapshotWrite]
                         row["data"],
                         as_of=row["updated_at"],
                     )
-    await session.flush()
+
+
+def _select_snapshots(lock: bool) -> Select[Any]:
+    c = _entities.c
+    stmt = select(c.id, c.entity_type, c.entity_id, c.data, c.updated_at).where(
+        c.organization_id == bindparam("org"),
+        c.entity_type.in_(bindparam("types", expanding=True)),
+        c.entity_id.in_(bindparam("ids", expanding=True)),
+    )
+    if lock:
+        # In key order, as the INSERT: two batches lock shared rows in one order.
+        stmt = stmt.order_by(c.entity_type, c.entity_id).with_for_update()
+    return stmt
+
+
+# Built once: the statements of every batch are the same but for their parameters.
+_SELECT_SNAPSHOTS = _select_snapshots(lock=False)
+_SELECT_SNAPSHOTS_LOCKED = _select_snapshots(lock=True)
+_UPDATE_SNAPSHOT = (
+    update(_entities)
+    .where(_entities.c.id == bindparam("pk"))
+    .values(data=bindparam("data"), updated_at=bindparam("updated_at"))
+)

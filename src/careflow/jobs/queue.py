@@ -90,7 +90,7 @@ async def _insert(session: AsyncSession, rows: list[dict[str, Any]], *, due_now:
     # A NULL dedupe_key never conflicts, so every job goes through the same statement:
     # compiled once (Core, not the ORM), whatever the number of rows.
     stmt = insert_for(session)(_jobs).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    await session.execute(stmt, rows)
+    await (await session.connection()).execute(stmt, rows)
     session.info["careflow_jobs_enqueued"] = True
     if dialect == "postgresql" and due_now and not session.info.get("careflow_notified"):
         # NOTIFY is delivered on commit only, so a rolled-back enqueue wakes nobody.

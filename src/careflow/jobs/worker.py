@@ -573,6 +573,7 @@ async def run_worker_process(concurrency: int | None = None) -> None:
     from careflow.config import get_settings
     from careflow.db import create_engine, create_sessionmaker
     from careflow.delivery.transports import close_transports
+    from careflow.kit.heap import freeze_startup_heap
     from careflow.logging import configure_logging
 
     settings = get_settings()
@@ -594,6 +595,7 @@ async def run_worker_process(concurrency: int | None = None) -> None:
         loop.add_signal_handler(sig, stop_requested.set)
     try:
         await worker.start()
+        freeze_startup_heap()
         await stop_requested.wait()
         log.info("jobs.shutdown_requested", worker=worker.name)
         stop_requested.clear()
