@@ -42,6 +42,8 @@ from _common import (
     is_postgres,
     loadavg,
     mint_token,
+    pg_analyze,
+    plain_pg_dsn,
     reset_database,
     tree_cpu_seconds,
     wait_http,
@@ -202,7 +204,9 @@ def main() -> None:
             )
             accepted = statuses.get(202, 0)
             if args.drain:
-                # The clock and the CPU count start with the workers: the events are queued.
+                # The clock and the CPU count start with the workers: the events are queued
+                # (and analysed, as autovacuum would have by then).
+                pg_analyze(plain_pg_dsn(args.database_url))
                 cpu0 = sum(tree_cpu_seconds(p) for p in pids)
                 started = time.monotonic()
                 start_workers()

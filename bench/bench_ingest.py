@@ -40,6 +40,7 @@ from _common import (
     is_postgres,
     loadavg,
     mint_token,
+    pg_analyze,
     plain_pg_dsn,
     reset_database,
     sqlite_path,
@@ -104,7 +105,7 @@ def drive(
             # After the warm-up, as autovacuum would have by then (it is off on some
             # machines, and a fresh table without statistics gets a plan that scans every
             # snapshot of the organisation for each batch).
-            analyze(args.analyze_dsn)
+            pg_analyze(args.analyze_dsn)
         with out_path.open("a") as out:
             out.flush()
             mark = out.tell()
@@ -160,20 +161,6 @@ async def _pg_count(dsn: str, table: str) -> int:
         return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
     finally:
         await conn.close()
-
-
-async def _pg_analyze(dsn: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("ANALYZE")
-    finally:
-        await conn.close()
-
-
-def analyze(dsn: str) -> None:
-    asyncio.run(_pg_analyze(dsn))
 
 
 def count_rows(url: str, table: str) -> int:
