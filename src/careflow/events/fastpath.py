@@ -28,7 +28,7 @@ from careflow.events.endpoints import INGEST_PATH, accepted_response, batcher_fo
 from careflow.events.schemas import EventIn
 from careflow.events.validation import validate_event
 from careflow.kit.idempotency import HEADER as IDEMPOTENCY_HEADER
-from careflow.kit.middleware import replay
+from careflow.kit.middleware import read_capped, replay
 
 _IDEMPOTENCY = IDEMPOTENCY_HEADER.lower().encode("latin-1")
 
@@ -92,21 +92,10 @@ class IngestFastPath:
 
     async def _read(self, receive: Receive) -> tuple[list[Message], bytes | None]:
         """The body's messages, and the body unless it exceeds the cap or the client left."""
-        messages: list[Message] = []
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                return messages, None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                return messages, None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return messages, b"".join(chunks)
+        messages, complete = await read_capped(receive, self.max_bytes)
+        if not complete or messages[-1]["type"] != "http.request":
+            return messages, None
+        return messages, b"".join(m.get("body", b"") for m in messages)
 
     @staticmethod
     def _accept(scope: Scope, token: str, body: bytes) -> tuple[Principal, EventIn] | None:

@@ -128,26 +128,11 @@ class BodySizeLimitMiddleware:
             # The server holds the client to its Content-Length.
             await self.app(scope, receive, send)
             return
-        buffered, complete = await self._read_capped(receive)
+        buffered, complete = await read_capped(receive, self.max_bytes)
         if not complete:
             await self._reject(scope, send)
             return
         await self.app(scope, replay(buffered, receive), send)
-
-    async def _read_capped(self, receive: Receive) -> tuple[list[Message], bool]:
-        """The request's body messages, and False once they exceed the cap."""
-        messages: list[Message] = []
-        received = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                return messages, True  # a disconnect: let the app see it
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                return messages, False
-            if not message.get("more_body", False):
-                return messages, True
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         body = error_body(
@@ -159,6 +144,26 @@ class BodySizeLimitMiddleware:
             [],
         )
         await _send_json(send, 413, body)
+
+
+async def read_capped(receive: Receive, max_bytes: int) -> tuple[list[Message], bool]:
+    """A request's body messages, and False once they exceed ``max_bytes``.
+
+    A client that leaves ends the list with its disconnect message (complete: the app sees
+    the disconnect when the messages are replayed to it).
+    """
+    messages: list[Message] = []
+    received = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages, True
+        received += len(message.get("body", b""))
+        if received > max_bytes:
+            return messages, False
+        if not message.get("more_body", False):
+            return messages, True
 
 
 def replay(messages: list[Message], receive: Receive) -> Receive:
