@@ -4,14 +4,15 @@ they are not (statistics taken on a new database, with autovacuum off)."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from careflow.pathways.repository import episode_of_event_query
+from careflow.pathways.repository import episode_of_event_query, open_episode_query
 
 FILL = [
     "INSERT INTO events (organization_id, event_id, type, occurred_at, data, status, created_at)"
@@ -20,7 +21,7 @@ FILL = [
     "INSERT INTO episodes (organization_id, patient_id, journey_type, status, inbox_visibility,"
     " suggested_assignment, suggested_priority, expected_next_actor, priority, created_at,"
     " updated_at) SELECT 1, g::text, 'onboarding', 'open', 'visible', 'care_team', 'normal',"
-    " 'patient', 'normal', now(), now() FROM generate_series(1, 300) g",
+    " 'patient', 'normal', now(), now() FROM generate_series(1, 3000) g",
     "INSERT INTO episode_events (episode_id, event_pk, type, occurred_at)"
     " SELECT e.id, v.id, 'patient.onboarded', now()"
     " FROM (SELECT id, row_number() OVER (ORDER BY id) n FROM episodes) e"
@@ -32,24 +33,41 @@ def node_types(plan: dict[str, Any]) -> list[str]:
     return [plan["Node Type"]] + [t for child in plan.get("Plans", []) for t in node_types(child)]
 
 
-async def test_the_episode_of_an_event_is_not_a_loop_over_episodes(engine: AsyncEngine) -> None:
+async def stale_statistics(conn: AsyncConnection) -> None:
+    """Statistics of the empty tables, then rows they do not know of."""
+    for table in ("events", "episodes", "episode_events"):
+        await conn.execute(text(f"ANALYZE {table}"))
+    for statement in FILL:
+        await conn.execute(text(statement))
+
+
+async def explain(conn: AsyncConnection, stmt: Any) -> list[str]:
+    compiled = stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+    explained = await conn.scalar(text(f"EXPLAIN (FORMAT JSON) {compiled}"))
+    plan = (json.loads(explained) if isinstance(explained, str) else explained)[0]["Plan"]
+    return node_types(plan)
+
+
+@pytest.fixture
+async def conn(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     if engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL's planner")
-    async with engine.connect() as conn:
-        # Statistics of the empty tables, then rows they do not know of.
-        for table in ("events", "episodes", "episode_events"):
-            await conn.execute(text(f"ANALYZE {table}"))
-        for statement in FILL:
-            await conn.execute(text(statement))
-        event_pk = await conn.scalar(text("SELECT max(event_pk) FROM episode_events"))
-        stmt = episode_of_event_query(1, int(event_pk)).compile(
-            dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
-        )
-        explained = await conn.scalar(text(f"EXPLAIN (FORMAT JSON) {stmt}"))
-        found = (await conn.execute(text(str(stmt)))).first()
-        await conn.commit()
-    plan = (json.loads(explained) if isinstance(explained, str) else explained)[0]["Plan"]
-    types = node_types(plan)
+    async with engine.connect() as connection:
+        await stale_statistics(connection)
+        yield connection
+        await connection.commit()
+
+
+async def test_the_episode_of_an_event_is_not_a_loop_over_episodes(
+    conn: AsyncConnection,
+) -> None:
+    event_pk = await conn.scalar(text("SELECT max(event_pk) FROM episode_events"))
+    types = await explain(conn, episode_of_event_query(1, int(event_pk)))
     # The join it replaced was planned as a nested loop over every episode of the org.
     assert not {"Nested Loop", "Hash Join", "Merge Join"} & set(types), types
-    assert found is not None
+
+
+async def test_the_open_episode_is_one_index_probe(conn: AsyncConnection) -> None:
+    types = await explain(conn, open_episode_query(1, "150", "onboarding"))
+    # Before 0003: a backward scan of the organisation's episodes by created_at, then a sort.
+    assert types == ["Limit", "Index Scan"] or types == ["Limit", "Index Only Scan"], types

@@ -65,12 +65,15 @@ class PathwayConfig(Base):
 class Episode(Base):
     __tablename__ = "episodes"
     __table_args__ = (
+        # The newest open episode of a journey is the first entry of one range (0003).
         Index(
             "ix_episodes_org_patient_journey",
             "organization_id",
             "patient_id",
             "journey_type",
             "status",
+            "created_at",
+            "id",
         ),
         Index("ix_episodes_org_created", "organization_id", "created_at"),
     )

@@ -169,11 +169,12 @@ async def episode_events(session: AsyncSession, episode_id: int) -> Sequence[Epi
     return rows.all()
 
 
-async def find_open_episode(
-    session: AsyncSession, organization_id: int, patient_id: EntityRef, journey_type: str
-) -> Episode | None:
-    """The patient's most recent open episode of the journey."""
-    return await session.scalar(
+def open_episode_query(
+    organization_id: int, patient_id: EntityRef, journey_type: str
+) -> Select[Episode]:
+    """The patient's most recent open episode of the journey: the first entry of one range
+    of ``ix_episodes_org_patient_journey``, which ends in ``(created_at, id)``."""
+    return (
         _episodes(organization_id)
         .where(
             Episode.patient_id == patient_id,
@@ -183,6 +184,13 @@ async def find_open_episode(
         .order_by(Episode.created_at.desc(), Episode.id.desc())
         .limit(1)
     )
+
+
+async def find_open_episode(
+    session: AsyncSession, organization_id: int, patient_id: EntityRef, journey_type: str
+) -> Episode | None:
+    """The patient's most recent open episode of the journey."""
+    return await session.scalar(open_episode_query(organization_id, patient_id, journey_type))
 
 
 def episode_of_event_query(organization_id: int, event_pk: int) -> Select[Episode]:
