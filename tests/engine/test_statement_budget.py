@@ -1,0 +1,52 @@
+"""How many SQL statements one execution costs, end to end: a budget that only goes down."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.engine.helpers import PATIENT, create_rule, onboarded, post_event
+
+# The end-to-end benchmark's rule (bench/bench_e2e.py): a consent form, then an email.
+RULE = {
+    "name": "Welcome new patients",
+    "enabled": True,
+    "trigger_event": "patient.onboarded",
+    "trigger_config": {},
+    "conditions": {},
+    "actions": [
+        {"type": "require_form", "form_template_id": 10, "blocking": True},
+        {"type": "send_email", "template": "welcome_patient"},
+    ],
+}
+
+
+# Measured at 53 (PostgreSQL) and 54.2 (SQLite) per execution, ingestion included (the
+# "54 statements" of docs/benchmarks.md). A change that adds statements to every execution
+# must say why here and raise the budget; one that removes some should lower it.
+BUDGET = 55
+
+
+async def test_statements_per_execution(client, auth, drain, smtp, engine: AsyncEngine) -> None:
+    await create_rule(client, auth, RULE)
+    seen: Counter[str] = Counter()
+
+    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen[" ".join(statement.split()[:3])] += 1
+
+    events = 5
+    event.listen(engine.sync_engine, "before_cursor_execute", listener)
+    try:
+        for i in range(events):
+            await post_event(
+                client, auth, "patient.onboarded", onboarded({**PATIENT, "id": 500 + i})
+            )
+        assert await drain() == 3 * events  # dispatch, require_form, send_email
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", listener)
+    assert len(smtp.sink.messages) == events
+    per_execution = sum(seen.values()) / events
+    assert per_execution <= BUDGET, seen.most_common()
