@@ -37,7 +37,7 @@ class IngestFastPath:
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self._route: BaseRoute | None = None
+        self.route = _ingest_route()  # set in the scope, for the request metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -59,7 +59,7 @@ class IngestFastPath:
             return
         principal, event = accepted
         app = scope["app"]
-        scope["route"] = self._route or self._find_route()  # for the request metrics
+        scope["route"] = self.route
         scope.setdefault("state", {})["principal"] = principal
         try:
             result = await batcher_for(app).ingest(principal.org_id, event)
@@ -111,14 +111,12 @@ class IngestFastPath:
             return None
         return principal, event
 
-    def _find_route(self) -> BaseRoute:
-        for route in router.routes:
-            if getattr(route, "path", None) == INGEST_PATH and "POST" in getattr(
-                route, "methods", ()
-            ):
-                self._route = route
-                return route
-        raise RuntimeError(f"no POST {INGEST_PATH} route")  # pragma: no cover - a wiring bug
+
+def _ingest_route() -> BaseRoute:
+    for route in router.routes:
+        if getattr(route, "path", None) == INGEST_PATH and "POST" in getattr(route, "methods", ()):
+            return route
+    raise RuntimeError(f"no POST {INGEST_PATH} route")  # pragma: no cover - a wiring bug
 
 
 async def _handled(app: Any, scope: Scope, receive: Receive, exc: Exception) -> Response:

@@ -238,7 +238,7 @@ async def upsert_entities(session: AsyncSession, writes: Sequence[SnapshotWrite]
     if not writes:
         return
     conn = await session.connection()
-    locking = conn.dialect.name == "postgresql"
+    locking = _locking(session)
     by_org: dict[int, list[SnapshotWrite]] = {}
     for write in writes:
         by_org.setdefault(write.organization_id, []).append(write)
@@ -253,20 +253,19 @@ async def upsert_entities(session: AsyncSession, writes: Sequence[SnapshotWrite]
                 "ids": sorted({str(i) for _, i in keys}),
             },
         )
-        # key → [id, data, updated_at, changed]
-        stored: dict[tuple[str, EntityRef], list[Any]] = {}
-        for row in found:
-            key = (row.entity_type, row.entity_id)
-            if key in keys:
-                stored[key] = [row.id, row.data, row.updated_at, False]
+        stored = {
+            (row.entity_type, row.entity_id): row
+            for row in found
+            if (row.entity_type, row.entity_id) in keys
+        }
+        merged: dict[tuple[str, EntityRef], tuple[dict[str, Any], datetime]] = {}
         fresh: dict[tuple[str, EntityRef], dict[str, Any]] = {}
         for write in group:
             key = (write.entity_type, canonical_entity_id(write.entity_id))
             known = stored.get(key)
             if known is not None:
-                data, updated_at = _merged(known[1], known[2], write.data, write.as_of)
-                if data != known[1] or updated_at != known[2]:
-                    known[1], known[2], known[3] = data, updated_at, True
+                data, updated_at = merged.get(key, (known.data, known.updated_at))
+                merged[key] = _merged(data, updated_at, write.data, write.as_of)
             elif key in fresh:
                 row = fresh[key]
                 row["data"], row["updated_at"] = _merged(
@@ -280,10 +279,11 @@ async def upsert_entities(session: AsyncSession, writes: Sequence[SnapshotWrite]
                     "data": dict(write.data),
                     "updated_at": write.as_of,
                 }
+        # Only the snapshots the merges changed are written back.
         changed = [
-            {"pk": pk, "data": data, "updated_at": updated_at}
-            for pk, data, updated_at, dirty in stored.values()
-            if dirty
+            {"pk": stored[key].id, "data": data, "updated_at": updated_at}
+            for key, (data, updated_at) in merged.items()
+            if (data, updated_at) != (stored[key].data, stored[key].updated_at)
         ]
         if changed:
             await conn.execute(_UPDATE_SNAPSHOT, changed)
