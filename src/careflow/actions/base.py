@@ -58,6 +58,10 @@ class ActionExecutor(Protocol):
     # True when the action only writes careflow's own rows (no email, SMS or HTTP call):
     # its jobs may then share a transaction with others (see jobs.registry.job_handler).
     database_only: bool
+    # True when the executor writes with one statement, as its last step, and raises
+    # nothing after it: where the job's own rollback covers a failure, the runner then
+    # runs it without a savepoint, since there are no half-written rows to undo.
+    single_write: bool
 
     async def execute(self, ctx: ActionContext) -> ActionOutcome:
         """Perform the side effect at most once per (execution, action index).

@@ -5,19 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.actions.base import ActionContext, ActionOutcome, RetryableActionError
 from careflow.actions.common import patient_of, required_int, skipped
 from careflow.forms import repository as forms
-from careflow.forms.models import Form, FormStatus
 from careflow.kit.types import canonical_entity_id
 
 
 class RequireFormExecutor:
     type = "require_form"
     database_only = True
+    single_write = True
 
     async def execute(self, ctx: ActionContext) -> ActionOutcome:
         if ctx.patient_id is None:
@@ -27,42 +26,30 @@ class RequireFormExecutor:
         description = ctx.config.get("description")
         org = ctx.organization_id
 
-        # A rerun of this very action (a crash after the insert) finds its own form.
+        # One statement in the common case: the insert, which the two unique indexes
+        # refuse (doing nothing) when this action already opened its form (a rerun) or
+        # the patient already has this template pending.
+        form_id = await forms.insert_pending(
+            ctx.session,
+            organization_id=org,
+            patient_id=ctx.patient_id,
+            form_template_id=template_id,
+            blocking=blocking,
+            description=description if isinstance(description, str) else None,
+            execution_id=ctx.execution_id,
+            action_index=ctx.action_index,
+            now=ctx.clock.now(),
+        )
+        if form_id is not None:
+            return ActionOutcome(status="success", result={"form_id": form_id})
         mine = await forms.get_for_action(ctx.session, org, ctx.execution_id, ctx.action_index)
         if mine is not None:
             return ActionOutcome(status="success", result={"form_id": mine.id})
         pending = await forms.get_pending(ctx.session, org, ctx.patient_id, template_id)
         if pending is not None:
             return ActionOutcome(status="success", result={"form_id": pending.id, "reused": True})
-
-        form = Form(
-            organization_id=org,
-            patient_id=ctx.patient_id,
-            form_template_id=template_id,
-            blocking=blocking,
-            description=description if isinstance(description, str) else None,
-            status=FormStatus.PENDING,
-            execution_id=ctx.execution_id,
-            action_index=ctx.action_index,
-            created_at=ctx.clock.now(),
-        )
-        try:
-            async with ctx.session.begin_nested():
-                ctx.session.add(form)
-        except IntegrityError:
-            # Another execution opened the same template for this patient between our read
-            # and our insert: the partial unique index refused the second pending one.
-            pending = await forms.get_pending(ctx.session, org, ctx.patient_id, template_id)
-            if pending is not None:
-                return ActionOutcome(
-                    status="success", result={"form_id": pending.id, "reused": True}
-                )
-            mine = await forms.get_for_action(ctx.session, org, ctx.execution_id, ctx.action_index)
-            if mine is not None:
-                return ActionOutcome(status="success", result={"form_id": mine.id})
-            # The conflicting row vanished again (completed or rolled back): try once more.
-            raise RetryableActionError("form instance conflict, retrying") from None
-        return ActionOutcome(status="success", result={"form_id": form.id})
+        # The conflicting row vanished again (completed or rolled back): try once more.
+        raise RetryableActionError("form instance conflict, retrying")
 
     async def preview(
         self,

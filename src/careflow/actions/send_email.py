@@ -30,6 +30,7 @@ def _skip_reason(patient: Mapping[str, Any] | None) -> str | None:
 class SendEmailExecutor:
     type = "send_email"
     database_only = False
+    single_write = False
 
     async def execute(self, ctx: ActionContext) -> ActionOutcome:
         template_key = required_str(ctx.config, "template")

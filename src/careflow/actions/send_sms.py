@@ -82,6 +82,7 @@ def _skip_reason(patient: Mapping[str, Any] | None) -> str | None:
 class SendSmsExecutor:
     type = "send_sms"
     database_only = False
+    single_write = False
 
     async def execute(self, ctx: ActionContext) -> ActionOutcome:
         template_key = required_str(ctx.config, "template")

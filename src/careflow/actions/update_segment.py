@@ -15,6 +15,7 @@ from careflow.segments import repository as segments
 class UpdateSegmentExecutor:
     type = "update_segment"
     database_only = True
+    single_write = False
 
     async def execute(self, ctx: ActionContext) -> ActionOutcome:
         if ctx.patient_id is None:

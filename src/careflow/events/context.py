@@ -17,6 +17,11 @@ from careflow.events.catalog import ENTITY_TYPES, PATIENT_LINK
 from careflow.events.validation import entity_id_problem
 from careflow.kit.types import EntityRef, canonical_entity_id
 
+# Snapshots one transaction has read, by (entity type, canonical id): None where none is
+# stored. Kept by a caller that joins the same entities twice (dispatch, then an action it
+# runs at once), so the second join reads nothing.
+SnapshotReads = dict[tuple[str, EntityRef], dict[str, Any] | None]
+
 
 def patient_id_of(context: Mapping[str, Any]) -> EntityRef | None:
     """The patient a context is about: its patient, else the one its entities point at."""
@@ -33,33 +38,52 @@ def patient_id_of(context: Mapping[str, Any]) -> EntityRef | None:
     return None
 
 
+async def _snapshot(
+    session: AsyncSession,
+    organization_id: int,
+    entity_type: str,
+    entity_id: Any,
+    read: SnapshotReads | None,
+) -> dict[str, Any] | None:
+    key = (entity_type, canonical_entity_id(entity_id))
+    if read is not None and key in read:
+        return read[key]
+    stored = await repository.get_entity(session, organization_id, entity_type, key[1])
+    data = dict(stored.data) if stored is not None else None
+    if read is not None:
+        read[key] = data
+    return data
+
+
 async def join_snapshots(
     session: AsyncSession,
     organization_id: int,
     data: Mapping[str, Any],
     *,
     prefer_snapshots: bool = False,
+    read: SnapshotReads | None = None,
 ) -> dict[str, Any]:
     """``data``'s entities merged with their stored snapshots, plus the linked patient.
 
     By default the event's own fields win over the snapshot (the rule sees the event as it
     happened); ``prefer_snapshots`` lets the snapshot win instead, for an action that runs
     later and must see the entity as it is now (a cancelled appointment, a changed email).
+    ``read``, when given, is consulted before and filled after each snapshot read.
     """
     context: dict[str, Any] = {k: v for k, v in data.items() if k not in ENTITY_TYPES}
     for entity_type in ENTITY_TYPES:
         given = data.get(entity_type)
         if not isinstance(given, Mapping) or entity_id_problem(given.get("id")) is not None:
             continue
-        stored = await repository.get_entity(session, organization_id, entity_type, given["id"])
-        snapshot = dict(stored.data) if stored is not None else {}
+        snapshot = await _snapshot(session, organization_id, entity_type, given["id"], read)
+        snapshot = dict(snapshot) if snapshot is not None else {}
         context[entity_type] = {**given, **snapshot} if prefer_snapshots else {**snapshot, **given}
     if "patient" not in context:
         patient_id = patient_id_of(context)
         if patient_id is not None:
-            stored = await repository.get_entity(session, organization_id, "patient", patient_id)
+            stored = await _snapshot(session, organization_id, "patient", patient_id, read)
             if stored is not None:
-                context["patient"] = dict(stored.data)
+                context["patient"] = dict(stored)
     return context
 
 

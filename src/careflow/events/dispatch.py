@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -19,10 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careflow.automations.service import enabled_rules_for
 from careflow.events import repository
 from careflow.events.catalog import FIRST_BOOKED, FIRST_LOGIN, MILESTONES, trigger_entity_type
-from careflow.events.context import join_snapshots, patient_id_of
+from careflow.events.context import SnapshotReads, join_snapshots, patient_id_of
 from careflow.events.models import Event
 from careflow.events.service import EventStatus
 from careflow.events.validation import entity_id_problem
+from careflow.executions.models import Execution
+from careflow.executions.runner import Runtime, run_started
 from careflow.executions.service import start_execution
 from careflow.kit.types import EntityRef, canonical_entity_id
 from careflow.scheduling.service import schedule_stored_appointment
@@ -90,6 +92,7 @@ async def _run_rules(
     context: dict[str, Any],
     patient_id: EntityRef | None,
     now: datetime,
+    run_first: Callable[[Execution], Awaitable[bool]] | None,
 ) -> None:
     rules = await enabled_rules_for(session, event.organization_id, trigger)
     if not rules:
@@ -111,6 +114,7 @@ async def _run_rules(
             context=context,
             event_pk=event.id,
             now=now,
+            run_first=run_first,
         )
 
 
@@ -150,18 +154,29 @@ async def _schedule_reminders(session: AsyncSession, event: Event, now: datetime
     )
 
 
-async def dispatch_event(session: AsyncSession, *, event_pk: int, now: datetime) -> None:
+async def dispatch_event(
+    session: AsyncSession, *, event_pk: int, now: datetime, runtime: Runtime | None = None
+) -> None:
+    """Dispatch one stored event. With ``runtime`` (the worker's), an execution's leading
+    database-only actions run in this transaction rather than as jobs of their own."""
     event = await repository.get_event_by_pk(session, event_pk)
     if event is None:
         log.warning("dispatch_event_missing", event_pk=event_pk)
         return
     if event.status == EventStatus.PROCESSED:
         return
-    context = await join_snapshots(session, event.organization_id, event.data)
+    read: SnapshotReads = {}
+    context = await join_snapshots(session, event.organization_id, event.data, read=read)
     patient_id = patient_id_of(context)
+    run_first = None
+    if runtime is not None:
+
+        async def run_first(execution: Execution) -> bool:
+            return await run_started(session, execution, runtime, read=read)
+
     await _schedule_reminders(session, event, now)
     for trigger in await _triggers(session, event, patient_id, now):
-        await _run_rules(session, event, trigger, context, patient_id, now)
+        await _run_rules(session, event, trigger, context, patient_id, now, run_first)
     await _route_to_episode(session, event, context, now)
     event.status = EventStatus.PROCESSED
     event.processed_at = now

@@ -6,6 +6,7 @@ from typing import Any
 
 from careflow.events.dispatch import dispatch_event
 from careflow.events.service import DISPATCH_KIND
+from careflow.executions.runner import Runtime
 from careflow.jobs.errors import PermanentJobError
 from careflow.jobs.registry import JobContext, job_handler
 
@@ -16,4 +17,5 @@ async def handle_dispatch_event(ctx: JobContext, payload: dict[str, Any]) -> Non
         event_pk = int(payload["event_id"])
     except (KeyError, TypeError, ValueError) as exc:
         raise PermanentJobError(f"malformed dispatch_event payload: {exc}") from exc
-    await dispatch_event(ctx.session, event_pk=event_pk, now=ctx.clock.now())
+    runtime = Runtime(settings=ctx.settings, clock=ctx.clock, services=ctx.services)
+    await dispatch_event(ctx.session, event_pk=event_pk, now=ctx.clock.now(), runtime=runtime)

@@ -4,6 +4,11 @@ Each run is one job and one transaction: the action's result row, its side effec
 (form, message) and the next job commit together, so a crash anywhere reruns the whole
 step and the executors' (execution, action index) keys make the rerun find, not repeat,
 what an earlier attempt did.
+
+Actions that only write careflow's rows and have no delay (``runs_inline``) do not wait
+for a job of their own when the transaction that reaches them has sent nothing yet: the
+dispatch that starts an execution runs its leading ones, and such a step runs the next.
+They then commit with that transaction, under the same keys.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from careflow.actions.base import (
 )
 from careflow.config import Settings
 from careflow.events.catalog import ENTITY_TYPES
-from careflow.events.context import join_snapshots
+from careflow.events.context import SnapshotReads, join_snapshots
 from careflow.executions import repository
 from careflow.executions.models import Execution, ExecutionAction
 from careflow.executions.service import (
@@ -37,6 +42,7 @@ from careflow.executions.service import (
     finish_execution,
 )
 from careflow.jobs.errors import DeferJob, RetryableJobError
+from careflow.jobs.queue import default_max_attempts
 from careflow.kit.clock import Clock, isoformat_z
 from careflow.ops.metrics import ACTIONS
 from careflow.scheduling.service import delivery_skip_reason
@@ -54,22 +60,38 @@ class RunRequest:
     attempt: int
     max_attempts: int
     retry: str | None = None  # set when the run belongs to a retry of a finished execution
+    inline: bool = False  # run in the transaction that reached it, not by a job of its own
 
     @property
     def is_last_attempt(self) -> bool:
         return self.attempt >= self.max_attempts
 
 
-async def fresh_context(session: AsyncSession, execution: Execution) -> dict[str, Any]:
-    """The execution's context with every entity re-read: an action may run days later."""
+async def fresh_context(
+    session: AsyncSession, execution: Execution, *, read: SnapshotReads | None = None
+) -> dict[str, Any]:
+    """The execution's context with every entity re-read: an action may run days later.
+
+    ``read`` holds the snapshots this transaction has already read (the dispatch that just
+    started the execution), so they are not read twice.
+    """
     stored = execution.context or {}
     entities = {k: v for k, v in stored.items() if k in ENTITY_TYPES}
     context = await join_snapshots(
-        session, execution.organization_id, entities, prefer_snapshots=True
+        session, execution.organization_id, entities, prefer_snapshots=True, read=read
     )
     for key, value in stored.items():
         context.setdefault(key, value)
     return context
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What running an action needs beyond its session: the worker's settings and clients."""
+
+    settings: Settings
+    clock: Clock
+    services: dict[str, Any]
 
 
 async def run_action(
@@ -98,20 +120,97 @@ async def run_action(
     if existing is not None and existing.status in FINAL_ACTION_STATUSES:
         # A redelivered job: the step committed with its continuation already.
         return
+    runtime = Runtime(settings=settings, clock=clock, services=services)
+    context = await fresh_context(session, execution)
+    await _step(session, execution, request, results, context, runtime)
 
-    config = actions[index]
+
+def runs_inline(action: Mapping[str, Any]) -> bool:
+    """An action the transaction that reaches it may run there and then: it only writes
+    careflow's own rows and has no delay."""
+    from careflow.actions.registry import EXECUTORS
+
+    executor = EXECUTORS.get(str(action.get("type")))
+    return executor is not None and executor.database_only and not delay_of(action)
+
+
+async def run_started(
+    session: AsyncSession,
+    execution: Execution,
+    runtime: Runtime,
+    *,
+    read: SnapshotReads | None = None,
+) -> bool:
+    """Run a just-started execution's first action in the starting transaction, if it
+    ``runs_inline``; False leaves it to the caller to enqueue.
+
+    One job, one execution reload and one snapshot read fewer per execution: the dispatch
+    that started it already holds all three. The step commits or rolls back with the
+    dispatch, so a rerun of the dispatch finds the execution and starts nothing twice.
+    """
+    actions = execution.actions or []
+    if not actions or not runs_inline(actions[0]):
+        return False
+    context = await fresh_context(session, execution, read=read)
+    await _step_or_queue(session, execution, 0, {}, context, runtime, retry=None)
+    return True
+
+
+async def _step_or_queue(
+    session: AsyncSession,
+    execution: Execution,
+    index: int,
+    results: dict[int, ExecutionAction],
+    context: dict[str, Any],
+    runtime: Runtime,
+    *,
+    retry: str | None,
+) -> None:
+    """Run an inline step as a first attempt; one that wants a retry goes to the queue.
+
+    A retry is not waited for here: the executor's writes were rolled back to its
+    savepoint, and the action's job runs it again as any queued action would be run.
+    """
+    request = RunRequest(
+        execution_id=execution.id,
+        action_index=index,
+        attempt=1,
+        max_attempts=default_max_attempts(),
+        retry=retry,
+        inline=True,
+    )
+    try:
+        await _step(session, execution, request, results, context, runtime)
+    except RetryableJobError:
+        log.info("inline_action_queued", execution_id=execution.id, action_index=index)
+        now = runtime.clock.now()
+        await enqueue_action(session, execution, index, run_at=now, now=now, retry=retry)
+
+
+async def _step(
+    session: AsyncSession,
+    execution: Execution,
+    request: RunRequest,
+    results: dict[int, ExecutionAction],
+    context: dict[str, Any],
+    runtime: Runtime,
+) -> None:
+    """Run action ``request.action_index``, record its result, and move the execution on."""
+    index = request.action_index
+    existing = results.get(index)
+    config = (execution.actions or [])[index]
     action_type = str(config.get("type"))
     ctx = ActionContext(
         session=session,
-        settings=settings,
-        clock=clock,
-        services=services,
+        settings=runtime.settings,
+        clock=runtime.clock,
+        services=runtime.services,
         organization_id=execution.organization_id,
         execution_id=execution.id,
         action_index=index,
         config=config,
         patient_id=execution.patient_id,
-        context=await fresh_context(session, execution),
+        context=context,
         attempt=request.attempt,
         is_last_attempt=request.is_last_attempt,
         trigger_event=execution.trigger_event,
@@ -120,10 +219,11 @@ async def run_action(
     try:
         outcome = await _execute(ctx, action_type, request)
     except DeferJob as defer:
-        await _defer(session, execution, index, action_type, defer, request, clock.now(), existing)
+        now = runtime.clock.now()
+        await _defer(session, execution, index, action_type, defer, request, now, existing)
         return
     duration_ms = int((time.perf_counter() - started) * 1000)
-    now = clock.now()
+    now = runtime.clock.now()
     result = dict(outcome.result)
     if outcome.status == "skipped" and outcome.reason:
         result["reason"] = outcome.reason
@@ -156,8 +256,7 @@ async def run_action(
         attempt=request.attempt,
         org_id=execution.organization_id,
     )
-    ordered = [results[i] for i in sorted(results)]
-    await _continue(session, execution, index, request, now, ordered)
+    await _continue(session, execution, request, now, results, context, runtime)
 
 
 async def _execute(ctx: ActionContext, action_type: str, request: RunRequest) -> ActionOutcome:
@@ -171,6 +270,11 @@ async def _execute(ctx: ActionContext, action_type: str, request: RunRequest) ->
     if reason is not None:
         return ActionOutcome(status="skipped", reason=reason)
     try:
+        if executor.single_write and not request.inline and not request.is_last_attempt:
+            # No savepoint needed: nothing is half-written (its one write is its last step),
+            # and any exception rolls the job back. An inline step or a last attempt records
+            # a failure after the exception, so a failed statement must not abort the rest.
+            return await executor.execute(ctx)
         # A savepoint: a failing executor's half-written rows go, the result row stays ours.
         async with ctx.session.begin_nested():
             return await executor.execute(ctx)
@@ -259,20 +363,32 @@ async def _defer(
 async def _continue(
     session: AsyncSession,
     execution: Execution,
-    index: int,
     request: RunRequest,
     now: datetime,
-    results: list[ExecutionAction],
+    results: dict[int, ExecutionAction],
+    context: dict[str, Any],
+    runtime: Runtime,
 ) -> None:
-    """Enqueue the next action still to run, or finish the execution."""
+    """Move on to the next action still to run, or finish the execution.
+
+    The next action runs in this transaction when this step and it both ``run_inline``
+    (no email or call is then waiting on the commit); otherwise it is enqueued.
+    """
     actions: Sequence[Mapping[str, Any]] = execution.actions or []
-    done = {row.action_index for row in results if row.status in FINAL_ACTION_STATUSES}
+    index = request.action_index
+    done = {i for i, row in results.items() if row.status in FINAL_ACTION_STATUSES}
     following = [i for i in range(index + 1, len(actions)) if i not in done]
     if not following:
         if len(done) >= len(actions):
-            await finish_execution(session, execution, now=now, rows=results)
+            rows = [results[i] for i in sorted(results)]
+            await finish_execution(session, execution, now=now, rows=rows)
         return
     nxt = following[0]
+    if runs_inline(actions[index]) and runs_inline(actions[nxt]):
+        await _step_or_queue(
+            session, execution, nxt, results, context, runtime, retry=request.retry
+        )
+        return
     # A retry runs the failed actions now: their delays counted from the original trigger.
     run_at = now if request.retry else now + delay_of(actions[nxt])
     await enqueue_action(session, execution, nxt, run_at=run_at, now=now, retry=request.retry)

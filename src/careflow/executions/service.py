@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -96,12 +96,14 @@ async def start_execution(
     event_pk: int | None,
     now: datetime,
     skip_reason: str | None = None,
+    run_first: Callable[[Execution], Awaitable[bool]] | None = None,
 ) -> Execution | None:
     """Evaluate the rule's conditions and record the execution; None if it already exists.
 
     The unique (rule, occurrence_key) index decides: a redelivered event or a second fire
     of the same occurrence finds the first execution and starts nothing. A matching rule's
-    first action is enqueued (after its delay) in the same transaction.
+    first action is enqueued (after its delay) in the same transaction, unless
+    ``run_first`` ran it there and then (it returns False when it did not).
     """
     error: str | None = None
     if skip_reason is not None:
@@ -156,6 +158,8 @@ async def start_execution(
     # never queue on a shared row.
     if not actions:
         await finish_execution(session, execution, now=now)
+        return execution
+    if run_first is not None and await run_first(execution):
         return execution
     await enqueue_action(session, execution, 0, run_at=now + delay_of(actions[0]), now=now)
     return execution

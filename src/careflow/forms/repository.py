@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careflow.db import insert_for
 from careflow.forms.models import Form, FormStatus
 from careflow.kit.types import EntityRef
+
+_forms: Table = Form.__table__  # type: ignore[assignment]
 
 
 def _in_org(organization_id: int) -> Select[Form]:
@@ -29,6 +32,39 @@ async def get_for_action(
         )
     )
     return result.scalar_one_or_none()
+
+
+async def insert_pending(
+    session: AsyncSession,
+    *,
+    organization_id: int,
+    patient_id: EntityRef,
+    form_template_id: int,
+    blocking: bool,
+    description: str | None,
+    execution_id: int,
+    action_index: int,
+    now: datetime,
+) -> int | None:
+    """Open a pending form for an action; None (nothing written) if the action already
+    has its form or the patient already has this template pending: both are unique."""
+    stmt = (
+        insert_for(session)(_forms)
+        .values(
+            organization_id=organization_id,
+            patient_id=patient_id,
+            form_template_id=form_template_id,
+            blocking=blocking,
+            description=description,
+            status=FormStatus.PENDING,
+            execution_id=execution_id,
+            action_index=action_index,
+            created_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(_forms.c.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def get_pending(

@@ -27,6 +27,10 @@ def set_default_max_attempts(attempts: int) -> None:
     _default_max_attempts = attempts
 
 
+def default_max_attempts() -> int:
+    return _default_max_attempts
+
+
 # Process-local wake-ups for the in-process runner (SQLite, tests): called after a commit
 # that enqueued work. PostgreSQL workers are woken by NOTIFY, which is itself transactional.
 _wake_callbacks: list[Any] = []
