@@ -2,7 +2,12 @@
 
 A writer calls ``bump(session, org, scope)`` in the transaction that changes the set; a
 reader asks ``current_revision`` (one primary-key read) and reuses what it built for that
-revision. A set written around the services (straight SQL) is not seen until its next bump. Scopes name a set: ``automation:<trigger_event>``, ``pathway:<trigger_type>``.
+revision. A set written around the services (straight SQL) is not seen until its next
+bump. Scopes name a set: ``automation:<trigger_event>``, ``pathway:<trigger_type>``.
+
+A transaction reads each revision once: a worker dispatching a batch of events in one
+transaction dispatches them all under the rule set it found first, as if they had come a
+moment earlier. A ``bump`` in the transaction forgets what it read.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import threading
 from collections import OrderedDict
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from careflow.db import insert_for
 from careflow.kit.models import RuleRevision
@@ -25,17 +31,32 @@ NEVER_WRITTEN = ""
 _caches: list[RevisionCache[Any]] = []
 
 
+# session.info key: the revisions this transaction has read, by (organisation, scope).
+_READ = "careflow_revisions_read"
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _forget_revisions(session: Session) -> None:
+    session.info.pop(_READ, None)
+
+
 async def current_revision(session: AsyncSession, organization_id: int, scope: str) -> str:
-    value = await session.scalar(
-        select(RuleRevision.revision).where(
-            RuleRevision.organization_id == organization_id, RuleRevision.scope == scope
+    read: dict[tuple[int, str], str] = session.info.setdefault(_READ, {})
+    key = (organization_id, scope)
+    if key not in read:
+        value = await session.scalar(
+            select(RuleRevision.revision).where(
+                RuleRevision.organization_id == organization_id, RuleRevision.scope == scope
+            )
         )
-    )
-    return value or NEVER_WRITTEN
+        read[key] = value or NEVER_WRITTEN
+    return read[key]
 
 
 async def bump(session: AsyncSession, organization_id: int, scope: str) -> None:
     """Give the set a new revision, in the caller's transaction (the one changing the set)."""
+    session.info.get(_READ, {}).pop((organization_id, scope), None)
     token = secrets.token_hex(16)
     insert = insert_for(session)
     stmt = insert(RuleRevision).values(organization_id=organization_id, scope=scope, revision=token)
