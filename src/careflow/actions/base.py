@@ -58,9 +58,10 @@ class ActionExecutor(Protocol):
     # True when the action only writes careflow's own rows (no email, SMS or HTTP call):
     # its jobs may then share a transaction with others (see jobs.registry.job_handler).
     database_only: bool
-    # True when the executor writes with one statement, as its last step, and raises
-    # nothing after it: where the job's own rollback covers a failure, the runner then
-    # runs it without a savepoint, since there are no half-written rows to undo.
+    # True when the executor writes its rows with one statement and raises
+    # PermanentActionError or DeferJob only before that write: in a queued, non-final
+    # attempt, where any other exception rolls the whole job back, the runner then runs
+    # it without a savepoint, since there are no half-written rows to undo.
     single_write: bool
 
     async def execute(self, ctx: ActionContext) -> ActionOutcome:

@@ -16,7 +16,7 @@ from careflow.kit.types import canonical_entity_id
 class RequireFormExecutor:
     type = "require_form"
     database_only = True
-    single_write = True
+    single_write = True  # the form's INSERT, which its unique indexes may refuse
 
     async def execute(self, ctx: ActionContext) -> ActionOutcome:
         if ctx.patient_id is None:

@@ -82,7 +82,7 @@ def _skip_reason(patient: Mapping[str, Any] | None) -> str | None:
 class SendSmsExecutor:
     type = "send_sms"
     database_only = False
-    single_write = False
+    single_write = True  # the Message row, once, after the send or its failure
 
     async def execute(self, ctx: ActionContext) -> ActionOutcome:
         template_key = required_str(ctx.config, "template")

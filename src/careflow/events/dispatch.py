@@ -134,6 +134,7 @@ async def _route_to_episode(
         occurred_at=event.occurred_at,
         context=context,
         now=now,
+        event_locked=True,
     )
     if episode is not None:
         event.episode_id = episode.id

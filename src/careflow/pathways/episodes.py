@@ -51,12 +51,18 @@ async def route_event(
     occurred_at: datetime,
     context: Mapping[str, Any],
     now: datetime,
+    event_locked: bool = False,
 ) -> Episode | None:
     """Create, reuse or suppress an episode for a stored event, per its resolved config.
 
     Idempotent per ``event_pk`` (a retried job finds the episode it linked before).
     Returns the episode the event belongs to, or None when routing suppressed it (or the
     event type is not a pathway trigger). Writes in ``session``'s transaction; never commits.
+
+    ``event_locked``: the caller holds the event's row lock (the dispatch), so no other
+    transaction can link the event between the look-up and the insert, and the savepoint
+    that would let this one go on after such a race is skipped. Were the unique index to
+    refuse the link anyway, the caller's transaction fails and its job runs again.
     """
     linked = await repository.episode_of_event(session, organization_id, event_pk)
     if linked is not None:
@@ -76,7 +82,7 @@ async def route_event(
             session, organization_id, patient_id, config["journey_type"]
         )
     try:
-        async with repository.unique_write(session):
+        async with repository.unique_write(session, savepoint=not event_locked):
             if episode is None:
                 episode = Episode(
                     organization_id=organization_id,
@@ -108,7 +114,7 @@ async def route_event(
     except IntegrityError:
         # Another worker linked this event between our check and our insert. On SQLite the
         # transaction is gone with the refusal; the job's retry takes the early return above.
-        if repository.is_sqlite(session):
+        if repository.is_sqlite(session) or event_locked:
             raise
         linked = await repository.episode_of_event(session, organization_id, event_pk)
         if linked is None:

@@ -20,7 +20,7 @@ def is_sqlite(session: AsyncSession) -> bool:
 
 
 @asynccontextmanager
-async def unique_write(session: AsyncSession) -> AsyncIterator[None]:
+async def unique_write(session: AsyncSession, *, savepoint: bool = True) -> AsyncIterator[None]:
     """Write the block's changes and flush them; a unique index refusing them raises
     ``IntegrityError`` out of the block.
 
@@ -28,9 +28,10 @@ async def unique_write(session: AsyncSession) -> AsyncIterator[None]:
     refusal. On SQLite it does not: pysqlite's legacy transaction handling makes RELEASE of
     an outermost SAVEPOINT commit, which would commit half a request. There a refusal
     leaves the session to be rolled back by its boundary (request or job), which is what
-    happens to a request answering 409 anyway.
+    happens to a request answering 409 anyway. ``savepoint=False`` asks for that on
+    PostgreSQL too, for a caller that does not go on after a refusal.
     """
-    if is_sqlite(session):
+    if is_sqlite(session) or not savepoint:
         yield
         await session.flush()
         return
