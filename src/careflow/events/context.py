@@ -48,8 +48,7 @@ async def _snapshot(
     key = (entity_type, canonical_entity_id(entity_id))
     if read is not None and key in read:
         return read[key]
-    stored = await repository.get_entity(session, organization_id, entity_type, key[1])
-    data = dict(stored.data) if stored is not None else None
+    data = await repository.snapshot_data(session, organization_id, entity_type, key[1])
     if read is not None:
         read[key] = data
     return data

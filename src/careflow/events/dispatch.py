@@ -181,5 +181,5 @@ async def dispatch_event(
     await _route_to_episode(session, event, context, now)
     event.status = EventStatus.PROCESSED
     event.processed_at = now
-    await session.flush()
+    await repository.mark_processed(session, event)
     log.info("event_dispatched", event_pk=event.id, type=event.type, org_id=event.organization_id)

@@ -31,12 +31,42 @@ async def get_event(session: AsyncSession, organization_id: int, pk: int) -> Eve
     )
 
 
+_events: Table = Event.__table__  # type: ignore[assignment]
+_SELECT_EVENT = select(_events).where(_events.c.id == bindparam("pk"))
+_SELECT_EVENT_LOCKED = _SELECT_EVENT.with_for_update()
+_MARK_PROCESSED = (
+    update(_events)
+    .where(_events.c.id == bindparam("pk"))
+    .values(
+        status=bindparam("status"),
+        processed_at=bindparam("processed_at"),
+        episode_id=bindparam("episode_id"),
+    )
+)
+
+
 async def get_event_by_pk(session: AsyncSession, pk: int) -> Event | None:
-    """For the worker, which holds the event's id from a job it was handed."""
-    stmt = select(Event).where(Event.id == pk)
-    if _locking(session):
-        stmt = stmt.with_for_update()
-    return await session.scalar(stmt)
+    """For the worker, which holds the event's id from a job it was handed: locked on
+    PostgreSQL. Built from the row, not added to the session; ``mark_processed`` writes it.
+    """
+    stmt = _SELECT_EVENT_LOCKED if _locking(session) else _SELECT_EVENT
+    connection = await session.connection()
+    row = (await connection.execute(stmt, {"pk": pk})).first()
+    return Event(**row._mapping) if row is not None else None
+
+
+async def mark_processed(session: AsyncSession, event: Event) -> None:
+    """Write the dispatch's outcome on the event: its status, when, and its episode."""
+    connection = await session.connection()
+    await connection.execute(
+        _MARK_PROCESSED,
+        {
+            "pk": event.id,
+            "status": event.status,
+            "processed_at": event.processed_at,
+            "episode_id": event.episode_id,
+        },
+    )
 
 
 async def get_event_by_producer_id(
@@ -78,6 +108,27 @@ async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
             # The first row of a key gets its id; a repeat of it in the same batch gets None.
             ids.append(by_key.pop((row["organization_id"], row["event_id"]), None))
     return ids
+
+
+_SELECT_SNAPSHOT_DATA = select(_entities.c.data).where(
+    _entities.c.organization_id == bindparam("org"),
+    _entities.c.entity_type == bindparam("entity_type"),
+    _entities.c.entity_id == bindparam("entity_id"),
+)
+
+
+async def snapshot_data(
+    session: AsyncSession, organization_id: int, entity_type: str, entity_id: EntityRef
+) -> dict[str, Any] | None:
+    """The stored snapshot's data alone (what contexts are built from): one Core read."""
+    connection = await session.connection()
+    params = {
+        "org": organization_id,
+        "entity_type": entity_type,
+        "entity_id": canonical_entity_id(entity_id),
+    }
+    data = (await connection.execute(_SELECT_SNAPSHOT_DATA, params)).scalar_one_or_none()
+    return dict(data) if data is not None else None
 
 
 async def get_entity(
