@@ -202,6 +202,13 @@ class TestRetry:
         assert done["actions_executed"][2]["status"] == "success"
         assert len(smtp.sink.messages) == 1
         assert await count(engine, Form) == 2
+        # The failed attempt's message row is the one the retry sent: updated, not doubled.
+        listed = await client.get(
+            "/v1/messages", params={"execution_id": done["id"]}, headers=auth()
+        )
+        [message] = listed.json()["data"]
+        assert message["id"] == done["actions_executed"][2]["email_id"]
+        assert message["status"] == "sent"
         # A retry is the same execution: the rule's count does not move.
         got = (
             await client.get(f"/v1/automations/rules/{done['automation_rule_id']}", headers=auth())

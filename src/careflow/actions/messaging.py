@@ -19,7 +19,7 @@ from careflow.delivery.errors import (
 )
 from careflow.delivery.templates import Rendered, render, resolve_template
 from careflow.messages.models import Message
-from careflow.messages.repository import new_message_id
+from careflow.messages.repository import new_message_id, save_for_action
 
 
 class MessageStatus:
@@ -76,8 +76,9 @@ async def record_attempt(
             action_index=ctx.action_index,
             created_at=now,
             attempts=0,
+            provider_message_id=None,
+            sent_at=None,
         )
-        ctx.session.add(message)
     # Within one job the runner's attempt number is the count; an execution retried later
     # adds to the attempts its earlier run recorded.
     message.attempts = max((message.attempts or 0) + 1, ctx.attempt)
@@ -92,7 +93,7 @@ async def record_attempt(
         message.provider_message_id = provider_message_id
     if status == MessageStatus.SENT:
         message.sent_at = now
-    await ctx.session.flush()
+    await save_for_action(ctx.session, message, new=existing is None)
     return message
 
 

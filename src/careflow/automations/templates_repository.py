@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.automations.models import Template
+
+_templates: Table = Template.__table__  # type: ignore[assignment]
+_SELECT_ONE = select(_templates).where(
+    _templates.c.organization_id == bindparam("org"),
+    _templates.c.key == bindparam("key"),
+    _templates.c.channel == bindparam("channel"),
+)
+
+
+async def find(
+    session: AsyncSession, organization_id: int, key: str, channel: str
+) -> Template | None:
+    """``get`` for a worker that only reads the template: one prebuilt Core statement, the
+    template built from the row and not added to the session."""
+    connection = await session.connection()
+    params = {"org": organization_id, "key": key, "channel": channel}
+    row = (await connection.execute(_SELECT_ONE, params)).first()
+    return Template(**row._mapping) if row is not None else None
 
 
 async def get(

@@ -458,7 +458,7 @@ async def resolve_template(
     session: AsyncSession, organization_id: int, key: str, channel: str
 ) -> TemplateSource | None:
     """The template an organisation sends under ``key``: its own override, else the built-in."""
-    row = await templates_repository.get(session, organization_id, key, channel)
+    row = await templates_repository.find(session, organization_id, key, channel)
     if row is not None:
         return source_from_row(row)
     return builtin_template(key, channel)

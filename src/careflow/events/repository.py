@@ -31,7 +31,6 @@ async def get_event(session: AsyncSession, organization_id: int, pk: int) -> Eve
     )
 
 
-_events: Table = Event.__table__  # type: ignore[assignment]
 _SELECT_EVENT = select(_events).where(_events.c.id == bindparam("pk"))
 _SELECT_EVENT_LOCKED = _SELECT_EVENT.with_for_update()
 _MARK_PROCESSED = (

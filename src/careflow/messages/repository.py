@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.kit.types import EntityRef
@@ -64,16 +64,35 @@ async def get(session: AsyncSession, organization_id: int, message_id: str) -> M
     return result.scalar_one_or_none()
 
 
+_messages: Table = Message.__table__  # type: ignore[assignment]
+_SELECT_FOR_ACTION = select(_messages).where(
+    _messages.c.execution_id == bindparam("execution_id"),
+    _messages.c.action_index == bindparam("action_index"),
+)
+_INSERT = insert(_messages)
+_UPDATE = update(_messages).where(_messages.c.id == bindparam("message_id"))
+_COLUMNS = tuple(column.key for column in _messages.columns)
+
+
 async def get_for_action(
     session: AsyncSession, execution_id: int, action_index: int
 ) -> Message | None:
     """The message an action already produced, so a rerun job finds it instead of resending.
 
-    Not org-scoped: the execution id already belongs to exactly one organisation.
+    Not org-scoped: the execution id already belongs to exactly one organisation. Built
+    from the row, not added to the session: ``save_for_action`` writes it.
     """
-    result = await session.execute(
-        select(Message).where(
-            Message.execution_id == execution_id, Message.action_index == action_index
-        )
-    )
-    return result.scalar_one_or_none()
+    connection = await session.connection()
+    params = {"execution_id": execution_id, "action_index": action_index}
+    row = (await connection.execute(_SELECT_FOR_ACTION, params)).first()
+    return Message(**row._mapping) if row is not None else None
+
+
+async def save_for_action(session: AsyncSession, message: Message, *, new: bool) -> None:
+    """Insert the action's message row, or write every field of the one read before."""
+    values = {name: getattr(message, name) for name in _COLUMNS}
+    connection = await session.connection()
+    if new:
+        await connection.execute(_INSERT, values)
+    else:
+        await connection.execute(_UPDATE, {"message_id": values.pop("id"), **values})
