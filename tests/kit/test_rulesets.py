@@ -72,3 +72,26 @@ async def test_a_rolled_back_bump_is_forgotten(engine: AsyncEngine) -> None:
         await session.rollback()
         async with session.begin():
             assert await current_revision(session, 1, SCOPE) == committed
+
+
+async def test_a_released_savepoint_keeps_what_the_transaction_read(engine: AsyncEngine) -> None:
+    # SQLAlchemy fires after_commit when a savepoint is released; the transaction goes on.
+    sessions = create_sessionmaker(engine)
+    with Reads(engine) as reads:
+        async with sessions() as session, session.begin():
+            await current_revision(session, 1, SCOPE)
+            async with session.begin_nested():
+                await current_revision(session, 1, SCOPE)
+            await current_revision(session, 1, SCOPE)
+        assert reads.count == 1
+
+
+async def test_a_rolled_back_savepoint_forgets_a_bump_inside_it(engine: AsyncEngine) -> None:
+    sessions = create_sessionmaker(engine)
+    async with sessions() as session, session.begin():
+        before = await current_revision(session, 1, SCOPE)
+        savepoint = await session.begin_nested()
+        await bump(session, 1, SCOPE)
+        assert await current_revision(session, 1, SCOPE) != before
+        await savepoint.rollback()
+        assert await current_revision(session, 1, SCOPE) == before

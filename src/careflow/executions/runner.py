@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -169,7 +169,9 @@ async def _step_or_queue(
     """Run an inline step as a first attempt; one that wants a retry goes to the queue.
 
     A retry is not waited for here: the executor's writes were rolled back to its
-    savepoint, and the action's job runs it again as any queued action would be run.
+    savepoint, and the action's job runs it again (after the delay the failure asked for,
+    if any) as any queued action would be run. The inline try is not one of that job's
+    attempts, so such an action gets one try more than ``max_attempts``.
     """
     request = RunRequest(
         execution_id=execution.id,
@@ -181,10 +183,11 @@ async def _step_or_queue(
     )
     try:
         await _step(session, execution, request, results, context, runtime)
-    except RetryableJobError:
+    except RetryableJobError as exc:
         log.info("inline_action_queued", execution_id=execution.id, action_index=index)
         now = runtime.clock.now()
-        await enqueue_action(session, execution, index, run_at=now, now=now, retry=retry)
+        run_at = now + timedelta(seconds=exc.delay_seconds or 0)
+        await enqueue_action(session, execution, index, run_at=run_at, now=now, retry=retry)
 
 
 async def _step(

@@ -45,8 +45,16 @@ def remove_wake_callback(callback: Any) -> None:
         _wake_callbacks.remove(callback)
 
 
+# SQLAlchemy fires after_commit and after_rollback for a savepoint too, while its
+# transaction goes on (in_nested_transaction() is then still true): only the outermost
+# commit has made the jobs visible, and only the outermost rollback has dropped them all.
+
+
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
+    session.info.pop("careflow_notified", None)
     if session.info.pop("careflow_jobs_enqueued", False):
         for callback in list(_wake_callbacks):
             callback()
@@ -54,13 +62,10 @@ def _after_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
-    session.info.pop("careflow_jobs_enqueued", None)
+    # A NOTIFY sent inside a rolled-back savepoint is gone with it: send the next one again.
     session.info.pop("careflow_notified", None)
-
-
-@event.listens_for(Session, "after_commit")
-def _reset_notify(session: Session) -> None:
-    session.info.pop("careflow_notified", None)
+    if not session.in_nested_transaction():
+        session.info.pop("careflow_jobs_enqueued", None)
 
 
 def _row(

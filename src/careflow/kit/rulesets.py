@@ -36,8 +36,16 @@ _READ = "careflow_revisions_read"
 
 
 @event.listens_for(Session, "after_commit")
+def _forget_revisions_at_commit(session: Session) -> None:
+    # Also fired when a savepoint is released: the transaction goes on, and so does what
+    # it read.
+    if not session.in_nested_transaction():
+        session.info.pop(_READ, None)
+
+
 @event.listens_for(Session, "after_rollback")
 def _forget_revisions(session: Session) -> None:
+    # A savepoint's rollback too: it may have undone a bump whose token was read since.
     session.info.pop(_READ, None)
 
 
