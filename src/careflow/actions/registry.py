@@ -18,3 +18,9 @@ EXECUTORS: dict[str, ActionExecutor] = {
         UpdateSegmentExecutor(),
     )
 }
+
+
+def is_database_only(action_type: object) -> bool:
+    """Whether the action only writes careflow's own rows; False for an unknown type."""
+    executor = EXECUTORS.get(str(action_type))
+    return executor is not None and executor.database_only

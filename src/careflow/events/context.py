@@ -74,8 +74,7 @@ async def join_snapshots(
         given = data.get(entity_type)
         if not isinstance(given, Mapping) or entity_id_problem(given.get("id")) is not None:
             continue
-        snapshot = await _snapshot(session, organization_id, entity_type, given["id"], read)
-        snapshot = dict(snapshot) if snapshot is not None else {}
+        snapshot = await _snapshot(session, organization_id, entity_type, given["id"], read) or {}
         context[entity_type] = {**given, **snapshot} if prefer_snapshots else {**snapshot, **given}
     if "patient" not in context:
         patient_id = patient_id_of(context)

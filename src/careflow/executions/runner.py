@@ -94,14 +94,7 @@ class Runtime:
     services: dict[str, Any]
 
 
-async def run_action(
-    session: AsyncSession,
-    request: RunRequest,
-    *,
-    settings: Settings,
-    clock: Clock,
-    services: dict[str, Any],
-) -> None:
+async def run_action(session: AsyncSession, request: RunRequest, runtime: Runtime) -> None:
     execution = await repository.get_for_run(session, request.execution_id)
     if execution is None or execution.status != ExecutionStatus.RUNNING:
         log.info("run_action_not_running", execution_id=request.execution_id)
@@ -120,7 +113,6 @@ async def run_action(
     if existing is not None and existing.status in FINAL_ACTION_STATUSES:
         # A redelivered job: the step committed with its continuation already.
         return
-    runtime = Runtime(settings=settings, clock=clock, services=services)
     context = await fresh_context(session, execution)
     await _step(session, execution, request, results, context, runtime)
 
@@ -128,10 +120,9 @@ async def run_action(
 def runs_inline(action: Mapping[str, Any]) -> bool:
     """An action the transaction that reaches it may run there and then: it only writes
     careflow's own rows and has no delay."""
-    from careflow.actions.registry import EXECUTORS
+    from careflow.actions.registry import is_database_only
 
-    executor = EXECUTORS.get(str(action.get("type")))
-    return executor is not None and executor.database_only and not delay_of(action)
+    return is_database_only(action.get("type")) and not delay_of(action)
 
 
 async def run_started(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from careflow.executions.runner import RunRequest, run_action
+from careflow.executions.runner import RunRequest, Runtime, run_action
 from careflow.executions.service import RUN_ACTION_KIND
 from careflow.jobs.errors import PermanentJobError
 from careflow.jobs.registry import JobContext, job_handler
@@ -12,10 +12,9 @@ from careflow.jobs.registry import JobContext, job_handler
 
 def _database_only(payload: dict[str, Any]) -> bool:
     """Actions that only write rows may share a transaction; unknown or older jobs do not."""
-    from careflow.actions.registry import EXECUTORS
+    from careflow.actions.registry import is_database_only
 
-    executor = EXECUTORS.get(str(payload.get("type")))
-    return executor is not None and executor.database_only
+    return is_database_only(payload.get("type"))
 
 
 @job_handler(RUN_ACTION_KIND, batchable=_database_only)
@@ -35,7 +34,5 @@ async def handle_run_action(ctx: JobContext, payload: dict[str, Any]) -> None:
             max_attempts=ctx.max_attempts,
             retry=str(retry) if retry else None,
         ),
-        settings=ctx.settings,
-        clock=ctx.clock,
-        services=ctx.services,
+        Runtime(settings=ctx.settings, clock=ctx.clock, services=ctx.services),
     )
