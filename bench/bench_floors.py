@@ -38,7 +38,7 @@ from rich.table import Table
 BODY = "Hello Ada, welcome to the practice. " * 8
 
 
-def _serve(port: int, ready: Any, stop: Any) -> None:
+def serve_sink(port: int, ready: Any, stop: Any) -> None:
     from aiosmtpd.controller import Controller
     from bench_e2e import Sink
 
@@ -49,7 +49,7 @@ def _serve(port: int, ready: Any, stop: Any) -> None:
     controller.stop()
 
 
-def _cpu_of(pid: int) -> float:
+def cpu_of(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -93,17 +93,17 @@ async def _deliver(port: int, total: int, connections: int, built: bool) -> floa
 def smtp_rows(total: int) -> list[list[str]]:
     port = free_port()
     ready, stop = mp.Event(), mp.Event()
-    sink = mp.Process(target=_serve, args=(port, ready, stop), daemon=True)
+    sink = mp.Process(target=serve_sink, args=(port, ready, stop), daemon=True)
     sink.start()
     ready.wait(30)
     rows = []
     try:
         for built in (False, True):
             for connections in (1, 4, 8):
-                sink_before, mine_before = _cpu_of(sink.pid or 0), time.process_time()
+                sink_before, mine_before = cpu_of(sink.pid or 0), time.process_time()
                 seconds = asyncio.run(_deliver(port, total, connections, built))
                 client_ms = (time.process_time() - mine_before) / total * 1000
-                sink_ms = (_cpu_of(sink.pid or 0) - sink_before) / total * 1000
+                sink_ms = (cpu_of(sink.pid or 0) - sink_before) / total * 1000
                 how = "bytes → sendmail" if built else "EmailMessage → send_message"
                 rows.append(
                     [
