@@ -84,32 +84,34 @@ async def route_event(
     try:
         async with repository.unique_write(session, savepoint=not event_locked):
             if episode is None:
-                episode = Episode(
-                    organization_id=organization_id,
-                    patient_id=patient_id,
-                    journey_type=config["journey_type"],
-                    status="open",
-                    inbox_visibility=config["inbox_visibility"],
-                    suggested_assignment=config["suggested_assignment"],
-                    suggested_priority=config["suggested_priority"],
-                    expected_next_actor=config["expected_next_actor"],
-                    assignee=config["suggested_assignment"],
-                    priority=config["suggested_priority"],
-                    created_at=now,
-                    updated_at=now,
+                episode = await repository.insert_episode(
+                    session,
+                    {
+                        "organization_id": organization_id,
+                        "patient_id": patient_id,
+                        "journey_type": config["journey_type"],
+                        "status": "open",
+                        "inbox_visibility": config["inbox_visibility"],
+                        "suggested_assignment": config["suggested_assignment"],
+                        "suggested_priority": config["suggested_priority"],
+                        "expected_next_actor": config["expected_next_actor"],
+                        "assignee": config["suggested_assignment"],
+                        "priority": config["suggested_priority"],
+                        "created_at": now,
+                        "updated_at": now,
+                    },
                 )
-                session.add(episode)
-                await session.flush()
             else:
-                episode.updated_at = now
-            session.add(
-                EpisodeEvent(
-                    episode_id=episode.id,
-                    event_pk=event_pk,
-                    event_id=event_id,
-                    type=event_type,
-                    occurred_at=occurred_at,
-                )
+                await repository.touch_episode(session, episode, now)
+            await repository.link_event(
+                session,
+                {
+                    "episode_id": episode.id,
+                    "event_pk": event_pk,
+                    "event_id": event_id,
+                    "type": event_type,
+                    "occurred_at": occurred_at,
+                },
             )
     except IntegrityError:
         # Another worker linked this event between our check and our insert. On SQLite the

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select, text
+from sqlalchemy import Select, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.kit.types import EntityRef
@@ -170,46 +170,97 @@ async def episode_events(session: AsyncSession, episode_id: int) -> Sequence[Epi
     return rows.all()
 
 
-def open_episode_query(
-    organization_id: int, patient_id: EntityRef, journey_type: str
-) -> Select[Episode]:
+_episodes_t: Table = Episode.__table__  # type: ignore[assignment]
+_links_t: Table = EpisodeEvent.__table__  # type: ignore[assignment]
+
+# Routing's statements, built once and run with Core on the session's connection (the
+# dispatch runs them for every event). The episodes they return are built from the rows
+# and not added to the session: their changes are the explicit statements below.
+_OPEN_EPISODE = (
+    select(_episodes_t)
+    .where(
+        _episodes_t.c.organization_id == bindparam("organization_id"),
+        _episodes_t.c.patient_id == bindparam("patient_id"),
+        _episodes_t.c.journey_type == bindparam("journey_type"),
+        _episodes_t.c.status == "open",
+    )
+    .order_by(_episodes_t.c.created_at.desc(), _episodes_t.c.id.desc())
+    .limit(1)
+)
+# Not a join. With statistics taken while the tables were empty (autovacuum off, say),
+# PostgreSQL planned the join as a nested loop over every episode of the organisation with
+# a scan of the links inside it: quadratic, seconds per dispatch once a drain had filled
+# them. A scalar subquery is looked up once, whatever the statistics say.
+_EPISODE_OF_EVENT = select(_episodes_t).where(
+    _episodes_t.c.organization_id == bindparam("organization_id"),
+    _episodes_t.c.id
+    == select(_links_t.c.episode_id)
+    .where(_links_t.c.event_pk == bindparam("event_pk"))
+    .scalar_subquery(),
+)
+_INSERT_EPISODE = insert(_episodes_t).returning(_episodes_t.c.id)
+_TOUCH_EPISODE = (
+    update(_episodes_t)
+    .where(_episodes_t.c.id == bindparam("episode_id"))
+    .values(updated_at=bindparam("now"))
+)
+_INSERT_LINK = insert(_links_t)
+_LOCK_JOURNEY = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+def open_episode_query(organization_id: int, patient_id: EntityRef, journey_type: str) -> Any:
     """The patient's most recent open episode of the journey: the first entry of one range
     of ``ix_episodes_org_patient_journey``, which ends in ``(created_at, id)``."""
-    return (
-        _episodes(organization_id)
-        .where(
-            Episode.patient_id == patient_id,
-            Episode.journey_type == journey_type,
-            Episode.status == "open",
-        )
-        .order_by(Episode.created_at.desc(), Episode.id.desc())
-        .limit(1)
+    return _OPEN_EPISODE.params(
+        organization_id=organization_id, patient_id=patient_id, journey_type=journey_type
     )
+
+
+def episode_of_event_query(organization_id: int, event_pk: int) -> Any:
+    """The episode an event was linked to: its link by the event's key, then that episode."""
+    return _EPISODE_OF_EVENT.params(organization_id=organization_id, event_pk=event_pk)
+
+
+async def _one_episode(session: AsyncSession, stmt: Any) -> Episode | None:
+    connection = await session.connection()
+    row = (await connection.execute(stmt)).first()
+    return Episode(**row._mapping) if row is not None else None
 
 
 async def find_open_episode(
     session: AsyncSession, organization_id: int, patient_id: EntityRef, journey_type: str
 ) -> Episode | None:
-    """The patient's most recent open episode of the journey."""
-    return await session.scalar(open_episode_query(organization_id, patient_id, journey_type))
-
-
-def episode_of_event_query(organization_id: int, event_pk: int) -> Select[Episode]:
-    """The episode an event was linked to: its link by the event's key, then that episode.
-
-    Not a join. With statistics taken while the tables were empty (autovacuum off, say),
-    PostgreSQL planned the join as a nested loop over every episode of the organisation
-    with a scan of the links inside it: quadratic, seconds per dispatch once a drain had
-    filled them. A scalar subquery is looked up once, whatever the statistics say.
-    """
-    link = select(EpisodeEvent.episode_id).where(EpisodeEvent.event_pk == event_pk)
-    return _episodes(organization_id).where(Episode.id == link.scalar_subquery())
+    """The patient's most recent open episode of the journey (not added to the session)."""
+    return await _one_episode(
+        session, open_episode_query(organization_id, patient_id, journey_type)
+    )
 
 
 async def episode_of_event(
     session: AsyncSession, organization_id: int, event_pk: int
 ) -> Episode | None:
-    return await session.scalar(episode_of_event_query(organization_id, event_pk))
+    """The episode an event was linked to (not added to the session)."""
+    return await _one_episode(session, episode_of_event_query(organization_id, event_pk))
+
+
+async def insert_episode(session: AsyncSession, values: dict[str, Any]) -> Episode:
+    """A new episode, built from what was written: one statement, no read back."""
+    connection = await session.connection()
+    new_id = (await connection.execute(_INSERT_EPISODE, values)).scalar_one()
+    return Episode(id=new_id, **values)
+
+
+async def touch_episode(session: AsyncSession, episode: Episode, now: Any) -> None:
+    """An event joined the episode: it was updated now."""
+    connection = await session.connection()
+    await connection.execute(_TOUCH_EPISODE, {"episode_id": episode.id, "now": now})
+    episode.updated_at = now
+
+
+async def link_event(session: AsyncSession, values: dict[str, Any]) -> None:
+    """The event's link to its episode; the unique index on ``event_pk`` keeps it single."""
+    connection = await session.connection()
+    await connection.execute(_INSERT_LINK, values)
 
 
 async def lock_journey(
@@ -221,4 +272,5 @@ async def lock_journey(
         return
     digest = hashlib.sha256(f"{organization_id}:{patient_id}:{journey_type}".encode()).digest()
     key = int.from_bytes(digest[:8], "big", signed=True)
-    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    connection = await session.connection()
+    await connection.execute(_LOCK_JOURNEY, {"key": key})
