@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -125,6 +126,23 @@ def dialect_of(session: AsyncSession) -> str:
 def insert_for(session: AsyncSession) -> Any:
     """The session's database's ``insert`` construct, the one with ``on_conflict_do_*``."""
     return postgresql.insert if dialect_of(session) == "postgresql" else sqlite.insert
+
+
+_PREBUILT: dict[tuple[str, Hashable], Any] = {}
+
+
+def prebuilt(session: AsyncSession, key: Hashable, build: Callable[[Any], Any]) -> Any:
+    """A statement built once per database dialect: ``build(insert)`` is given the dialect's
+    ``insert`` construct. Run it with its values as parameters (``connection.execute(stmt,
+    values)``), not ``.values()``: a statement built per call is compiled and keyed per call
+    (a few hundred microseconds), where a prebuilt one is found in the compiled cache."""
+    dialect = dialect_of(session)
+    stmt = _PREBUILT.get((dialect, key))
+    if stmt is None:
+        stmt = _PREBUILT[dialect, key] = build(
+            postgresql.insert if dialect == "postgresql" else sqlite.insert
+        )
+    return stmt
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

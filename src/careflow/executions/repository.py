@@ -11,7 +11,7 @@ from sqlalchemy import Select, Table, bindparam, delete, func, insert, select, u
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from careflow.db import insert_for
+from careflow.db import prebuilt
 from careflow.executions.models import Execution, ExecutionAction
 
 
@@ -41,14 +41,18 @@ async def insert_if_absent(
     PostgreSQL, and on SQLite the statement opens the transaction itself, where a leading
     SAVEPOINT would have started (and on release committed) one of its own.
     """
-    insert = insert_for(session)
-    stmt = (
-        insert(model)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=index_elements)
-        .returning(model.id)
+    table = model.__table__
+    stmt = prebuilt(
+        session,
+        ("insert_if_absent", table.name, tuple(index_elements)),
+        lambda insert: (
+            insert(table)
+            .on_conflict_do_nothing(index_elements=index_elements)
+            .returning(table.c.id)
+        ),
     )
-    return await session.scalar(stmt)  # type: ignore[no-any-return]
+    connection = await session.connection()
+    return (await connection.execute(stmt, values)).scalar()  # type: ignore[no-any-return]
 
 
 async def insert_execution(session: AsyncSession, values: dict[str, Any]) -> Execution | None:

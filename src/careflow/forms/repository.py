@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Select, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careflow.db import insert_for
+from careflow.db import prebuilt
 from careflow.forms.models import Form, FormStatus
 from careflow.kit.types import EntityRef
 
@@ -48,23 +48,24 @@ async def insert_pending(
 ) -> int | None:
     """Open a pending form for an action; None (nothing written) if the action already
     has its form or the patient already has this template pending: both are unique."""
-    stmt = (
-        insert_for(session)(_forms)
-        .values(
-            organization_id=organization_id,
-            patient_id=patient_id,
-            form_template_id=form_template_id,
-            blocking=blocking,
-            description=description,
-            status=FormStatus.PENDING,
-            execution_id=execution_id,
-            action_index=action_index,
-            created_at=now,
-        )
-        .on_conflict_do_nothing()
-        .returning(_forms.c.id)
+    stmt = prebuilt(
+        session,
+        "forms.insert_pending",
+        lambda insert: insert(_forms).on_conflict_do_nothing().returning(_forms.c.id),
     )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    values = {
+        "organization_id": organization_id,
+        "patient_id": patient_id,
+        "form_template_id": form_template_id,
+        "blocking": blocking,
+        "description": description,
+        "status": FormStatus.PENDING,
+        "execution_id": execution_id,
+        "action_index": action_index,
+        "created_at": now,
+    }
+    connection = await session.connection()
+    return (await connection.execute(stmt, values)).scalar_one_or_none()  # type: ignore[no-any-return]
 
 
 async def get_pending(

@@ -9,10 +9,11 @@ from sqlalchemy import Table, event, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from careflow.db import dialect_of, insert_for
+from careflow.db import dialect_of, prebuilt
 from careflow.jobs.models import Job, JobStatus
 
 NOTIFY_CHANNEL = "careflow_jobs"
+_NOTIFY = text(f"NOTIFY {NOTIFY_CHANNEL}")
 _jobs: Table = Job.__table__  # type: ignore[assignment]
 DEFAULT_MAX_ATTEMPTS = 5
 # Attempts a job gets when its enqueuer names none: CAREFLOW_JOB_MAX_ATTEMPTS, installed by
@@ -98,12 +99,17 @@ async def _insert(session: AsyncSession, rows: list[dict[str, Any]], *, due_now:
     dialect = dialect_of(session)
     # A NULL dedupe_key never conflicts, so every job goes through the same statement:
     # compiled once (Core, not the ORM), whatever the number of rows.
-    stmt = insert_for(session)(_jobs).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    await (await session.connection()).execute(stmt, rows)
+    stmt = prebuilt(
+        session,
+        "jobs.insert",
+        lambda insert: insert(_jobs).on_conflict_do_nothing(index_elements=["dedupe_key"]),
+    )
+    connection = await session.connection()
+    await connection.execute(stmt, rows)
     session.info["careflow_jobs_enqueued"] = True
     if dialect == "postgresql" and due_now and not session.info.get("careflow_notified"):
         # NOTIFY is delivered on commit only, so a rolled-back enqueue wakes nobody.
-        await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+        await connection.execute(_NOTIFY)
         session.info["careflow_notified"] = True
 
 
