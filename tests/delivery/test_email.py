@@ -6,17 +6,28 @@ from collections.abc import Iterator
 from email.message import Message
 from typing import Any
 
+import aiosmtplib.email
 import pytest
 from aiosmtpd.controller import Controller
+from hypothesis import example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from careflow.config import Settings
-from careflow.delivery.email import LogEmailTransport, SmtpConfig, SmtpTransport, message_id_for
+from careflow.delivery.email import (
+    LogEmailTransport,
+    SmtpConfig,
+    SmtpTransport,
+    message_id_for,
+    plain_message,
+)
 from careflow.delivery.errors import PermanentDeliveryError, TransientDeliveryError
 from careflow.delivery.templates import SAMPLE_CONTEXT, builtin_template, render
 from tests.conftest import make_settings
 from tests.fixtures.smtp import SmtpServer, free_port
 
 RECIPIENT = "pat@example.com"
+PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
 
 
 def text_of(message: Message) -> str:
@@ -131,6 +142,126 @@ class TestSmtpTransport:
                 message_id="<h@careflow>",
             )
         assert smtp.sink.messages == []
+
+
+class TestPlainMessages:
+    """Plain messages go out as bytes built directly; they must be EmailMessage's bytes."""
+
+    async def test_a_plain_message_arrives_as_email_message_would_write_it(
+        self, smtp: SmtpServer, settings: Settings
+    ) -> None:
+        transport = SmtpTransport(settings)
+        message_id = message_id_for(7, 1)
+        body = "Hello Ada,\n\nYour registration form is waiting.\nSee you soon.\n"
+        await transport.send(to=RECIPIENT, subject="Welcome", body=body, message_id=message_id)
+
+        [received] = smtp.sink.messages
+        assert received.mail_from == settings.email_from
+        assert received.rcpt_tos == [RECIPIENT]
+        assert received.message_id == message_id
+        assert received.message["Subject"] == "Welcome"
+        assert text_of(received.message).replace("\r\n", "\n") == body
+        expected = aiosmtplib.email.flatten_message(
+            transport.build_message(
+                to=RECIPIENT,
+                subject="Welcome",
+                body=body,
+                message_id=message_id,
+                date=received.message["Date"],
+            )
+        )
+        assert received.raw == expected
+
+    async def test_a_sender_with_a_display_name(self, smtp: SmtpServer, database_url: str) -> None:
+        sender = "Dr. Grey's Practice <practice@example.com>"
+        transport = SmtpTransport(make_settings(database_url, smtp_url=smtp.url, email_from=sender))
+        await transport.send(to=RECIPIENT, subject="Hi", body="Hello", message_id="<d@careflow>")
+
+        [received] = smtp.sink.messages
+        assert received.mail_from == "practice@example.com"  # as aiosmtplib derives it
+        built = transport.build_message(
+            to=RECIPIENT,
+            subject="Hi",
+            body="Hello",
+            message_id="<d@careflow>",
+            date=received.message["Date"],
+        )
+        assert received.raw == aiosmtplib.email.flatten_message(built)
+
+    async def test_a_sender_email_message_refuses_still_fails_each_send(
+        self, smtp: SmtpServer, database_url: str
+    ) -> None:
+        settings = make_settings(
+            database_url, smtp_url=smtp.url, email_from="a@example.com\r\nBcc: b@example.com"
+        )
+        with pytest.raises(PermanentDeliveryError):
+            await SmtpTransport(settings).send(
+                to=RECIPIENT, subject="Hi", body="Hello", message_id="<s@careflow>"
+            )
+        assert smtp.sink.messages == []
+
+    @pytest.mark.parametrize(
+        ("to", "subject", "body"),
+        [
+            ("José <pat@example.com>", "Hi", "Hello"),  # a display name
+            ("pat@example.com", "Café", "Hello"),  # a non-ASCII subject
+            ("pat@example.com", "Hi", "Bonjour José"),  # a non-ASCII body
+            ("pat@example.com", "Hi", "x" * 79),  # a line EmailMessage encodes
+            ("pat@example.com", "S" * 80, "Hello"),  # a header EmailMessage folds
+            ("pat@example.com", "x =?utf-8?b?Y2Fmw6k=?= y", "Hello"),  # an encoded word
+            ("pat@example.com", "", "Hello"),  # written "Subject:", with no space
+            ("pat@example.com\r\nBcc: x@example.com", "Hi", "Hello"),  # an injection
+            ("pat@example.com", "Hi\nBcc: x@example.com", "Hello"),
+        ],
+    )
+    def test_what_is_not_plain_is_left_to_email_message(
+        self, to: str, subject: str, body: str
+    ) -> None:
+        assert (
+            plain_message(
+                sender_line="From: a@example.com",
+                to=to,
+                subject=subject,
+                body=body,
+                message_id="<m@careflow>",
+                date="Wed, 02 Dec 2026 03:30:00 +0000",
+            )
+            is None
+        )
+
+    @hypothesis_settings(max_examples=300, deadline=None)
+    @example(to=RECIPIENT, subject="x =?utf-8?q?caf=C3=A9?= y", body="Hi", execution_id=1)
+    @example(to=RECIPIENT, subject="  two  spaces ", body=" \n.\nFrom me\n", execution_id=1)
+    @given(
+        to=st.one_of(
+            st.emails(),
+            st.text(st.characters(codec="ascii"), max_size=40),
+        ),
+        subject=st.one_of(st.text(max_size=90), st.text(PRINTABLE, max_size=90)),
+        body=st.one_of(st.text(max_size=300), st.text(st.characters(codec="ascii"), max_size=300)),
+        execution_id=st.integers(min_value=1, max_value=2**62),
+    )
+    def test_plain_bytes_are_email_message_bytes(
+        self, to: str, subject: str, body: str, execution_id: int
+    ) -> None:
+        transport = SmtpTransport(make_settings("sqlite+aiosqlite://", smtp_url="smtp://h:25"))
+        message_id = message_id_for(execution_id, 1)
+        date = "Wed, 02 Dec 2026 03:30:00 +0000"
+        raw = plain_message(
+            sender_line=transport._from_line,
+            to=to,
+            subject=subject,
+            body=body,
+            message_id=message_id,
+            date=date,
+        )
+        if raw is None:
+            return
+        built = transport.build_message(
+            to=to, subject=subject, body=body, message_id=message_id, date=date
+        )
+        for cte_type in ("8bit", "7bit"):  # with and without the server's 8BITMIME
+            assert raw == aiosmtplib.email.flatten_message(built, cte_type=cte_type)
 
 
 class TestSmtpConnections:
