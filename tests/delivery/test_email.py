@@ -206,7 +206,7 @@ class TestPlainMessages:
             ("José <pat@example.com>", "Hi", "Hello"),  # a display name
             ("pat@example.com", "Café", "Hello"),  # a non-ASCII subject
             ("pat@example.com", "Hi", "Bonjour José"),  # a non-ASCII body
-            ("pat@example.com", "Hi", "x" * 79),  # a line EmailMessage encodes
+            ("pat@example.com", "Hi", "=" * 100),  # a body EmailMessage writes in base64
             ("pat@example.com", "S" * 80, "Hello"),  # a header EmailMessage folds
             ("pat@example.com", "x =?utf-8?b?Y2Fmw6k=?= y", "Hello"),  # an encoded word
             ("pat@example.com", "", "Hello"),  # written "Subject:", with no space
@@ -232,6 +232,8 @@ class TestPlainMessages:
     @hypothesis_settings(max_examples=300, deadline=None)
     @example(to=RECIPIENT, subject="x =?utf-8?q?caf=C3=A9?= y", body="Hi", execution_id=1)
     @example(to=RECIPIENT, subject="  two  spaces ", body=" \n.\nFrom me\n", execution_id=1)
+    @example(to=RECIPIENT, subject="Long", body=("word " * 30 + "\n") * 12, execution_id=1)
+    @example(to=RECIPIENT, subject="Long", body="a=b " * 40 + "  \n\n", execution_id=1)
     @given(
         to=st.one_of(
             st.emails(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import binascii
 import contextlib
 import re
 import socket
@@ -10,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import quoprimime
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime
@@ -140,10 +142,10 @@ def plain_message(
     """The message's SMTP bytes when it is plain, else None.
 
     Plain: the recipient is a bare ASCII address, the subject and Message-ID are short
-    printable ASCII, and the body is ASCII text whose lines fit in 78 characters. The bytes
+    printable ASCII, and the body is ASCII text (see ``_plain_payload``). The bytes
     are then those ``EmailMessage`` + ``set_content`` would flatten to, header for header
     (a property test holds the two equal). Anything else (a non-ASCII name or subject, a long
-    line, a CR or LF in a header) returns None, and the caller builds an ``EmailMessage``,
+    header, a CR or LF in a header) returns None, and the caller builds an ``EmailMessage``,
     which encodes and folds what needs it and refuses what cannot be a header.
 
     Why: an ``EmailMessage`` parses each header through the policy's header registry and its
@@ -158,15 +160,37 @@ def plain_message(
             return None
         lines.append(line)
     lines.append(f"Date: {date}")
-    text = body.encode("ascii").splitlines() if body.isascii() else None
-    if text is None or max(map(len, text), default=0) > _LINE_LIMIT:
+    payload = _plain_payload(body)
+    if payload is None:
         return None
+    cte, data = payload
     lines += (
         'Content-Type: text/plain; charset="utf-8"',
-        "Content-Transfer-Encoding: 7bit",
+        f"Content-Transfer-Encoding: {cte}",
         "MIME-Version: 1.0",
     )
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + b"\r\n".join(text) + b"\r\n"
+    head = "\r\n".join(lines) + "\r\n\r\n"
+    return (head + data.replace("\n", "\r\n")).encode("ascii")
+
+
+def _plain_payload(body: str) -> tuple[str, str] | None:
+    """An ASCII body as ``set_content`` encodes it: as it is ("7bit") when every line fits
+    in 78 characters, else quoted-printable, with EmailMessage's own encoder and the same
+    choice it makes. None where it would choose base64 (text with many "=" or control
+    characters), or for a body that is not ASCII: left to EmailMessage."""
+    if not body.isascii():
+        return None
+    lines = body.encode("ascii").splitlines()
+    text = b"\n".join(lines) + b"\n"
+    if max(map(len, lines), default=0) <= _LINE_LIMIT:
+        return "7bit", text.decode("ascii")
+    # EmailMessage weighs the first ten lines in both encodings and takes the shorter.
+    sniff = b"\n".join(lines[:10]) + b"\n"
+    if len(quoprimime.body_encode(sniff.decode("latin-1"), _LINE_LIMIT)) > len(
+        binascii.b2a_base64(sniff)
+    ):
+        return None
+    return "quoted-printable", quoprimime.body_encode(text.decode("latin-1"), _LINE_LIMIT)
 
 
 class SmtpTransport:
