@@ -83,6 +83,15 @@ _SELECT_ACTIONS = (
     .order_by(_actions.c.execution_id, _actions.c.action_index)
 )
 _INSERT_ACTION = insert(_actions).returning(_actions.c.id)
+_FINISH = (
+    update(_executions)
+    .where(_executions.c.id == bindparam("execution_id"), _executions.c.status == "running")
+    .values(
+        status=bindparam("status"),
+        error_message=bindparam("error_message"),
+        finished_at=bindparam("finished_at"),
+    )
+)
 _UPDATE_ACTION = update(_actions).where(_actions.c.id == bindparam("row_id"))
 _ACTION_FIELDS = (
     "type",
@@ -190,13 +199,10 @@ async def finish(
     now: datetime,
 ) -> bool:
     """Mark a running execution finished; False if someone else already finished it."""
-    result = await session.execute(
-        update(Execution)
-        .where(Execution.id == execution.id, Execution.status == "running")
-        .values(status=status, error_message=error_message, finished_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    connection = await session.connection()
+    params = {"execution_id": execution.id, "status": status, "error_message": error_message}
+    result = await connection.execute(_FINISH, {**params, "finished_at": now})
+    if not result.rowcount:
         return False
     # What the UPDATE wrote, without marking the object changed: no second UPDATE at flush.
     set_committed_value(execution, "status", status)

@@ -15,7 +15,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, case, delete, func, literal_column, select, tuple_, update
+from sqlalchemy import (
+    Table,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.jobs.models import Job, JobStatus
@@ -65,6 +75,14 @@ def _fenced(job: ClaimedJob) -> Any:
     return (
         (jobs.c.id == job.id) & (jobs.c.locked_by == job.worker) & (jobs.c.attempts == job.attempt)
     )
+
+
+# A finished job's fenced DELETE, built once: it runs for every job.
+_COMPLETE = delete(jobs).where(
+    (jobs.c.id == bindparam("job_id"))
+    & (jobs.c.locked_by == bindparam("worker"))
+    & (jobs.c.attempts == bindparam("attempt"))
+)
 
 
 def _fenced_all(batch: list[ClaimedJob]) -> Any:
@@ -162,8 +180,10 @@ async def next_run_at(session: AsyncSession) -> datetime | None:
 
 async def complete(session: AsyncSession, job: ClaimedJob) -> bool:
     """Delete the finished job in the handler's own transaction; False if the lease was lost."""
-    result = await session.execute(delete(jobs).where(_fenced(job)))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    connection = await session.connection()
+    params = {"job_id": job.id, "worker": job.worker, "attempt": job.attempt}
+    result = await connection.execute(_COMPLETE, params)
+    return bool(result.rowcount)
 
 
 async def complete_many(session: AsyncSession, batch: list[ClaimedJob]) -> int:

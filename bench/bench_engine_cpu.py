@@ -1,0 +1,135 @@
+"""One fixed piece of engine work in one process: the unit ``bench_instructions.py`` counts.
+
+    python bench/bench_engine_cpu.py --database-url URL [--events 1000] [--rounds 3]
+                                     [--warmup 100]
+
+1. reset the database, start ``bench_e2e.py``'s aiosmtpd sink in a child process, and build
+   careflow's app in this process;
+2. create the end-to-end rule (``require_form`` then ``send_email``) and post N
+   ``patient.onboarded`` events through the app (in process, not timed);
+3. run every job with one in-process ``Worker.run_until_idle()``, one job at a time, and
+   take this process's CPU time (``time.process_time``) and PostgreSQL's over that drain.
+
+A warm-up round (``--warmup``, 100 events) runs first and is not counted. It prints the CPU
+per execution of careflow's code and of the database for each round, and the median.
+
+On this project's shared machine those CPU seconds are not steady either: the same tree
+measured 12.6 to 25.6 ms per execution across rounds and runs (docs/benchmarks.md). Under
+callgrind the work is counted in instructions, which are: that is what
+``bench_instructions.py`` does with this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import statistics
+import time
+from typing import Any
+
+import httpx
+from _common import JWT_SECRET, free_port, is_postgres, loadavg, reset_database
+from bench_ceiling import _postgres_cpu
+from bench_e2e import RULE, onboarded
+from bench_floors import serve_sink
+from rich.console import Console
+from rich.table import Table
+
+
+async def _round(database_url: str, smtp_port: int, events: int) -> dict[str, float]:
+    from careflow.app import create_app
+    from careflow.auth import issue_token
+    from careflow.config import Settings
+    from careflow.db import create_engine
+    from careflow.jobs.worker import Worker
+    from careflow.kit.clock import SystemClock
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        env="development",
+        database_url=database_url,
+        jwt_secret=JWT_SECRET,
+        smtp_url=f"smtp://127.0.0.1:{smtp_port}",
+        log_level="WARNING",
+    )
+    engine = create_engine(database_url)
+    clock = SystemClock()
+    app = create_app(settings, engine=engine, clock=clock, migrate_sqlite=False)
+    headers = {"Authorization": f"Bearer {issue_token(settings, org_id=1, role='admin', sub='b')}"}
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            created = await client.post("/v1/automations/rules", json=RULE, headers=headers)
+            created.raise_for_status()
+            for n in range(events):
+                posted = await client.post("/v1/events", json=onboarded("cpu", n), headers=headers)
+                posted.raise_for_status()
+        worker = Worker(app.state.sessionmaker, settings, clock, services=app.state.services)
+        pg_before, cpu_before, started = _postgres_cpu(), time.process_time(), time.monotonic()
+        ran = await worker.run_until_idle()
+        cpu, pg = time.process_time() - cpu_before, _postgres_cpu() - pg_before
+        seconds = time.monotonic() - started
+        if ran != 2 * events:
+            raise RuntimeError(f"{ran} jobs ran, expected {2 * events}")
+    finally:
+        await engine.dispose()
+    return {
+        "careflow_ms": 1000 * cpu / events,
+        "postgres_ms": 1000 * pg / events,
+        "per_s": events / seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", required=True, help="PostgreSQL (a bench database)")
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=100, help="events of the uncounted round")
+    args = parser.parse_args()
+    if not is_postgres(args.database_url):
+        raise SystemExit("PostgreSQL only: give --database-url of a bench database")
+
+    port = free_port()
+    ready, stop = mp.Event(), mp.Event()
+    sink = mp.Process(target=serve_sink, args=(port, ready, stop), daemon=True)
+    sink.start()
+    ready.wait(30)
+    rounds: list[dict[str, Any]] = []
+    try:
+        # A warm-up round, not counted: compiled statements, templates, imports.
+        reset_database(args.database_url)
+        asyncio.run(_round(args.database_url, port, args.warmup))
+        for _ in range(args.rounds):
+            reset_database(args.database_url)
+            load = loadavg()
+            result = asyncio.run(_round(args.database_url, port, args.events))
+            rounds.append({**result, "load": f"{load} / {loadavg()}"})
+    finally:
+        stop.set()
+        sink.join(10)
+
+    table = Table(title=f"Engine CPU per execution, {args.events:,} executions, one process")
+    for column in ("round", "careflow CPU", "PostgreSQL CPU", "executions/s", "load"):
+        table.add_column(column, justify="right")
+    for i, r in enumerate(rounds, 1):
+        table.add_row(
+            str(i),
+            f"{r['careflow_ms']:.2f} ms",
+            f"{r['postgres_ms']:.2f} ms",
+            f"{r['per_s']:.0f}",
+            r["load"],
+        )
+    table.add_row(
+        "median",
+        f"{statistics.median(r['careflow_ms'] for r in rounds):.2f} ms",
+        f"{statistics.median(r['postgres_ms'] for r in rounds):.2f} ms",
+        f"{statistics.median(r['per_s'] for r in rounds):.0f}",
+        "",
+    )
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
