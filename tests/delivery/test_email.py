@@ -28,6 +28,7 @@ from tests.fixtures.smtp import SmtpServer, free_port
 
 RECIPIENT = "pat@example.com"
 PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
+PINNED = {"message_id": "<exec-1.action-1@careflow>", "sender": "no-reply@careflow.local"}
 
 
 def text_of(message: Message) -> str:
@@ -161,16 +162,51 @@ class TestPlainMessages:
         assert received.message_id == message_id
         assert received.message["Subject"] == "Welcome"
         assert text_of(received.message).replace("\r\n", "\n") == body
+        date = received.message["Date"]
         expected = aiosmtplib.email.flatten_message(
             transport.build_message(
-                to=RECIPIENT,
-                subject="Welcome",
-                body=body,
-                message_id=message_id,
-                date=received.message["Date"],
+                to=RECIPIENT, subject="Welcome", body=body, message_id=message_id, date=date
             )
         )
         assert received.raw == expected
+        # It went the plain way: these inputs are plain, and MAIL FROM did not ask for
+        # 8BITMIME, which send_message does whenever the server offers it.
+        assert transport._from_line is not None
+        plain = plain_message(
+            sender_line=transport._from_line,
+            to=RECIPIENT,
+            subject="Welcome",
+            body=body,
+            message_id=message_id,
+            date=date,
+        )
+        assert plain == received.raw
+        assert "BODY=8BITMIME" not in received.mail_options
+
+    async def test_a_message_that_is_not_plain_goes_through_email_message(
+        self, smtp: SmtpServer, settings: Settings
+    ) -> None:
+        await SmtpTransport(settings).send(
+            to=RECIPIENT, subject="Café", body="Bonjour", message_id="<c@careflow>"
+        )
+        [received] = smtp.sink.messages
+        assert received.message["Subject"] == "=?utf-8?q?Caf=C3=A9?="
+        assert "BODY=8BITMIME" in received.mail_options  # send_message's envelope
+
+    async def test_a_non_ascii_sender_is_left_to_email_message(
+        self, smtp: SmtpServer, database_url: str
+    ) -> None:
+        # Its address needs SMTPUTF8, which send_message asks the server for; built as a
+        # plain message it would have crashed in sendmail.
+        settings = make_settings(database_url, smtp_url=smtp.url, email_from="josé@example.com")
+        transport = SmtpTransport(settings)
+        assert transport._from_line is None
+        await transport.send(to=RECIPIENT, subject="Hi", body="Hello", message_id="<u@careflow>")
+
+        [received] = smtp.sink.messages
+        assert received.mail_from == "josé@example.com"
+        assert "SMTPUTF8" in received.mail_options
+        assert received.raw.startswith("From: josé@example.com\r\n".encode())
 
     async def test_a_sender_with_a_display_name(self, smtp: SmtpServer, database_url: str) -> None:
         sender = "Dr. Grey's Practice <practice@example.com>"
@@ -230,10 +266,11 @@ class TestPlainMessages:
         )
 
     @hypothesis_settings(max_examples=300, deadline=None)
-    @example(to=RECIPIENT, subject="x =?utf-8?q?caf=C3=A9?= y", body="Hi", execution_id=1)
-    @example(to=RECIPIENT, subject="  two  spaces ", body=" \n.\nFrom me\n", execution_id=1)
-    @example(to=RECIPIENT, subject="Long", body=("word " * 30 + "\n") * 12, execution_id=1)
-    @example(to=RECIPIENT, subject="Long", body="a=b " * 40 + "  \n\n", execution_id=1)
+    @example(to=RECIPIENT, subject="x =?utf-8?q?caf=C3=A9?= y", body="Hi", **PINNED)
+    @example(to=RECIPIENT, subject="  two  spaces ", body=" \n.\nFrom me\n", **PINNED)
+    @example(to=RECIPIENT, subject="Long", body=("word " * 30 + "\n") * 12, **PINNED)
+    @example(to=RECIPIENT, subject="Long", body="a=b " * 40 + "  \n\n", **PINNED)
+    @example(to=RECIPIENT, subject="Hi", body="Hi", message_id="<=@?=[>>", sender=RECIPIENT)
     @given(
         to=st.one_of(
             st.emails(),
@@ -241,14 +278,25 @@ class TestPlainMessages:
         ),
         subject=st.one_of(st.text(max_size=90), st.text(PRINTABLE, max_size=90)),
         body=st.one_of(st.text(max_size=300), st.text(st.characters(codec="ascii"), max_size=300)),
-        execution_id=st.integers(min_value=1, max_value=2**62),
+        message_id=st.one_of(
+            st.builds(message_id_for, st.integers(1, 2**62), st.integers(0, 50)),
+            st.builds("<{}>".format, st.text(PRINTABLE, max_size=20)),
+        ),
+        sender=st.one_of(
+            st.just("no-reply@careflow.local"),
+            st.emails(),
+            st.builds("{} <{}>".format, st.text(PRINTABLE, max_size=20), st.emails()),
+            st.builds("{} <{}>".format, st.text(max_size=10), st.emails()),
+        ),
     )
     def test_plain_bytes_are_email_message_bytes(
-        self, to: str, subject: str, body: str, execution_id: int
+        self, to: str, subject: str, body: str, message_id: str, sender: str
     ) -> None:
-        transport = SmtpTransport(make_settings("sqlite+aiosqlite://", smtp_url="smtp://h:25"))
-        message_id = message_id_for(execution_id, 1)
+        settings = make_settings("sqlite+aiosqlite://", smtp_url="smtp://h:25", email_from=sender)
+        transport = SmtpTransport(settings)
         date = "Wed, 02 Dec 2026 03:30:00 +0000"
+        if transport._from_line is None:  # a sender EmailMessage refuses, or not ASCII
+            return
         raw = plain_message(
             sender_line=transport._from_line,
             to=to,
