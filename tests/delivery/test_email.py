@@ -271,6 +271,9 @@ class TestPlainMessages:
     @example(to=RECIPIENT, subject="Long", body=("word " * 30 + "\n") * 12, **PINNED)
     @example(to=RECIPIENT, subject="Long", body="a=b " * 40 + "  \n\n", **PINNED)
     @example(to=RECIPIENT, subject="Hi", body="Hi", message_id="<=@?=[>>", sender=RECIPIENT)
+    @example(  # a display name the stdlib cannot fold: SmtpTransport must still be built
+        to=RECIPIENT, subject="Hi", body="Hi", message_id="<m@careflow>", sender=".9*#Z <a@b.cd>"
+    )
     @given(
         to=st.one_of(
             st.emails(),

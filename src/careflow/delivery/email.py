@@ -229,7 +229,9 @@ class SmtpTransport:
         self._from_line: str | None = None
         self._envelope_from = self.sender
         probe = EmailMessage()
-        with contextlib.suppress(ValueError, TypeError):
+        # Not only ValueError: the stdlib's header folder raises AttributeError on some
+        # display names (".9*#Z <a@b.cd>"), as every send_message of them would.
+        with contextlib.suppress(Exception):
             probe["From"] = self.sender
             envelope_from = aiosmtplib.email.extract_sender(probe) or self.sender
             if envelope_from.isascii():
