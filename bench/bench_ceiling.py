@@ -124,6 +124,19 @@ async def _load(dsn: str, events: int) -> None:
         await conn.close()
 
 
+async def _results(conn: asyncpg.Connection, ids: list[int], index: int, output: str) -> None:
+    """Action ``index``'s result row for each execution, once."""
+    await conn.execute(
+        """
+        INSERT INTO ceiling.action_results (execution_id, idx, status, output)
+        SELECT unnest($1::bigint[]), $2, 'success', $3::jsonb ON CONFLICT DO NOTHING
+        """,
+        ids,
+        index,
+        output,
+    )
+
+
 async def _dispatch(conn: asyncpg.Connection, jobs: list[int], event_ids: list[int]) -> None:
     async with conn.transaction():
         patients = await conn.fetch(
@@ -145,14 +158,7 @@ async def _dispatch(conn: asyncpg.Connection, jobs: list[int], event_ids: list[i
             """,
             [row["patient_id"] for row in patients],
         )
-        await conn.execute(
-            """
-            INSERT INTO ceiling.action_results (execution_id, idx, status, output)
-            SELECT unnest($1::bigint[]), 0, 'success', '{"form": "pending"}'
-            ON CONFLICT DO NOTHING
-            """,
-            ids,
-        )
+        await _results(conn, ids, 0, '{"form": "pending"}')
         await conn.execute(
             """
             INSERT INTO ceiling.episodes (patient_id, status)
@@ -213,14 +219,7 @@ async def _send(
             ids,
             [message_id for _, message_id in sent],
         )
-        await conn.execute(
-            """
-            INSERT INTO ceiling.action_results (execution_id, idx, status, output)
-            SELECT unnest($1::bigint[]), 1, 'success', '{"message": "sent"}'
-            ON CONFLICT DO NOTHING
-            """,
-            ids,
-        )
+        await _results(conn, ids, 1, '{"message": "sent"}')
         await conn.execute(
             """
             UPDATE ceiling.executions SET status = 'success', updated_at = now()

@@ -8,14 +8,14 @@ import contextlib
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import quoprimime
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
@@ -122,17 +122,12 @@ _LINE_LIMIT = 78  # the SMTP policy's max_line_length: EmailMessage folds or enc
 
 # A bare addr-spec of the common shape (dot-atoms either side of one @), as EmailMessage
 # writes it back unchanged; quoted local parts, comments and display names are not plain.
-_ADDR_SPEC = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@"
-    r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*"
-)
-
-
-# A Message-ID of the shape careflow writes (``message_id_for``): <dot-atom@dot-atom>.
-_MESSAGE_ID = re.compile(
-    r"<[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@"
-    r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*>"
-)
+# A Message-ID of the shape careflow writes (``message_id_for``) is one in angle brackets.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOMAIN_LABEL = r"[A-Za-z0-9-]+"
+_ADDR = rf"{_ATOM}(\.{_ATOM})*@{_DOMAIN_LABEL}(\.{_DOMAIN_LABEL})*"
+_ADDR_SPEC = re.compile(_ADDR)
+_MESSAGE_ID = re.compile(f"<{_ADDR}>")
 
 
 def _plain_header(name: str, value: str) -> str | None:
@@ -301,11 +296,11 @@ class SmtpTransport:
         else:
             client.close()
 
-    async def _deliver(self, send: Callable[[aiosmtplib.SMTP], Awaitable[Any]]) -> None:
+    async def _deliver(self, message: EmailMessage | bytes, to: str) -> None:
         kept = self._take_idle()
         if kept is not None:
             try:
-                await send(kept)
+                await self._send_on(kept, message, to)
             except aiosmtplib.SMTPServerDisconnected:
                 kept.close()  # dropped while idle: nothing was accepted on it
             except BaseException:
@@ -316,11 +311,19 @@ class SmtpTransport:
                 return
         client = await self._connect()
         try:
-            await send(client)
+            await self._send_on(client, message, to)
         except BaseException:
             client.close()
             raise
         self._give_back(client)
+
+    async def _send_on(
+        self, client: aiosmtplib.SMTP, message: EmailMessage | bytes, to: str
+    ) -> None:
+        if isinstance(message, bytes):  # a plain message, already the DATA
+            await client.sendmail(self._envelope_from, [to], message)
+        else:
+            await client.send_message(message)
 
     async def aclose(self) -> None:
         while self._idle:
@@ -339,9 +342,9 @@ class SmtpTransport:
         headers: Mapping[str, str] | None = None,
     ) -> str:
         date = _now_header()
-        raw = None
+        message: EmailMessage | bytes | None = None
         if self._from_line is not None and not headers:
-            raw = plain_message(
+            message = plain_message(
                 sender_line=self._from_line,
                 to=to,
                 subject=subject,
@@ -349,14 +352,7 @@ class SmtpTransport:
                 message_id=message_id,
                 date=date,
             )
-        send: Callable[[aiosmtplib.SMTP], Awaitable[Any]]
-        if raw is not None:
-            plain = raw
-
-            def send(client: aiosmtplib.SMTP) -> Awaitable[Any]:
-                return client.sendmail(self._envelope_from, [to], plain)
-
-        else:
+        if message is None:
             message = self.build_message(
                 to=to,
                 subject=subject,
@@ -365,12 +361,8 @@ class SmtpTransport:
                 headers=headers,
                 date=date,
             )
-
-            def send(client: aiosmtplib.SMTP) -> Awaitable[Any]:
-                return client.send_message(message)
-
         try:
-            await self._deliver(send)
+            await self._deliver(message, to)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients] or [550]
             raise _classify(min(codes), "recipient") from None

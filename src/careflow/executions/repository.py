@@ -200,8 +200,15 @@ async def finish(
 ) -> bool:
     """Mark a running execution finished; False if someone else already finished it."""
     connection = await session.connection()
-    params = {"execution_id": execution.id, "status": status, "error_message": error_message}
-    result = await connection.execute(_FINISH, {**params, "finished_at": now})
+    result = await connection.execute(
+        _FINISH,
+        {
+            "execution_id": execution.id,
+            "status": status,
+            "error_message": error_message,
+            "finished_at": now,
+        },
+    )
     if not result.rowcount:
         return False
     # What the UPDATE wrote, without marking the object changed: no second UPDATE at flush.

@@ -71,18 +71,18 @@ def _status_is(status: str) -> Any:
     return jobs.c.status == literal_column(f"'{status}'")
 
 
-def _fenced(job: ClaimedJob) -> Any:
-    return (
-        (jobs.c.id == job.id) & (jobs.c.locked_by == job.worker) & (jobs.c.attempts == job.attempt)
-    )
-
-
-# A finished job's fenced DELETE, built once: it runs for every job.
-_COMPLETE = delete(jobs).where(
+# A job's fence: the row is still this claim's (same worker, same attempt). Bound, so the
+# statements that carry it can be built once; ``_fence_of`` gives its parameters.
+_FENCE = (
     (jobs.c.id == bindparam("job_id"))
     & (jobs.c.locked_by == bindparam("worker"))
     & (jobs.c.attempts == bindparam("attempt"))
 )
+_COMPLETE = delete(jobs).where(_FENCE)  # runs for every finished job
+
+
+def _fence_of(job: ClaimedJob) -> dict[str, Any]:
+    return {"job_id": job.id, "worker": job.worker, "attempt": job.attempt}
 
 
 def _fenced_all(batch: list[ClaimedJob]) -> Any:
@@ -181,8 +181,7 @@ async def next_run_at(session: AsyncSession) -> datetime | None:
 async def complete(session: AsyncSession, job: ClaimedJob) -> bool:
     """Delete the finished job in the handler's own transaction; False if the lease was lost."""
     connection = await session.connection()
-    params = {"job_id": job.id, "worker": job.worker, "attempt": job.attempt}
-    result = await connection.execute(_COMPLETE, params)
+    result = await connection.execute(_COMPLETE, _fence_of(job))
     return bool(result.rowcount)
 
 
@@ -245,7 +244,7 @@ async def requeue(
         values["last_error"] = error
     if not count_attempt:
         values["attempts"] = jobs.c.attempts - 1
-    result = await session.execute(update(jobs).where(_fenced(job)).values(**values))
+    result = await session.execute(update(jobs).where(_FENCE).values(**values), _fence_of(job))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -257,7 +256,7 @@ async def bury(session: AsyncSession, job: ClaimedJob, *, now: datetime, error: 
     """
     result = await session.execute(
         update(jobs)
-        .where(_fenced(job))
+        .where(_FENCE)
         .values(
             status=JobStatus.DEAD,
             last_error=error,
@@ -265,7 +264,8 @@ async def bury(session: AsyncSession, job: ClaimedJob, *, now: datetime, error: 
             locked_by=None,
             lease_expires_at=None,
             updated_at=now,
-        )
+        ),
+        _fence_of(job),
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
