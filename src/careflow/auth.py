@@ -63,14 +63,13 @@ def decode_token(token: str, settings: Settings) -> Principal:
 
 def _verify(token: str, settings: Settings) -> tuple[Principal, float]:
     algorithms, key = _algorithms(settings)
-    options: dict[str, Any] = {"require": list(REQUIRED_CLAIMS)}
     try:
         claims = jwt.decode(
             token,
             key,
             algorithms=algorithms,
             audience=settings.jwt_audience,
-            options=options,
+            options={"require": list(REQUIRED_CLAIMS)},
         )
     except jwt.PyJWTError as exc:
         raise UnauthorizedError(f"Invalid token: {exc.__class__.__name__}") from exc
@@ -81,7 +80,7 @@ def _verify(token: str, settings: Settings) -> tuple[Principal, float]:
     if not isinstance(sub, str) or not sub:
         raise UnauthorizedError("Invalid token: sub must be a non-empty string")
     try:
-        role = Role(claims.get("role"))
+        role = Role(claims["role"])
     except ValueError as exc:
         raise UnauthorizedError("Invalid token: unknown role") from exc
     # PyJWT requires exp and refuses a token once now >= exp (no leeway is configured).

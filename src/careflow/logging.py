@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 from careflow.config import Settings
 from careflow.kit.context import current_request_id
@@ -14,7 +15,7 @@ from careflow.kit.context import current_request_id
 _configured = False
 
 
-def _add_request_id(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _add_request_id(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     request_id = current_request_id()
     if request_id and "request_id" not in event_dict:
         event_dict["request_id"] = request_id

@@ -19,7 +19,7 @@ class AuditFilters:
     to_time: datetime | None = None
 
 
-def _query(organization_id: int, f: AuditFilters) -> Select[tuple[AuditEntry]]:
+def _query(organization_id: int, f: AuditFilters) -> Select[AuditEntry]:
     stmt = select(AuditEntry).where(AuditEntry.organization_id == organization_id)
     if f.object_type:
         stmt = stmt.where(AuditEntry.object_type == f.object_type)

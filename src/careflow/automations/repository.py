@@ -98,4 +98,4 @@ async def run_stats(
         )
         .group_by(Execution.automation_rule_id)
     )
-    return {rule_id: (int(count), last) for rule_id, count, last in rows}
+    return {rule_id: (int(count), last) for rule_id, count, last in rows if rule_id is not None}

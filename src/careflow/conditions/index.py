@@ -80,8 +80,9 @@ class RuleIndex:
                 continue
             for tag in set(tags):
                 self._buckets.setdefault(tag, []).append(position)
+        path = self.path
         self._get: Callable[[Mapping[str, Any]], Any] = (
-            (lambda ctx, p=self.path: resolve_path(ctx, p)) if self.path else (lambda ctx: None)
+            (lambda ctx: resolve_path(ctx, path)) if path else (lambda ctx: None)
         )
 
     def __len__(self) -> int:

@@ -77,7 +77,7 @@ async def _ingest_idempotent(
         now = request.app.state.clock.now()
         result = await service.ingest_event(session, principal.org_id, body, now=now)
         accepted = accepted_response(result)
-        response = await guard.respond(accepted.status_code, json.loads(accepted.body))
+        response = await guard.respond(accepted.status_code, json.loads(bytes(accepted.body)))
     return response
 
 

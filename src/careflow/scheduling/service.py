@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import structlog
 from sqlalchemy import delete, select
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from careflow.automations.service import RuleSnapshot
 
     # A stored rule, or the dispatcher's cached snapshot of one.
-    TimeRule = AutomationRule | RuleSnapshot
+    TimeRule: TypeAlias = AutomationRule | RuleSnapshot
 
 log = structlog.get_logger("careflow.scheduling")
 
