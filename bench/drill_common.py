@@ -121,11 +121,16 @@ class Sink:
 
 
 class Db:
-    """One asyncpg connection for the drill's own checks, reopened when it breaks."""
+    """One asyncpg connection for the drill's own checks, reopened when it breaks.
+
+    Concurrent probes take turns on it: asyncpg allows one operation at a time on a
+    connection, and two at once can fail with an error that is none of those caught here.
+    """
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self.conn: asyncpg.Connection | None = None
+        self.lock = asyncio.Lock()
 
     async def _connection(self) -> asyncpg.Connection:
         if self.conn is None or self.conn.is_closed():
@@ -133,12 +138,13 @@ class Db:
         return self.conn
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        try:
-            conn = await self._connection()
-            return await conn.fetch(sql, *args, timeout=30)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-            await self.close()
-            raise
+        async with self.lock:
+            try:
+                conn = await self._connection()
+                return await conn.fetch(sql, *args, timeout=30)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                await self.close()
+                raise
 
     async def val(self, sql: str, *args: Any) -> Any:
         rows = await self.fetch(sql, *args)
