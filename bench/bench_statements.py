@@ -1,0 +1,146 @@
+"""The statements one end-to-end execution sends to PostgreSQL, counted by kind.
+
+    python bench/bench_statements.py --database-url URL [--events 300] [--timeout 120]
+
+What the engine's cost per execution is made of, in the unit it is paid in: careflow's CPU
+goes mostly to sending statements and reading their rows (SQLAlchemy, asyncpg, the event
+loop), a like amount whatever a statement does, so their number per execution says more
+than a timing on this noisy machine can.
+
+1. reset the database, start ``bench_e2e.py``'s aiosmtpd sink in a child process, and build
+   careflow's app in this process;
+2. create the end-to-end rule (``require_form`` then ``send_email``) and post N
+   ``patient.onboarded`` events through the app (not counted);
+3. start one ``Worker`` as ``careflow worker`` runs it (claims, batches, heartbeats) and
+   count, until every execution is ``success``: each statement SQLAlchemy sends (by its
+   verb and table), each BEGIN and COMMIT, and each pool checkout (one ping each).
+
+It prints the count per execution of each kind, most frequent first, and the round trips
+per execution in all. The drain is counted while one in-process poller reads the success
+count every 0.2 s; its reads go through a separate engine and are not in the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import re
+import time
+from collections import Counter
+
+import httpx
+from _common import JWT_SECRET, free_port, is_postgres, reset_database
+from bench_e2e import RULE, onboarded
+from bench_floors import serve_sink
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import event, func, select
+
+_TABLE = re.compile(r"\b(?:FROM|INTO|(?<!FOR )UPDATE|JOIN)\s+([a-z_]+)", re.IGNORECASE)
+
+
+def kind_of(statement: str) -> str:
+    """``SELECT entities``, ``INSERT jobs``, ``SAVEPOINT``: a statement's verb and tables."""
+    words = statement.split()
+    verb = words[0].upper() if words else "?"
+    tables = list(dict.fromkeys(_TABLE.findall(statement)))
+    if verb == "SELECT" and "pg_advisory_xact_lock" in statement:
+        return "SELECT pg_advisory_xact_lock"
+    return f"{verb} {', '.join(tables)}".strip()
+
+
+async def _count(database_url: str, smtp_port: int, events: int, seconds: float) -> Counter[str]:
+    from careflow.app import create_app
+    from careflow.auth import issue_token
+    from careflow.config import Settings
+    from careflow.db import create_engine
+    from careflow.executions.models import Execution
+    from careflow.jobs.worker import Worker
+    from careflow.kit.clock import SystemClock
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        env="development",
+        database_url=database_url,
+        jwt_secret=JWT_SECRET,
+        smtp_url=f"smtp://127.0.0.1:{smtp_port}",
+        log_level="WARNING",
+    )
+    engine, poll_engine = create_engine(database_url), create_engine(database_url)
+    clock = SystemClock()
+    app = create_app(settings, engine=engine, clock=clock, migrate_sqlite=False)
+    token = issue_token(settings, org_id=1, role="admin", sub="bench")
+    headers = {"Authorization": f"Bearer {token}"}
+    counts: Counter[str] = Counter()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            (
+                await client.post("/v1/automations/rules", json=RULE, headers=headers)
+            ).raise_for_status()
+            for n in range(events):
+                posted = await client.post("/v1/events", json=onboarded("st", n), headers=headers)
+                posted.raise_for_status()
+
+        sync = engine.sync_engine
+        event.listen(sync, "before_cursor_execute", lambda *a: counts.update([kind_of(a[2])]))
+        event.listen(sync, "begin", lambda conn: counts.update(["BEGIN"]))
+        event.listen(sync, "commit", lambda conn: counts.update(["COMMIT"]))
+        event.listen(sync.pool, "checkout", lambda *a: counts.update(["(checkout ping)"]))
+
+        worker = Worker(app.state.sessionmaker, settings, clock, services=app.state.services)
+        success = select(func.count()).select_from(Execution).where(Execution.status == "success")
+        await worker.start()
+        deadline = time.monotonic() + seconds
+        try:
+            while True:
+                async with poll_engine.connect() as conn:
+                    done = (await conn.execute(success)).scalar_one()
+                if done >= events:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{done} of {events} executions success in {seconds} s")
+                await asyncio.sleep(0.2)
+        finally:
+            await worker.stop()
+    finally:
+        await engine.dispose()
+        await poll_engine.dispose()
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", required=True, help="PostgreSQL (a bench database)")
+    parser.add_argument("--events", type=int, default=300)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+    if not is_postgres(args.database_url):
+        raise SystemExit("PostgreSQL only: give --database-url of a bench database")
+
+    port = free_port()
+    ready, stop = mp.Event(), mp.Event()
+    sink = mp.Process(target=serve_sink, args=(port, ready, stop), daemon=True)
+    sink.start()
+    ready.wait(30)
+    try:
+        reset_database(args.database_url)
+        counts = asyncio.run(_count(args.database_url, port, args.events, args.timeout))
+    finally:
+        stop.set()
+        sink.join(10)
+
+    per = {kind: n / args.events for kind, n in counts.items()}
+    table = Table(title=f"Statements per execution, {args.events:,} executions, one worker")
+    table.add_column("statement", justify="left")
+    table.add_column("per execution", justify="right")
+    for kind, value in sorted(per.items(), key=lambda kv: (-kv[1], kv[0])):
+        if value >= 0.005:
+            table.add_row(kind, f"{value:.2f}")
+    table.add_row("[b]round trips in all[/b]", f"[b]{sum(per.values()):.2f}[/b]")
+    Console(width=120).print(table)
+
+
+if __name__ == "__main__":
+    main()
