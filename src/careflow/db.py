@@ -98,9 +98,9 @@ async def _ping(driver_connection: Any) -> None:
 def _ping_on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
     """``pool_pre_ping`` in one round trip instead of its three.
 
-    SQLAlchemy's asyncpg ping wraps its statement in BEGIN and ROLLBACK (for pgbouncer's
-    transaction mode, where a simple query is its own transaction anyway): three round trips
-    on every checkout, a few per job. A failed ping invalidates every pooled connection older
+    SQLAlchemy's asyncpg ping wraps a prepared statement in BEGIN and ROLLBACK (which keep
+    it on one server connection under pgbouncer's transaction mode): three round trips on
+    every checkout, a few per job. A simple query prepares nothing. A failed ping invalidates every pooled connection older
     than now, as a failed pre-ping does, and the pool retries with a new one: after a
     database restart none of the old ones work.
     """
