@@ -10,6 +10,11 @@ rescue them (``attempts`` > 1, ``locked_by`` another worker) or finish them. Aft
 A's late completions must be refused (``jobs.completion_refused`` / ``jobs.failure_refused``
 in A's log, for each job it held), and no form, segment membership or execution may be
 doubled. Exits 1 when an invariant is broken.
+
+B may rescue a job and still wait, to run it, on row locks that A's open transactions hold
+(F7, F8 in docs/reliability.md): a frozen process keeps its transactions open. PostgreSQL
+ends them after careflow's ``idle_in_transaction_session_timeout`` (120 s), so a stop
+longer than that (``--stop-seconds 140``) shows B finishing every held job during the stop.
 """
 
 from __future__ import annotations
@@ -75,8 +80,9 @@ async def run(args: argparse.Namespace) -> Verdict:
         watch_db = Db(cluster.db.dsn)
 
         async def watcher() -> None:
-            # Every 50 ms until every held job is gone (done) or 120 s passed.
-            while time.monotonic() - stopped_at < 120:
+            # Every 50 ms until every held job is gone (done), or 120 s (or the stop and 30 s,
+            # if longer) passed.
+            while time.monotonic() - stopped_at < max(120.0, args.stop_seconds + 30):
                 in_stop = not resumed.is_set()
                 rows = await watch_db.fetch(
                     "SELECT id, attempts, status, locked_by,"
