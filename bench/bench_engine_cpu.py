@@ -23,26 +23,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing as mp
 import statistics
 import time
 from typing import Any
 
 import httpx
-from _common import JWT_SECRET, free_port, is_postgres, loadavg, reset_database
+from _common import JWT_SECRET, is_postgres, loadavg, reset_database
 from bench_ceiling import _postgres_cpu
 from bench_e2e import RULE, onboarded
-from bench_floors import serve_sink
+from bench_floors import sink_running
 from rich.console import Console
 from rich.table import Table
 
 
-async def _round(database_url: str, smtp_port: int, events: int) -> dict[str, float]:
+def in_process_app(database_url: str, smtp_port: int) -> tuple[Any, Any, Any]:
+    """careflow's settings, engine and app in this process, mailing the sink at ``smtp_port``."""
     from careflow.app import create_app
-    from careflow.auth import issue_token
     from careflow.config import Settings
     from careflow.db import create_engine
-    from careflow.jobs.worker import Worker
     from careflow.kit.clock import SystemClock
 
     settings = Settings(
@@ -54,17 +52,31 @@ async def _round(database_url: str, smtp_port: int, events: int) -> dict[str, fl
         log_level="WARNING",
     )
     engine = create_engine(database_url)
-    clock = SystemClock()
-    app = create_app(settings, engine=engine, clock=clock, migrate_sqlite=False)
+    app = create_app(settings, engine=engine, clock=SystemClock(), migrate_sqlite=False)
+    return settings, engine, app
+
+
+async def post_workload(app: Any, settings: Any, events: int, prefix: str) -> None:
+    """The end-to-end rule, then ``events`` ``patient.onboarded`` events, through the app."""
+    from careflow.auth import issue_token
+
     headers = {"Authorization": f"Bearer {issue_token(settings, org_id=1, role='admin', sub='b')}"}
     transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        created = await client.post("/v1/automations/rules", json=RULE, headers=headers)
+        created.raise_for_status()
+        for n in range(events):
+            posted = await client.post("/v1/events", json=onboarded(prefix, n), headers=headers)
+            posted.raise_for_status()
+
+
+async def _round(database_url: str, smtp_port: int, events: int) -> dict[str, float]:
+    from careflow.jobs.worker import Worker
+
+    settings, engine, app = in_process_app(database_url, smtp_port)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            created = await client.post("/v1/automations/rules", json=RULE, headers=headers)
-            created.raise_for_status()
-            for n in range(events):
-                posted = await client.post("/v1/events", json=onboarded("cpu", n), headers=headers)
-                posted.raise_for_status()
+        await post_workload(app, settings, events, "cpu")
+        clock = app.state.clock
         worker = Worker(app.state.sessionmaker, settings, clock, services=app.state.services)
         pg_before, cpu_before, started = _postgres_cpu(), time.process_time(), time.monotonic()
         ran = await worker.run_until_idle()
@@ -91,13 +103,8 @@ def main() -> None:
     if not is_postgres(args.database_url):
         raise SystemExit("PostgreSQL only: give --database-url of a bench database")
 
-    port = free_port()
-    ready, stop = mp.Event(), mp.Event()
-    sink = mp.Process(target=serve_sink, args=(port, ready, stop), daemon=True)
-    sink.start()
-    ready.wait(30)
     rounds: list[dict[str, Any]] = []
-    try:
+    with sink_running() as port:
         # A warm-up round, not counted: compiled statements, templates, imports.
         reset_database(args.database_url)
         asyncio.run(_round(args.database_url, port, args.warmup))
@@ -106,9 +113,6 @@ def main() -> None:
             load = loadavg()
             result = asyncio.run(_round(args.database_url, port, args.events))
             rounds.append({**result, "load": f"{load} / {loadavg()}"})
-    finally:
-        stop.set()
-        sink.join(10)
 
     table = Table(title=f"Engine CPU per execution, {args.events:,} executions, one process")
     for column in ("round", "careflow CPU", "PostgreSQL CPU", "executions/s", "load"):

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing as mp
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from typing import Any
 
@@ -47,6 +48,21 @@ def serve_sink(port: int, ready: Any, stop: Any) -> None:
     ready.set()
     stop.wait(600)
     controller.stop()
+
+
+@contextlib.contextmanager
+def sink_running() -> Iterator[int]:
+    """``serve_sink`` in a child process on a free port (yielded) for the ``with`` block."""
+    port = free_port()
+    ready, stop = mp.Event(), mp.Event()
+    sink = mp.Process(target=serve_sink, args=(port, ready, stop), daemon=True)
+    sink.start()
+    ready.wait(30)
+    try:
+        yield port
+    finally:
+        stop.set()
+        sink.join(10)
 
 
 def cpu_of(pid: int) -> float:

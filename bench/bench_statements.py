@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing as mp
 import re
 import time
 from collections import Counter
 
-import httpx
-from _common import JWT_SECRET, free_port, is_postgres, reset_database
-from bench_e2e import RULE, onboarded
-from bench_floors import serve_sink
+from _common import is_postgres, reset_database
+from bench_engine_cpu import in_process_app, post_workload
+from bench_floors import sink_running
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import event, func, select
@@ -51,37 +49,15 @@ def kind_of(statement: str) -> str:
 
 
 async def _count(database_url: str, smtp_port: int, events: int, seconds: float) -> Counter[str]:
-    from careflow.app import create_app
-    from careflow.auth import issue_token
-    from careflow.config import Settings
     from careflow.db import create_engine
     from careflow.executions.models import Execution
     from careflow.jobs.worker import Worker
-    from careflow.kit.clock import SystemClock
 
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        env="development",
-        database_url=database_url,
-        jwt_secret=JWT_SECRET,
-        smtp_url=f"smtp://127.0.0.1:{smtp_port}",
-        log_level="WARNING",
-    )
-    engine, poll_engine = create_engine(database_url), create_engine(database_url)
-    clock = SystemClock()
-    app = create_app(settings, engine=engine, clock=clock, migrate_sqlite=False)
-    token = issue_token(settings, org_id=1, role="admin", sub="bench")
-    headers = {"Authorization": f"Bearer {token}"}
+    settings, engine, app = in_process_app(database_url, smtp_port)
+    poll_engine = create_engine(database_url)
     counts: Counter[str] = Counter()
     try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            (
-                await client.post("/v1/automations/rules", json=RULE, headers=headers)
-            ).raise_for_status()
-            for n in range(events):
-                posted = await client.post("/v1/events", json=onboarded("st", n), headers=headers)
-                posted.raise_for_status()
+        await post_workload(app, settings, events, "st")
 
         sync = engine.sync_engine
         event.listen(sync, "before_cursor_execute", lambda *a: counts.update([kind_of(a[2])]))
@@ -89,7 +65,9 @@ async def _count(database_url: str, smtp_port: int, events: int, seconds: float)
         event.listen(sync, "commit", lambda conn: counts.update(["COMMIT"]))
         event.listen(sync.pool, "checkout", lambda *a: counts.update(["(checkout ping)"]))
 
-        worker = Worker(app.state.sessionmaker, settings, clock, services=app.state.services)
+        worker = Worker(
+            app.state.sessionmaker, settings, app.state.clock, services=app.state.services
+        )
         success = select(func.count()).select_from(Execution).where(Execution.status == "success")
         await worker.start()
         deadline = time.monotonic() + seconds
@@ -119,17 +97,9 @@ def main() -> None:
     if not is_postgres(args.database_url):
         raise SystemExit("PostgreSQL only: give --database-url of a bench database")
 
-    port = free_port()
-    ready, stop = mp.Event(), mp.Event()
-    sink = mp.Process(target=serve_sink, args=(port, ready, stop), daemon=True)
-    sink.start()
-    ready.wait(30)
-    try:
+    with sink_running() as port:
         reset_database(args.database_url)
         counts = asyncio.run(_count(args.database_url, port, args.events, args.timeout))
-    finally:
-        stop.set()
-        sink.join(10)
 
     per = {kind: n / args.events for kind, n in counts.items()}
     table = Table(title=f"Statements per execution, {args.events:,} executions, one worker")
