@@ -13,7 +13,8 @@ than a timing on this noisy machine can.
    ``patient.onboarded`` events through the app (not counted);
 3. start one ``Worker`` as ``careflow worker`` runs it (claims, batches, heartbeats) and
    count, until every execution is ``success``: each statement SQLAlchemy sends (by its
-   verb and table), each BEGIN and COMMIT, and each pool checkout (one ping each).
+   verb and table), each BEGIN, COMMIT and ROLLBACK, and each pool checkout of a connection
+   the pool kept (one ping each; a new connection is not pinged).
 
 It prints the count per execution of each kind, most frequent first, and the round trips
 per execution in all. The drain is counted while one in-process poller reads the success
@@ -27,6 +28,7 @@ import asyncio
 import re
 import time
 from collections import Counter
+from typing import Any
 
 from _common import is_postgres, reset_database
 from bench_engine_cpu import in_process_app, post_workload
@@ -48,6 +50,20 @@ def kind_of(statement: str) -> str:
     return f"{verb} {', '.join(tables)}".strip()
 
 
+def _count_pings(pool: Any, counts: Counter[str]) -> None:
+    """Count the checkouts careflow pings: all but a new connection's first (careflow.db)."""
+
+    def made(_dbapi_connection: Any, record: Any) -> None:
+        record.info["bench.new"] = True
+
+    def checked_out(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if not record.info.pop("bench.new", False):
+            counts.update(["(checkout ping)"])
+
+    event.listen(pool, "connect", made)
+    event.listen(pool, "checkout", checked_out)
+
+
 async def _count(database_url: str, smtp_port: int, events: int, seconds: float) -> Counter[str]:
     from careflow.db import create_engine
     from careflow.executions.models import Execution
@@ -63,7 +79,8 @@ async def _count(database_url: str, smtp_port: int, events: int, seconds: float)
         event.listen(sync, "before_cursor_execute", lambda *a: counts.update([kind_of(a[2])]))
         event.listen(sync, "begin", lambda conn: counts.update(["BEGIN"]))
         event.listen(sync, "commit", lambda conn: counts.update(["COMMIT"]))
-        event.listen(sync.pool, "checkout", lambda *a: counts.update(["(checkout ping)"]))
+        event.listen(sync, "rollback", lambda conn: counts.update(["ROLLBACK"]))
+        _count_pings(sync.pool, counts)
 
         worker = Worker(
             app.state.sessionmaker, settings, app.state.clock, services=app.state.services

@@ -95,18 +95,32 @@ async def _ping(driver_connection: Any) -> None:
     await driver_connection.execute("SELECT 1")
 
 
-def _ping_on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+_FRESH = "careflow.fresh"
+
+
+def _mark_fresh(_dbapi_connection: Any, record: Any) -> None:
+    record.info[_FRESH] = True
+
+
+def _ping_on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
     """``pool_pre_ping`` in one round trip instead of its three.
 
     SQLAlchemy's asyncpg ping wraps a prepared statement in BEGIN and ROLLBACK (which keep
     it on one server connection under pgbouncer's transaction mode): three round trips on
-    every checkout, a few per job. A simple query prepares nothing. A failed ping invalidates every pooled connection older
-    than now, as a failed pre-ping does, and the pool retries with a new one: after a
-    database restart none of the old ones work.
+    every checkout, a few per job. A simple query prepares nothing. As with pre-ping:
+    - a connection just made is not pinged: its first statement is the test, and fails as
+      a statement does (a 503 in the API), not as a checkout that ran out of attempts;
+    - a ping that finds the connection closed invalidates every pooled connection older
+      than now, and the pool retries with a new one: after a database restart none of the
+      old ones work. Any other error is raised as it is.
     """
+    if record.info.pop(_FRESH, False):
+        return
     try:
         dbapi_connection.run_async(_ping)
     except Exception as error:
+        if not dbapi_connection.driver_connection.is_closed():
+            raise
         raise exc.InvalidatePoolError(f"ping failed: {type(error).__name__}") from error
 
 
@@ -139,6 +153,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     )
     engine = create_async_engine(url, **kwargs)
     if ping:
+        event.listen(engine.sync_engine.pool, "connect", _mark_fresh)
         event.listen(engine.sync_engine.pool, "checkout", _ping_on_checkout)
     return engine
 

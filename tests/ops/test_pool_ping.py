@@ -1,4 +1,8 @@
-"""A pooled PostgreSQL connection the server has ended is found on checkout and replaced."""
+"""A pooled PostgreSQL connection the server has ended is found on checkout and replaced.
+
+The ping is ``careflow.db``'s checkout listener: ``SELECT 1`` on a connection the pool kept,
+none on one it has just made (that connection's first statement is its test).
+"""
 
 from __future__ import annotations
 
@@ -31,6 +35,27 @@ async def terminate(engine: AsyncEngine, pid: int) -> None:
     async with engine.connect() as conn:
         ended = await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         assert ended.scalar_one() is True
+
+
+async def last_query(engine: AsyncEngine, pid: int) -> str:
+    async with engine.connect() as conn:
+        sql = text("SELECT query FROM pg_stat_activity WHERE pid = :pid")
+        return str((await conn.execute(sql, {"pid": pid})).scalar_one())
+
+
+async def test_a_kept_connection_is_pinged_and_a_new_one_is_not(
+    engine: AsyncEngine, one_connection_engine: AsyncEngine
+) -> None:
+    # get_server_pid() asks the driver, not the server: the last query stays the pool's.
+    fresh = await one_connection_engine.raw_connection()
+    pid = fresh.driver_connection.get_server_pid()
+    assert await last_query(engine, pid) != "SELECT 1"
+    fresh.close()
+
+    kept = await one_connection_engine.raw_connection()
+    assert kept.driver_connection.get_server_pid() == pid
+    assert await last_query(engine, pid) == "SELECT 1"
+    kept.close()
 
 
 async def test_a_terminated_connection_is_replaced_on_checkout(
