@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.config import Settings
 from careflow.kit.clock import Clock
 from careflow.kit.types import EntityRef
+
+if TYPE_CHECKING:
+    from careflow.automations.models import Template
+    from careflow.messages.models import Message
 
 ActionStatus = Literal["success", "failure", "skipped"]
 
@@ -25,6 +29,21 @@ class RetryableActionError(Exception):
 
 class PermanentActionError(Exception):
     """Retrying cannot help (a refused recipient, a template that fails to render)."""
+
+
+class ReadsAhead(Protocol):
+    """Rows a batch of steps read before any of them ran (``executions.read_ahead``). Each
+    answers (True, row or None) when it was read ahead, (False, None) when it was not."""
+
+    def take_message(self, execution_id: int, action_index: int) -> tuple[bool, Message | None]:
+        """The message an action has already produced, once."""
+        ...
+
+    def template(
+        self, organization_id: int, key: str, channel: str
+    ) -> tuple[bool, Template | None]:
+        """The organisation's own template under ``key``."""
+        ...
 
 
 @dataclass(slots=True)
@@ -42,6 +61,8 @@ class ActionContext:
     attempt: int = 1
     is_last_attempt: bool = False
     trigger_event: str = ""
+    # What the batch this step runs in read ahead for it, else None.
+    reads: ReadsAhead | None = None
 
 
 @dataclass(slots=True)

@@ -17,9 +17,16 @@ from careflow.delivery.errors import (
     TemplateRenderError,
     TransientDeliveryError,
 )
-from careflow.delivery.templates import Rendered, render, resolve_template
+from careflow.delivery.templates import (
+    Rendered,
+    TemplateSource,
+    builtin_template,
+    render,
+    resolve_template,
+    source_from_row,
+)
 from careflow.messages.models import Message
-from careflow.messages.repository import new_message_id, save_for_action
+from careflow.messages.repository import get_for_action, new_message_id, save_for_action
 
 
 class MessageStatus:
@@ -44,6 +51,23 @@ def contact_preview(
     if reason is not None:
         preview["skip_reason"] = reason
     return preview
+
+
+async def existing_message(ctx: ActionContext) -> Message | None:
+    """The message this action produced on an earlier run, if any (read ahead in a batch)."""
+    if ctx.reads is not None:
+        found, message = ctx.reads.take_message(ctx.execution_id, ctx.action_index)
+        if found:
+            return message
+    return await get_for_action(ctx.session, ctx.execution_id, ctx.action_index)
+
+
+async def _template(ctx: ActionContext, key: str, channel: str) -> TemplateSource | None:
+    if ctx.reads is not None:
+        found, row = ctx.reads.template(ctx.organization_id, key, channel)
+        if found:
+            return source_from_row(row) if row is not None else builtin_template(key, channel)
+    return await resolve_template(ctx.session, ctx.organization_id, key, channel)
 
 
 def is_sent(message: Message | None) -> bool:
@@ -130,7 +154,7 @@ async def render_and_send(
             **kwargs,
         )
 
-    source = await resolve_template(ctx.session, ctx.organization_id, template_key, channel)
+    source = await _template(ctx, template_key, channel)
     if source is None:
         error = f"unknown {channel} template {template_key!r}"
         message = await record(MessageStatus.FAILED, None, error=error)

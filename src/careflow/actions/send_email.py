@@ -9,11 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.actions.base import ActionContext, ActionOutcome
 from careflow.actions.common import contact_of, opted_out, patient_of, required_str, skipped
-from careflow.actions.messaging import contact_preview, is_sent, render_and_send
+from careflow.actions.messaging import contact_preview, existing_message, is_sent, render_and_send
 from careflow.delivery.email import message_id_for
 from careflow.delivery.templates import Rendered
 from careflow.delivery.transports import get_transports
-from careflow.messages import repository as messages
 
 NO_ADDRESS = "no email address"
 OPTED_OUT = "patient opted out of email"
@@ -41,7 +40,7 @@ class SendEmailExecutor:
         recipient = contact_of(patient, "email")
         assert recipient is not None  # _skip_reason returned None
 
-        existing = await messages.get_for_action(ctx.session, ctx.execution_id, ctx.action_index)
+        existing = await existing_message(ctx)
         if is_sent(existing):
             assert existing is not None
             return ActionOutcome(status="success", result={"email_id": existing.id})

@@ -12,14 +12,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.actions.base import ActionContext, ActionOutcome
 from careflow.actions.common import contact_of, opted_out, patient_of, required_str, skipped
-from careflow.actions.messaging import MessageStatus, contact_preview, is_sent, render_and_send
+from careflow.actions.messaging import (
+    MessageStatus,
+    contact_preview,
+    existing_message,
+    is_sent,
+    render_and_send,
+)
 from careflow.actions.quiet_hours import next_allowed_time
 from careflow.config import Settings
 from careflow.delivery.templates import Rendered
 from careflow.delivery.transports import get_transports
 from careflow.jobs.errors import DeferJob
 from careflow.kit.models import OrganizationSettings
-from careflow.messages import repository as messages
 from careflow.messages.models import Message
 
 NO_PHONE = "no phone number"
@@ -94,7 +99,7 @@ class SendSmsExecutor:
         recipient = contact_of(patient, "phone")
         assert recipient is not None
 
-        existing = await messages.get_for_action(ctx.session, ctx.execution_id, ctx.action_index)
+        existing = await existing_message(ctx)
         if is_sent(existing):
             assert existing is not None
             return ActionOutcome(status="success", result={"sms_id": existing.id})

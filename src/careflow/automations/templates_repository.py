@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Table, bindparam, select
+from collections.abc import Sequence
+
+from sqlalchemy import Table, bindparam, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +27,25 @@ async def find(
     params = {"org": organization_id, "key": key, "channel": channel}
     row = (await connection.execute(_SELECT_ONE, params)).first()
     return Template(**row._mapping) if row is not None else None
+
+
+async def find_many(
+    session: AsyncSession, keys: Sequence[tuple[int, str, str]]
+) -> dict[tuple[int, str, str], Template | None]:
+    """``find`` of many (organisation, key, channel) in one read; None where the
+    organisation has no template of its own under the key."""
+    out: dict[tuple[int, str, str], Template | None] = dict.fromkeys(keys)
+    if not out:
+        return out
+    stmt = select(_templates).where(
+        tuple_(_templates.c.organization_id, _templates.c.key, _templates.c.channel).in_(
+            sorted(out)
+        )
+    )
+    connection = await session.connection()
+    for row in await connection.execute(stmt):
+        out[(row.organization_id, row.key, row.channel)] = Template(**row._mapping)
+    return out
 
 
 async def get(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, select, update
+from sqlalchemy import Select, Table, bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.db import insert_for
@@ -128,6 +128,25 @@ async def snapshot_data(
     }
     data = (await connection.execute(_SELECT_SNAPSHOT_DATA, params)).scalar_one_or_none()
     return dict(data) if data is not None else None
+
+
+async def snapshots_data(
+    session: AsyncSession, organization_id: int, refs: Sequence[tuple[str, EntityRef]]
+) -> dict[tuple[str, EntityRef], dict[str, Any] | None]:
+    """``snapshot_data`` of many entities in one read: by (type, canonical id), None where
+    none is stored."""
+    keys = {(entity_type, canonical_entity_id(entity_id)) for entity_type, entity_id in refs}
+    out: dict[tuple[str, EntityRef], dict[str, Any] | None] = dict.fromkeys(keys)
+    if not keys:
+        return out
+    stmt = select(_entities.c.entity_type, _entities.c.entity_id, _entities.c.data).where(
+        _entities.c.organization_id == organization_id,
+        tuple_(_entities.c.entity_type, _entities.c.entity_id).in_(sorted(keys, key=str)),
+    )
+    connection = await session.connection()
+    for row in await connection.execute(stmt):
+        out[(row.entity_type, row.entity_id)] = dict(row.data)
+    return out
 
 
 async def get_entity(

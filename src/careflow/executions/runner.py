@@ -34,6 +34,7 @@ from careflow.events.catalog import ENTITY_TYPES
 from careflow.events.context import SnapshotReads, join_snapshots
 from careflow.executions import repository
 from careflow.executions.models import Execution, ExecutionAction
+from careflow.executions.read_ahead import StepReads
 from careflow.executions.service import (
     ExecutionStatus,
     action_dedupe_key,
@@ -94,9 +95,26 @@ class Runtime:
     services: dict[str, Any]
 
 
-async def run_action(session: AsyncSession, request: RunRequest, runtime: Runtime) -> None:
-    execution = await repository.get_for_run(session, request.execution_id)
-    if execution is None or execution.status != ExecutionStatus.RUNNING:
+async def run_action(
+    session: AsyncSession,
+    request: RunRequest,
+    runtime: Runtime,
+    *,
+    reads: StepReads | None = None,
+) -> None:
+    """Run one step; ``reads``, when the step runs in a batch, holds what the batch read
+    for it ahead (``read_ahead.read_steps``)."""
+    taken = reads.take(request.execution_id) if reads is not None else None
+    if taken is not None:
+        execution, rows = taken
+    else:
+        found = await repository.get_for_run(session, request.execution_id)
+        if found is None:
+            log.info("run_action_not_running", execution_id=request.execution_id)
+            return
+        execution = found
+        rows = None
+    if execution.status != ExecutionStatus.RUNNING:
         log.info("run_action_not_running", execution_id=request.execution_id)
         return
     actions = execution.actions or []
@@ -105,16 +123,16 @@ async def run_action(session: AsyncSession, request: RunRequest, runtime: Runtim
         log.warning("run_action_bad_index", execution_id=execution.id, action_index=index)
         return
     # Read once: this step's own row, and what _continue needs to pick the next one.
-    results = {
-        row.action_index: row
-        for row in (await repository.actions_of(session, [execution.id]))[execution.id]
-    }
+    if rows is None:
+        rows = (await repository.actions_of(session, [execution.id]))[execution.id]
+    results = {row.action_index: row for row in rows}
     existing = results.get(index)
     if existing is not None and existing.status in FINAL_ACTION_STATUSES:
         # A redelivered job: the step committed with its continuation already.
         return
-    context = await fresh_context(session, execution)
-    await _step(session, execution, request, results, context, runtime)
+    snapshots = reads.snapshots_of(execution.organization_id) if reads is not None else None
+    context = await fresh_context(session, execution, read=snapshots)
+    await _step(session, execution, request, results, context, runtime, reads=reads)
 
 
 def runs_inline(action: Mapping[str, Any]) -> bool:
@@ -188,6 +206,8 @@ async def _step(
     results: dict[int, ExecutionAction],
     context: dict[str, Any],
     runtime: Runtime,
+    *,
+    reads: StepReads | None = None,
 ) -> None:
     """Run action ``request.action_index``, record its result, and move the execution on."""
     index = request.action_index
@@ -208,6 +228,7 @@ async def _step(
         attempt=request.attempt,
         is_last_attempt=request.is_last_attempt,
         trigger_event=execution.trigger_event,
+        reads=reads,
     )
     started = time.perf_counter()
     try:

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from careflow.executions.read_ahead import MESSAGE_CHANNELS, read_steps
 from careflow.executions.runner import RunRequest, Runtime, run_action
 from careflow.executions.service import RUN_ACTION_KIND
 from careflow.jobs.errors import PermanentJobError
-from careflow.jobs.registry import JobContext, job_handler
+from careflow.jobs.registry import JobContext, Sharing, job_handler
 
 
-def _database_only(payload: dict[str, Any]) -> bool:
-    """Actions that only write rows may share a transaction; unknown or older jobs do not."""
+def _sharing(payload: dict[str, Any]) -> Sharing:
+    """Steps that only write rows share plainly; message steps share, each in a savepoint;
+    unknown or older jobs (no type recorded) run alone."""
     from careflow.actions.registry import is_database_only
 
-    return is_database_only(payload.get("type"))
+    action_type = payload.get("type")
+    if is_database_only(action_type):
+        return Sharing.ROWS
+    if action_type in MESSAGE_CHANNELS:
+        return Sharing.EFFECTS
+    return Sharing.ALONE
 
 
-@job_handler(RUN_ACTION_KIND, batchable=_database_only)
+@job_handler(RUN_ACTION_KIND, batchable=_sharing, read_ahead=read_steps)
 async def handle_run_action(ctx: JobContext, payload: dict[str, Any]) -> None:
     try:
         execution_id = int(payload["execution_id"])
@@ -35,4 +42,5 @@ async def handle_run_action(ctx: JobContext, payload: dict[str, Any]) -> None:
             retry=str(retry) if retry else None,
         ),
         Runtime(settings=ctx.settings, clock=ctx.clock, services=ctx.services),
+        reads=ctx.read_ahead,
     )

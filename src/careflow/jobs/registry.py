@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import enum
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,8 @@ class JobContext:
     attempt: int  # 1 on the first run
     max_attempts: int
     services: dict[str, Any]  # shared clients (SMTP, SMS) the app wires in
+    # What the kind's ``read_ahead`` read for the whole batch this job runs in, else None.
+    read_ahead: Any = None
 
     @property
     def is_last_attempt(self) -> bool:
@@ -30,22 +33,44 @@ class JobContext:
 
 
 Handler = Callable[[JobContext, dict[str, Any]], Awaitable[None]]
-# Whether one job of a kind may share a transaction with others: True, False, or a test of
-# the job's payload (``run_action`` is batchable for the actions that only write rows).
-Batchable = bool | Callable[[dict[str, Any]], bool]
+
+
+class Sharing(enum.Enum):
+    """Whether a job may run in one transaction with other jobs, and how."""
+
+    ALONE = "alone"
+    # Its only effects are writes in its session. Several run in one transaction; if any
+    # raises, the whole transaction is rolled back and each job runs again alone.
+    ROWS = "rows"
+    # It also acts outside the database (an email, an SMS). Several run in one
+    # transaction, each in a savepoint: one that raises is rolled back to its savepoint and
+    # gets its own outcome, and the others commit without acting twice.
+    EFFECTS = "effects"
+
+
+# A kind's sharing: a Sharing, True (ROWS), False (ALONE), or a test of the job's payload
+# (``run_action`` shares as ROWS for the actions that only write rows, EFFECTS for messages).
+Batchable = bool | Sharing | Callable[[dict[str, Any]], "bool | Sharing"]
+# Reads for a whole batch of one kind's jobs, done once before any of them runs.
+ReadAhead = Callable[[AsyncSession, Sequence[dict[str, Any]]], Awaitable[Any]]
 
 HANDLERS: dict[str, Handler] = {}
 BATCHABLE: dict[str, Batchable] = {}
+READ_AHEAD: dict[str, ReadAhead] = {}
 
 
-def job_handler(kind: str, *, batchable: Batchable = False) -> Callable[[Handler], Handler]:
+def job_handler(
+    kind: str, *, batchable: Batchable = False, read_ahead: ReadAhead | None = None
+) -> Callable[[Handler], Handler]:
     """Register ``fn`` for ``kind``.
 
-    ``batchable`` promises that the handler's only effects are writes in its session: no
-    email, no HTTP call, nothing outside the database. The worker may then run several such
-    jobs in one transaction (one commit instead of one each). If any of them raises, the
-    whole transaction is rolled back and each job runs again alone, so a batchable handler
-    must be safe to run twice, as every handler must be.
+    ``batchable`` says whether the worker may run several jobs of the kind in one
+    transaction (one commit instead of one each), and how (``Sharing``). Any job may run
+    twice (a rolled-back batch, a rescued lease), so every handler must be idempotent.
+
+    ``read_ahead``, for a kind that shares, reads what a batch of its jobs needs in a few
+    statements for the whole batch; each handler finds the result in ``ctx.read_ahead``
+    (None when the job runs alone) and reads for itself what it does not find there.
     """
 
     def register(fn: Handler) -> Handler:
@@ -53,11 +78,21 @@ def job_handler(kind: str, *, batchable: Batchable = False) -> Callable[[Handler
             raise RuntimeError(f"job kind {kind!r} registered twice")
         HANDLERS[kind] = fn
         BATCHABLE[kind] = batchable
+        if read_ahead is not None:
+            READ_AHEAD[kind] = read_ahead
         return fn
 
     return register
 
 
-def is_batchable(kind: str, payload: dict[str, Any]) -> bool:
+def sharing(kind: str, payload: dict[str, Any]) -> Sharing:
     rule = BATCHABLE.get(kind, False)
-    return rule(payload) if callable(rule) else rule
+    value = rule(payload) if callable(rule) else rule
+    if isinstance(value, Sharing):
+        return value
+    return Sharing.ROWS if value else Sharing.ALONE
+
+
+def is_batchable(kind: str, payload: dict[str, Any]) -> bool:
+    """Whether the kind's jobs only write rows (``Sharing.ROWS``)."""
+    return sharing(kind, payload) is Sharing.ROWS

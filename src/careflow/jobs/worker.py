@@ -7,10 +7,14 @@ completion is refused because every write it makes is fenced on ``locked_by`` + 
 The handler's work and the deletion of the job commit in one transaction, so a job is
 done exactly when its effects are durable.
 
-Jobs of batchable kinds (their handlers only write rows) run up to ``worker_batch_size`` at
-a time in one transaction with one fenced DELETE: one commit for the batch instead of one
-per job. If any of them fails, or any lease in the batch was lost, the batch is rolled back
-and each job runs again alone, so every job still gets its own outcome.
+Jobs of kinds that share (``registry.Sharing``) run up to ``worker_batch_size`` at a time in
+one transaction with one fenced DELETE: one commit for the batch instead of one per job,
+and the kind's ``read_ahead`` reads for the whole batch at once. Jobs that only write rows
+share plainly: if any of them fails, the batch is rolled back and each job runs again
+alone. Jobs that act outside the database (an email) run each in a savepoint: one that
+fails is rolled back alone and gets its own outcome once the rest have committed, so the
+others do not act twice. If a lease in the batch was lost, or the batch itself fails, it
+is rolled back and each job runs again alone, so every job still gets its own outcome.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from careflow.config import Settings
 from careflow.jobs import queue, store
 from careflow.jobs.errors import DeferJob, JobError, PermanentJobError, RetryableJobError
 from careflow.jobs.listener import NotifyListener, asyncpg_dsn
-from careflow.jobs.registry import HANDLERS, JobContext, is_batchable
+from careflow.jobs.registry import HANDLERS, READ_AHEAD, JobContext, Sharing, sharing
 from careflow.jobs.store import ClaimedJob
 from careflow.kit.clock import Clock, SystemClock
 from careflow.kit.idempotency import purge_expired
@@ -275,10 +279,15 @@ class Worker:
             await asyncio.gather(heartbeat, return_exceptions=True)
 
     async def _run_unit(self, unit: list[ClaimedJob], pending: list[ClaimedJob]) -> list[str]:
-        if len(unit) > 1 and await self._execute_together(unit):
-            for job in unit:
-                _finished(job, "done", pending)
-            return ["done"] * len(unit)
+        if len(unit) > 1:
+            if _sharing(unit[0]) is Sharing.EFFECTS:
+                outcomes = await self._execute_each(unit)
+            else:
+                outcomes = ["done"] * len(unit) if await self._execute_together(unit) else None
+            if outcomes is not None:
+                for job, outcome in zip(unit, outcomes, strict=True):
+                    _finished(job, outcome, pending)
+                return outcomes
         outcomes = []
         for job in unit:
             outcome = await self._execute(job)
@@ -291,8 +300,9 @@ class Worker:
         any lease was lost, and the caller runs them one by one."""
         try:
             async with self.sessionmaker() as session:
+                read = await self._read_ahead(session, batch)
                 for job in batch:
-                    await self._call_handler(session, job)
+                    await self._call_handler(session, job, read.get(job.kind))
                 await session.flush()
                 if await store.complete_many(session, batch) != len(batch):
                     await session.rollback()
@@ -306,10 +316,69 @@ class Worker:
             return False
         return True
 
+    async def _execute_each(self, batch: list[ClaimedJob]) -> list[str] | None:
+        """``batch`` in one transaction, each job in a savepoint; the outcomes in order.
+
+        The transaction first renews every lease in the batch, which locks the jobs' rows
+        until it ends: no lease can then be lost mid-batch (a rescue skips locked rows), so
+        an email sent here is not sent again because another job's lease ran out. A job
+        whose lease had already gone is left out ("lost"). A job that raises is rolled back
+        to its savepoint, and its failure is recorded after the others commit, as it would
+        be had it run alone. None (nothing written) if the batch itself failed: the caller
+        then runs each job alone.
+        """
+        failed: dict[int, Exception] = {}
+        try:
+            async with self.sessionmaker() as session:
+                held = await store.extend_leases(
+                    session, batch, now=self.clock.now(), lease=self.lease
+                )
+                mine = [job for job in batch if job.id in held]
+                read = await self._read_ahead(session, mine) if mine else {}
+                for job in mine:
+                    try:
+                        async with session.begin_nested():
+                            await self._call_handler(session, job, read.get(job.kind))
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        failed[job.id] = exc
+                done = [job for job in mine if job.id not in failed]
+                await session.flush()
+                if done and await store.complete_many(session, done) != len(done):
+                    await session.rollback()
+                    log.info("jobs.batch_split", size=len(batch), reason="lease lost")
+                    return None
+                await session.commit()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("jobs.batch_split", size=len(batch), reason=type(exc).__name__)
+            return None
+        outcomes = []
+        for job in batch:
+            error = failed.get(job.id)
+            if job.id not in held:
+                _job_log(job).warning("jobs.completion_refused")
+                outcomes.append("lost")
+            elif error is not None:
+                outcomes.append(await self._record_failure(job, error))
+            else:
+                outcomes.append("done")
+        return outcomes
+
+    async def _read_ahead(self, session: AsyncSession, batch: list[ClaimedJob]) -> dict[str, Any]:
+        """Each kind's ``read_ahead`` over its jobs in ``batch``, by kind."""
+        payloads: dict[str, list[dict[str, Any]]] = {}
+        for job in batch:
+            if job.kind in READ_AHEAD:
+                payloads.setdefault(job.kind, []).append(job.payload)
+        return {kind: await READ_AHEAD[kind](session, items) for kind, items in payloads.items()}
+
     async def _execute(self, job: ClaimedJob) -> str:
         try:
             async with self.sessionmaker() as session:
-                await self._call_handler(session, job)
+                await self._call_handler(session, job, None)
                 await session.flush()
                 if not await store.complete(session, job):
                     # Our lease ran out and the job was rescued: its effects belong to the
@@ -324,7 +393,7 @@ class Worker:
             return await self._record_failure(job, exc)
         return "done"
 
-    async def _call_handler(self, session: AsyncSession, job: ClaimedJob) -> None:
+    async def _call_handler(self, session: AsyncSession, job: ClaimedJob, read_ahead: Any) -> None:
         handler = HANDLERS.get(job.kind)
         if handler is None:
             # Retryable, not dead: during a rolling deploy another worker may know the kind.
@@ -339,6 +408,7 @@ class Worker:
             attempt=job.attempt,
             max_attempts=job.max_attempts,
             services=self.services,
+            read_ahead=read_ahead,
         )
         await handler(ctx, job.payload)
 
@@ -455,24 +525,28 @@ class Worker:
         await _wait_event(self._wake, seconds)
 
     def _units(self, jobs: list[ClaimedJob]) -> list[list[ClaimedJob]]:
-        """Claimed jobs as slot-sized units: batches of batchable jobs, single others.
+        """Claimed jobs as slot-sized units: batches of jobs that share, single others.
 
-        Batchable jobs are spread over as many batches as there are, oldest first; how
-        many jobs the next claim asks for per slot follows what this one found. A job on a
-        second or later attempt runs alone: it may be one a stalled worker still holds
-        locks for, and alone it holds up no batch while it waits for them.
+        Jobs that share are spread over as many batches as there are, oldest first, one
+        kind of sharing to a batch; how many jobs the next claim asks for per slot follows
+        what this one found. A job on a second or later attempt runs alone: it may be one a
+        stalled worker still holds locks for, and alone it holds up no batch while it waits
+        for them.
         """
-        together: list[ClaimedJob] = []
+        together: dict[Sharing, list[ClaimedJob]] = {}
         singles: list[list[ClaimedJob]] = []
         for job in jobs:
-            if _may_share(job):
-                together.append(job)
-            else:
+            mode = _sharing(job)
+            if mode is Sharing.ALONE:
                 singles.append([job])
+            else:
+                together.setdefault(mode, []).append(job)
         if jobs:
             self._per_slot = 1 if singles else self.batch_size
         size = self.batch_size
-        batches = [together[i : i + size] for i in range(0, len(together), size)]
+        batches = [
+            group[i : i + size] for group in together.values() for i in range(0, len(group), size)
+        ]
         units = batches + singles
         units.sort(key=lambda unit: (unit[0].run_at, unit[0].id))
         return units
@@ -522,8 +596,8 @@ class Worker:
             await _wait_event(self._stopping, interval)
 
 
-def _may_share(job: ClaimedJob) -> bool:
-    return job.attempt == 1 and is_batchable(job.kind, job.payload)
+def _sharing(job: ClaimedJob) -> Sharing:
+    return sharing(job.kind, job.payload) if job.attempt == 1 else Sharing.ALONE
 
 
 def _finished(job: ClaimedJob, outcome: str, pending: list[ClaimedJob]) -> None:

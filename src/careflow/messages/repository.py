@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Select, Table, bindparam, func, insert, select, update
@@ -69,6 +70,9 @@ _SELECT_FOR_ACTION = select(_messages).where(
     _messages.c.execution_id == bindparam("execution_id"),
     _messages.c.action_index == bindparam("action_index"),
 )
+_SELECT_FOR_EXECUTIONS = select(_messages).where(
+    _messages.c.execution_id.in_(bindparam("execution_ids", expanding=True))
+)
 _INSERT = insert(_messages)
 _UPDATE = update(_messages).where(_messages.c.id == bindparam("message_id"))
 _COLUMNS = tuple(column.key for column in _messages.columns)
@@ -86,6 +90,23 @@ async def get_for_action(
     params = {"execution_id": execution_id, "action_index": action_index}
     row = (await connection.execute(_SELECT_FOR_ACTION, params)).first()
     return Message(**row._mapping) if row is not None else None
+
+
+async def get_for_actions(
+    session: AsyncSession, keys: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], Message | None]:
+    """``get_for_action`` of many (execution, action index) keys in one read; None where the
+    action has no message yet."""
+    out: dict[tuple[int, int], Message | None] = dict.fromkeys(keys)
+    if not out:
+        return out
+    connection = await session.connection()
+    params = {"execution_ids": sorted({execution_id for execution_id, _ in out})}
+    for row in await connection.execute(_SELECT_FOR_EXECUTIONS, params):
+        key = (row.execution_id, row.action_index)
+        if key in out:
+            out[key] = Message(**row._mapping)
+    return out
 
 
 async def save_for_action(session: AsyncSession, message: Message, *, new: bool) -> None:

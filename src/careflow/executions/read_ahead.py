@@ -1,0 +1,129 @@
+"""Reads for a batch of action steps, done once for the whole batch.
+
+A step alone reads its execution, the execution's results, the entities' snapshots, the
+message its action may already have sent and the template it sends: five statements. A
+batch of steps that share a transaction reads each of those once, for every step in it,
+before any step runs. Each step then takes what it needs from here, and reads for itself
+anything it does not find (what an earlier step of the batch may have changed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from careflow.automations import templates_repository
+from careflow.automations.models import Template
+from careflow.events import repository as events_repository
+from careflow.events.catalog import ENTITY_TYPES
+from careflow.events.context import SnapshotReads
+from careflow.events.validation import entity_id_problem
+from careflow.executions import repository
+from careflow.executions.models import Execution, ExecutionAction
+from careflow.kit.types import EntityRef
+from careflow.messages import repository as messages_repository
+from careflow.messages.models import Message
+
+# The channel of each action type that sends a message.
+MESSAGE_CHANNELS = {"send_email": "email", "send_sms": "sms"}
+
+
+@dataclass(slots=True)
+class StepReads:
+    """One batch's reads. Executions and results are taken once: a second step of the same
+    execution in the batch reads them again, after the first step's writes."""
+
+    executions: dict[int, Execution] = field(default_factory=dict)
+    results: dict[int, list[ExecutionAction]] = field(default_factory=dict)
+    snapshots: dict[int, SnapshotReads] = field(default_factory=dict)  # by organisation
+    messages: dict[tuple[int, int], Message | None] = field(default_factory=dict)
+    templates: dict[tuple[int, str, str], Template | None] = field(default_factory=dict)
+
+    def take(self, execution_id: int) -> tuple[Execution, list[ExecutionAction]] | None:
+        """The execution (locked) and its results, or None if not read here or taken."""
+        execution = self.executions.pop(execution_id, None)
+        if execution is None:
+            return None
+        return execution, self.results.pop(execution_id, [])
+
+    def snapshots_of(self, organization_id: int) -> SnapshotReads:
+        return self.snapshots.setdefault(organization_id, {})
+
+    def take_message(self, execution_id: int, action_index: int) -> tuple[bool, Message | None]:
+        """(True, the action's message or None) if read here; (False, None) if not."""
+        key = (execution_id, action_index)
+        if key not in self.messages:
+            return False, None
+        return True, self.messages.pop(key)
+
+    def template(
+        self, organization_id: int, key: str, channel: str
+    ) -> tuple[bool, Template | None]:
+        """(True, the organisation's own template or None) if read here; (False, None) if not."""
+        found = (organization_id, key, channel)
+        if found not in self.templates:
+            return False, None
+        return True, self.templates[found]
+
+
+def _execution_ids(payloads: Sequence[Mapping[str, Any]]) -> list[int]:
+    ids: set[int] = set()
+    for payload in payloads:
+        try:
+            ids.add(int(payload["execution_id"]))
+        except (KeyError, TypeError, ValueError):
+            continue  # the handler refuses it
+    return sorted(ids)
+
+
+def _entity_refs(execution: Execution) -> list[tuple[str, EntityRef]]:
+    """The entities ``runner.fresh_context`` reads for ``execution`` (not a linked patient,
+    which it reads when it finds the link)."""
+    stored = execution.context or {}
+    refs = []
+    for entity_type in ENTITY_TYPES:
+        entity = stored.get(entity_type)
+        if isinstance(entity, Mapping) and entity_id_problem(entity.get("id")) is None:
+            refs.append((entity_type, entity["id"]))
+    return refs
+
+
+async def read_steps(session: AsyncSession, payloads: Sequence[Mapping[str, Any]]) -> StepReads:
+    """The reads of ``payloads``' steps (``run_action`` jobs), one statement per table."""
+    reads = StepReads()
+    executions = await repository.get_many_for_run(session, _execution_ids(payloads))
+    if not executions:
+        return reads
+    reads.executions = {execution.id: execution for execution in executions}
+    reads.results = await repository.actions_of(session, list(reads.executions))
+
+    by_org: dict[int, list[tuple[str, EntityRef]]] = {}
+    for execution in executions:
+        by_org.setdefault(execution.organization_id, []).extend(_entity_refs(execution))
+    for organization_id, refs in by_org.items():
+        found = await events_repository.snapshots_data(session, organization_id, refs)
+        reads.snapshots[organization_id] = dict(found)
+
+    message_keys: list[tuple[int, int]] = []
+    template_keys: set[tuple[int, str, str]] = set()
+    for payload in payloads:
+        try:
+            step = reads.executions.get(int(payload["execution_id"]))
+            index = int(payload["action_index"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if step is None or not 0 <= index < len(step.actions or []):
+            continue
+        action = (step.actions or [])[index]
+        channel = MESSAGE_CHANNELS.get(str(action.get("type")))
+        if channel is None:
+            continue
+        message_keys.append((step.id, index))
+        if isinstance(action.get("template"), str):
+            template_keys.add((step.organization_id, action["template"], channel))
+    reads.messages = await messages_repository.get_for_actions(session, message_keys)
+    reads.templates = await templates_repository.find_many(session, sorted(template_keys))
+    return reads

@@ -1,0 +1,249 @@
+"""Message steps in batches: one transaction, reads done once, each email sent once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from careflow.config import Settings
+from careflow.executions.models import Execution
+from careflow.executions.read_ahead import StepReads
+from careflow.executions.service import RUN_ACTION_KIND
+from careflow.jobs.store import ClaimedJob
+from careflow.jobs.worker import Worker, load_handlers
+from careflow.kit.clock import FrozenClock
+from careflow.messages.models import Message
+from tests.engine.helpers import PATIENT, count, create_rule, onboarded, post_event
+from tests.fixtures.smtp import SmtpServer
+
+Auth = Callable[..., dict[str, str]]
+STEPS = 6
+
+# The end-to-end benchmark's rule: the dispatch opens the form, a queued step sends the email.
+RULE = {
+    "name": "Welcome new patients",
+    "enabled": True,
+    "trigger_event": "patient.onboarded",
+    "trigger_config": {},
+    "conditions": {},
+    "actions": [
+        {"type": "require_form", "form_template_id": 10, "blocking": True},
+        {"type": "send_email", "template": "welcome_patient"},
+    ],
+}
+
+
+def _worker(app: FastAPI, settings: Settings, clock: FrozenClock, name: str) -> Worker:
+    load_handlers()
+    return Worker(app.state.sessionmaker, settings, clock, services=app.state.services, name=name)
+
+
+async def _queued_sends(
+    client: httpx.AsyncClient, auth: Auth, worker: Worker, n: int = STEPS
+) -> list[ClaimedJob]:
+    """``n`` onboarded patients dispatched; their email steps queued, not yet claimed."""
+    await create_rule(client, auth, RULE)
+    for i in range(n):
+        patient = {**PATIENT, "id": 700 + i, "email": f"patient{i}@example.com"}
+        await post_event(client, auth, "patient.onboarded", onboarded(patient))
+    dispatches = await worker.claim(100)
+    assert len(dispatches) == n
+    assert await worker.run_batch(dispatches) == ["done"] * n
+    return []
+
+
+async def _claim_sends(worker: Worker, n: int = STEPS) -> list[ClaimedJob]:
+    sends = await worker.claim(100)
+    assert [job.kind for job in sends] == [RUN_ACTION_KIND] * n
+    assert {job.payload["type"] for job in sends} == {"send_email"}
+    return sends
+
+
+async def _statuses(engine: AsyncEngine) -> Counter[str]:
+    async with app_session(engine) as session:
+        rows = await session.scalars(select(Execution.status))
+        return Counter(rows)
+
+
+def app_session(engine: AsyncEngine) -> Any:
+    from careflow.db import create_sessionmaker
+
+    return create_sessionmaker(engine)()
+
+
+async def test_message_steps_share_one_transaction_and_read_each_table_once(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    app: FastAPI,
+    settings: Settings,
+    clock: FrozenClock,
+    smtp: SmtpServer,
+    engine: AsyncEngine,
+) -> None:
+    worker = _worker(app, settings, clock, "batcher")
+    await _queued_sends(client, auth, worker)
+    sends = await _claim_sends(worker)
+    statements: list[str] = []
+
+    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(" ".join(statement.split()).upper())
+
+    event.listen(engine.sync_engine, "before_cursor_execute", listener)
+    try:
+        assert await worker.run_batch(sends) == ["done"] * STEPS
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", listener)
+
+    assert len(smtp.sink.messages) == STEPS
+    assert len(set(smtp.sink.message_ids())) == STEPS
+    assert await _statuses(engine) == Counter({"success": STEPS})
+    assert await count(engine, Message, Message.status == "sent") == STEPS
+    # Ahead of the steps, once for all six: the executions (locked), their results, the
+    # patients' snapshots, the messages already sent and the organisation's templates.
+    selects = [s for s in statements if s.startswith("SELECT")]
+    assert len(selects) == 5, selects
+    assert sum(s.startswith("SAVEPOINT") for s in statements) == STEPS
+    assert sum(s.startswith("DELETE FROM JOBS") for s in statements) == 1
+
+
+async def test_a_send_that_fails_in_a_batch_retries_alone_and_the_others_are_not_resent(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    app: FastAPI,
+    settings: Settings,
+    clock: FrozenClock,
+    smtp: SmtpServer,
+    engine: AsyncEngine,
+) -> None:
+    worker = _worker(app, settings, clock, "batcher")
+    await _queued_sends(client, auth, worker)
+    sends = await _claim_sends(worker)
+    smtp.sink.fail_next = 1  # the batch's first email meets a 451
+
+    outcomes = await worker.run_batch(sends)
+
+    assert outcomes == ["retried"] + ["done"] * (STEPS - 1)
+    assert len(smtp.sink.messages) == STEPS - 1
+    assert await _statuses(engine) == Counter({"success": STEPS - 1, "running": 1})
+    # The failed step's savepoint took its RETRYING row with it, as its own transaction would.
+    assert await count(engine, Message) == STEPS - 1
+
+    clock.advance(minutes=5)  # past the retry's backoff
+    assert await worker.run_until_idle() == 1
+    assert len(smtp.sink.messages) == STEPS
+    assert len(set(smtp.sink.message_ids())) == STEPS  # each email once, none twice
+    assert await _statuses(engine) == Counter({"success": STEPS})
+    retried = await count(engine, Message, Message.attempts == 2, Message.status == "sent")
+    assert retried == 1
+
+
+async def test_a_batch_whose_leases_ran_out_sends_nothing_and_the_rescuer_sends_each_once(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    app: FastAPI,
+    settings: Settings,
+    clock: FrozenClock,
+    smtp: SmtpServer,
+    engine: AsyncEngine,
+) -> None:
+    stalled = _worker(app, settings, clock, "stalled")
+    rescuer = _worker(app, settings, clock, "rescuer")
+    await _queued_sends(client, auth, stalled)
+    sends = await _claim_sends(stalled)
+    clock.advance(seconds=settings.job_lease_seconds + 1)
+    rescued = await rescuer.claim(100)
+    assert sorted(job.id for job in rescued) == sorted(job.id for job in sends)
+
+    assert await stalled.run_batch(sends) == ["lost"] * STEPS
+    assert smtp.sink.messages == []
+    assert await rescuer.run_batch(rescued) == ["done"] * STEPS
+    assert len(smtp.sink.messages) == STEPS
+    assert len(set(smtp.sink.message_ids())) == STEPS
+
+
+async def test_a_lease_that_runs_out_mid_batch_is_not_rescued_under_it(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    app: FastAPI,
+    settings: Settings,
+    clock: FrozenClock,
+    smtp: SmtpServer,
+    engine: AsyncEngine,
+) -> None:
+    """The batch renewed and locked its jobs' rows first: a rescue meanwhile finds none."""
+    slow = _worker(app, settings, clock, "slow")
+    rescuer = _worker(app, settings, clock, "rescuer")
+    await _queued_sends(client, auth, slow)
+    sends = await _claim_sends(slow)
+    smtp.sink.delay_seconds = 0.2  # each email takes a while: the batch is mid-send below
+
+    batch = asyncio.create_task(slow.run_batch(sends))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while not smtp.sink.messages:
+        assert loop.time() < deadline and not batch.done(), "the batch sent nothing"
+        await asyncio.sleep(0.01)
+    clock.advance(seconds=settings.job_lease_seconds + 1)  # every lease in it has run out
+
+    assert await rescuer.claim(100) == []  # skipped (PostgreSQL) or waited for (SQLite)
+    assert await batch == ["done"] * STEPS
+    assert await rescuer.claim(100) == []
+    assert len(smtp.sink.messages) == STEPS
+    assert len(set(smtp.sink.message_ids())) == STEPS
+
+
+def test_a_second_step_of_one_execution_reads_for_itself() -> None:
+    """The batch read an execution once; a second step of it reads it after the first's
+    writes rather than take a stale copy."""
+    execution = Execution(id=1, organization_id=1, status="running", actions=[])
+    reads = StepReads(executions={1: execution}, results={1: []})
+
+    assert reads.take(1) == (execution, [])
+    assert reads.take(1) is None
+    assert reads.take(2) is None
+    reads.messages = {(1, 0): None}
+    assert reads.take_message(1, 0) == (True, None)
+    assert reads.take_message(1, 0) == (False, None)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+async def test_message_steps_share_through_the_running_worker(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    app: FastAPI,
+    settings: Settings,
+    clock: FrozenClock,
+    smtp: SmtpServer,
+    engine: AsyncEngine,
+    batch_size: int,
+) -> None:
+    """The claim loop deals message steps into batches of ``worker_batch_size``; with a
+    batch size of 1 each runs alone. Either way each email goes out once."""
+    runner = Worker(
+        app.state.sessionmaker,
+        settings.model_copy(update={"worker_batch_size": batch_size}),
+        clock,
+        services=app.state.services,
+        name="runner",
+        concurrency=2,
+    )
+    await _queued_sends(client, auth, runner, n=10)
+    await runner.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while (await _statuses(engine))["success"] < 10:
+            assert loop.time() < deadline, await _statuses(engine)
+            await asyncio.sleep(0.02)
+    finally:
+        await runner.stop()
+    assert len(smtp.sink.messages) == 10
+    assert len(set(smtp.sink.message_ids())) == 10
