@@ -14,6 +14,7 @@ from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from careflow.config import Settings
+from careflow.db import create_sessionmaker
 from careflow.executions.models import Execution
 from careflow.executions.read_ahead import StepReads
 from careflow.executions.service import RUN_ACTION_KIND
@@ -48,7 +49,7 @@ def _worker(app: FastAPI, settings: Settings, clock: FrozenClock, name: str) -> 
 
 async def _queued_sends(
     client: httpx.AsyncClient, auth: Auth, worker: Worker, n: int = STEPS
-) -> list[ClaimedJob]:
+) -> None:
     """``n`` onboarded patients dispatched; their email steps queued, not yet claimed."""
     await create_rule(client, auth, RULE)
     for i in range(n):
@@ -57,7 +58,6 @@ async def _queued_sends(
     dispatches = await worker.claim(100)
     assert len(dispatches) == n
     assert await worker.run_batch(dispatches) == ["done"] * n
-    return []
 
 
 async def _claim_sends(worker: Worker, n: int = STEPS) -> list[ClaimedJob]:
@@ -68,15 +68,8 @@ async def _claim_sends(worker: Worker, n: int = STEPS) -> list[ClaimedJob]:
 
 
 async def _statuses(engine: AsyncEngine) -> Counter[str]:
-    async with app_session(engine) as session:
-        rows = await session.scalars(select(Execution.status))
-        return Counter(rows)
-
-
-def app_session(engine: AsyncEngine) -> Any:
-    from careflow.db import create_sessionmaker
-
-    return create_sessionmaker(engine)()
+    async with create_sessionmaker(engine)() as session:
+        return Counter(await session.scalars(select(Execution.status)))
 
 
 async def test_message_steps_share_one_transaction_and_read_each_table_once(
@@ -184,6 +177,7 @@ async def test_a_lease_that_runs_out_mid_batch_is_not_rescued_under_it(
     await _queued_sends(client, auth, slow)
     sends = await _claim_sends(slow)
     smtp.sink.delay_seconds = 0.2  # each email takes a while: the batch is mid-send below
+    slow.effects_batch_seconds = 60  # and all six go in one transaction all the same
 
     batch = asyncio.create_task(slow.run_batch(sends))
     loop = asyncio.get_running_loop()
@@ -198,6 +192,38 @@ async def test_a_lease_that_runs_out_mid_batch_is_not_rescued_under_it(
     assert await rescuer.claim(100) == []
     assert len(smtp.sink.messages) == STEPS
     assert len(set(smtp.sink.message_ids())) == STEPS
+
+
+async def test_a_batch_goes_on_in_a_new_transaction_once_it_has_held_one_long_enough(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    app: FastAPI,
+    settings: Settings,
+    clock: FrozenClock,
+    smtp: SmtpServer,
+    engine: AsyncEngine,
+) -> None:
+    """A slow SMTP server must not keep one transaction (on SQLite, the write lock) open for
+    a whole batch: past ``effects_batch_seconds`` the rest of it goes on in a new one."""
+    worker = _worker(app, settings, clock, "batcher")
+    await _queued_sends(client, auth, worker)
+    sends = await _claim_sends(worker)
+    worker.effects_batch_seconds = 0  # every email is "slow": one per transaction
+    deletes: list[str] = []
+
+    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE FROM JOBS"):
+            deletes.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", listener)
+    try:
+        assert await worker.run_batch(sends) == ["done"] * STEPS
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", listener)
+    assert len(deletes) == STEPS  # each job completed in its own transaction
+    assert len(smtp.sink.messages) == STEPS
+    assert len(set(smtp.sink.message_ids())) == STEPS
+    assert await _statuses(engine) == Counter({"success": STEPS})
 
 
 def test_a_second_step_of_one_execution_reads_for_itself() -> None:

@@ -14,7 +14,7 @@ from careflow.config import Settings
 from careflow.events.service import DISPATCH_KIND
 from careflow.executions.service import RUN_ACTION_KIND
 from careflow.jobs.models import JobStatus
-from careflow.jobs.registry import JobContext, is_batchable, job_handler
+from careflow.jobs.registry import JobContext, Sharing, is_batchable, job_handler, sharing
 from careflow.jobs.worker import load_handlers
 from careflow.kit.clock import FrozenClock
 from tests.jobs.conftest import MakeWorker, add_job, all_jobs, effects, eventually, only_job
@@ -199,14 +199,17 @@ async def _drained(sessionmaker: Maker) -> bool:
     return await all_jobs(sessionmaker) == []
 
 
-def test_run_action_is_batchable_for_the_actions_that_only_write_rows() -> None:
+def test_run_action_shares_plainly_for_row_writers_and_in_savepoints_for_messages() -> None:
     load_handlers()
     step = {"execution_id": 1, "action_index": 0}
-    assert is_batchable(RUN_ACTION_KIND, {**step, "type": "require_form"})
-    assert is_batchable(RUN_ACTION_KIND, {**step, "type": "update_segment"})
+    assert sharing(RUN_ACTION_KIND, {**step, "type": "require_form"}) is Sharing.ROWS
+    assert sharing(RUN_ACTION_KIND, {**step, "type": "update_segment"}) is Sharing.ROWS
+    assert sharing(RUN_ACTION_KIND, {**step, "type": "send_email"}) is Sharing.EFFECTS
+    assert sharing(RUN_ACTION_KIND, {**step, "type": "send_sms"}) is Sharing.EFFECTS
     assert not is_batchable(RUN_ACTION_KIND, {**step, "type": "send_email"})
-    assert not is_batchable(RUN_ACTION_KIND, {**step, "type": "send_sms"})
-    assert not is_batchable(RUN_ACTION_KIND, step)  # enqueued before the type was recorded
+    # Enqueued before the type was recorded, or of a type this worker does not know.
+    assert sharing(RUN_ACTION_KIND, step) is Sharing.ALONE
+    assert sharing(RUN_ACTION_KIND, {**step, "type": "webhook"}) is Sharing.ALONE
     assert is_batchable(DISPATCH_KIND, {"event_id": 1})
 
 

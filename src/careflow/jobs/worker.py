@@ -26,6 +26,7 @@ import os
 import secrets
 import signal
 import socket
+import time
 import traceback
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,6 +50,8 @@ log = structlog.get_logger("careflow.jobs")
 MAX_ERROR_CHARS = 4000
 MAX_DB_BACKOFF_SECONDS = 30.0
 HOUSEKEEPING_MAX_INTERVAL_SECONDS = 10.0
+# A batch of emails keeps its transaction open about this long at most (a slow SMTP server).
+EFFECTS_BATCH_SECONDS = 0.5
 # When due jobs exist but another worker holds them (SKIP LOCKED), look again this soon.
 CONTENDED_RETRY_SECONDS = 0.05
 
@@ -109,6 +112,10 @@ class Worker:
         self.name = name or default_worker_name()
         self.concurrency = max(1, concurrency or settings.worker_concurrency)
         self.batch_size = max(1, settings.worker_batch_size)
+        # How long a batch of jobs that act outside the database (emails) may keep its
+        # transaction open before the rest of it goes on in a new one: on SQLite that
+        # transaction holds the database's one write lock, which the API's writes wait for.
+        self.effects_batch_seconds = EFFECTS_BATCH_SECONDS
         # Jobs claimed per free slot: the batch size while the queue holds batchable jobs,
         # one while it holds others (each of which takes a slot of its own).
         self._per_slot = 1
@@ -279,21 +286,35 @@ class Worker:
             await asyncio.gather(heartbeat, return_exceptions=True)
 
     async def _run_unit(self, unit: list[ClaimedJob], pending: list[ClaimedJob]) -> list[str]:
-        if len(unit) > 1:
-            if _sharing(unit[0]) is Sharing.EFFECTS:
-                outcomes = await self._execute_each(unit)
-            else:
-                outcomes = ["done"] * len(unit) if await self._execute_together(unit) else None
-            if outcomes is not None:
-                for job, outcome in zip(unit, outcomes, strict=True):
-                    _finished(job, outcome, pending)
-                return outcomes
-        outcomes = []
-        for job in unit:
-            outcome = await self._execute(job)
-            _finished(job, outcome, pending)
-            outcomes.append(outcome)
-        return outcomes
+        if len(unit) > 1 and _sharing(unit[0]) is Sharing.EFFECTS:
+            return await self._run_effects(unit, pending)
+        if len(unit) > 1 and await self._execute_together(unit):
+            for job in unit:
+                _finished(job, "done", pending)
+            return ["done"] * len(unit)
+        return [await self._run_alone(job, pending) for job in unit]
+
+    async def _run_alone(self, job: ClaimedJob, pending: list[ClaimedJob]) -> str:
+        outcome = await self._execute(job)
+        _finished(job, outcome, pending)
+        return outcome
+
+    async def _run_effects(self, unit: list[ClaimedJob], pending: list[ClaimedJob]) -> list[str]:
+        """A batch of jobs that act outside the database, in as many transactions as it takes
+        to hold none open for much longer than ``effects_batch_seconds``."""
+        outcomes: dict[int, str] = {}
+        rest = unit
+        while len(rest) > 1:
+            ran = await self._execute_each(rest)
+            if ran is None:
+                break
+            finished, rest = ran
+            for job, outcome in finished:
+                _finished(job, outcome, pending)
+                outcomes[job.id] = outcome
+        for job in rest:  # one left over, or the rest of a batch that failed
+            outcomes[job.id] = await self._run_alone(job, pending)
+        return [outcomes[job.id] for job in unit]
 
     async def _execute_together(self, batch: list[ClaimedJob]) -> bool:
         """All of ``batch`` in one transaction; False (nothing written) if any job raised or
@@ -316,8 +337,12 @@ class Worker:
             return False
         return True
 
-    async def _execute_each(self, batch: list[ClaimedJob]) -> list[str] | None:
-        """``batch`` in one transaction, each job in a savepoint; the outcomes in order.
+    async def _execute_each(
+        self, batch: list[ClaimedJob]
+    ) -> tuple[list[tuple[ClaimedJob, str]], list[ClaimedJob]] | None:
+        """The jobs of ``batch`` in one transaction, each in a savepoint, until the
+        transaction has been open ``effects_batch_seconds``: the outcomes of those that ran,
+        and the jobs left for another transaction.
 
         The transaction first renews every lease in the batch, which locks the jobs' rows
         until it ends: no lease can then be lost mid-batch (a rescue skips locked rows), so
@@ -328,6 +353,8 @@ class Worker:
         then runs each job alone.
         """
         failed: dict[int, Exception] = {}
+        ran: list[ClaimedJob] = []
+        started = time.monotonic()
         try:
             async with self.sessionmaker() as session:
                 held = await store.extend_leases(
@@ -336,6 +363,9 @@ class Worker:
                 mine = [job for job in batch if job.id in held]
                 read = await self._read_ahead(session, mine) if mine else {}
                 for job in mine:
+                    if ran and time.monotonic() - started > self.effects_batch_seconds:
+                        break
+                    ran.append(job)
                     try:
                         async with session.begin_nested():
                             await self._call_handler(session, job, read.get(job.kind))
@@ -343,7 +373,7 @@ class Worker:
                         raise
                     except Exception as exc:
                         failed[job.id] = exc
-                done = [job for job in mine if job.id not in failed]
+                done = [job for job in ran if job.id not in failed]
                 await session.flush()
                 if done and await store.complete_many(session, done) != len(done):
                     await session.rollback()
@@ -355,17 +385,16 @@ class Worker:
         except Exception as exc:
             log.info("jobs.batch_split", size=len(batch), reason=type(exc).__name__)
             return None
-        outcomes = []
+        finished: list[tuple[ClaimedJob, str]] = []
         for job in batch:
-            error = failed.get(job.id)
             if job.id not in held:
                 _job_log(job).warning("jobs.completion_refused")
-                outcomes.append("lost")
-            elif error is not None:
-                outcomes.append(await self._record_failure(job, error))
-            else:
-                outcomes.append("done")
-        return outcomes
+                finished.append((job, "lost"))
+        for job in ran:
+            error = failed.get(job.id)
+            outcome = "done" if error is None else await self._record_failure(job, error)
+            finished.append((job, outcome))
+        return finished, mine[len(ran) :]
 
     async def _read_ahead(self, session: AsyncSession, batch: list[ClaimedJob]) -> dict[str, Any]:
         """Each kind's ``read_ahead`` over its jobs in ``batch``, by kind."""

@@ -1,0 +1,118 @@
+"""SMS steps in batches: sent once each through the provider fake, or deferred in the batch."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from careflow.config import Settings
+from careflow.db import create_sessionmaker
+from careflow.executions.models import ExecutionAction
+from careflow.executions.service import RUN_ACTION_KIND
+from careflow.jobs.models import Job, JobStatus
+from careflow.jobs.worker import Worker, load_handlers
+from careflow.kit.clock import FrozenClock
+from careflow.kit.models import OrganizationSettings
+from tests.conftest import make_settings
+from tests.engine.helpers import PATIENT, count, create_rule, onboarded, post_event
+from tests.fixtures.twilio import TwilioFake
+
+Auth = Callable[..., dict[str, str]]
+STEPS = 4
+
+RULE = {
+    "name": "Text new patients",
+    "enabled": True,
+    "trigger_event": "patient.onboarded",
+    "trigger_config": {},
+    "conditions": {},
+    "actions": [
+        {"type": "require_form", "form_template_id": 10, "blocking": True},
+        {"type": "send_sms", "template": "welcome_patient"},
+    ],
+}
+
+
+@pytest.fixture
+def settings(database_url: str, twilio: TwilioFake) -> Settings:
+    return make_settings(
+        database_url,
+        sms_provider="twilio",
+        twilio_account_sid="AC123",
+        twilio_auth_token="secret-token",
+        twilio_from="+15550001111",
+        twilio_base_url=twilio.base_url,
+    )
+
+
+async def _run_sms_batch(
+    client: httpx.AsyncClient, auth: Auth, app: FastAPI, settings: Settings, clock: FrozenClock
+) -> list[str]:
+    load_handlers()
+    worker = Worker(app.state.sessionmaker, settings, clock, services=app.state.services)
+    await create_rule(client, auth, RULE)
+    for i in range(STEPS):
+        patient = {**PATIENT, "id": 800 + i, "phone": f"+4477009000{i:02d}"}
+        await post_event(client, auth, "patient.onboarded", onboarded(patient))
+    dispatches = await worker.claim(100)
+    assert await worker.run_batch(dispatches) == ["done"] * STEPS
+    sends = await worker.claim(100)
+    assert [job.payload["type"] for job in sends] == ["send_sms"] * STEPS
+    return await worker.run_batch(sends)
+
+
+async def test_sms_steps_in_one_batch_are_each_sent_once_with_their_own_key(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    app: FastAPI,
+    settings: Settings,
+    clock: FrozenClock,
+    twilio: TwilioFake,
+    engine: AsyncEngine,
+) -> None:
+    assert await _run_sms_batch(client, auth, app, settings, clock) == ["done"] * STEPS
+    keys = [request["idempotency_key"] for request in twilio.requests]
+    assert len(keys) == STEPS and len(set(keys)) == STEPS
+    assert await count(engine, ExecutionAction, ExecutionAction.status == "success") == 2 * STEPS
+
+
+async def test_sms_steps_in_quiet_hours_are_deferred_in_the_batch(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    app: FastAPI,
+    settings: Settings,
+    clock: FrozenClock,
+    twilio: TwilioFake,
+    engine: AsyncEngine,
+) -> None:
+    # The clock's 10:00 in London falls in this organisation's quiet 09-17.
+    async with create_sessionmaker(engine)() as session, session.begin():
+        session.add(
+            OrganizationSettings(
+                organization_id=1, quiet_hours_start=9, quiet_hours_end=17, updated_at=clock.now()
+            )
+        )
+
+    assert await _run_sms_batch(client, auth, app, settings, clock) == ["done"] * STEPS
+    assert twilio.requests == []
+    async with create_sessionmaker(engine)() as session:
+        statuses = Counter(
+            await session.scalars(
+                select(ExecutionAction.status).where(ExecutionAction.type == "send_sms")
+            )
+        )
+        queued = list(
+            await session.scalars(
+                select(Job).where(Job.kind == RUN_ACTION_KIND, Job.status == JobStatus.QUEUED)
+            )
+        )
+    assert statuses == Counter({"deferred": STEPS})
+    assert len(queued) == STEPS  # each step waits for the end of the quiet hours
+    assert {job.run_at for job in queued} == {queued[0].run_at}
+    assert all(job.run_at > clock.now() for job in queued)
