@@ -194,6 +194,15 @@ async def complete_many(session: AsyncSession, batch: list[ClaimedJob]) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+async def still_held(session: AsyncSession, batch: list[ClaimedJob]) -> set[int]:
+    """The ids of ``batch`` (one worker's jobs) whose lease has not been taken over. A plain
+    read: it locks nothing, so a rescue of these jobs is never made to wait."""
+    rows = await session.execute(
+        select(jobs.c.id).where(_fenced_all(batch), _status_is(JobStatus.RUNNING))
+    )
+    return set(rows.scalars())
+
+
 async def extend_leases(
     session: AsyncSession, held: list[ClaimedJob], *, now: datetime, lease: timedelta
 ) -> set[int]:

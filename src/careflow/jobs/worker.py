@@ -58,6 +58,10 @@ CONTENDED_RETRY_SECONDS = 0.05
 _handlers_loaded = False
 
 
+class LeaseLostInBatch(JobError):
+    """A lease in a batch was taken over while the batch ran: none of the batch is kept."""
+
+
 def load_handlers() -> None:
     """Import every task module once, tolerating ones that cannot be imported yet.
 
@@ -305,14 +309,11 @@ class Worker:
         outcomes: dict[int, str] = {}
         rest = unit
         while len(rest) > 1:
-            ran = await self._execute_each(rest)
-            if ran is None:
-                break
-            finished, rest = ran
+            finished, rest = await self._execute_each(rest)
             for job, outcome in finished:
                 _finished(job, outcome, pending)
                 outcomes[job.id] = outcome
-        for job in rest:  # one left over, or the rest of a batch that failed
+        for job in rest:
             outcomes[job.id] = await self._run_alone(job, pending)
         return [outcomes[job.id] for job in unit]
 
@@ -339,31 +340,33 @@ class Worker:
 
     async def _execute_each(
         self, batch: list[ClaimedJob]
-    ) -> tuple[list[tuple[ClaimedJob, str]], list[ClaimedJob]] | None:
-        """The jobs of ``batch`` in one transaction, each in a savepoint, until the
-        transaction has been open ``effects_batch_seconds``: the outcomes of those that ran,
-        and the jobs left for another transaction.
+    ) -> tuple[list[tuple[ClaimedJob, str]], list[ClaimedJob]]:
+        """Jobs of ``batch`` in one transaction, each in a savepoint, until the transaction
+        has been open ``effects_batch_seconds``: the outcomes of those that ran, and the
+        jobs left for another transaction.
 
-        The transaction first renews every lease in the batch, which locks the jobs' rows
-        until it ends: no lease can then be lost mid-batch (a rescue skips locked rows), so
-        an email sent here is not sent again because another job's lease ran out. A job
-        whose lease had already gone is left out ("lost"). A job that raises is rolled back
-        to its savepoint, and its failure is recorded after the others commit, as it would
-        be had it run alone. None (nothing written) if the batch itself failed: the caller
-        then runs each job alone.
+        A job whose lease was already taken over when the batch began is left out ("lost").
+        A job that raises is rolled back to its savepoint, and its failure is recorded after
+        the others commit, as it would be had it run alone. If the transaction itself fails,
+        or a lease was lost while it ran, nothing of it is kept and each job that ran gets
+        that failure, as a job whose own transaction fails does: the run is not repeated at
+        once, so an email is not sent again for a job that another worker now holds.
         """
         failed: dict[int, Exception] = {}
         ran: list[ClaimedJob] = []
+        mine = batch
         started = time.monotonic()
         try:
             async with self.sessionmaker() as session:
-                held = await store.extend_leases(
-                    session, batch, now=self.clock.now(), lease=self.lease
-                )
+                held = await store.still_held(session, batch)
                 mine = [job for job in batch if job.id in held]
                 read = await self._read_ahead(session, mine) if mine else {}
                 for job in mine:
                     if ran and time.monotonic() - started > self.effects_batch_seconds:
+                        break
+                    if not await _usable(session):
+                        # A job's failure took the transaction with it (a lost connection):
+                        # the next job would act (send) before its first statement failed.
                         break
                     ran.append(job)
                     try:
@@ -376,18 +379,20 @@ class Worker:
                 done = [job for job in ran if job.id not in failed]
                 await session.flush()
                 if done and await store.complete_many(session, done) != len(done):
-                    await session.rollback()
-                    log.info("jobs.batch_split", size=len(batch), reason="lease lost")
-                    return None
+                    raise LeaseLostInBatch()
                 await session.commit()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.info("jobs.batch_split", size=len(batch), reason=type(exc).__name__)
-            return None
+            # Every job of it that ran fails, or all of it if it failed before any ran (the
+            # database is down): none is left to go round again.
+            ran = ran or mine
+            log.info("jobs.batch_failed", size=len(ran), error=type(exc).__name__)
+            failed = dict.fromkeys((job.id for job in ran), exc)
+        kept = {job.id for job in mine}
         finished: list[tuple[ClaimedJob, str]] = []
         for job in batch:
-            if job.id not in held:
+            if job.id not in kept:
                 _job_log(job).warning("jobs.completion_refused")
                 finished.append((job, "lost"))
         for job in ran:
@@ -623,6 +628,19 @@ class Worker:
             except Exception as exc:  # transient; the next round tries again
                 log.warning("jobs.housekeeping_failed", error=type(exc).__name__)
             await _wait_event(self._stopping, interval)
+
+
+async def _usable(session: AsyncSession) -> bool:
+    """Whether the session's transaction can still run statements: not one that a lost
+    connection, or a savepoint that could not be rolled back, left to be rolled back."""
+    transaction = session.sync_session.get_transaction()
+    if transaction is not None and not transaction.is_active:
+        return False
+    try:
+        connection = await session.connection()
+    except Exception:
+        return False
+    return not connection.invalidated
 
 
 def _sharing(job: ClaimedJob) -> Sharing:
