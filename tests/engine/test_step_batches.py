@@ -1,8 +1,10 @@
-"""Message steps in batches: one transaction, reads done once, each email sent once."""
+"""Batches read ahead: dispatches and message steps share a transaction and read each table
+once for the whole batch; each email is still sent once."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -343,4 +345,43 @@ async def test_a_batch_whose_connection_dies_fails_each_job_once_and_none_is_los
     assert await worker.run_until_idle() == lost
     assert len(smtp.sink.messages) == STEPS + lost  # sent again: raw duplicates, same ids
     assert len(set(smtp.sink.message_ids())) == STEPS
+    assert await _statuses(engine) == Counter({"success": STEPS})
+
+
+async def test_a_batch_of_dispatches_reads_its_events_and_their_snapshots_once(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    app: FastAPI,
+    settings: Settings,
+    clock: FrozenClock,
+    smtp: SmtpServer,
+    engine: AsyncEngine,
+) -> None:
+    worker = _worker(app, settings, clock, "batcher")
+    await create_rule(client, auth, RULE)
+    for i in range(STEPS):
+        patient = {**PATIENT, "id": 700 + i % 3}  # three patients, each in two events
+        await post_event(client, auth, "patient.onboarded", onboarded(patient))
+    dispatches = await worker.claim(100)
+    statements: list[str] = []
+
+    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(" ".join(statement.split()).upper())
+
+    event.listen(engine.sync_engine, "before_cursor_execute", listener)
+    try:
+        assert await worker.run_batch(dispatches) == ["done"] * STEPS
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", listener)
+
+    tables = Counter(
+        found.group(1)
+        for s in statements
+        if s.startswith("SELECT") and (found := re.search(r" FROM (\w+)", s))
+    )
+    assert tables["EVENTS"] == 1 and tables["ENTITIES"] == 1, tables
+    # Each event started its execution and opened its form in the batch, as alone.
+    sends = await _claim_sends(worker)
+    assert len({job.payload["execution_id"] for job in sends}) == STEPS
+    assert await worker.run_batch(sends) == ["done"] * STEPS
     assert await _statuses(engine) == Counter({"success": STEPS})

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.automations.service import enabled_rules_for
 from careflow.events import repository
-from careflow.events.catalog import FIRST_BOOKED, FIRST_LOGIN, MILESTONES, trigger_entity_type
+from careflow.events.catalog import (
+    ENTITY_TYPES,
+    FIRST_BOOKED,
+    FIRST_LOGIN,
+    MILESTONES,
+    trigger_entity_type,
+)
 from careflow.events.context import SnapshotReads, join_snapshots, patient_id_of
 from careflow.events.models import Event
 from careflow.events.service import EventStatus
@@ -155,18 +162,69 @@ async def _schedule_reminders(session: AsyncSession, event: Event, now: datetime
     )
 
 
+@dataclass(slots=True)
+class DispatchReads:
+    """What a batch of dispatches read before any of them ran: the events (locked) and the
+    snapshots of the entities they carry, one statement each for the whole batch."""
+
+    events: dict[int, Event] = field(default_factory=dict)
+    snapshots: dict[int, SnapshotReads] = field(default_factory=dict)  # by organisation
+
+    def take(self, event_pk: int) -> Event | None:
+        """The event, once: a second dispatch of it in the batch reads it for itself."""
+        return self.events.pop(event_pk, None)
+
+
+async def read_dispatches(
+    session: AsyncSession, payloads: Sequence[Mapping[str, Any]]
+) -> DispatchReads:
+    """The reads of ``payloads``' dispatches (``dispatch_event`` jobs)."""
+    pks: set[int] = set()
+    for payload in payloads:
+        try:
+            pks.add(int(payload["event_id"]))
+        except (KeyError, TypeError, ValueError):
+            continue  # the handler refuses it
+    events = await repository.get_events_by_pk(session, sorted(pks))
+    reads = DispatchReads(events={event.id: event for event in events})
+    refs: dict[int, list[tuple[str, EntityRef]]] = {}
+    for event in events:
+        if event.status == EventStatus.PROCESSED:
+            continue
+        for entity_type in ENTITY_TYPES:
+            entity = (event.data or {}).get(entity_type)
+            if isinstance(entity, Mapping) and entity_id_problem(entity.get("id")) is None:
+                refs.setdefault(event.organization_id, []).append((entity_type, entity["id"]))
+    for organization_id, wanted in refs.items():
+        found = await repository.snapshots_data(session, organization_id, wanted)
+        reads.snapshots[organization_id] = dict(found)
+    return reads
+
+
 async def dispatch_event(
-    session: AsyncSession, *, event_pk: int, now: datetime, runtime: Runtime | None = None
+    session: AsyncSession,
+    *,
+    event_pk: int,
+    now: datetime,
+    runtime: Runtime | None = None,
+    reads: DispatchReads | None = None,
 ) -> None:
     """Dispatch one stored event. With ``runtime`` (the worker's), an execution's leading
-    database-only actions run in this transaction rather than as jobs of their own."""
-    event = await repository.get_event_by_pk(session, event_pk)
+    database-only actions run in this transaction rather than as jobs of their own.
+    ``reads``, when the dispatch runs in a batch, holds what the batch read ahead for it."""
+    event = reads.take(event_pk) if reads is not None else None
+    if event is None:
+        event = await repository.get_event_by_pk(session, event_pk)
     if event is None:
         log.warning("dispatch_event_missing", event_pk=event_pk)
         return
     if event.status == EventStatus.PROCESSED:
         return
-    read: SnapshotReads = {}
+    # Snapshots do not change during a dispatch (only ingestion writes them), so those the
+    # batch read for all its events serve each of them.
+    read: SnapshotReads = (
+        reads.snapshots.setdefault(event.organization_id, {}) if reads is not None else {}
+    )
     context = await join_snapshots(session, event.organization_id, event.data, read=read)
     patient_id = patient_id_of(context)
     run_first = None

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from careflow.events.dispatch import dispatch_event
+from careflow.events.dispatch import dispatch_event, read_dispatches
 from careflow.events.service import DISPATCH_KIND
 from careflow.executions.runner import Runtime
 from careflow.jobs.errors import PermanentJobError
 from careflow.jobs.registry import JobContext, job_handler
 
 
-@job_handler(DISPATCH_KIND, batchable=True)
+@job_handler(DISPATCH_KIND, batchable=True, read_ahead=read_dispatches)
 async def handle_dispatch_event(ctx: JobContext, payload: dict[str, Any]) -> None:
     try:
         event_pk = int(payload["event_id"])
     except (KeyError, TypeError, ValueError) as exc:
         raise PermanentJobError(f"malformed dispatch_event payload: {exc}") from exc
     runtime = Runtime(settings=ctx.settings, clock=ctx.clock, services=ctx.services)
-    await dispatch_event(ctx.session, event_pk=event_pk, now=ctx.clock.now(), runtime=runtime)
+    await dispatch_event(
+        ctx.session,
+        event_pk=event_pk,
+        now=ctx.clock.now(),
+        runtime=runtime,
+        reads=ctx.read_ahead,
+    )
