@@ -22,6 +22,19 @@ EXECUTIONS = "/v1/automations/executions"
 GDPR_WELCOME: dict[str, Any] = examples.without_delays(examples.GDPR_WELCOME)
 FIRST_VIDEO: dict[str, Any] = examples.FIRST_VIDEO
 PATIENT: dict[str, Any] = examples.PATIENT
+# The end-to-end benchmark's rule (bench/bench_e2e.py): the dispatch opens the consent form
+# itself, and a queued step sends the welcome email.
+E2E_RULE: dict[str, Any] = {
+    "name": "Welcome new patients",
+    "enabled": True,
+    "trigger_event": "patient.onboarded",
+    "trigger_config": {},
+    "conditions": {},
+    "actions": [
+        {"type": "require_form", "form_template_id": 10, "blocking": True},
+        {"type": "send_email", "template": "welcome_patient"},
+    ],
+}
 
 
 def rule(base: dict[str, Any], **overrides: Any) -> dict[str, Any]:

@@ -8,20 +8,9 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.engine.helpers import PATIENT, create_rule, onboarded, post_event
+from tests.engine.helpers import E2E_RULE, PATIENT, create_rule, onboarded, post_event
 
-# The end-to-end benchmark's rule (bench/bench_e2e.py): a consent form, then an email.
-RULE = {
-    "name": "Welcome new patients",
-    "enabled": True,
-    "trigger_event": "patient.onboarded",
-    "trigger_config": {},
-    "conditions": {},
-    "actions": [
-        {"type": "require_form", "form_template_id": 10, "blocking": True},
-        {"type": "send_email", "template": "welcome_patient"},
-    ],
-}
+RULE = E2E_RULE
 
 
 # Measured at 39.0 (PostgreSQL) and 41.2 (SQLite) per execution, ingestion included (53

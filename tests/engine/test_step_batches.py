@@ -24,24 +24,13 @@ from careflow.jobs.store import ClaimedJob
 from careflow.jobs.worker import Worker, load_handlers
 from careflow.kit.clock import FrozenClock
 from careflow.messages.models import Message
-from tests.engine.helpers import PATIENT, count, create_rule, onboarded, post_event
+from tests.engine.helpers import E2E_RULE, PATIENT, count, create_rule, onboarded, post_event
 from tests.fixtures.smtp import SmtpServer
 
 Auth = Callable[..., dict[str, str]]
 STEPS = 6
 
-# The end-to-end benchmark's rule: the dispatch opens the form, a queued step sends the email.
-RULE = {
-    "name": "Welcome new patients",
-    "enabled": True,
-    "trigger_event": "patient.onboarded",
-    "trigger_config": {},
-    "conditions": {},
-    "actions": [
-        {"type": "require_form", "form_template_id": 10, "blocking": True},
-        {"type": "send_email", "template": "welcome_patient"},
-    ],
-}
+RULE = E2E_RULE
 
 
 def _worker(app: FastAPI, settings: Settings, clock: FrozenClock, name: str) -> Worker:
