@@ -7,7 +7,7 @@ that carried no patient.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -54,6 +54,33 @@ async def _snapshot(
     return data
 
 
+def _carried(data: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The entities ``data`` carries with an id: those ``join_snapshots`` reads first."""
+    carried = []
+    for entity_type in ENTITY_TYPES:
+        given = data.get(entity_type)
+        if isinstance(given, Mapping) and entity_id_problem(given.get("id")) is None:
+            carried.append((entity_type, given))
+    return carried
+
+
+async def read_snapshots(
+    session: AsyncSession, items: Iterable[tuple[int, Mapping[str, Any]]]
+) -> dict[int, SnapshotReads]:
+    """For a batch: the snapshots ``join_snapshots`` will read for each (organisation, data)
+    of ``items``, by organisation, one statement per organisation. A patient linked from an
+    entity is not among them: its id is known only once the entity's snapshot is read."""
+    wanted: dict[int, list[tuple[str, EntityRef]]] = {}
+    for organization_id, data in items:
+        refs = wanted.setdefault(organization_id, [])
+        refs.extend((entity_type, given["id"]) for entity_type, given in _carried(data))
+    return {
+        organization_id: dict(await repository.snapshots_data(session, organization_id, refs))
+        for organization_id, refs in wanted.items()
+        if refs
+    }
+
+
 async def join_snapshots(
     session: AsyncSession,
     organization_id: int,
@@ -70,10 +97,7 @@ async def join_snapshots(
     ``read``, when given, is consulted before and filled after each snapshot read.
     """
     context: dict[str, Any] = {k: v for k, v in data.items() if k not in ENTITY_TYPES}
-    for entity_type in ENTITY_TYPES:
-        given = data.get(entity_type)
-        if not isinstance(given, Mapping) or entity_id_problem(given.get("id")) is not None:
-            continue
+    for entity_type, given in _carried(data):
         snapshot = await _snapshot(session, organization_id, entity_type, given["id"], read) or {}
         context[entity_type] = {**given, **snapshot} if prefer_snapshots else {**snapshot, **given}
     if "patient" not in context:

@@ -19,14 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.automations.service import enabled_rules_for
 from careflow.events import repository
-from careflow.events.catalog import (
-    ENTITY_TYPES,
-    FIRST_BOOKED,
-    FIRST_LOGIN,
-    MILESTONES,
-    trigger_entity_type,
-)
-from careflow.events.context import SnapshotReads, join_snapshots, patient_id_of
+from careflow.events.catalog import FIRST_BOOKED, FIRST_LOGIN, MILESTONES, trigger_entity_type
+from careflow.events.context import SnapshotReads, join_snapshots, patient_id_of, read_snapshots
 from careflow.events.models import Event
 from careflow.events.service import EventStatus
 from careflow.events.validation import entity_id_problem
@@ -187,17 +181,14 @@ async def read_dispatches(
             continue  # the handler refuses it
     events = await repository.get_events_by_pk(session, sorted(pks))
     reads = DispatchReads(events={event.id: event for event in events})
-    refs: dict[int, list[tuple[str, EntityRef]]] = {}
-    for event in events:
-        if event.status == EventStatus.PROCESSED:
-            continue
-        for entity_type in ENTITY_TYPES:
-            entity = (event.data or {}).get(entity_type)
-            if isinstance(entity, Mapping) and entity_id_problem(entity.get("id")) is None:
-                refs.setdefault(event.organization_id, []).append((entity_type, entity["id"]))
-    for organization_id, wanted in refs.items():
-        found = await repository.snapshots_data(session, organization_id, wanted)
-        reads.snapshots[organization_id] = dict(found)
+    reads.snapshots = await read_snapshots(
+        session,
+        (
+            (event.organization_id, event.data or {})
+            for event in events
+            if event.status != EventStatus.PROCESSED
+        ),
+    )
     return reads
 
 

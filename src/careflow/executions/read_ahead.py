@@ -17,13 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.automations import templates_repository
 from careflow.automations.models import Template
-from careflow.events import repository as events_repository
-from careflow.events.catalog import ENTITY_TYPES
-from careflow.events.context import SnapshotReads
-from careflow.events.validation import entity_id_problem
+from careflow.events.context import SnapshotReads, read_snapshots
 from careflow.executions import repository
 from careflow.executions.models import Execution, ExecutionAction
-from careflow.kit.types import EntityRef
 from careflow.messages import repository as messages_repository
 from careflow.messages.models import Message
 
@@ -79,18 +75,6 @@ def _execution_ids(payloads: Sequence[Mapping[str, Any]]) -> list[int]:
     return sorted(ids)
 
 
-def _entity_refs(execution: Execution) -> list[tuple[str, EntityRef]]:
-    """The entities ``runner.fresh_context`` reads for ``execution`` (not a linked patient,
-    which it reads when it finds the link)."""
-    stored = execution.context or {}
-    refs = []
-    for entity_type in ENTITY_TYPES:
-        entity = stored.get(entity_type)
-        if isinstance(entity, Mapping) and entity_id_problem(entity.get("id")) is None:
-            refs.append((entity_type, entity["id"]))
-    return refs
-
-
 async def read_steps(session: AsyncSession, payloads: Sequence[Mapping[str, Any]]) -> StepReads:
     """The reads of ``payloads``' steps (``run_action`` jobs), one statement per table."""
     reads = StepReads()
@@ -100,12 +84,10 @@ async def read_steps(session: AsyncSession, payloads: Sequence[Mapping[str, Any]
     reads.executions = {execution.id: execution for execution in executions}
     reads.results = await repository.actions_of(session, list(reads.executions))
 
-    by_org: dict[int, list[tuple[str, EntityRef]]] = {}
-    for execution in executions:
-        by_org.setdefault(execution.organization_id, []).extend(_entity_refs(execution))
-    for organization_id, refs in by_org.items():
-        found = await events_repository.snapshots_data(session, organization_id, refs)
-        reads.snapshots[organization_id] = dict(found)
+    # What runner.fresh_context joins: the entities stored in the execution's context.
+    reads.snapshots = await read_snapshots(
+        session, ((e.organization_id, e.context or {}) for e in executions)
+    )
 
     message_keys: list[tuple[int, int]] = []
     template_keys: set[tuple[int, str, str]] = set()
