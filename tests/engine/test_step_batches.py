@@ -14,16 +14,21 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import event, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from structlog.testing import capture_logs
 
 from careflow.config import Settings
 from careflow.db import create_sessionmaker
+from careflow.events.service import DISPATCH_KIND
 from careflow.executions.models import Execution
 from careflow.executions.read_ahead import StepReads
 from careflow.executions.service import RUN_ACTION_KIND
+from careflow.jobs.models import Job
+from careflow.jobs.queue import enqueue
 from careflow.jobs.store import ClaimedJob
 from careflow.jobs.worker import Worker, load_handlers
 from careflow.kit.clock import FrozenClock
 from careflow.messages.models import Message
+from careflow.pathways.models import EpisodeEvent
 from tests.engine.helpers import E2E_RULE, PATIENT, count, create_rule, onboarded, post_event
 from tests.fixtures.smtp import SmtpServer
 
@@ -101,8 +106,15 @@ async def test_message_steps_share_one_transaction_and_read_each_table_once(
         "MESSAGES",
         "TEMPLATES",
     ], statements
-    assert sum(s.startswith("SAVEPOINT") for s in statements) == STEPS
-    assert sum(s.startswith("DELETE FROM JOBS") for s in statements) == 1
+    # After them, each write once for all six (held by the batch's write-behind), and no
+    # savepoint: the messages, the results, the executions finished, the jobs deleted.
+    writes = [s for s in statements if not s.startswith(("SELECT", "BEGIN"))]
+    assert [" ".join(s.split()[:3]) for s in writes] == [
+        "INSERT INTO MESSAGES",
+        "INSERT INTO EXECUTION_ACTIONS",
+        "UPDATE EXECUTIONS SET",
+        "DELETE FROM JOBS",
+    ], writes
 
 
 async def test_a_send_that_fails_in_a_batch_retries_alone_and_the_others_are_not_resent(
@@ -374,3 +386,33 @@ async def test_a_batch_of_dispatches_reads_its_events_and_their_snapshots_once(
     assert len({job.payload["execution_id"] for job in sends}) == STEPS
     assert await worker.run_batch(sends) == ["done"] * STEPS
     assert await _statuses(engine) == Counter({"success": STEPS})
+
+
+async def test_a_second_dispatch_of_one_event_in_a_batch_reads_what_the_first_wrote(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    app: FastAPI,
+    settings: Settings,
+    clock: FrozenClock,
+    smtp: SmtpServer,
+    engine: AsyncEngine,
+) -> None:
+    worker = _worker(app, settings, clock, "batcher")
+    await create_rule(client, auth, RULE)
+    await post_event(client, auth, "patient.onboarded", onboarded(PATIENT))
+    async with create_sessionmaker(engine)() as session, session.begin():
+        [payload] = (await session.execute(select(Job.payload))).scalars().all()
+        now = clock.now()
+        await enqueue(session, DISPATCH_KIND, payload, run_at=now, now=now)  # the same event
+    dispatches = await worker.claim(100)
+    assert len(dispatches) == 2
+
+    with capture_logs() as logs:
+        assert await worker.run_batch(dispatches) == ["done", "done"]
+
+    # The second found the event processed and its episode linked, as the first left them
+    # in the batch's held writes: it added nothing, and the batch did not have to split.
+    assert not [entry for entry in logs if entry["event"] == "jobs.batch_split"]
+    assert await count(engine, Execution) == 1
+    assert await count(engine, EpisodeEvent) == 1
+    assert len(await _claim_sends(worker, 1)) == 1

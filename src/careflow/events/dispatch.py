@@ -27,6 +27,7 @@ from careflow.events.validation import entity_id_problem
 from careflow.executions.models import Execution
 from careflow.executions.runner import Runtime, run_started
 from careflow.executions.service import start_execution
+from careflow.kit import write_behind
 from careflow.kit.types import EntityRef, canonical_entity_id
 from careflow.scheduling.service import schedule_stored_appointment
 
@@ -205,6 +206,9 @@ async def dispatch_event(
     ``reads``, when the dispatch runs in a batch, holds what the batch read ahead for it."""
     event = reads.take(event_pk) if reads is not None else None
     if event is None:
+        # Not read ahead (a second dispatch of one event in a batch): read what the batch
+        # has written so far.
+        await write_behind.flush(session)
         event = await repository.get_event_by_pk(session, event_pk)
     if event is None:
         log.warning("dispatch_event_missing", event_pk=event_pk)

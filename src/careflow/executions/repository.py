@@ -13,6 +13,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from careflow.db import prebuilt
 from careflow.executions.models import Execution, ExecutionAction
+from careflow.kit import write_behind
 
 
 def _locking(session: AsyncSession) -> bool:
@@ -89,6 +90,7 @@ _SELECT_ACTIONS = (
     .order_by(_actions.c.execution_id, _actions.c.action_index)
 )
 _INSERT_ACTION = insert(_actions).returning(_actions.c.id)
+_INSERT_ACTION_HELD = insert(_actions)
 _FINISH = (
     update(_executions)
     .where(_executions.c.id == bindparam("execution_id"), _executions.c.status == "running")
@@ -98,7 +100,12 @@ _FINISH = (
         finished_at=bindparam("finished_at"),
     )
 )
-_UPDATE_ACTION = update(_actions).where(_actions.c.id == bindparam("row_id"))
+# Keyed like the unique index, not by id: a row inserted earlier in the transaction through a
+# write-behind has no id yet.
+_UPDATE_ACTION = update(_actions).where(
+    _actions.c.execution_id == bindparam("key_execution_id"),
+    _actions.c.action_index == bindparam("key_action_index"),
+)
 _ACTION_FIELDS = (
     "type",
     "status",
@@ -183,17 +190,26 @@ async def save_action(
     session: AsyncSession, row: ExecutionAction, *, existing: ExecutionAction | None
 ) -> ExecutionAction:
     """Insert or update the result of (execution, index), given the row already stored for
-    it (the caller has read it); the unique index keeps it single. Returns ``row`` with
-    its id, not added to the session."""
+    it (the caller has read it); the unique index keeps it single. Returns ``row``, not added
+    to the session, with its id unless a write-behind holds the INSERT (nothing reads it)."""
     values = {name: getattr(row, name) for name in _ACTION_FIELDS}
-    connection = await session.connection()
-    if existing is None:
-        values["execution_id"] = row.execution_id
-        values["action_index"] = row.action_index
-        row.id = (await connection.execute(_INSERT_ACTION, values)).scalar_one()
-    else:
-        await connection.execute(_UPDATE_ACTION, {"row_id": existing.id, **values})
+    identity = ("execution_actions", row.execution_id, row.action_index)
+    if existing is not None:
+        keyed = {"key_execution_id": row.execution_id, "key_action_index": row.action_index}
+        await write_behind.write(
+            session, "actions.update", _UPDATE_ACTION, {**keyed, **values}, row=identity
+        )
         row.id = existing.id
+        return row
+    values["execution_id"] = row.execution_id
+    values["action_index"] = row.action_index
+    if write_behind.held_by(session) is not None:
+        await write_behind.write(
+            session, "actions.insert", _INSERT_ACTION_HELD, values, row=identity
+        )
+        return row
+    connection = await session.connection()
+    row.id = (await connection.execute(_INSERT_ACTION, values)).scalar_one()
     return row
 
 
@@ -215,19 +231,26 @@ async def finish(
     error_message: str | None,
     now: datetime,
 ) -> bool:
-    """Mark a running execution finished; False if someone else already finished it."""
-    connection = await session.connection()
-    result = await connection.execute(
-        _FINISH,
-        {
-            "execution_id": execution.id,
-            "status": status,
-            "error_message": error_message,
-            "finished_at": now,
-        },
-    )
-    if not result.rowcount:
-        return False
+    """Mark a running execution finished; False if someone else already finished it.
+
+    Under a write-behind the UPDATE is held and True is assumed: the batch holds the
+    execution's row lock (PostgreSQL) or the database's write lock (SQLite) from its
+    read-ahead on, so nobody else can have finished it meanwhile.
+    """
+    values = {
+        "execution_id": execution.id,
+        "status": status,
+        "error_message": error_message,
+        "finished_at": now,
+    }
+    if write_behind.held_by(session) is not None:
+        await write_behind.write(
+            session, "executions.finish", _FINISH, values, row=("executions", execution.id)
+        )
+    else:
+        connection = await session.connection()
+        if not (await connection.execute(_FINISH, values)).rowcount:
+            return False
     # What the UPDATE wrote, without marking the object changed: no second UPDATE at flush.
     set_committed_value(execution, "status", status)
     set_committed_value(execution, "error_message", error_message)

@@ -44,6 +44,7 @@ from careflow.executions.service import (
 )
 from careflow.jobs.errors import DeferJob, RetryableJobError
 from careflow.jobs.queue import default_max_attempts
+from careflow.kit import write_behind
 from careflow.kit.clock import Clock, isoformat_z
 from careflow.ops.metrics import ACTIONS
 from careflow.scheduling.service import delivery_skip_reason
@@ -108,6 +109,9 @@ async def run_action(
     if taken is not None:
         execution, rows = taken
     else:
+        # Not read ahead (a second step of one execution in a batch): read what the batch
+        # has written so far, not the rows before it.
+        await write_behind.flush(session)
         found = await repository.get_for_run(session, request.execution_id)
         if found is None:
             log.info("run_action_not_running", execution_id=request.execution_id)
@@ -285,10 +289,17 @@ async def _execute(ctx: ActionContext, action_type: str, request: RunRequest) ->
     if reason is not None:
         return ActionOutcome(status="skipped", reason=reason)
     try:
-        if executor.single_write and not request.inline and not request.is_last_attempt:
+        batched = write_behind.held_by(ctx.session) is not None
+        if (
+            executor.single_write
+            and not request.is_last_attempt
+            and (batched or not request.inline)
+        ):
             # No savepoint needed: nothing is half-written (its one write is its last step),
             # and any exception rolls the job back. An inline step or a last attempt records
-            # a failure after the exception, so a failed statement must not abort the rest.
+            # a failure after the exception, so a failed statement must not abort the rest,
+            # except in a batch: there a failed statement fails the whole batch, which then
+            # runs each job alone.
             return await executor.execute(ctx)
         # A savepoint: a failing executor's half-written rows go, the result row stays ours.
         async with ctx.session.begin_nested():

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from careflow.db import dialect_of, prebuilt
 from careflow.jobs.models import Job, JobStatus
+from careflow.kit import write_behind
 
 NOTIFY_CHANNEL = "careflow_jobs"
 _NOTIFY = text(f"NOTIFY {NOTIFY_CHANNEL}")
@@ -104,9 +105,18 @@ async def _insert(session: AsyncSession, rows: list[dict[str, Any]], *, due_now:
         "jobs.insert",
         lambda insert: insert(_jobs).on_conflict_do_nothing(index_elements=["dedupe_key"]),
     )
+    session.info["careflow_jobs_enqueued"] = True
+    held = write_behind.held_by(session)
+    if held is not None:
+        # A batch's jobs go in with its other held writes; so does its one NOTIFY, which a
+        # job that fails takes back with the rest of what it held.
+        for row in rows:
+            await held.add(session, "jobs.insert", stmt, row, None)
+        if dialect == "postgresql" and due_now:
+            await held.add(session, "jobs.notify", _NOTIFY, {}, ("jobs.notify",), once=True)
+        return
     connection = await session.connection()
     await connection.execute(stmt, rows)
-    session.info["careflow_jobs_enqueued"] = True
     if dialect == "postgresql" and due_now and not session.info.get("careflow_notified"):
         # NOTIFY is delivered on commit only, so a rolled-back enqueue wakes nobody.
         await connection.execute(_NOTIFY)

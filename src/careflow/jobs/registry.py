@@ -43,8 +43,9 @@ class Sharing(enum.Enum):
     # raises, the whole transaction is rolled back and each job runs again alone.
     ROWS = "rows"
     # It also acts outside the database (an email, an SMS). Several run in one
-    # transaction, each in a savepoint: one that raises is rolled back to its savepoint and
-    # gets its own outcome, and the others commit without acting twice.
+    # transaction with their writes held (``kit.write_behind``): one that raises gives back
+    # what it held and gets its own outcome, and the others commit without acting twice.
+    # One that raises after writing at once, or on a failed statement, fails the batch.
     EFFECTS = "effects"
 
 

@@ -9,10 +9,11 @@ done exactly when its effects are durable.
 
 Jobs of kinds that share (``registry.Sharing``) run up to ``worker_batch_size`` at a time in
 one transaction with one fenced DELETE: one commit for the batch instead of one per job,
-and the kind's ``read_ahead`` reads for the whole batch at once. Jobs that only write rows
-share plainly: if any of them fails, the batch is rolled back and each job runs again
-alone. Jobs that act outside the database (an email) run each in a savepoint: one that
-fails is rolled back alone and gets its own outcome once the rest have committed, so the
+the kind's ``read_ahead`` reads for the whole batch at once, and the writes the jobs leave
+for the end (``kit.write_behind``) go as one statement per kind of write. Jobs that only
+write rows share plainly: if any of them fails, the batch is rolled back and each job runs
+again alone. Jobs that act outside the database (an email) do not: one that fails gives
+back the writes it held and gets its own outcome once the rest have committed, so the
 others do not act twice. If a lease in the batch was lost, or the batch itself fails, it
 is rolled back and each job runs again alone, so every job still gets its own outcome.
 """
@@ -33,6 +34,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from careflow.config import Settings
@@ -41,6 +43,7 @@ from careflow.jobs.errors import DeferJob, JobError, PermanentJobError, Retryabl
 from careflow.jobs.listener import NotifyListener, asyncpg_dsn
 from careflow.jobs.registry import HANDLERS, READ_AHEAD, JobContext, Sharing, sharing
 from careflow.jobs.store import ClaimedJob
+from careflow.kit import write_behind
 from careflow.kit.clock import Clock, SystemClock
 from careflow.kit.idempotency import purge_expired
 from careflow.ops.metrics import JOB_LAG, JOBS, QUEUE_DEPTH
@@ -60,6 +63,11 @@ _handlers_loaded = False
 
 class LeaseLostInBatch(JobError):
     """A lease in a batch was taken over while the batch ran: none of the batch is kept."""
+
+
+class FailureNotIsolated(JobError):
+    """A job of a batch failed after writing at once (not through the write-behind), or on
+    a statement: only a rollback of the whole batch takes that back."""
 
 
 def load_handlers() -> None:
@@ -127,6 +135,11 @@ class Worker:
         self.poll_interval = settings.job_poll_interval_seconds
         bind = sessionmaker.kw.get("bind")
         self._url = bind.url if isinstance(bind, AsyncEngine) else make_url(settings.database_url)
+        # A batch of effects tells a failed job's held writes (given back) from writes it
+        # made at once (which fail the batch) by the statements its connection counted.
+        self._counted = isinstance(bind, AsyncEngine)
+        if isinstance(bind, AsyncEngine):
+            write_behind.count_statements(bind)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[list[str]]] = set()
@@ -290,7 +303,7 @@ class Worker:
             await asyncio.gather(heartbeat, return_exceptions=True)
 
     async def _run_unit(self, unit: list[ClaimedJob], pending: list[ClaimedJob]) -> list[str]:
-        if len(unit) > 1 and _sharing(unit[0]) is Sharing.EFFECTS:
+        if len(unit) > 1 and _sharing(unit[0]) is Sharing.EFFECTS and self._counted:
             return await self._run_effects(unit, pending)
         if len(unit) > 1 and await self._execute_together(unit):
             for job in unit:
@@ -322,9 +335,11 @@ class Worker:
         any lease was lost, and the caller runs them one by one."""
         try:
             async with self.sessionmaker() as session:
+                writes = write_behind.install(session)
                 read = await self._read_ahead(session, batch)
                 for job in batch:
                     await self._call_handler(session, job, read.get(job.kind))
+                await writes.flush(session)
                 await session.flush()
                 if await store.complete_many(session, batch) != len(batch):
                     await session.rollback()
@@ -341,16 +356,20 @@ class Worker:
     async def _execute_each(
         self, batch: list[ClaimedJob]
     ) -> tuple[list[tuple[ClaimedJob, str]], list[ClaimedJob]]:
-        """Jobs of ``batch`` in one transaction, each in a savepoint, until the transaction
-        has been open ``effects_batch_seconds``: the outcomes of those that ran, and the
-        jobs left for another transaction.
+        """Jobs of ``batch`` in one transaction, until it has been open
+        ``effects_batch_seconds``: the outcomes of those that ran, and the jobs left for
+        another transaction.
 
-        A job whose lease was already taken over when the batch began is left out ("lost").
-        A job that raises is rolled back to its savepoint, and its failure is recorded after
-        the others commit, as it would be had it run alone. If the transaction itself fails,
-        or a lease was lost while it ran, nothing of it is kept and each job that ran gets
-        that failure, as a job whose own transaction fails does: the run is not repeated at
-        once, so an email is not sent again for a job that another worker now holds.
+        The jobs' writes are held (``kit.write_behind``) and sent once for the batch at its
+        end. A job whose lease was already taken over when the batch began is left out
+        ("lost"). A job that raises gives back the writes it held, and its failure is
+        recorded after the others commit, as it would be had it run alone. A job that raises
+        after writing something at once, or on a failed statement, cannot be taken back
+        alone (there is no savepoint: two round trips a job fewer), and fails the batch. If
+        the transaction fails, or a lease was lost while it ran, nothing of it is kept and
+        each job that ran gets that failure, as a job whose own transaction fails does: the
+        run is not repeated at once, so an email is not sent again for a job that another
+        worker now holds.
         """
         failed: dict[int, Exception] = {}
         ran: list[ClaimedJob] = []
@@ -358,6 +377,7 @@ class Worker:
         started = time.monotonic()
         try:
             async with self.sessionmaker() as session:
+                writes = write_behind.install(session)
                 held = await store.still_held(session, batch)
                 mine = [job for job in batch if job.id in held]
                 read = await self._read_ahead(session, mine) if mine else {}
@@ -369,14 +389,21 @@ class Worker:
                         # the next job would act (send) before its first statement failed.
                         break
                     ran.append(job)
+                    mark = writes.mark()
+                    written = await write_behind.statements_run(session)
                     try:
-                        async with session.begin_nested():
-                            await self._call_handler(session, job, read.get(job.kind))
+                        await self._call_handler(session, job, read.get(job.kind))
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:
+                        if not await _given_back(session, written, exc):
+                            raise FailureNotIsolated() from exc
+                        writes.discard_since(mark)
                         failed[job.id] = exc
+                    else:
+                        await session.flush()  # the ORM's, if any: a later failure's are its own
                 done = [job for job in ran if job.id not in failed]
+                await writes.flush(session)
                 await session.flush()
                 if done and await store.complete_many(session, done) != len(done):
                     raise LeaseLostInBatch()
@@ -641,6 +668,16 @@ async def _usable(session: AsyncSession) -> bool:
     except Exception:
         return False
     return not connection.invalidated
+
+
+async def _given_back(session: AsyncSession, written_before: int, exc: Exception) -> bool:
+    """Whether a failed job of a batch is undone by giving back the writes it held: it wrote
+    nothing at once, left no ORM change behind, and no statement of it failed."""
+    if isinstance(exc, SQLAlchemyError):
+        return False
+    if session.new or session.dirty or session.deleted:
+        return False
+    return await write_behind.statements_run(session) == written_before
 
 
 def _sharing(job: ClaimedJob) -> Sharing:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careflow.kit import write_behind
 from careflow.kit.types import EntityRef
 from careflow.messages.models import Message
 
@@ -110,10 +111,12 @@ async def get_for_actions(
 
 
 async def save_for_action(session: AsyncSession, message: Message, *, new: bool) -> None:
-    """Insert the action's message row, or write every field of the one read before."""
+    """Insert the action's message row, or write every field of the one read before (held by
+    the batch's write-behind, if it has one)."""
     values = {name: getattr(message, name) for name in _COLUMNS}
-    connection = await session.connection()
+    identity = ("messages", message.id)
     if new:
-        await connection.execute(_INSERT, values)
+        await write_behind.write(session, "messages.insert", _INSERT, values, row=identity)
     else:
-        await connection.execute(_UPDATE, {"message_id": values.pop("id"), **values})
+        keyed = {"message_id": values.pop("id"), **values}
+        await write_behind.write(session, "messages.update", _UPDATE, keyed, row=identity)

@@ -112,6 +112,7 @@ async def route_event(
                     "type": event_type,
                     "occurred_at": occurred_at,
                 },
+                hold=event_locked,
             )
     except IntegrityError:
         # Another worker linked this event between our check and our insert. On SQLite the

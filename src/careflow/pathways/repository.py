@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Select, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careflow.kit import write_behind
 from careflow.kit.types import EntityRef
 from careflow.pathways.models import Episode, EpisodeEvent, PathwayConfig, PathwayRule
 
@@ -257,8 +258,16 @@ async def touch_episode(session: AsyncSession, episode: Episode, now: Any) -> No
     episode.updated_at = now
 
 
-async def link_event(session: AsyncSession, values: dict[str, Any]) -> None:
-    """The event's link to its episode; the unique index on ``event_pk`` keeps it single."""
+async def link_event(session: AsyncSession, values: dict[str, Any], *, hold: bool = False) -> None:
+    """The event's link to its episode; the unique index on ``event_pk`` keeps it single.
+
+    ``hold``: the caller holds the event's row lock and does not go on after a refusal, so
+    the INSERT may wait for the batch's write-behind, if it has one.
+    """
+    if hold:
+        row = ("episode_events", values["event_pk"])
+        await write_behind.write(session, "episodes.link", _INSERT_LINK, values, row=row)
+        return
     connection = await session.connection()
     await connection.execute(_INSERT_LINK, values)
 

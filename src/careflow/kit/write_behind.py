@@ -1,0 +1,153 @@
+"""Writes a batch of jobs defers to its end: each statement once, with every row's values.
+
+A worker that runs jobs together in one transaction installs a ``WriteBehind`` on the
+session (``install``). The hot path's writes whose results nobody reads back in the
+transaction (an action's result, a message, an execution finished, an event marked
+processed, the next job) then go through ``write``: with a write-behind installed they
+are held, and ``flush`` sends each statement once for the whole batch as an executemany,
+in the order each statement was first used. Without one, ``write`` runs the statement now,
+as before.
+
+Two rules keep the held writes equivalent to running them at once:
+- A row written twice by two different statements (an INSERT, then an UPDATE of it) flushes
+  what is held first, so the second statement finds the first one's row.
+- Whoever reads a table whose writes may be held, outside the batch's own read-ahead,
+  flushes first (``flush``): the fallback reads of a step or a dispatch that its batch did
+  not read ahead.
+
+A job that fails gives back what it held (``mark`` / ``discard_since``) instead of rolling
+back to a savepoint: two round trips a job fewer. ``statements_run`` counts the statements
+a connection has executed, so the worker can tell whether a failed job also wrote
+something at once, which only a rollback of the whole transaction can take back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+_KEY = "careflow.write_behind"
+_COUNT = "careflow.statements_written"
+
+
+class WriteBehind:
+    """The writes held for one transaction, in the order they were made."""
+
+    __slots__ = ("_entries", "_rows", "_sent")
+
+    def __init__(self) -> None:
+        self._sent = 0  # writes already flushed
+        # (statement key, statement, values, row identity or None)
+        self._entries: list[tuple[Hashable, Any, dict[str, Any], Hashable | None]] = []
+        self._rows: dict[Hashable, Hashable] = {}  # row identity -> the statement key that holds it
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def mark(self) -> int:
+        return self._sent + len(self._entries)
+
+    def discard_since(self, mark: int) -> None:
+        """Forget the writes held after ``mark`` (a job that failed): only while none of
+        them has been sent."""
+        if mark < self._sent:
+            raise RuntimeError("writes after the mark were already sent")
+        del self._entries[mark - self._sent :]
+        self._rows = {row: key for key, _, _, row in self._entries if row is not None}
+
+    async def add(
+        self,
+        session: AsyncSession,
+        key: Hashable,
+        stmt: Any,
+        values: dict[str, Any],
+        row: Hashable | None,
+        *,
+        once: bool = False,
+    ) -> None:
+        """Hold one write; with ``once``, none if ``row`` is already held by ``key``."""
+        if row is not None:
+            held_by = self._rows.get(row)
+            if once and held_by == key:
+                return
+            if held_by is not None and held_by != key:
+                await self.flush(session)
+            self._rows[row] = key
+        self._entries.append((key, stmt, values, row))
+
+    async def flush(self, session: AsyncSession) -> None:
+        """Send what is held: one executemany per statement, in first-use order."""
+        if not self._entries:
+            return
+        groups: dict[Hashable, tuple[Any, list[dict[str, Any]]]] = {}
+        for key, stmt, values, _ in self._entries:
+            groups.setdefault(key, (stmt, []))[1].append(values)
+        self._sent += len(self._entries)
+        self._entries = []
+        self._rows = {}
+        connection = await session.connection()
+        for stmt, rows in groups.values():
+            await connection.execute(stmt, rows if len(rows) > 1 else rows[0])
+
+
+def install(session: AsyncSession) -> WriteBehind:
+    held = WriteBehind()
+    session.info[_KEY] = held
+    return held
+
+
+def held_by(session: AsyncSession) -> WriteBehind | None:
+    held: WriteBehind | None = session.info.get(_KEY)
+    return held
+
+
+async def write(
+    session: AsyncSession,
+    key: Hashable,
+    stmt: Any,
+    values: dict[str, Any],
+    *,
+    row: Hashable | None = None,
+) -> None:
+    """Run ``stmt`` with ``values`` now, or hold it for the batch's flush.
+
+    ``key`` names the statement (its values are grouped under it), ``row`` the row it writes
+    (table and key), for the rule that a row's second statement flushes first.
+    """
+    held = held_by(session)
+    if held is not None:
+        await held.add(session, key, stmt, values, row)
+        return
+    connection = await session.connection()
+    await connection.execute(stmt, values)
+
+
+async def flush(session: AsyncSession) -> None:
+    """Send the held writes before a read of their tables (a no-op without any)."""
+    held = held_by(session)
+    if held is not None:
+        await held.flush(session)
+
+
+def count_statements(engine: AsyncEngine) -> None:
+    """Count, per connection, the statements other than reads that it executes."""
+    sync_engine = engine.sync_engine
+    if not event.contains(sync_engine, "before_cursor_execute", _count):
+        event.listen(sync_engine, "before_cursor_execute", _count)
+
+
+def _count(
+    conn: Any, _cursor: Any, statement: str, _parameters: Any, _context: Any, _many: bool
+) -> None:
+    if not statement.startswith("SELECT"):
+        conn.info[_COUNT] = conn.info.get(_COUNT, 0) + 1
+
+
+async def statements_run(session: AsyncSession) -> int:
+    """How many statements other than reads the session's connection has executed."""
+    connection = await session.connection()
+    count: int = connection.sync_connection.info.get(_COUNT, 0) if connection.sync_connection else 0
+    return count

@@ -1,0 +1,169 @@
+"""Writes held to a batch's end (``kit.write_behind``): sent once per statement, in order,
+and given back by a job that fails, unless it also wrote at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from careflow.jobs.models import JobStatus
+from careflow.jobs.registry import JobContext, Sharing, job_handler
+from careflow.kit import write_behind
+from careflow.kit.clock import FrozenClock
+from tests.jobs.conftest import MakeWorker, add_job, all_jobs, effects
+
+pytestmark = pytest.mark.usefixtures("effects_table")
+
+Maker = async_sessionmaker[AsyncSession]
+
+_INSERT = text("INSERT INTO test_job_effects (job_id, label, attempt) VALUES (:j, :l, :a)")
+_RELABEL = text("UPDATE test_job_effects SET label = :l WHERE job_id = :j")
+
+
+@job_handler("test.held", batchable=Sharing.EFFECTS)
+async def held(ctx: JobContext, payload: dict[str, Any]) -> None:
+    """Hold a row's INSERT; then fail, or write at once and fail, as the payload says."""
+    values = {"j": ctx.job_id, "l": "held", "a": ctx.attempt}
+    await write_behind.write(ctx.session, "effects.insert", _INSERT, values)
+    if payload.get("write_now") and ctx.attempt == 1:
+        connection = await ctx.session.connection()
+        await connection.execute(_INSERT, {"j": ctx.job_id, "l": "now", "a": ctx.attempt})
+    if payload.get("bad_statement") and ctx.attempt == 1:
+        await ctx.session.execute(text("SELECT no_such_column FROM test_job_effects"))
+    if payload.get("fail") and ctx.attempt == 1:
+        raise RuntimeError("this job fails")
+
+
+def _count_inserts(engine: AsyncEngine) -> tuple[list[bool], Any]:
+    """The INSERTs into test_job_effects engine-wide, each as whether it was an executemany."""
+    seen: list[bool] = []
+
+    def listener(_c: Any, _cu: Any, statement: str, _p: Any, _x: Any, many: bool) -> None:
+        if statement.startswith("INSERT INTO test_job_effects"):
+            seen.append(many)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", listener)
+    return seen, listener
+
+
+async def test_held_writes_go_as_one_statement_for_the_batch(
+    make_worker: MakeWorker, sessionmaker: Maker, clock: FrozenClock, engine: AsyncEngine
+) -> None:
+    for _ in range(4):
+        await add_job(sessionmaker, clock, "test.held")
+    worker = make_worker(services={})
+    seen, listener = _count_inserts(engine)
+    try:
+        assert await worker.run_batch(await worker.claim(4)) == ["done"] * 4
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", listener)
+
+    assert seen == [True]  # one executemany for the four rows
+    assert [(j, label) for j, label, _ in await effects(engine)] == [
+        (i, "held") for i in range(1, 5)
+    ]
+    assert await all_jobs(sessionmaker) == []
+
+
+async def test_a_failing_job_gives_back_what_it_held_and_the_others_commit(
+    make_worker: MakeWorker, sessionmaker: Maker, clock: FrozenClock, engine: AsyncEngine
+) -> None:
+    await add_job(sessionmaker, clock, "test.held")
+    await add_job(sessionmaker, clock, "test.held", {"fail": True})
+    await add_job(sessionmaker, clock, "test.held")
+    worker = make_worker(services={})
+
+    assert await worker.run_batch(await worker.claim(3)) == ["done", "retried", "done"]
+
+    assert [j for j, _, _ in await effects(engine)] == [1, 3]
+    [job] = await all_jobs(sessionmaker)
+    assert (job.id, job.status, job.attempts) == (2, JobStatus.QUEUED, 1)
+    assert job.last_error is not None and "RuntimeError" in job.last_error
+
+
+@pytest.mark.parametrize("failure", ["write_now", "bad_statement"])
+async def test_a_job_that_fails_after_writing_at_once_fails_the_batch_and_nothing_is_kept(
+    make_worker: MakeWorker,
+    sessionmaker: Maker,
+    clock: FrozenClock,
+    engine: AsyncEngine,
+    failure: str,
+) -> None:
+    await add_job(sessionmaker, clock, "test.held")
+    await add_job(sessionmaker, clock, "test.held", {failure: True, "fail": True})
+    await add_job(sessionmaker, clock, "test.held")
+    worker = make_worker(services={})
+
+    # Its INSERT at once (or its failed statement) has no savepoint to roll back to: the
+    # whole transaction goes, and each job that ran in it is retried later, not rerun at
+    # once. The job after it had not run yet, and runs in a transaction of its own.
+    assert await worker.run_batch(await worker.claim(3)) == ["retried", "retried", "done"]
+    assert [(j, label, a) for j, label, a in await effects(engine)] == [(3, "held", 1)]
+    jobs = await all_jobs(sessionmaker)
+    assert [(j.id, j.status, j.attempts) for j in jobs] == [
+        (1, JobStatus.QUEUED, 1),
+        (2, JobStatus.QUEUED, 1),
+    ]
+    assert all("FailureNotIsolated" in (j.last_error or "") for j in jobs)
+
+    clock.advance(minutes=10)  # past the backoff; second attempts run alone and succeed
+    assert await worker.run_until_idle() == 2
+    assert sorted((j, label, a) for j, label, a in await effects(engine)) == [
+        (1, "held", 2),
+        (2, "held", 2),
+        (3, "held", 1),
+    ]
+
+
+async def test_a_row_written_by_a_second_statement_flushes_the_first(
+    sessionmaker: Maker, engine: AsyncEngine
+) -> None:
+    async with sessionmaker() as session, session.begin():
+        writes = write_behind.install(session)
+        row = ("test_job_effects", 1)
+        await write_behind.write(session, "a", _INSERT, {"j": 1, "l": "first", "a": 1}, row=row)
+        await write_behind.write(session, "b", _INSERT, {"j": 2, "l": "other", "a": 1})
+        assert len(writes) == 2
+        # The UPDATE of row 1 is another statement: what is held goes first, so it finds it.
+        await write_behind.write(session, "c", _RELABEL, {"j": 1, "l": "second"}, row=row)
+        assert len(writes) == 1
+        await writes.flush(session)
+
+    assert [(j, label) for j, label, _ in await effects(engine)] == [(1, "second"), (2, "other")]
+
+
+async def test_discarded_writes_are_not_sent(sessionmaker: Maker, engine: AsyncEngine) -> None:
+    async with sessionmaker() as session, session.begin():
+        writes = write_behind.install(session)
+        await write_behind.write(session, "a", _INSERT, {"j": 1, "l": "kept", "a": 1}, row=1)
+        mark = writes.mark()
+        await write_behind.write(session, "a", _INSERT, {"j": 2, "l": "gone", "a": 1}, row=2)
+        await write_behind.write(session, "c", _RELABEL, {"j": 1, "l": "gone"}, row=3)
+        writes.discard_since(mark)
+        assert len(writes) == 1
+        await writes.flush(session)
+
+    assert [(j, label) for j, label, _ in await effects(engine)] == [(1, "kept")]
+
+
+async def test_writes_already_sent_cannot_be_discarded(sessionmaker: Maker) -> None:
+    async with sessionmaker() as session, session.begin():
+        writes = write_behind.install(session)
+        mark = writes.mark()
+        await write_behind.write(session, "a", _INSERT, {"j": 1, "l": "sent", "a": 1}, row=1)
+        await write_behind.write(session, "c", _RELABEL, {"j": 1, "l": "again"}, row=1)
+        with pytest.raises(RuntimeError, match="already sent"):
+            writes.discard_since(mark)
+        await session.rollback()
+
+
+async def test_without_a_write_behind_a_write_runs_at_once(
+    sessionmaker: Maker, engine: AsyncEngine
+) -> None:
+    async with sessionmaker() as session, session.begin():
+        await write_behind.write(session, "a", _INSERT, {"j": 1, "l": "now", "a": 1})
+        result = await session.execute(text("SELECT count(*) FROM test_job_effects"))
+        assert result.scalar_one() == 1
