@@ -28,7 +28,7 @@ from careflow.jobs.store import ClaimedJob
 from careflow.jobs.worker import Worker, load_handlers
 from careflow.kit.clock import FrozenClock
 from careflow.messages.models import Message
-from careflow.pathways.models import EpisodeEvent
+from careflow.pathways.models import Episode, EpisodeEvent
 from tests.engine.helpers import E2E_RULE, PATIENT, count, create_rule, onboarded, post_event
 from tests.fixtures.smtp import SmtpServer
 
@@ -381,6 +381,15 @@ async def test_a_batch_of_dispatches_reads_its_events_and_their_snapshots_once(
         if s.startswith("SELECT") and (found := re.search(r" FROM (\w+)", s))
     )
     assert tables["EVENTS"] == 1 and tables["ENTITIES"] == 1, tables
+    # Routing read once for the batch too: the events' links, and the three journeys' open
+    # episodes (under their locks, taken in one statement on PostgreSQL).
+    assert tables["EPISODE_EVENTS"] == 1 and tables["EPISODES"] == 1, tables
+    locks = [s for s in statements if "PG_ADVISORY_XACT_LOCK" in s]
+    assert len(locks) == (1 if engine.dialect.name == "postgresql" else 0), locks
+    # Each patient's two events share one episode, as they do routed one by one: the second
+    # found the episode the first opened earlier in the batch.
+    assert await count(engine, Episode) == 3
+    assert await count(engine, EpisodeEvent) == STEPS
     # Each event started its execution and opened its form in the batch, as alone.
     sends = await _claim_sends(worker)
     assert len({job.payload["execution_id"] for job in sends}) == STEPS
@@ -416,3 +425,25 @@ async def test_a_second_dispatch_of_one_event_in_a_batch_reads_what_the_first_wr
     assert await count(engine, Execution) == 1
     assert await count(engine, EpisodeEvent) == 1
     assert len(await _claim_sends(worker, 1)) == 1
+
+
+async def test_a_batch_of_dispatches_joins_the_open_episodes_earlier_batches_opened(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    app: FastAPI,
+    settings: Settings,
+    clock: FrozenClock,
+    smtp: SmtpServer,
+    engine: AsyncEngine,
+) -> None:
+    worker = _worker(app, settings, clock, "batcher")
+    for round_ in range(2):
+        for i in range(3):
+            patient = {**PATIENT, "id": 700 + i}
+            await post_event(client, auth, "patient.onboarded", onboarded(patient))
+        dispatches = await worker.claim(100)
+        assert len(dispatches) == 3
+        assert await worker.run_batch(dispatches) == ["done"] * 3
+        # One episode a patient's journey, the second round's events linked to it.
+        assert await count(engine, Episode) == 3
+        assert await count(engine, EpisodeEvent) == 3 * (round_ + 1)

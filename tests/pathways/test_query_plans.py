@@ -12,7 +12,13 @@ from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from careflow.pathways.repository import episode_of_event_query, open_episode_query
+from careflow.pathways.repository import (
+    episode_of_event_query,
+    episodes_by_id_query,
+    links_of_events_query,
+    open_episode_query,
+    open_episodes_query,
+)
 
 FILL = [
     "INSERT INTO events (organization_id, event_id, type, occurred_at, data, status, created_at)"
@@ -71,3 +77,18 @@ async def test_the_open_episode_is_one_index_probe(conn: AsyncConnection) -> Non
     types = await explain(conn, open_episode_query(1, "150", "onboarding"))
     # Before 0003: a backward scan of the organisation's episodes by created_at, then a sort.
     assert types == ["Limit", "Index Scan"] or types == ["Limit", "Index Only Scan"], types
+
+
+async def test_a_batch_reads_its_links_and_open_episodes_without_a_join(
+    conn: AsyncConnection,
+) -> None:
+    rows = await conn.execute(text("SELECT event_pk, episode_id FROM episode_events LIMIT 10"))
+    links = list(rows)
+    journeys = [(1, str(n), "onboarding") for n in range(100, 110)]
+    # The batch's episodes are index probes, as one dispatch's are.
+    assert await explain(conn, episodes_by_id_query(1, [i for _, i in links])) == ["Index Scan"]
+    assert await explain(conn, open_episodes_query(journeys)) == ["Index Scan"]
+    # Its links are one scan of one table, no join. On statistics that say the table is
+    # empty that scan is sequential, as the one-event look-up's sub-plan is: one a batch
+    # now rather than one an event.
+    assert len(await explain(conn, links_of_events_query([pk for pk, _ in links]))) == 1

@@ -120,13 +120,24 @@ async def _run_rules(
         )
 
 
-async def _route_to_episode(
-    session: AsyncSession, event: Event, context: dict[str, Any], now: datetime
-) -> None:
+def _episodes_module() -> Any:
+    """``careflow.pathways.episodes``, or None where routing is not installed."""
     if importlib.util.find_spec(EPISODES_MODULE) is None:
+        return None
+    return importlib.import_module(EPISODES_MODULE)
+
+
+async def _route_to_episode(
+    session: AsyncSession,
+    event: Event,
+    context: dict[str, Any],
+    now: datetime,
+    routes: Any,
+) -> None:
+    episodes = _episodes_module()
+    if episodes is None:
         log.info("episode_routing_unavailable", event_pk=event.id)
         return
-    episodes = importlib.import_module(EPISODES_MODULE)
     episode = await episodes.route_event(
         session,
         organization_id=event.organization_id,
@@ -137,6 +148,7 @@ async def _route_to_episode(
         context=context,
         now=now,
         event_locked=True,
+        reads=routes,
     )
     if episode is not None:
         event.episode_id = episode.id
@@ -164,6 +176,8 @@ class DispatchReads:
 
     events: dict[int, Event] = field(default_factory=dict)
     snapshots: dict[int, SnapshotReads] = field(default_factory=dict)  # by organisation
+    contexts: dict[int, dict[str, Any]] = field(default_factory=dict)  # by event pk
+    routes: Any = None  # pathways.episodes.RouteReads, when routing is installed
 
     def take(self, event_pk: int) -> Event | None:
         """The event, once: a second dispatch of it in the batch reads it for itself."""
@@ -173,7 +187,8 @@ class DispatchReads:
 async def read_dispatches(
     session: AsyncSession, payloads: Sequence[Mapping[str, Any]]
 ) -> DispatchReads:
-    """The reads of ``payloads``' dispatches (``dispatch_event`` jobs)."""
+    """The reads of ``payloads``' dispatches (``dispatch_event`` jobs): their events, the
+    snapshots those carry, each event's context, and what routing them reads."""
     pks: set[int] = set()
     for payload in payloads:
         try:
@@ -182,14 +197,21 @@ async def read_dispatches(
             continue  # the handler refuses it
     events = await repository.get_events_by_pk(session, sorted(pks))
     reads = DispatchReads(events={event.id: event for event in events})
+    pending = [event for event in events if event.status != EventStatus.PROCESSED]
     reads.snapshots = await read_snapshots(
-        session,
-        (
-            (event.organization_id, event.data or {})
-            for event in events
-            if event.status != EventStatus.PROCESSED
-        ),
+        session, ((event.organization_id, event.data or {}) for event in pending)
     )
+    for event in pending:
+        read = reads.snapshots.setdefault(event.organization_id, {})
+        reads.contexts[event.id] = await join_snapshots(
+            session, event.organization_id, event.data, read=read
+        )
+    episodes = _episodes_module()
+    if episodes is not None:
+        reads.routes = await episodes.read_routes(
+            session,
+            [(e.organization_id, e.id, e.type, reads.contexts[e.id]) for e in pending],
+        )
     return reads
 
 
@@ -220,7 +242,9 @@ async def dispatch_event(
     read: SnapshotReads = (
         reads.snapshots.setdefault(event.organization_id, {}) if reads is not None else {}
     )
-    context = await join_snapshots(session, event.organization_id, event.data, read=read)
+    context = reads.contexts.pop(event.id, None) if reads is not None else None
+    if context is None:
+        context = await join_snapshots(session, event.organization_id, event.data, read=read)
     patient_id = patient_id_of(context)
     run_first = None
     if runtime is not None:
@@ -231,7 +255,9 @@ async def dispatch_event(
     await _schedule_reminders(session, event, now)
     for trigger in await _triggers(session, event, patient_id, now):
         await _run_rules(session, event, trigger, context, patient_id, now, run_first)
-    await _route_to_episode(session, event, context, now)
+    await _route_to_episode(
+        session, event, context, now, reads.routes if reads is not None else None
+    )
     event.status = EventStatus.PROCESSED
     event.processed_at = now
     await repository.mark_processed(session, event)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +16,7 @@ from careflow.auth import Principal
 from careflow.errors import ValidationError, not_found
 from careflow.kit.types import EntityRef, canonical_entity_id
 from careflow.pathways import repository
-from careflow.pathways.catalog import TRIGGERS, TriggerType
+from careflow.pathways.catalog import TRIGGERS, BaseConfig, TriggerType
 from careflow.pathways.models import Episode, EpisodeEvent
 from careflow.pathways.resolution import resolve
 from careflow.pathways.schemas import EpisodePatch
@@ -41,6 +43,49 @@ def patient_of(trigger: TriggerType, context: Mapping[str, Any]) -> EntityRef | 
     return None
 
 
+@dataclass(slots=True)
+class RouteReads:
+    """What a batch of dispatches read for routing before any of them ran: the events'
+    episodes (for a rerun), the routing config of each event, and each journey that reuses
+    an open episode, locked, with its open episode (kept current as the batch opens some)."""
+
+    linked: dict[int, Episode | None] = dataclasses.field(default_factory=dict)  # by event pk
+    configs: dict[int, BaseConfig] = dataclasses.field(default_factory=dict)  # by event pk
+    open: dict[repository.JourneyKey, Episode | None] = dataclasses.field(default_factory=dict)
+
+
+async def read_routes(
+    session: AsyncSession, events: Sequence[tuple[int, int, str, Mapping[str, Any]]]
+) -> RouteReads:
+    """The reads of routing ``events`` (organisation, event pk, type, context): one statement
+    each for the whole batch, the journeys' locks in one order.
+
+    Taking the locks before any event of the batch is routed keeps two batches that share
+    journeys from deadlocking: each takes them in key order, where routing event by event
+    would take them in the order of its events.
+    """
+    reads = RouteReads()
+    by_org: dict[int, list[int]] = {}
+    for organization_id, event_pk, _, _ in events:
+        by_org.setdefault(organization_id, []).append(event_pk)
+    for organization_id, pks in by_org.items():
+        reads.linked.update(await repository.episodes_of_events(session, organization_id, pks))
+    journeys: set[repository.JourneyKey] = set()
+    for organization_id, event_pk, event_type, context in events:
+        trigger = TRIGGERS.get(event_type)
+        if trigger is None or reads.linked.get(event_pk) is not None:
+            continue
+        resolved = await resolve(session, organization_id, event_type, context, explain=False)
+        reads.configs[event_pk] = resolved.config
+        patient_id = patient_of(trigger, context)
+        if resolved.config["creation_mode"] == "reuse_open" and patient_id is not None:
+            journeys.add((organization_id, patient_id, resolved.config["journey_type"]))
+    ordered = sorted(journeys, key=repr)
+    await repository.lock_journeys(session, ordered)
+    reads.open = await repository.find_open_episodes(session, ordered)
+    return reads
+
+
 async def route_event(
     session: AsyncSession,
     *,
@@ -52,6 +97,7 @@ async def route_event(
     context: Mapping[str, Any],
     now: datetime,
     event_locked: bool = False,
+    reads: RouteReads | None = None,
 ) -> Episode | None:
     """Create, reuse or suppress an episode for a stored event, per its resolved config.
 
@@ -63,24 +109,38 @@ async def route_event(
     transaction can link the event between the look-up and the insert, and the savepoint
     that would let this one go on after such a race is skipped. Were the unique index to
     refuse the link anyway, the caller's transaction fails and its job runs again.
+
+    ``reads``, when the event is routed in a batch, holds what ``read_routes`` read ahead
+    for it; what is not there is read here.
     """
-    linked = await repository.episode_of_event(session, organization_id, event_pk)
+    if reads is not None and event_pk in reads.linked:
+        linked = reads.linked.pop(event_pk)
+    else:
+        linked = await repository.episode_of_event(session, organization_id, event_pk)
     if linked is not None:
         return linked
     trigger = TRIGGERS.get(event_type)
     if trigger is None:
         return None
-    config = (await resolve(session, organization_id, event_type, context, explain=False)).config
+    known = reads.configs.pop(event_pk, None) if reads is not None else None
+    if known is not None:
+        config = known
+    else:
+        resolved = await resolve(session, organization_id, event_type, context, explain=False)
+        config = resolved.config
     mode = config["creation_mode"]
     if mode == "suppress":
         return None
     patient_id = patient_of(trigger, context)
     episode = None
+    journey: repository.JourneyKey | None = None
     if mode == "reuse_open" and patient_id is not None:
-        await repository.lock_journey(session, organization_id, patient_id, config["journey_type"])
-        episode = await repository.find_open_episode(
-            session, organization_id, patient_id, config["journey_type"]
-        )
+        journey = (organization_id, patient_id, config["journey_type"])
+        if reads is not None and journey in reads.open:
+            episode = reads.open[journey]  # locked ahead, and kept current by the batch
+        else:
+            await repository.lock_journey(session, *journey)
+            episode = await repository.find_open_episode(session, *journey)
     try:
         async with repository.unique_write(session, savepoint=not event_locked):
             if episode is None:
@@ -123,6 +183,8 @@ async def route_event(
         if linked is None:
             raise
         return linked
+    if reads is not None and journey is not None:
+        reads.open[journey] = episode  # the next event of the journey in the batch joins it
     return episode
 
 

@@ -8,7 +8,19 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, func, insert, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.kit import write_behind
@@ -18,6 +30,10 @@ from careflow.pathways.models import Episode, EpisodeEvent, PathwayConfig, Pathw
 
 def is_sqlite(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "sqlite"
+
+
+def is_postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
 
 
 @asynccontextmanager
@@ -207,6 +223,34 @@ _TOUCH_EPISODE = (
 )
 _INSERT_LINK = insert(_links_t)
 _LOCK_JOURNEY = text("SELECT pg_advisory_xact_lock(:key)")
+# Many journeys' locks in one statement, taken in the order of the array (unnest keeps it).
+_LOCK_JOURNEYS = text("SELECT pg_advisory_xact_lock(k) FROM unnest(:keys) AS k").bindparams(
+    bindparam("keys", type_=ARRAY(BigInteger))
+)
+JourneyKey = tuple[int, EntityRef, str]  # organisation, patient, journey type
+
+
+def open_episodes_query(journeys: Sequence[JourneyKey]) -> Any:
+    """Every open episode of the journeys: one range of ``ix_episodes_org_patient_journey``
+    each."""
+    columns = (_episodes_t.c.organization_id, _episodes_t.c.patient_id, _episodes_t.c.journey_type)
+    return select(_episodes_t).where(
+        tuple_(*columns).in_(list(journeys)), _episodes_t.c.status == "open"
+    )
+
+
+def links_of_events_query(event_pks: Sequence[int]) -> Any:
+    """The links of the events, by the unique index on their keys."""
+    return select(_links_t.c.event_pk, _links_t.c.episode_id).where(
+        _links_t.c.event_pk.in_(list(event_pks))
+    )
+
+
+def episodes_by_id_query(organization_id: int, episode_ids: Sequence[int]) -> Any:
+    return select(_episodes_t).where(
+        _episodes_t.c.organization_id == organization_id,
+        _episodes_t.c.id.in_(list(episode_ids)),
+    )
 
 
 def open_episode_query(organization_id: int, patient_id: EntityRef, journey_type: str) -> Any:
@@ -272,14 +316,70 @@ async def link_event(session: AsyncSession, values: dict[str, Any], *, hold: boo
     await connection.execute(_INSERT_LINK, values)
 
 
+def _journey_lock_key(organization_id: int, patient_id: Any, journey_type: str) -> int:
+    digest = hashlib.sha256(f"{organization_id}:{patient_id}:{journey_type}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 async def lock_journey(
     session: AsyncSession, organization_id: int, patient_id: Any, journey_type: str
 ) -> None:
     """Serialise routing for one patient's journey, so two events routed at the same moment
     cannot both find no open episode and open two. SQLite has a single writer already."""
-    if session.bind is None or session.bind.dialect.name != "postgresql":
+    if not is_postgresql(session):
         return
-    digest = hashlib.sha256(f"{organization_id}:{patient_id}:{journey_type}".encode()).digest()
-    key = int.from_bytes(digest[:8], "big", signed=True)
+    key = _journey_lock_key(organization_id, patient_id, journey_type)
     connection = await session.connection()
     await connection.execute(_LOCK_JOURNEY, {"key": key})
+
+
+async def lock_journeys(session: AsyncSession, journeys: Sequence[JourneyKey]) -> None:
+    """``lock_journey`` of many journeys in one statement, in the order of their keys: two
+    batches that share journeys then take their locks in one order, and cannot deadlock."""
+    if not journeys or not is_postgresql(session):
+        return
+    keys = sorted({_journey_lock_key(*journey) for journey in journeys})
+    connection = await session.connection()
+    await connection.execute(_LOCK_JOURNEYS, {"keys": keys})
+
+
+async def find_open_episodes(
+    session: AsyncSession, journeys: Sequence[JourneyKey]
+) -> dict[JourneyKey, Episode | None]:
+    """``find_open_episode`` of many journeys in one read; None where a journey has none."""
+    out: dict[JourneyKey, Episode | None] = dict.fromkeys(journeys)
+    if not out:
+        return out
+    connection = await session.connection()
+    newest: dict[JourneyKey, tuple[Any, int]] = {}
+    for row in await connection.execute(open_episodes_query(list(out))):
+        key = (row.organization_id, row.patient_id, row.journey_type)
+        order = (row.created_at, row.id)
+        if key in out and (key not in newest or order > newest[key]):
+            newest[key] = order
+            out[key] = Episode(**row._mapping)
+    return out
+
+
+async def episodes_of_events(
+    session: AsyncSession, organization_id: int, event_pks: Sequence[int]
+) -> dict[int, Episode | None]:
+    """``episode_of_event`` of many of one organisation's events: one read when none of them
+    is linked yet, two when some are."""
+    out: dict[int, Episode | None] = dict.fromkeys(event_pks)
+    if not out:
+        return out
+    connection = await session.connection()
+    links = {
+        row.event_pk: row.episode_id
+        for row in await connection.execute(links_of_events_query(list(out)))
+    }
+    if not links:  # the common case: new events, one statement
+        return out
+    rows = await connection.execute(
+        episodes_by_id_query(organization_id, sorted(set(links.values())))
+    )
+    episodes = {row.id: Episode(**row._mapping) for row in rows}
+    for event_pk, episode_id in links.items():
+        out[event_pk] = episodes.get(episode_id)
+    return out
