@@ -33,6 +33,11 @@ async def held(ctx: JobContext, payload: dict[str, Any]) -> None:
         await connection.execute(_INSERT, {"j": ctx.job_id, "l": "now", "a": ctx.attempt})
     if payload.get("bad_statement") and ctx.attempt == 1:
         await ctx.session.execute(text("SELECT no_such_column FROM test_job_effects"))
+    if payload.get("bad_statement_caught") and ctx.attempt == 1:
+        try:
+            await ctx.session.execute(text("SELECT no_such_column FROM test_job_effects"))
+        except Exception as exc:
+            raise RuntimeError("a failed read, reported as something else") from exc
     if payload.get("fail") and ctx.attempt == 1:
         raise RuntimeError("this job fails")
 
@@ -84,7 +89,7 @@ async def test_a_failing_job_gives_back_what_it_held_and_the_others_commit(
     assert job.last_error is not None and "RuntimeError" in job.last_error
 
 
-@pytest.mark.parametrize("failure", ["write_now", "bad_statement"])
+@pytest.mark.parametrize("failure", ["write_now", "bad_statement", "bad_statement_caught"])
 async def test_a_job_that_fails_after_writing_at_once_fails_the_batch_and_nothing_is_kept(
     make_worker: MakeWorker,
     sessionmaker: Maker,

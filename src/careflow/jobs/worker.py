@@ -672,9 +672,14 @@ async def _usable(session: AsyncSession) -> bool:
 
 async def _given_back(session: AsyncSession, written_before: int, exc: Exception) -> bool:
     """Whether a failed job of a batch is undone by giving back the writes it held: it wrote
-    nothing at once, left no ORM change behind, and no statement of it failed."""
-    if isinstance(exc, SQLAlchemyError):
-        return False
+    nothing at once, left no ORM change behind, and no statement of it failed (on
+    PostgreSQL a failed statement aborts the transaction, even one a handler turned into
+    another error, as the runner turns an executor's crash into a retry)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, SQLAlchemyError):
+            return False
+        seen = seen.__cause__ or seen.__context__
     if session.new or session.dirty or session.deleted:
         return False
     return await write_behind.statements_run(session) == written_before
