@@ -39,9 +39,14 @@ def create_app() -> FastAPI:
             import asyncpg
 
             pool = await asyncpg.create_pool(url, min_size=5, max_size=30)
-            # Two worker processes may create it at the same moment: one wins.
+            # Two worker processes may create it at the same moment: one wins, and the other
+            # meets the table (or its sequence's type) half made, whatever IF NOT EXISTS says.
             async with pool.acquire() as conn:
-                with contextlib.suppress(asyncpg.UniqueViolationError):
+                with contextlib.suppress(
+                    asyncpg.UniqueViolationError,
+                    asyncpg.DuplicateTableError,
+                    asyncpg.DuplicateObjectError,
+                ):
                     await conn.execute(
                         DDL.format(pk="bigserial PRIMARY KEY", json="jsonb", ts="timestamptz")
                     )
