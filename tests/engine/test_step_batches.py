@@ -447,3 +447,37 @@ async def test_a_batch_of_dispatches_joins_the_open_episodes_earlier_batches_ope
         # One episode a patient's journey, the second round's events linked to it.
         assert await count(engine, Episode) == 3
         assert await count(engine, EpisodeEvent) == 3 * (round_ + 1)
+
+
+async def test_an_episode_a_batch_opens_with_create_new_is_the_one_a_later_event_reuses(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    app: FastAPI,
+    settings: Settings,
+    clock: FrozenClock,
+    smtp: SmtpServer,
+    engine: AsyncEngine,
+) -> None:
+    # Logins open a new onboarding episode each; onboarding joins the journey's open one.
+    config = {
+        "creation_mode": "create_new",
+        "inbox_visibility": "visible",
+        "journey_type": "onboarding",
+        "suggested_assignment": "care_team",
+        "suggested_priority": "medium",
+        "expected_next_actor": "practice",
+    }
+    r = await client.put("/v1/pathway-configs/patient.logged_in", json=config, headers=auth())
+    assert r.status_code == 200, r.text
+    worker = _worker(app, settings, clock, "batcher")
+    await post_event(client, auth, "patient.logged_in", onboarded(PATIENT))
+    await post_event(client, auth, "patient.onboarded", onboarded(PATIENT))
+    dispatches = await worker.claim(100)
+    assert len(dispatches) == 2
+
+    assert await worker.run_batch(dispatches) == ["done", "done"]
+
+    # The batch read the journey's open episodes before the login opened one: the onboarding
+    # event found that one all the same, as it would have routed alone.
+    assert await count(engine, Episode) == 1
+    assert await count(engine, EpisodeEvent) == 2

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from careflow.actions.send_sms import HOURLY_LIMIT_REACHED
 from careflow.config import Settings
 from careflow.db import create_sessionmaker
 from careflow.executions.models import ExecutionAction
@@ -116,3 +117,31 @@ async def test_sms_steps_in_quiet_hours_are_deferred_in_the_batch(
     assert len(queued) == STEPS  # each step waits for the end of the quiet hours
     assert {job.run_at for job in queued} == {queued[0].run_at}
     assert all(job.run_at > clock.now() for job in queued)
+
+
+async def test_the_hourly_sms_limit_counts_the_texts_sent_earlier_in_the_batch(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    app: FastAPI,
+    settings: Settings,
+    clock: FrozenClock,
+    twilio: TwilioFake,
+    engine: AsyncEngine,
+) -> None:
+    async with create_sessionmaker(engine)() as session, session.begin():
+        session.add(
+            OrganizationSettings(organization_id=1, sms_hourly_limit=2, updated_at=clock.now())
+        )
+
+    # The first two steps send; their rows are still held when the third counts, and count.
+    outcomes = await _run_sms_batch(client, auth, app, settings, clock)
+
+    assert outcomes == ["done"] * STEPS
+    assert len(twilio.requests) == 2
+    async with create_sessionmaker(engine)() as session:
+        errors = Counter(
+            await session.scalars(
+                select(ExecutionAction.error).where(ExecutionAction.type == "send_sms")
+            )
+        )
+    assert errors == Counter({None: 2, HOURLY_LIMIT_REACHED: STEPS - 2})

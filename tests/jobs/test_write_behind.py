@@ -26,6 +26,8 @@ _RELABEL = text("UPDATE test_job_effects SET label = :l WHERE job_id = :j")
 @job_handler("test.held", batchable=Sharing.EFFECTS)
 async def held(ctx: JobContext, payload: dict[str, Any]) -> None:
     """Hold a row's INSERT; then fail, or write at once and fail, as the payload says."""
+    if payload.get("flush_first"):
+        await write_behind.flush(ctx.session)  # what the jobs before it held (an SMS count)
     values = {"j": ctx.job_id, "l": "held", "a": ctx.attempt}
     await write_behind.write(ctx.session, "effects.insert", _INSERT, values)
     if payload.get("write_now") and ctx.attempt == 1:
@@ -73,11 +75,17 @@ async def test_held_writes_go_as_one_statement_for_the_batch(
     assert await all_jobs(sessionmaker) == []
 
 
+@pytest.mark.parametrize("payload", [{"fail": True}, {"fail": True, "flush_first": True}])
 async def test_a_failing_job_gives_back_what_it_held_and_the_others_commit(
-    make_worker: MakeWorker, sessionmaker: Maker, clock: FrozenClock, engine: AsyncEngine
+    make_worker: MakeWorker,
+    sessionmaker: Maker,
+    clock: FrozenClock,
+    engine: AsyncEngine,
+    payload: dict[str, Any],
 ) -> None:
+    # Sending what earlier jobs held, before its own writes, is not a write of its own.
     await add_job(sessionmaker, clock, "test.held")
-    await add_job(sessionmaker, clock, "test.held", {"fail": True})
+    await add_job(sessionmaker, clock, "test.held", payload)
     await add_job(sessionmaker, clock, "test.held")
     worker = make_worker(services={})
 

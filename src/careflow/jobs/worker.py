@@ -390,13 +390,13 @@ class Worker:
                         break
                     ran.append(job)
                     mark = writes.mark()
-                    written = await write_behind.statements_run(session)
+                    before = await _written(session, writes)
                     try:
                         await self._call_handler(session, job, read.get(job.kind))
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:
-                        if not await _given_back(session, written, exc):
+                        if not await _given_back(session, writes, mark, before, exc):
                             raise FailureNotIsolated() from exc
                         writes.discard_since(mark)
                         failed[job.id] = exc
@@ -439,7 +439,11 @@ class Worker:
     async def _execute(self, job: ClaimedJob) -> str:
         try:
             async with self.sessionmaker() as session:
-                await self._call_handler(session, job, None)
+                # A job alone reads ahead as a batch of one does: the same statements as its
+                # own reads, and its locks taken in the order a batch takes them (a
+                # dispatch's journeys before the appointment and milestone rows it writes).
+                read = await self._read_ahead(session, [job])
+                await self._call_handler(session, job, read.get(job.kind))
                 await session.flush()
                 if not await store.complete(session, job):
                     # Our lease ran out and the job was rescued: its effects belong to the
@@ -670,19 +674,39 @@ async def _usable(session: AsyncSession) -> bool:
     return not connection.invalidated
 
 
-async def _given_back(session: AsyncSession, written_before: int, exc: Exception) -> bool:
-    """Whether a failed job of a batch is undone by giving back the writes it held: it wrote
-    nothing at once, left no ORM change behind, and no statement of it failed (on
-    PostgreSQL a failed statement aborts the transaction, even one a handler turned into
-    another error, as the runner turns an executor's crash into a retry)."""
+async def _written(session: AsyncSession, writes: write_behind.WriteBehind) -> int:
+    """The statements other than reads the session's connection has run, less those of the
+    write-behind's flushes: what a job of the batch wrote at once."""
+    return await write_behind.statements_run(session) - writes.statements_sent
+
+
+async def _given_back(
+    session: AsyncSession,
+    writes: write_behind.WriteBehind,
+    mark: int,
+    written_before: int,
+    exc: BaseException,
+) -> bool:
+    """Whether a failed job of a batch is undone by giving back the writes it held: none of
+    them was sent yet, it wrote nothing at once, left no ORM change behind, and no
+    statement of it failed."""
+    if not writes.can_discard_since(mark) or not _no_statement_failed(exc):
+        return False
+    if session.new or session.dirty or session.deleted:
+        return False
+    return await _written(session, writes) == written_before
+
+
+def _no_statement_failed(exc: BaseException) -> bool:
+    """No SQLAlchemy error in ``exc`` or its causes. On PostgreSQL a failed statement aborts
+    the transaction, even one a handler turned into another error, as the runner turns an
+    executor's crash into a retry."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, SQLAlchemyError):
             return False
         seen = seen.__cause__ or seen.__context__
-    if session.new or session.dirty or session.deleted:
-        return False
-    return await write_behind.statements_run(session) == written_before
+    return True
 
 
 def _sharing(job: ClaimedJob) -> Sharing:

@@ -18,7 +18,9 @@ Two rules keep the held writes equivalent to running them at once:
 A job that fails gives back what it held (``mark`` / ``discard_since``) instead of rolling
 back to a savepoint: two round trips a job fewer. ``statements_run`` counts the statements
 a connection has executed, so the worker can tell whether a failed job also wrote
-something at once, which only a rollback of the whole transaction can take back.
+something at once, which only a rollback of the whole transaction can take back. A flush
+during a job of what earlier jobs held (before a count of sent SMS, say) is not such a
+write: ``statements_sent`` counts the flushes' statements apart.
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ _COUNT = "careflow.statements_written"
 class WriteBehind:
     """The writes held for one transaction, in the order they were made."""
 
-    __slots__ = ("_entries", "_rows", "_sent")
+    __slots__ = ("_entries", "_rows", "_sent", "statements_sent")
 
     def __init__(self) -> None:
         self._sent = 0  # writes already flushed
+        self.statements_sent = 0  # the statements those took
         # (statement key, statement, values, row identity or None)
         self._entries: list[tuple[Hashable, Any, dict[str, Any], Hashable | None]] = []
         self._rows: dict[Hashable, Hashable] = {}  # row identity -> the statement key that holds it
@@ -49,6 +52,10 @@ class WriteBehind:
 
     def mark(self) -> int:
         return self._sent + len(self._entries)
+
+    def can_discard_since(self, mark: int) -> bool:
+        """Whether every write held after ``mark`` is still held (none was sent)."""
+        return mark >= self._sent
 
     def discard_since(self, mark: int) -> None:
         """Forget the writes held after ``mark`` (a job that failed): only while none of
@@ -90,6 +97,7 @@ class WriteBehind:
         self._rows = {}
         connection = await session.connection()
         for stmt, rows in groups.values():
+            self.statements_sent += 1
             await connection.execute(stmt, rows if len(rows) > 1 else rows[0])
 
 

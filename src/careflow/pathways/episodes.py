@@ -134,8 +134,9 @@ async def route_event(
     patient_id = patient_of(trigger, context)
     episode = None
     journey: repository.JourneyKey | None = None
-    if mode == "reuse_open" and patient_id is not None:
+    if patient_id is not None:
         journey = (organization_id, patient_id, config["journey_type"])
+    if mode == "reuse_open" and journey is not None:
         if reads is not None and journey in reads.open:
             episode = reads.open[journey]  # locked ahead, and kept current by the batch
         else:
@@ -183,8 +184,10 @@ async def route_event(
         if linked is None:
             raise
         return linked
-    if reads is not None and journey is not None:
-        reads.open[journey] = episode  # the next event of the journey in the batch joins it
+    if reads is not None and journey is not None and journey in reads.open:
+        # The journey's newest open episode now (a create_new route opens one too): the
+        # next event of the batch that reuses the journey's open episode joins it.
+        reads.open[journey] = episode
     return episode
 
 
