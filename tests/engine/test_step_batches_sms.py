@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -52,6 +53,12 @@ def settings(database_url: str, twilio: TwilioFake) -> Settings:
     )
 
 
+async def _org_settings(engine: AsyncEngine, clock: FrozenClock, **fields: Any) -> None:
+    """Organisation 1's settings, as an admin would have saved them."""
+    async with create_sessionmaker(engine)() as session, session.begin():
+        session.add(OrganizationSettings(organization_id=1, updated_at=clock.now(), **fields))
+
+
 async def _run_sms_batch(
     client: httpx.AsyncClient, auth: Auth, app: FastAPI, settings: Settings, clock: FrozenClock
 ) -> list[str]:
@@ -93,12 +100,7 @@ async def test_sms_steps_in_quiet_hours_are_deferred_in_the_batch(
     engine: AsyncEngine,
 ) -> None:
     # The clock's 10:00 in London falls in this organisation's quiet 09-17.
-    async with create_sessionmaker(engine)() as session, session.begin():
-        session.add(
-            OrganizationSettings(
-                organization_id=1, quiet_hours_start=9, quiet_hours_end=17, updated_at=clock.now()
-            )
-        )
+    await _org_settings(engine, clock, quiet_hours_start=9, quiet_hours_end=17)
 
     assert await _run_sms_batch(client, auth, app, settings, clock) == ["done"] * STEPS
     assert twilio.requests == []
@@ -128,10 +130,7 @@ async def test_the_hourly_sms_limit_counts_the_texts_sent_earlier_in_the_batch(
     twilio: TwilioFake,
     engine: AsyncEngine,
 ) -> None:
-    async with create_sessionmaker(engine)() as session, session.begin():
-        session.add(
-            OrganizationSettings(organization_id=1, sms_hourly_limit=2, updated_at=clock.now())
-        )
+    await _org_settings(engine, clock, sms_hourly_limit=2)
 
     # The first two steps send; their rows are still held when the third counts, and count.
     outcomes = await _run_sms_batch(client, auth, app, settings, clock)

@@ -80,9 +80,8 @@ async def read_routes(
         patient_id = patient_of(trigger, context)
         if resolved.config["creation_mode"] == "reuse_open" and patient_id is not None:
             journeys.add((organization_id, patient_id, resolved.config["journey_type"]))
-    ordered = sorted(journeys, key=repr)
-    await repository.lock_journeys(session, ordered)
-    reads.open = await repository.find_open_episodes(session, ordered)
+    await repository.lock_journeys(session, list(journeys))  # in key order, whatever ours
+    reads.open = await repository.find_open_episodes(session, list(journeys))
     return reads
 
 
