@@ -39,7 +39,7 @@ class TestListTemplates:
     async def test_lists_the_builtins_for_both_channels(
         self, client: httpx.AsyncClient, auth: Auth
     ) -> None:
-        r = await client.get("/v1/templates", headers=auth("specialist"))
+        r = await client.get("/v1/templates", headers=auth("admin"))
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["meta"] == {"total": BUILTIN_COUNT, "page": 1, "limit": 20}
@@ -97,7 +97,7 @@ class TestListTemplates:
 
 class TestGetTemplate:
     async def test_a_builtin(self, client: httpx.AsyncClient, auth: Auth) -> None:
-        r = await client.get("/v1/templates/email/form_reminder", headers=auth("specialist"))
+        r = await client.get("/v1/templates/email/form_reminder", headers=auth("admin"))
         assert r.status_code == 200
         data = r.json()["data"]
         assert (data["key"], data["channel"], data["built_in"]) == ("form_reminder", "email", True)
@@ -228,7 +228,7 @@ class TestDeleteTemplate:
 
 
 class TestAccess:
-    @pytest.mark.parametrize("role", ["patient", "support", "service"])
+    @pytest.mark.parametrize("role", ["specialist", "patient", "support", "service"])
     async def test_other_roles_cannot_read(
         self, client: httpx.AsyncClient, auth: Auth, role: str
     ) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from careflow.auth import AdminDep, StaffDep
+from careflow.auth import AdminDep
 from careflow.automations import templates_service as service
 from careflow.automations.templates_schemas import (
     KEY_PATTERN,
@@ -26,7 +26,7 @@ KeyPath = Annotated[str, Path(pattern=KEY_PATTERN, description="Template key")]
 @router.get("", summary="List templates: built-ins merged with the organisation's overrides")
 async def list_templates(
     session: SessionDep,
-    principal: StaffDep,
+    principal: AdminDep,
     page: PageDep,
     channel: ChannelParam | None = None,
 ) -> ListEnvelope[TemplateOut]:
@@ -36,7 +36,7 @@ async def list_templates(
 
 @router.get("/{channel}/{key}", summary="Get the template the organisation sends under a key")
 async def get_template(
-    session: SessionDep, principal: StaffDep, channel: ChannelParam, key: KeyPath
+    session: SessionDep, principal: AdminDep, channel: ChannelParam, key: KeyPath
 ) -> DataEnvelope[TemplateOut]:
     source = await service.get_template(session, principal, channel, key)
     return DataEnvelope(data=TemplateOut.of(source))
