@@ -180,3 +180,94 @@ async def test_without_a_write_behind_a_write_runs_at_once(
         await write_behind.write(session, "a", _INSERT, {"j": 1, "l": "now", "a": 1})
         result = await session.execute(text("SELECT count(*) FROM test_job_effects"))
         assert result.scalar_one() == 1
+
+
+async def test_a_change_to_a_held_insert_is_made_in_its_values(
+    sessionmaker: Maker, engine: AsyncEngine
+) -> None:
+    async with sessionmaker() as session, session.begin():
+        writes = write_behind.install(session)
+        row = ("test_job_effects", 1)
+        await write_behind.write(session, "a", _INSERT, {"j": 1, "l": "first", "a": 1}, row=row)
+        assert writes.amend(row, "a", {"l": "amended"})
+        # Only the write that holds the row, under its own key, is amended.
+        assert not writes.amend(row, "b", {"l": "wrong key"})
+        assert not writes.amend(("test_job_effects", 2), "a", {"l": "no such row"})
+        assert len(writes) == 1
+        await writes.flush(session)
+        # Sent: nothing held is left to amend.
+        assert not writes.amend(row, "a", {"l": "too late"})
+
+    assert [(j, label) for j, label, _ in await effects(engine)] == [(1, "amended")]
+
+
+async def test_a_discarded_insert_cannot_be_amended(sessionmaker: Maker) -> None:
+    async with sessionmaker() as session, session.begin():
+        writes = write_behind.install(session)
+        mark = writes.mark()
+        await write_behind.write(session, "a", _INSERT, {"j": 1, "l": "gone", "a": 1}, row=1)
+        writes.discard_since(mark)
+        assert not writes.amend(1, "a", {"l": "amended"})
+        await session.rollback()
+
+
+async def test_ids_are_drawn_ahead_a_block_of_each_wanted_table_in_one_statement(
+    sessionmaker: Maker, engine: AsyncEngine
+) -> None:
+    async with sessionmaker() as session, session.begin():
+        writes = write_behind.install(session)
+        if write_behind.draws_ids(session) is None:
+            assert engine.dialect.name == "sqlite"  # no sequences: inserts return their ids
+            await session.rollback()
+            return
+        draws: list[str] = []
+
+        def listener(_c: Any, _cu: Any, statement: str, _p: Any, _x: Any, _m: bool) -> None:
+            if "nextval" in statement:
+                draws.append(statement)
+
+        event.listen(engine.sync_engine, "before_cursor_execute", listener)
+        try:
+            writes.want_ids(("executions", "forms"), 3)
+            executions = [await writes.take_id(session, "executions") for _ in range(3)]
+            forms = [await writes.take_id(session, "forms") for _ in range(3)]
+            assert len(draws) == 1  # both blocks at the first take
+            extra = await writes.take_id(session, "executions")  # the block ran out
+            assert len(draws) == 2
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", listener)
+        assert executions == sorted(executions) and len(set(executions)) == 3
+        assert extra > max(executions)
+        assert len(set(forms)) == 3
+        assert all(writes.is_fresh("executions", i) for i in [*executions, extra])
+        assert not writes.is_fresh("executions", max(executions) + 10_000)
+        await session.rollback()
+
+
+def test_only_careflow_table_names_go_into_the_draw() -> None:
+    with pytest.raises(ValueError, match="not a table name"):
+        write_behind.WriteBehind().want_ids(["x'); DROP TABLE jobs; --"], 1)
+
+
+async def test_inserts_other_writes_point_at_are_sent_first(
+    sessionmaker: Maker, engine: AsyncEngine
+) -> None:
+    sent: list[str] = []
+
+    def listener(_c: Any, _cu: Any, statement: str, _p: Any, _x: Any, _m: bool) -> None:
+        if statement.startswith(("INSERT", "UPDATE")):
+            sent.append(statement)
+
+    async with sessionmaker() as session, session.begin():
+        writes = write_behind.install(session)
+        # A child held before its parent (an earlier event's link, a later event's episode).
+        await write_behind.write(session, "child", _RELABEL, {"j": 1, "l": "child"}, row=1)
+        await writes.add(session, "parent", _INSERT, {"j": 1, "l": "p", "a": 1}, 2, parent=True)
+        event.listen(engine.sync_engine, "before_cursor_execute", listener)
+        try:
+            await writes.flush(session)
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", listener)
+
+    assert [s.split()[0] for s in sent] == ["INSERT", "UPDATE"], sent
+    assert [(j, label) for j, label, _ in await effects(engine)] == [(1, "child")]

@@ -26,10 +26,10 @@ class RequireFormExecutor:
         description = ctx.config.get("description")
         org = ctx.organization_id
 
-        # One statement in the common case: the insert, which the two unique indexes
-        # refuse (doing nothing) when this action already opened its form (a rerun) or
-        # the patient already has this template pending.
-        form_id = await forms.insert_pending(
+        # One statement in the common case, or none in a batch: the insert, which the two
+        # unique indexes refuse (doing nothing) when this action already opened its form (a
+        # rerun) or the patient already has this template pending.
+        opened = await forms.open_pending(
             ctx.session,
             organization_id=org,
             patient_id=ctx.patient_id,
@@ -40,8 +40,12 @@ class RequireFormExecutor:
             action_index=ctx.action_index,
             now=ctx.clock.now(),
         )
-        if form_id is not None:
-            return ActionOutcome(status="success", result={"form_id": form_id})
+        if opened is not None:
+            form_id, reused = opened
+            result: dict[str, Any] = {"form_id": form_id}
+            if reused:
+                result["reused"] = True
+            return ActionOutcome(status="success", result=result)
         mine = await forms.get_for_action(ctx.session, org, ctx.execution_id, ctx.action_index)
         if mine is not None:
             return ActionOutcome(status="success", result={"form_id": mine.id})

@@ -27,6 +27,7 @@ from careflow.events.validation import entity_id_problem
 from careflow.executions.models import Execution
 from careflow.executions.runner import Runtime, run_started
 from careflow.executions.service import start_execution
+from careflow.forms import repository as forms
 from careflow.kit import write_behind
 from careflow.kit.types import EntityRef, canonical_entity_id
 from careflow.scheduling.service import schedule_stored_appointment
@@ -117,6 +118,8 @@ async def _run_rules(
             event_pk=event.id,
             now=now,
             run_first=run_first,
+            # The event is locked and not yet processed: none of its executions exists.
+            hold=True,
         )
 
 
@@ -184,6 +187,27 @@ class DispatchReads:
         return self.events.pop(event_pk, None)
 
 
+async def _form_patients(
+    session: AsyncSession, events: Sequence[Event], contexts: Mapping[int, Mapping[str, Any]]
+) -> set[tuple[int, EntityRef]]:
+    """The patients of ``events`` whose triggers have a rule that may open a form."""
+    out: set[tuple[int, EntityRef]] = set()
+    for event in events:
+        patient_id = patient_id_of(contexts[event.id])
+        if patient_id is None or (event.organization_id, patient_id) in out:
+            continue
+        for trigger in (event.type, DERIVED_FROM.get(event.type)):
+            if trigger is None or trigger in TIME_BASED_TRIGGERS:
+                continue
+            rules = await enabled_rules_for(session, event.organization_id, trigger)
+            if any(
+                action.get("type") == "require_form" for rule in rules for action in rule.actions
+            ):
+                out.add((event.organization_id, patient_id))
+                break
+    return out
+
+
 async def read_dispatches(
     session: AsyncSession, payloads: Sequence[Mapping[str, Any]]
 ) -> DispatchReads:
@@ -206,6 +230,11 @@ async def read_dispatches(
         reads.contexts[event.id] = await join_snapshots(
             session, event.organization_id, event.data, read=read
         )
+    held = write_behind.draws_ids(session)
+    if held is not None and pending:
+        # What the batch inserts takes ids drawn ahead: a block of each, in one statement.
+        held.want_ids(("executions", "forms", "episodes"), len(pending))
+        await forms.read_pending(session, await _form_patients(session, pending, reads.contexts))
     episodes = _episodes_module()
     if episodes is not None:
         reads.routes = await episodes.read_routes(

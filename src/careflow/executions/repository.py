@@ -56,8 +56,25 @@ async def insert_if_absent(
     return (await connection.execute(stmt, values)).scalar()  # type: ignore[no-any-return]
 
 
-async def insert_execution(session: AsyncSession, values: dict[str, Any]) -> Execution | None:
-    """The new execution, or None when the rule already ran for this occurrence."""
+async def insert_execution(
+    session: AsyncSession, values: dict[str, Any], *, hold: bool = False
+) -> Execution | None:
+    """The new execution, or None when the rule already ran for this occurrence.
+
+    ``hold``: the caller knows the occurrence has no execution yet (a dispatch of an event
+    it holds locked and unprocessed), so under a batch's write-behind on PostgreSQL the
+    INSERT takes an id drawn ahead and is held for the batch's end, without ON CONFLICT.
+    Were the unique index to refuse it there anyway, the batch fails and each of its jobs
+    runs again alone, down the path below.
+    """
+    held = write_behind.draws_ids(session) if hold else None
+    if held is not None:
+        held_id = await held.take_id(session, "executions")
+        row = {"id": held_id, **values}
+        await held.add(
+            session, INSERT_HELD, _INSERT_EXECUTION, row, ("executions", held_id), parent=True
+        )
+        return Execution(**row)
     new_id = await insert_if_absent(
         session, Execution, values, ["automation_rule_id", "occurrence_key"]
     )
@@ -89,6 +106,8 @@ _SELECT_ACTIONS = (
     .where(_actions.c.execution_id.in_(bindparam("execution_ids", expanding=True)))
     .order_by(_actions.c.execution_id, _actions.c.action_index)
 )
+_INSERT_EXECUTION = insert(_executions)
+INSERT_HELD = "executions.insert"
 _INSERT_ACTION = insert(_actions).returning(_actions.c.id)
 _INSERT_ACTION_HELD = insert(_actions)
 _FINISH = (
@@ -243,10 +262,13 @@ async def finish(
         "error_message": error_message,
         "finished_at": now,
     }
-    if write_behind.held_by(session) is not None:
-        await write_behind.write(
-            session, "executions.finish", _FINISH, values, row=("executions", execution.id)
-        )
+    held = write_behind.held_by(session)
+    if held is not None:
+        row = ("executions", execution.id)
+        changes = {"status": status, "error_message": error_message, "finished_at": now}
+        # Started in this batch and still held: the INSERT itself writes the outcome.
+        if not held.amend(row, INSERT_HELD, changes):
+            await held.add(session, "executions.finish", _FINISH, values, row)
     else:
         connection = await session.connection()
         if not (await connection.execute(_FINISH, values)).rowcount:

@@ -98,13 +98,15 @@ async def start_execution(
     now: datetime,
     skip_reason: str | None = None,
     run_first: Callable[[Execution], Awaitable[bool]] | None = None,
+    hold: bool = False,
 ) -> Execution | None:
     """Evaluate the rule's conditions and record the execution; None if it already exists.
 
     The unique (rule, occurrence_key) index decides: a redelivered event or a second fire
     of the same occurrence finds the first execution and starts nothing. A matching rule's
     first action is enqueued (after its delay) in the same transaction, unless
-    ``run_first`` ran it there and then (it returns False when it did not).
+    ``run_first`` ran it there and then (it returns False when it did not). ``hold``: the
+    caller knows no execution of the occurrence exists yet (``repository.insert_execution``).
     """
     error: str | None = None
     if skip_reason is not None:
@@ -140,6 +142,7 @@ async def start_execution(
             "executed_at": now,
             "finished_at": None if status == ExecutionStatus.RUNNING else now,
         },
+        hold=hold,
     )
     if execution is None:
         return None

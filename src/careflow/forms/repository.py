@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Select, Table, func, select, update
+from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.db import prebuilt
 from careflow.forms.models import Form, FormStatus
+from careflow.kit import write_behind
 from careflow.kit.types import EntityRef
 
 _forms: Table = Form.__table__  # type: ignore[assignment]
+_PENDING_KEY = "careflow.forms.pending"
+_SELECT_PENDING_OF = select(_forms.c.id, _forms.c.patient_id, _forms.c.form_template_id).where(
+    _forms.c.organization_id == bindparam("organization_id"),
+    _forms.c.patient_id.in_(bindparam("patient_ids", expanding=True)),
+    _forms.c.status == FormStatus.PENDING,
+)
+_INSERT_HELD = insert(_forms)
 
 
 def _in_org(organization_id: int) -> Select[Form]:
@@ -32,6 +42,105 @@ async def get_for_action(
         )
     )
     return result.scalar_one_or_none()
+
+
+@dataclass(slots=True)
+class PendingForms:
+    """The pending forms of the patients a batch read ahead, kept current as it opens forms."""
+
+    patients: set[tuple[int, EntityRef]] = field(default_factory=set)  # (org, patient) read
+    forms: dict[tuple[int, EntityRef, int], int] = field(default_factory=dict)  # -> form id
+
+
+async def read_pending(session: AsyncSession, patients: Iterable[tuple[int, EntityRef]]) -> None:
+    """Read the pending forms of ``patients`` (organisation, patient), one statement per
+    organisation, for ``open_pending`` to decide in memory within this batch. Only under a
+    write-behind that draws ids: elsewhere each form is one INSERT anyway."""
+    if write_behind.draws_ids(session) is None:
+        return
+    by_org: dict[int, set[EntityRef]] = {}
+    for organization_id, patient_id in patients:
+        by_org.setdefault(organization_id, set()).add(patient_id)
+    if not by_org:
+        return
+    pending: PendingForms = session.info.setdefault(_PENDING_KEY, PendingForms())
+    connection = await session.connection()
+    for organization_id, patient_ids in by_org.items():
+        rows = await connection.execute(
+            _SELECT_PENDING_OF,
+            {"organization_id": organization_id, "patient_ids": sorted(patient_ids, key=str)},
+        )
+        for row in rows:
+            pending.forms[(organization_id, row.patient_id, row.form_template_id)] = row.id
+        pending.patients.update((organization_id, p) for p in patient_ids)
+
+
+async def open_pending(
+    session: AsyncSession,
+    *,
+    organization_id: int,
+    patient_id: EntityRef,
+    form_template_id: int,
+    blocking: bool,
+    description: str | None,
+    execution_id: int,
+    action_index: int,
+    now: datetime,
+) -> tuple[int, bool] | None:
+    """The action's pending form: (its id, whether it is one the patient already had
+    pending), or None when the INSERT was refused and the caller must look (a rerun of the
+    action, or a form pending since the read).
+
+    In a batch that read the patient's pending forms ahead (``read_pending``), for an
+    execution the batch itself started (so the action has no form yet), the answer comes
+    from memory and the INSERT is held with an id drawn ahead. Should another transaction
+    open the same form meanwhile, the unique index refuses the INSERT at the batch's end:
+    the batch fails and each job runs again alone, down the INSERT below.
+    """
+    held = write_behind.draws_ids(session)
+    pending: PendingForms | None = session.info.get(_PENDING_KEY)
+    if (
+        held is not None
+        and pending is not None
+        and (organization_id, patient_id) in pending.patients
+        and held.is_fresh("executions", execution_id)
+    ):
+        key = (organization_id, patient_id, form_template_id)
+        existing = pending.forms.get(key)
+        if existing is not None:
+            return existing, True
+        form_id = await held.take_id(session, "forms")
+        values = {
+            "id": form_id,
+            "organization_id": organization_id,
+            "patient_id": patient_id,
+            "form_template_id": form_template_id,
+            "blocking": blocking,
+            "description": description,
+            "status": FormStatus.PENDING,
+            "execution_id": execution_id,
+            "action_index": action_index,
+            "created_at": now,
+        }
+        await held.add(
+            session, "forms.insert", _INSERT_HELD, values, ("forms", form_id), parent=True
+        )
+        pending.forms[key] = form_id
+        return form_id, False
+    # The execution's row may still be held: the form's foreign key needs it sent.
+    await write_behind.flush(session)
+    inserted = await insert_pending(
+        session,
+        organization_id=organization_id,
+        patient_id=patient_id,
+        form_template_id=form_template_id,
+        blocking=blocking,
+        description=description,
+        execution_id=execution_id,
+        action_index=action_index,
+        now=now,
+    )
+    return (inserted, False) if inserted is not None else None
 
 
 async def insert_pending(

@@ -15,6 +15,12 @@ Two rules keep the held writes equivalent to running them at once:
   flushes first (``flush``): the fallback reads of a step or a dispatch that its batch did
   not read ahead.
 
+On PostgreSQL a batch can also hold the INSERTs of rows whose ids the transaction goes on to
+use (an execution, then its results and jobs): ``take_id`` hands out ids drawn ahead from
+the table's sequence, a block at a time, so the row's id is known before its INSERT is
+sent. A later change to such a row while its INSERT is still held (the execution finished
+in the same batch) is made to the held values (``amend``): no UPDATE, and no flush.
+
 A job that fails gives back what it held (``mark`` / ``discard_since``) instead of rolling
 back to a savepoint: two round trips a job fewer. ``statements_run`` counts the statements
 a connection has executed, so the worker can tell whether a failed job also wrote
@@ -25,10 +31,10 @@ write: ``statements_sent`` counts the flushes' statements apart.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 _KEY = "careflow.write_behind"
@@ -38,7 +44,17 @@ _COUNT = "careflow.statements_written"
 class WriteBehind:
     """The writes held for one transaction, in the order they were made."""
 
-    __slots__ = ("_entries", "_rows", "_sent", "statements_sent")
+    __slots__ = (
+        "_entries",
+        "_fresh",
+        "_ids",
+        "_parents",
+        "_rows",
+        "_sent",
+        "_values",
+        "_wanted",
+        "statements_sent",
+    )
 
     def __init__(self) -> None:
         self._sent = 0  # writes already flushed
@@ -46,6 +62,11 @@ class WriteBehind:
         # (statement key, statement, values, row identity or None)
         self._entries: list[tuple[Hashable, Any, dict[str, Any], Hashable | None]] = []
         self._rows: dict[Hashable, Hashable] = {}  # row identity -> the statement key that holds it
+        self._values: dict[Hashable, dict[str, Any]] = {}  # row identity -> its held values
+        self._ids: dict[str, list[int]] = {}  # table -> ids drawn ahead, not yet handed out
+        self._wanted: dict[str, int] = {}  # table -> how many ids to draw at a time
+        self._fresh: set[tuple[str, int]] = set()  # (table, id) handed out by take_id
+        self._parents: set[Hashable] = set()  # keys of INSERTs other held writes point at
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -64,6 +85,7 @@ class WriteBehind:
             raise RuntimeError("writes after the mark were already sent")
         del self._entries[mark - self._sent :]
         self._rows = {row: key for key, _, _, row in self._entries if row is not None}
+        self._values = {row: values for _, _, values, row in self._entries if row is not None}
 
     async def add(
         self,
@@ -74,8 +96,15 @@ class WriteBehind:
         row: Hashable | None,
         *,
         once: bool = False,
+        parent: bool = False,
     ) -> None:
-        """Hold one write; with ``once``, none if ``row`` is already held by ``key``."""
+        """Hold one write; with ``once``, none if ``row`` is already held by ``key``.
+
+        ``parent``: an INSERT of rows that other held writes point at (by a foreign key):
+        the flush sends such statements before the rest.
+        """
+        if parent:
+            self._parents.add(key)
         if row is not None:
             held_by = self._rows.get(row)
             if once and held_by == key:
@@ -83,7 +112,56 @@ class WriteBehind:
             if held_by is not None and held_by != key:
                 await self.flush(session)
             self._rows[row] = key
+            self._values[row] = values
         self._entries.append((key, stmt, values, row))
+
+    def amend(self, row: Hashable, key: Hashable, changes: dict[str, Any]) -> bool:
+        """Change the values of ``row``'s write held by ``key`` (its INSERT); False, with
+        nothing changed, when that write is not held (sent already, or never made)."""
+        if self._rows.get(row) != key:
+            return False
+        self._values[row].update(changes)
+        return True
+
+    # --- ids drawn ahead ------------------------------------------------------------------
+
+    def want_ids(self, tables: Iterable[str], count: int) -> None:
+        """The batch will take about ``count`` ids of each of ``tables``: the first
+        ``take_id`` draws a block for each of them, in one statement."""
+        for table in tables:
+            self._wanted[_identifier(table)] = max(self._wanted.get(table, 0), count, 1)
+
+    def is_fresh(self, table: str, row_id: int) -> bool:
+        """Whether ``take_id`` handed out ``row_id``: its row is new in this transaction."""
+        return (table, row_id) in self._fresh
+
+    async def take_id(self, session: AsyncSession, table: str) -> int:
+        """An id of ``table``'s sequence for a row this batch will insert (PostgreSQL only:
+        ``draws_ids``). An id drawn and never used is a gap, as a rolled-back INSERT's is."""
+        block = self._ids.get(table)
+        if not block:
+            wanted = self._wanted.get(table, 1)
+            # The other wanted tables' blocks come in the same statement when they are empty.
+            tables = [table] + [t for t in self._wanted if t != table and not self._ids.get(t)]
+            await self._draw(session, tables, wanted)
+            block = self._ids[table]
+        row_id = block.pop()
+        self._fresh.add((table, row_id))
+        return row_id
+
+    async def _draw(self, session: AsyncSession, tables: list[str], count: int) -> None:
+        columns = ", ".join(
+            f"nextval(pg_get_serial_sequence('{_identifier(t)}', 'id'))" for t in tables
+        )  # names checked: careflow's own tables, never input
+        connection = await session.connection()
+        rows = (
+            await connection.execute(
+                text(f"SELECT {columns} FROM generate_series(1, :count)"), {"count": count}
+            )
+        ).all()
+        for position, table in enumerate(tables):
+            # Handed out from the end: reversed, so the lowest id goes first.
+            self._ids[table] = [row[position] for row in reversed(rows)]
 
     async def flush(self, session: AsyncSession) -> None:
         """Send what is held: one executemany per statement, in first-use order."""
@@ -92,13 +170,35 @@ class WriteBehind:
         groups: dict[Hashable, tuple[Any, list[dict[str, Any]]]] = {}
         for key, stmt, values, _ in self._entries:
             groups.setdefault(key, (stmt, []))[1].append(values)
+        # The rows pointed at first (an episode before its links, whichever was held first),
+        # each part in first-use order. A parent held after another points only at it (a form
+        # at its execution), never the other way round.
+        order = sorted(groups, key=lambda key: key not in self._parents)
         self._sent += len(self._entries)
         self._entries = []
         self._rows = {}
+        self._values = {}
         connection = await session.connection()
-        for stmt, rows in groups.values():
+        for key in order:
+            stmt, rows = groups[key]
             self.statements_sent += 1
             await connection.execute(stmt, rows if len(rows) > 1 else rows[0])
+
+
+def _identifier(name: str) -> str:
+    """A table name of careflow's own, checked before it goes into SQL text."""
+    if not name.replace("_", "").isalnum() or not name.isascii():
+        raise ValueError(f"not a table name: {name!r}")
+    return name
+
+
+def draws_ids(session: AsyncSession) -> WriteBehind | None:
+    """The session's write-behind when its inserts may take ids drawn ahead (PostgreSQL's
+    sequences); None otherwise, and the INSERT runs at once and returns its id."""
+    held = held_by(session)
+    if held is None or session.bind is None or session.bind.dialect.name != "postgresql":
+        return None
+    return held
 
 
 def install(session: AsyncSession) -> WriteBehind:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careflow.audit.service import changed_fields, record
 from careflow.auth import Principal
 from careflow.errors import ValidationError, not_found
+from careflow.kit import write_behind
 from careflow.kit.types import EntityRef, canonical_entity_id
 from careflow.pathways import repository
 from careflow.pathways.catalog import TRIGGERS, BaseConfig, TriggerType
@@ -139,6 +140,7 @@ async def route_event(
         if reads is not None and journey in reads.open:
             episode = reads.open[journey]  # locked ahead, and kept current by the batch
         else:
+            await write_behind.flush(session)  # the batch's episodes, if any are held
             await repository.lock_journey(session, *journey)
             episode = await repository.find_open_episode(session, *journey)
     try:
@@ -160,9 +162,10 @@ async def route_event(
                         "created_at": now,
                         "updated_at": now,
                     },
+                    hold=event_locked,
                 )
             else:
-                await repository.touch_episode(session, episode, now)
+                await repository.touch_episode(session, episode, now, hold=event_locked)
             await repository.link_event(
                 session,
                 {

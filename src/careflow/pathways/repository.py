@@ -216,6 +216,8 @@ _EPISODE_OF_EVENT = select(_episodes_t).where(
     .scalar_subquery(),
 )
 _INSERT_EPISODE = insert(_episodes_t).returning(_episodes_t.c.id)
+_INSERT_EPISODE_HELD = insert(_episodes_t)
+_EPISODE_HELD = "episodes.insert"
 _TOUCH_EPISODE = (
     update(_episodes_t)
     .where(_episodes_t.c.id == bindparam("episode_id"))
@@ -288,17 +290,42 @@ async def episode_of_event(
     return await _one_episode(session, episode_of_event_query(organization_id, event_pk))
 
 
-async def insert_episode(session: AsyncSession, values: dict[str, Any]) -> Episode:
-    """A new episode, built from what was written: one statement, no read back."""
+async def insert_episode(
+    session: AsyncSession, values: dict[str, Any], *, hold: bool = False
+) -> Episode:
+    """A new episode, built from what was written: one statement, no read back.
+
+    ``hold``: the caller does not go on after a refusal (``link_event``), so under a batch's
+    write-behind on PostgreSQL the INSERT takes an id drawn ahead and waits for the batch's
+    end. The journey's lock, taken before, keeps a second open episode from racing it.
+    """
+    held = write_behind.draws_ids(session) if hold else None
+    if held is not None:
+        held_id = await held.take_id(session, "episodes")
+        row = {"id": held_id, **values}
+        await held.add(
+            session, _EPISODE_HELD, _INSERT_EPISODE_HELD, row, ("episodes", held_id), parent=True
+        )
+        return Episode(**row)
     connection = await session.connection()
     new_id = (await connection.execute(_INSERT_EPISODE, values)).scalar_one()
     return Episode(id=new_id, **values)
 
 
-async def touch_episode(session: AsyncSession, episode: Episode, now: Any) -> None:
-    """An event joined the episode: it was updated now."""
-    connection = await session.connection()
-    await connection.execute(_TOUCH_EPISODE, {"episode_id": episode.id, "now": now})
+async def touch_episode(
+    session: AsyncSession, episode: Episode, now: Any, *, hold: bool = False
+) -> None:
+    """An event joined the episode: it was updated now (``hold``: as ``insert_episode``'s;
+    an episode whose INSERT is still held gets the time in its INSERT)."""
+    held = write_behind.held_by(session) if hold else None
+    if held is not None:
+        identity = ("episodes", episode.id)
+        if not held.amend(identity, _EPISODE_HELD, {"updated_at": now}):
+            values = {"episode_id": episode.id, "now": now}
+            await held.add(session, "episodes.touch", _TOUCH_EPISODE, values, identity)
+    else:
+        connection = await session.connection()
+        await connection.execute(_TOUCH_EPISODE, {"episode_id": episode.id, "now": now})
     episode.updated_at = now
 
 
