@@ -6,7 +6,20 @@ from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event, exc
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Integer,
+    MetaData,
+    any_,
+    bindparam,
+    event,
+    exc,
+    func,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -182,6 +195,30 @@ def prebuilt(session: AsyncSession, key: Hashable, build: Callable[[Any], Any]) 
             postgresql.insert if dialect == "postgresql" else sqlite.insert
         )
     return stmt
+
+
+def one_of(column: Any, name: str, *, postgresql_array: bool) -> Any:
+    """``column IN (:name…)`` for a list parameter ``name``.
+
+    On PostgreSQL (``postgresql_array``) it is ``column = ANY(:name)``, the list bound as one
+    array: the statement's text is then the same whatever the list's length, so asyncpg
+    prepares it once. An expanding ``IN`` is new text for each length, and each new text
+    costs a prepare: a round trip more, and the server's parse and plan. Elsewhere it is
+    the expanding ``IN``.
+    """
+    if postgresql_array:
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
+
+
+def pairs_of(columns: tuple[Any, Any], names: tuple[str, str], types: tuple[Any, Any]) -> Any:
+    """``(a, b) IN (SELECT unnest(:x), unnest(:y))``: PostgreSQL's ``one_of`` for pairs, the
+    two lists bound as arrays of one length and zipped by the two ``unnest``s."""
+    arrays = [
+        func.unnest(bindparam(name, type_=postgresql.ARRAY(type_)))
+        for name, type_ in zip(names, types, strict=True)
+    ]
+    return tuple_(*columns).in_(select(*arrays))
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -24,8 +24,11 @@ from careflow.config import Settings
 from careflow.db import create_sessionmaker
 from careflow.events.models import Event
 from careflow.executions.models import Execution, ExecutionAction
+from careflow.executions.repository import insert_execution
+from careflow.forms import repository as forms_repository
 from careflow.forms.models import Form
 from careflow.jobs.worker import Worker, load_handlers
+from careflow.kit import write_behind
 from careflow.kit.clock import FrozenClock
 from careflow.pathways.models import Episode, EpisodeEvent
 from tests.engine.helpers import E2E_RULE, PATIENT, count, create_rule, onboarded, post_event
@@ -244,3 +247,52 @@ async def test_a_held_insert_the_database_refuses_reruns_each_dispatch_alone(
     assert await count(engine, Form) == 2
     assert await count(engine, Event, Event.status == "processed") == 3
     assert await count(engine, EpisodeEvent) == 3
+
+
+async def test_a_form_for_a_patient_not_read_ahead_sends_its_execution_first(
+    client: httpx.AsyncClient, auth: Auth, clock: FrozenClock, engine: AsyncEngine
+) -> None:
+    rule = await create_rule(client, auth, FORM_ONLY_RULE)
+    now = clock.now()
+    async with create_sessionmaker(engine)() as session, session.begin():
+        write_behind.install(session)
+        execution = await insert_execution(
+            session,
+            {
+                "organization_id": 1,
+                "automation_rule_id": rule["id"],
+                "automation_rule_name": rule["name"],
+                "rule_version": rule["version"],
+                "trigger_event": "patient.onboarded",
+                "trigger_entity_type": "patient",
+                "trigger_entity_id": 700,
+                "patient_id": 700,
+                "occurrence_key": "by-hand",
+                "event_pk": None,
+                "status": "running",
+                "actions": FORM_ONLY_RULE["actions"],
+                "context": {},
+                "error_message": None,
+                "executed_at": now,
+                "finished_at": None,
+            },
+            hold=True,
+        )
+        assert execution is not None
+        # No read_pending for patient 700: the form is one INSERT now, which needs the
+        # execution's row (held on PostgreSQL) to be there first.
+        opened = await forms_repository.open_pending(
+            session,
+            organization_id=1,
+            patient_id=700,
+            form_template_id=10,
+            blocking=True,
+            description=None,
+            execution_id=execution.id,
+            action_index=0,
+            now=now,
+        )
+        assert opened is not None and opened[1] is False
+    async with create_sessionmaker(engine)() as session:
+        [form] = list(await session.scalars(select(Form)))
+    assert (form.id, form.execution_id) == (opened[0], execution.id)

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, select, tuple_, update
+from sqlalchemy import Select, String, Table, bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careflow.db import insert_for
+from careflow.db import insert_for, one_of, pairs_of
 from careflow.events.models import Entity, Event, PatientMilestone
 from careflow.executions.models import Execution
 from careflow.executions.repository import insert_if_absent
@@ -37,7 +37,13 @@ _SELECT_EVENT_LOCKED = _SELECT_EVENT.with_for_update()
 _SELECT_EVENTS = (
     select(_events).where(_events.c.id.in_(bindparam("pks", expanding=True))).order_by(_events.c.id)
 )
-_SELECT_EVENTS_LOCKED = _SELECT_EVENTS.with_for_update()
+# PostgreSQL's: the ids as one array, so the text is the same for any batch (db.one_of).
+_SELECT_EVENTS_LOCKED = (
+    select(_events)
+    .where(one_of(_events.c.id, "pks", postgresql_array=True))
+    .order_by(_events.c.id)
+    .with_for_update()
+)
 _MARK_PROCESSED = (
     update(_events)
     .where(_events.c.id == bindparam("pk"))
@@ -155,14 +161,35 @@ async def snapshots_data(
     out: dict[tuple[str, EntityRef], dict[str, Any] | None] = dict.fromkeys(keys)
     if not keys:
         return out
-    stmt = select(_entities.c.entity_type, _entities.c.entity_id, _entities.c.data).where(
-        _entities.c.organization_id == organization_id,
-        tuple_(_entities.c.entity_type, _entities.c.entity_id).in_(sorted(keys, key=str)),
-    )
     connection = await session.connection()
-    for row in await connection.execute(stmt):
+    if _locking(session):
+        ordered = sorted(keys, key=str)
+        params = {
+            "org": organization_id,
+            "types": [entity_type for entity_type, _ in ordered],
+            "ids": [str(entity_id) for _, entity_id in ordered],
+        }
+        rows = await connection.execute(_SELECT_SNAPSHOTS_DATA, params)
+    else:
+        stmt = select(_entities.c.entity_type, _entities.c.entity_id, _entities.c.data).where(
+            _entities.c.organization_id == organization_id,
+            tuple_(_entities.c.entity_type, _entities.c.entity_id).in_(sorted(keys, key=str)),
+        )
+        rows = await connection.execute(stmt)
+    for row in rows:
         out[(row.entity_type, row.entity_id)] = dict(row.data)
     return out
+
+
+# PostgreSQL's ``snapshots_data``: the keys as two arrays, one text for any number of them.
+_SELECT_SNAPSHOTS_DATA = select(
+    _entities.c.entity_type, _entities.c.entity_id, _entities.c.data
+).where(
+    _entities.c.organization_id == bindparam("org"),
+    pairs_of(
+        (_entities.c.entity_type, _entities.c.entity_id), ("types", "ids"), (String(), String())
+    ),
+)
 
 
 async def get_entity(
@@ -396,11 +423,12 @@ async def upsert_entities(session: AsyncSession, writes: Sequence[SnapshotWrite]
 
 
 def _select_snapshots(lock: bool) -> Select[Any]:
+    """``lock``: PostgreSQL's, locked, with the lists bound as arrays (``db.one_of``)."""
     c = _entities.c
     stmt = select(c.id, c.entity_type, c.entity_id, c.data, c.updated_at).where(
         c.organization_id == bindparam("org"),
-        c.entity_type.in_(bindparam("types", expanding=True)),
-        c.entity_id.in_(bindparam("ids", expanding=True)),
+        one_of(c.entity_type, "types", postgresql_array=lock),
+        one_of(c.entity_id, "ids", postgresql_array=lock),
     )
     if lock:
         # In key order, as the INSERT: two batches lock shared rows in one order.

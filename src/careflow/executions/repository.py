@@ -11,7 +11,7 @@ from sqlalchemy import Select, Table, bindparam, delete, func, insert, select, u
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from careflow.db import prebuilt
+from careflow.db import one_of, prebuilt
 from careflow.executions.models import Execution, ExecutionAction
 from careflow.kit import write_behind
 
@@ -100,12 +100,25 @@ _SELECT_MANY_FOR_RUN = (
     .where(_executions.c.id.in_(bindparam("execution_ids", expanding=True)))
     .order_by(_executions.c.id)
 )
-_SELECT_MANY_FOR_RUN_LOCKED = _SELECT_MANY_FOR_RUN.with_for_update()
-_SELECT_ACTIONS = (
-    select(_actions)
-    .where(_actions.c.execution_id.in_(bindparam("execution_ids", expanding=True)))
-    .order_by(_actions.c.execution_id, _actions.c.action_index)
+# PostgreSQL's take the ids as one array: one text, prepared once, for any batch (db.one_of).
+_SELECT_MANY_FOR_RUN_LOCKED = (
+    select(_executions)
+    .where(one_of(_executions.c.id, "execution_ids", postgresql_array=True))
+    .order_by(_executions.c.id)
+    .with_for_update()
 )
+
+
+def _select_actions(postgresql_array: bool) -> Any:
+    return (
+        select(_actions)
+        .where(one_of(_actions.c.execution_id, "execution_ids", postgresql_array=postgresql_array))
+        .order_by(_actions.c.execution_id, _actions.c.action_index)
+    )
+
+
+_SELECT_ACTIONS = _select_actions(False)
+_SELECT_ACTIONS_PG = _select_actions(True)
 _INSERT_EXECUTION = insert(_executions)
 INSERT_HELD = "executions.insert"
 _INSERT_ACTION = insert(_actions).returning(_actions.c.id)
@@ -199,7 +212,8 @@ async def actions_of(
     if not execution_ids:
         return out
     connection = await session.connection()
-    rows = await connection.execute(_SELECT_ACTIONS, {"execution_ids": list(execution_ids)})
+    stmt = _SELECT_ACTIONS_PG if _locking(session) else _SELECT_ACTIONS
+    rows = await connection.execute(stmt, {"execution_ids": list(execution_ids)})
     for row in rows:
         out[row.execution_id].append(ExecutionAction(**row._mapping))
     return out

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careflow.db import prebuilt
+from careflow.db import one_of, prebuilt
 from careflow.forms.models import Form, FormStatus
 from careflow.kit import write_behind
 from careflow.kit.types import EntityRef
@@ -18,7 +18,8 @@ _forms: Table = Form.__table__  # type: ignore[assignment]
 _PENDING_KEY = "careflow.forms.pending"
 _SELECT_PENDING_OF = select(_forms.c.id, _forms.c.patient_id, _forms.c.form_template_id).where(
     _forms.c.organization_id == bindparam("organization_id"),
-    _forms.c.patient_id.in_(bindparam("patient_ids", expanding=True)),
+    # Run on PostgreSQL only (read_pending): the ids as one array (db.one_of).
+    one_of(_forms.c.patient_id, "patient_ids", postgresql_array=True),
     _forms.c.status == FormStatus.PENDING,
 )
 _INSERT_HELD = insert(_forms)
@@ -127,8 +128,8 @@ async def open_pending(
         )
         pending.forms[key] = form_id
         return form_id, False
-    # The execution's row may still be held: the form's foreign key needs it sent.
-    await write_behind.flush(session)
+    if held is not None and held.is_fresh("executions", execution_id):
+        await held.flush(session)  # the execution's INSERT: the form's foreign key needs it
     inserted = await insert_pending(
         session,
         organization_id=organization_id,

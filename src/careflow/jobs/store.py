@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    Integer,
     Table,
     bindparam,
     case,
@@ -28,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careflow.db import dialect_of, pairs_of
 from careflow.jobs.models import Job, JobStatus
 
 jobs: Table = Job.__table__  # type: ignore[assignment]
@@ -85,11 +88,26 @@ def _fence_of(job: ClaimedJob) -> dict[str, Any]:
     return {"job_id": job.id, "worker": job.worker, "attempt": job.attempt}
 
 
-def _fenced_all(batch: list[ClaimedJob]) -> Any:
-    """The fence of each job in ``batch``, all claimed by one worker."""
-    return (jobs.c.locked_by == batch[0].worker) & tuple_(jobs.c.id, jobs.c.attempts).in_(
-        [(job.id, job.attempt) for job in batch]
-    )
+# The fence of many jobs of one worker on PostgreSQL: the same text for any number of jobs,
+# prepared once (``db.pairs_of``).
+# Its parameters are named apart from every column: an UPDATE would take a parameter named
+# like a column as a value to SET.
+_FENCE_ALL = (jobs.c.locked_by == bindparam("fence_worker")) & pairs_of(
+    (jobs.c.id, jobs.c.attempts), ("fence_ids", "fence_attempts"), (BigInteger(), Integer())
+)
+
+
+def _fenced_all(session: AsyncSession, batch: list[ClaimedJob]) -> tuple[Any, dict[str, Any]]:
+    """The fence of each job in ``batch``, all claimed by one worker, and its parameters."""
+    if dialect_of(session) == "postgresql":
+        params = {
+            "fence_worker": batch[0].worker,
+            "fence_ids": [job.id for job in batch],
+            "fence_attempts": [job.attempt for job in batch],
+        }
+        return _FENCE_ALL, params
+    pairs = tuple_(jobs.c.id, jobs.c.attempts).in_([(job.id, job.attempt) for job in batch])
+    return (jobs.c.locked_by == batch[0].worker) & pairs, {}
 
 
 async def rescue_expired(session: AsyncSession, now: datetime) -> int:
@@ -190,15 +208,17 @@ async def complete_many(session: AsyncSession, batch: list[ClaimedJob]) -> int:
 
     Fewer than ``len(batch)`` means some lease was lost: the caller must roll back.
     """
-    result = await session.execute(delete(jobs).where(_fenced_all(batch)))
+    fence, params = _fenced_all(session, batch)
+    result = await session.execute(delete(jobs).where(fence), params)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def still_held(session: AsyncSession, batch: list[ClaimedJob]) -> set[int]:
     """The ids of ``batch`` (one worker's jobs) whose lease has not been taken over. A plain
     read: it locks nothing, so a rescue of these jobs is never made to wait."""
+    fence, params = _fenced_all(session, batch)
     rows = await session.execute(
-        select(jobs.c.id).where(_fenced_all(batch), _status_is(JobStatus.RUNNING))
+        select(jobs.c.id).where(fence, _status_is(JobStatus.RUNNING)), params
     )
     return set(rows.scalars())
 
@@ -207,27 +227,31 @@ async def extend_leases(
     session: AsyncSession, held: list[ClaimedJob], *, now: datetime, lease: timedelta
 ) -> set[int]:
     """Renew the leases of ``held`` (one worker's jobs); the ids whose lease still held."""
+    fence, params = _fenced_all(session, held)
     rows = await session.execute(
         update(jobs)
-        .where(_fenced_all(held), _status_is(JobStatus.RUNNING))
+        .where(fence, _status_is(JobStatus.RUNNING))
         .values(lease_expires_at=now + lease, updated_at=now)
-        .returning(jobs.c.id)
+        .returning(jobs.c.id),
+        params,
     )
     return set(rows.scalars())
 
 
 async def release_many(session: AsyncSession, batch: list[ClaimedJob], *, now: datetime) -> int:
     """Give claimed jobs back untouched: queued again, this claim not counted."""
+    fence, params = _fenced_all(session, batch)
     result = await session.execute(
         update(jobs)
-        .where(_fenced_all(batch))
+        .where(fence)
         .values(
             status=JobStatus.QUEUED,
             attempts=jobs.c.attempts - 1,
             locked_by=None,
             lease_expires_at=None,
             updated_at=now,
-        )
+        ),
+        params,
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careflow.db import dialect_of, one_of
 from careflow.kit import write_behind
 from careflow.kit.types import EntityRef
 from careflow.messages.models import Message
@@ -72,7 +73,11 @@ _SELECT_FOR_ACTION = select(_messages).where(
     _messages.c.action_index == bindparam("action_index"),
 )
 _SELECT_FOR_EXECUTIONS = select(_messages).where(
-    _messages.c.execution_id.in_(bindparam("execution_ids", expanding=True))
+    one_of(_messages.c.execution_id, "execution_ids", postgresql_array=False)
+)
+# PostgreSQL's: the ids as one array, one text for any batch (db.one_of).
+_SELECT_FOR_EXECUTIONS_PG = select(_messages).where(
+    one_of(_messages.c.execution_id, "execution_ids", postgresql_array=True)
 )
 _INSERT = insert(_messages)
 _UPDATE = update(_messages).where(_messages.c.id == bindparam("message_id"))
@@ -103,7 +108,9 @@ async def get_for_actions(
         return out
     connection = await session.connection()
     params = {"execution_ids": sorted({execution_id for execution_id, _ in out})}
-    for row in await connection.execute(_SELECT_FOR_EXECUTIONS, params):
+    postgresql = dialect_of(session) == "postgresql"
+    stmt = _SELECT_FOR_EXECUTIONS_PG if postgresql else _SELECT_FOR_EXECUTIONS
+    for row in await connection.execute(stmt, params):
         key = (row.execution_id, row.action_index)
         if key in out:
             out[key] = Message(**row._mapping)
