@@ -36,7 +36,7 @@ import asyncpg
 from _common import REFUSED_DATABASES, loadavg, peer_python, plain_pg_dsn, run_json_script
 from compare_celery import celery_drain
 from compare_conditions import measure as measure_conditions
-from compare_queue import careflow_drain, peers_database, pgqueuer_drain
+from compare_queue import PEER_BATCH, careflow_drain, peers_database, pgqueuer_drain
 from rich.console import Console
 from rich.table import Table
 
@@ -111,7 +111,7 @@ def ensure_database(database_url: str) -> None:
 
 def compare_queue(url: str, size: dict[str, int], raw: dict[str, Any]) -> list[Row]:
     label = f"job queue: no-op drain, {size['jobs']:,} jobs, {PROCESSES} processes, PostgreSQL"
-    peer = "pgqueuer 1.6.0 (batch 10, drain mode)"
+    peer = f"pgqueuer 1.6.0 (batch {PEER_BATCH}, drain mode)"
     try:
         raw["queue"] = careflow_drain(url, size["jobs"], PROCESSES)
         peers_dsn = peers_database(url)

@@ -5,7 +5,8 @@
 pgqueuer 1.6.0 is installed into its own environment (``bench/.peers``) and works in its
 own database (``<name>_peers``, reset each run). careflow's figure comes from
 ``bench/bench_queue.py`` run in the same invocation with the same job count and workers.
-Both are timed the same way: from the first job gone to an empty table (pgqueuer's figure
+pgqueuer dequeues as many jobs at a time as careflow's default batch (``PEER_BATCH``). Both are
+timed the same way: from the first job gone to an empty table (pgqueuer's figure
 counting its processes' start-up is shown too).
 ``bench/compare.py`` (the --compare mode) imports the functions below for its queue row.
 """
@@ -31,6 +32,8 @@ from _common import (
 from rich.console import Console
 from rich.table import Table
 
+from careflow.config import Settings
+
 PEER_SETUP = """
 import asyncio, sys, asyncpg
 from pgqueuer import Queries, AsyncpgDriver
@@ -53,15 +56,17 @@ import asyncio, sys, asyncpg
 from datetime import timedelta
 from pgqueuer import QueueManager, Queries, AsyncpgDriver
 from pgqueuer.types import QueueExecutionMode
-async def main(dsn):
+async def main(dsn, batch_size):
     conn = await asyncpg.connect(dsn)
     qm = QueueManager(Queries(AsyncpgDriver(conn)))
     @qm.entrypoint("noop")
     async def noop(job):
         return None
-    await qm.run(mode=QueueExecutionMode.drain, batch_size=10, dequeue_timeout=timedelta(seconds=1))
+    await qm.run(
+        mode=QueueExecutionMode.drain, batch_size=batch_size, dequeue_timeout=timedelta(seconds=1)
+    )
     await conn.close()
-asyncio.run(main(sys.argv[1]))
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 """
 
 
@@ -113,14 +118,23 @@ async def _watch_drain(dsn: str, jobs: int, procs: list[Any], limit_s: float) ->
     }
 
 
-def pgqueuer_drain(dsn: str, jobs: int, workers: int, timeout: float = 300.0) -> dict[str, float]:
-    """``workers`` pgqueuer processes draining ``jobs`` no-op jobs: jobs/s, and with start-up."""
+# pgqueuer dequeues as many jobs at a time as careflow's default batch: like for like.
+PEER_BATCH = Settings.model_fields["worker_batch_size"].default
+
+
+def pgqueuer_drain(
+    dsn: str, jobs: int, workers: int, timeout: float = 300.0, batch_size: int = PEER_BATCH
+) -> dict[str, float]:
+    """``workers`` pgqueuer processes draining ``jobs`` no-op jobs, ``batch_size`` a dequeue:
+    jobs/s, and with start-up."""
     python = str(peer_python("pgqueuer"))
     subprocess.run([python, "-c", PEER_SETUP, dsn, str(jobs)], check=True, timeout=300)
     workdir = Workdir()
     with children(workdir) as kids:
         procs = [
-            kids.start(f"pgqueuer{i}", [python, "-c", PEER_WORKER, dsn], dict(os.environ))
+            kids.start(
+                f"pgqueuer{i}", [python, "-c", PEER_WORKER, dsn, str(batch_size)], dict(os.environ)
+            )
             for i in range(workers)
         ]
         try:
@@ -161,7 +175,7 @@ def main() -> None:
     table.add_column("jobs/s", justify="right")
     table.add_column("vs pgqueuer", justify="right")
     table.add_row("careflow", f"{ours:,.0f}", f"{ours / theirs:.2f}x")
-    table.add_row("pgqueuer 1.6.0 (batch 10, drain mode)", f"{theirs:,.0f}", "1.00x")
+    table.add_row(f"pgqueuer 1.6.0 (batch {PEER_BATCH}, drain mode)", f"{theirs:,.0f}", "1.00x")
     with_startup = peer["jobs_per_s_with_startup"]
     table.add_row(
         "pgqueuer, counting process start-up", f"{with_startup:,.0f}", f"{ours / with_startup:.2f}x"

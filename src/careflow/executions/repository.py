@@ -69,12 +69,9 @@ async def insert_execution(
     """
     held = write_behind.draws_ids(session) if hold else None
     if held is not None:
-        held_id = await held.take_id(session, "executions")
-        row = {"id": held_id, **values}
-        await held.add(
-            session, INSERT_HELD, _INSERT_EXECUTION, row, ("executions", held_id), parent=True
+        return Execution(
+            **await held.insert(session, "executions", INSERT_HELD, _INSERT_EXECUTION, values)
         )
-        return Execution(**row)
     new_id = await insert_if_absent(
         session, Execution, values, ["automation_rule_id", "occurrence_key"]
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -98,6 +99,17 @@ async def open_pending(
     open the same form meanwhile, the unique index refuses the INSERT at the batch's end:
     the batch fails and each job runs again alone, down the INSERT below.
     """
+    values = {
+        "organization_id": organization_id,
+        "patient_id": patient_id,
+        "form_template_id": form_template_id,
+        "blocking": blocking,
+        "description": description,
+        "status": FormStatus.PENDING,
+        "execution_id": execution_id,
+        "action_index": action_index,
+        "created_at": now,
+    }
     held = write_behind.draws_ids(session)
     pending: PendingForms | None = session.info.get(_PENDING_KEY)
     if (
@@ -110,52 +122,17 @@ async def open_pending(
         existing = pending.forms.get(key)
         if existing is not None:
             return existing, True
-        form_id = await held.take_id(session, "forms")
-        values = {
-            "id": form_id,
-            "organization_id": organization_id,
-            "patient_id": patient_id,
-            "form_template_id": form_template_id,
-            "blocking": blocking,
-            "description": description,
-            "status": FormStatus.PENDING,
-            "execution_id": execution_id,
-            "action_index": action_index,
-            "created_at": now,
-        }
-        await held.add(
-            session, "forms.insert", _INSERT_HELD, values, ("forms", form_id), parent=True
-        )
+        row = await held.insert(session, "forms", "forms.insert", _INSERT_HELD, values)
+        form_id = int(row["id"])
         pending.forms[key] = form_id
         return form_id, False
     if held is not None and held.is_fresh("executions", execution_id):
         await held.flush(session)  # the execution's INSERT: the form's foreign key needs it
-    inserted = await insert_pending(
-        session,
-        organization_id=organization_id,
-        patient_id=patient_id,
-        form_template_id=form_template_id,
-        blocking=blocking,
-        description=description,
-        execution_id=execution_id,
-        action_index=action_index,
-        now=now,
-    )
+    inserted = await _insert_pending(session, values)
     return (inserted, False) if inserted is not None else None
 
 
-async def insert_pending(
-    session: AsyncSession,
-    *,
-    organization_id: int,
-    patient_id: EntityRef,
-    form_template_id: int,
-    blocking: bool,
-    description: str | None,
-    execution_id: int,
-    action_index: int,
-    now: datetime,
-) -> int | None:
+async def _insert_pending(session: AsyncSession, values: dict[str, Any]) -> int | None:
     """Open a pending form for an action; None (nothing written) if the action already
     has its form or the patient already has this template pending: both are unique."""
     stmt = prebuilt(
@@ -163,17 +140,6 @@ async def insert_pending(
         "forms.insert_pending",
         lambda insert: insert(_forms).on_conflict_do_nothing().returning(_forms.c.id),
     )
-    values = {
-        "organization_id": organization_id,
-        "patient_id": patient_id,
-        "form_template_id": form_template_id,
-        "blocking": blocking,
-        "description": description,
-        "status": FormStatus.PENDING,
-        "execution_id": execution_id,
-        "action_index": action_index,
-        "created_at": now,
-    }
     connection = await session.connection()
     return (await connection.execute(stmt, values)).scalar_one_or_none()  # type: ignore[no-any-return]
 

@@ -125,6 +125,16 @@ class WriteBehind:
 
     # --- ids drawn ahead ------------------------------------------------------------------
 
+    async def insert(
+        self, session: AsyncSession, table: str, key: Hashable, stmt: Any, values: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Hold the INSERT of a row of ``table`` with an id drawn ahead (``take_id``), as a
+        parent (sent before the writes that point at it); the row's values, id included."""
+        row_id = await self.take_id(session, table)
+        row = {"id": row_id, **values}
+        await self.add(session, key, stmt, row, (table, row_id), parent=True)
+        return row
+
     def want_ids(self, tables: Iterable[str], count: int) -> None:
         """The batch will take about ``count`` ids of each of ``tables``: the first
         ``take_id`` draws a block for each of them, in one statement."""

@@ -301,11 +301,7 @@ async def insert_episode(
     """
     held = write_behind.draws_ids(session) if hold else None
     if held is not None:
-        held_id = await held.take_id(session, "episodes")
-        row = {"id": held_id, **values}
-        await held.add(
-            session, _EPISODE_HELD, _INSERT_EPISODE_HELD, row, ("episodes", held_id), parent=True
-        )
+        row = await held.insert(session, "episodes", _EPISODE_HELD, _INSERT_EPISODE_HELD, values)
         return Episode(**row)
     connection = await session.connection()
     new_id = (await connection.execute(_INSERT_EPISODE, values)).scalar_one()
