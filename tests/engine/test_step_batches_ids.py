@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import event, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -296,3 +297,50 @@ async def test_a_form_for_a_patient_not_read_ahead_sends_its_execution_first(
     async with create_sessionmaker(engine)() as session:
         [form] = list(await session.scalars(select(Form)))
     assert (form.id, form.execution_id) == (opened[0], execution.id)
+
+
+EMAIL_THEN_FORM: dict[str, Any] = {
+    **E2E_RULE,
+    "name": "Email, then the form",
+    "actions": [
+        {"type": "send_email", "template": "welcome_patient"},
+        {"type": "require_form", "form_template_id": 10, "blocking": True},
+    ],
+}
+
+
+@pytest.mark.parametrize("step_first", [True, False])
+async def test_a_queued_form_step_and_a_dispatch_of_one_patient_share_a_batch(
+    client: httpx.AsyncClient,
+    auth: Auth,
+    app: FastAPI,
+    settings: Settings,
+    clock: FrozenClock,
+    smtp: SmtpServer,
+    engine: AsyncEngine,
+    step_first: bool,
+) -> None:
+    # A queued require_form step (its execution started in an earlier batch) and a
+    # dispatch whose rule opens the same form, for one patient, in one batch: the step's
+    # INSERT must see the form the dispatch holds, and the dispatch the one the step opened.
+    worker = _worker(app, settings, clock)
+    await create_rule(client, auth, EMAIL_THEN_FORM)
+    await post_event(client, auth, "patient.onboarded", onboarded(PATIENT))
+    for _ in range(2):  # the dispatch, then the email, which queues the form step
+        jobs = await worker.claim(100)
+        assert await worker.run_batch(jobs) == ["done"] * len(jobs)
+    await create_rule(client, auth, FORM_ONLY_RULE)
+    await post_event(client, auth, "patient.onboarded", onboarded(PATIENT))
+    jobs = await worker.claim(100)
+    assert sorted(job.kind for job in jobs) == ["dispatch_event", "run_action"]
+    jobs.sort(key=lambda job: (job.kind == "run_action") != step_first)
+
+    with capture_logs() as logs:
+        assert await worker.run_batch(jobs) == ["done", "done"]
+
+    assert not [entry for entry in logs if entry["event"] == "jobs.batch_split"]
+    assert await count(engine, Form) == 1
+    [form_id] = {result["form_id"] for result in (await _form_results(engine)).values()}
+    reused = [r.get("reused", False) for r in (await _form_results(engine)).values()]
+    assert sorted(reused) == [False, True]
+    assert form_id is not None

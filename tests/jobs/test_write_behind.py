@@ -271,3 +271,92 @@ async def test_inserts_other_writes_point_at_are_sent_first(
 
     assert [s.split()[0] for s in sent] == ["INSERT", "UPDATE"], sent
     assert [(j, label) for j, label, _ in await effects(engine)] == [(1, "child")]
+
+
+class _FlushThenFail:
+    """An action that sends what the batch holds (as an SMS count does), then fails."""
+
+    async def execute(self, ctx: Any) -> Any:
+        await write_behind.flush(ctx.session)
+        raise RuntimeError("after the flush")
+
+
+class _HoldThenFail:
+    """An action that holds a write of its own, then fails."""
+
+    async def execute(self, ctx: Any) -> Any:
+        await write_behind.write(ctx.session, "a", _INSERT, {"j": 9, "l": "mine", "a": 1})
+        raise RuntimeError("after holding")
+
+
+def _ctx(session: AsyncSession) -> Any:
+    from careflow.actions.base import ActionContext
+    from careflow.config import Settings
+    from careflow.kit.clock import SystemClock
+
+    return ActionContext(
+        session=session,
+        settings=Settings(),
+        clock=SystemClock(),
+        services={},
+        organization_id=1,
+        execution_id=1,
+        action_index=0,
+        config={},
+        patient_id=None,
+        context={},
+    )
+
+
+async def test_a_step_that_flushed_in_its_savepoint_and_failed_fails_its_batch(
+    sessionmaker: Maker, engine: AsyncEngine
+) -> None:
+    from careflow.executions.runner import SentInSavepoint, _in_savepoint
+
+    async with sessionmaker() as session, session.begin():
+        writes = write_behind.install(session)
+        await write_behind.write(session, "a", _INSERT, {"j": 1, "l": "earlier", "a": 1})
+        # Its savepoint's rollback took the earlier job's row with it: the batch must not
+        # commit as if that row were written.
+        with pytest.raises(SentInSavepoint):
+            await _in_savepoint(_ctx(session), _FlushThenFail())
+        assert writes.sent == 1
+        await session.rollback()
+    assert await effects(engine) == []
+
+
+async def test_a_step_that_failed_in_its_savepoint_gives_back_what_it_held(
+    sessionmaker: Maker, engine: AsyncEngine
+) -> None:
+    from careflow.executions.runner import _in_savepoint
+
+    async with sessionmaker() as session, session.begin():
+        writes = write_behind.install(session)
+        await write_behind.write(session, "a", _INSERT, {"j": 1, "l": "earlier", "a": 1})
+        with pytest.raises(RuntimeError, match="after holding"):
+            await _in_savepoint(_ctx(session), _HoldThenFail())
+        assert len(writes) == 1  # the earlier job's write stays; the failed step's went
+        await writes.flush(session)
+    assert [(j, label) for j, label, _ in await effects(engine)] == [(1, "earlier")]
+
+
+async def test_parents_go_by_rank_whichever_was_held_first(
+    sessionmaker: Maker, engine: AsyncEngine
+) -> None:
+    sent: list[Any] = []
+
+    def listener(_c: Any, _cu: Any, statement: str, params: Any, _x: Any, _m: bool) -> None:
+        if statement.startswith("INSERT"):
+            sent.append(params)
+
+    async with sessionmaker() as session, session.begin():
+        writes = write_behind.install(session)
+        # A form-like row (rank 2) held before its execution-like parent (rank 1).
+        await writes.add(session, "second", _INSERT, {"j": 2, "l": "r2", "a": 1}, 2, parent=2)
+        await writes.add(session, "first", _INSERT, {"j": 1, "l": "r1", "a": 1}, 1, parent=1)
+        event.listen(engine.sync_engine, "before_cursor_execute", listener)
+        try:
+            await writes.flush(session)
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", listener)
+    assert len(sent) == 2 and "r1" in str(sent[0]) and "r2" in str(sent[1]), sent

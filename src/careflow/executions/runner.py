@@ -302,9 +302,8 @@ async def _execute(ctx: ActionContext, action_type: str, request: RunRequest) ->
             # runs each job alone.
             return await executor.execute(ctx)
         # A savepoint: a failing executor's half-written rows go, the result row stays ours.
-        async with ctx.session.begin_nested():
-            return await executor.execute(ctx)
-    except DeferJob:
+        return await _in_savepoint(ctx, executor)
+    except (DeferJob, SentInSavepoint):
         raise
     except RetryableActionError as exc:
         if not request.is_last_attempt:
@@ -325,6 +324,29 @@ async def _execute(ctx: ActionContext, action_type: str, request: RunRequest) ->
         if not request.is_last_attempt:
             raise RetryableJobError(f"{action_type} crashed: {type(exc).__name__}") from exc
         return ActionOutcome(status="failure", error=f"unexpected error ({type(exc).__name__})")
+
+
+class SentInSavepoint(RuntimeError):
+    """An executor that failed in its savepoint had sent writes held before it (a flush):
+    the savepoint's rollback took them too, so its batch must fail and run each job alone."""
+
+
+async def _in_savepoint(ctx: ActionContext, executor: Any) -> ActionOutcome:
+    """``executor.execute`` in a savepoint. If it raises, the writes it held are given back
+    with its rows; if it had also flushed, the earlier jobs' writes that went with it were
+    rolled back too, and only failing the whole batch keeps them (``SentInSavepoint``)."""
+    held = write_behind.held_by(ctx.session)
+    mark = held.mark() if held is not None else 0
+    sent = held.sent if held is not None else 0
+    try:
+        async with ctx.session.begin_nested():
+            return await executor.execute(ctx)  # type: ignore[no-any-return]
+    except BaseException as exc:
+        if held is not None:
+            if held.sent != sent:
+                raise SentInSavepoint() from exc
+            held.discard_since(mark)
+        raise
 
 
 def _origin(exc: BaseException) -> str | None:

@@ -122,13 +122,21 @@ async def open_pending(
         existing = pending.forms.get(key)
         if existing is not None:
             return existing, True
-        row = await held.insert(session, "forms", "forms.insert", _INSERT_HELD, values)
+        # Rank 2: a form points at its execution, itself held with rank 1.
+        row = await held.insert(session, "forms", "forms.insert", _INSERT_HELD, values, rank=2)
         form_id = int(row["id"])
         pending.forms[key] = form_id
         return form_id, False
-    if held is not None and held.is_fresh("executions", execution_id):
-        await held.flush(session)  # the execution's INSERT: the form's foreign key needs it
+    covered = pending is not None and (organization_id, patient_id) in pending.patients
+    # Send what is held first when the INSERT needs it: the execution's row (the form's
+    # foreign key), or a form the batch holds for this patient (the unique index must see it).
+    if held is not None and (held.is_fresh("executions", execution_id) or covered):
+        await held.flush(session)
     inserted = await _insert_pending(session, values)
+    if covered and pending is not None:
+        # The map no longer knows this patient's forms for sure (this INSERT, or a form
+        # it found): the rest of the batch takes this path for the patient too.
+        pending.patients.discard((organization_id, patient_id))
     return (inserted, False) if inserted is not None else None
 
 

@@ -66,7 +66,7 @@ class WriteBehind:
         self._ids: dict[str, list[int]] = {}  # table -> ids drawn ahead, not yet handed out
         self._wanted: dict[str, int] = {}  # table -> how many ids to draw at a time
         self._fresh: set[tuple[str, int]] = set()  # (table, id) handed out by take_id
-        self._parents: set[Hashable] = set()  # keys of INSERTs other held writes point at
+        self._parents: dict[Hashable, int] = {}  # INSERTs other held writes point at: rank
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -96,15 +96,16 @@ class WriteBehind:
         row: Hashable | None,
         *,
         once: bool = False,
-        parent: bool = False,
+        parent: int = 0,
     ) -> None:
         """Hold one write; with ``once``, none if ``row`` is already held by ``key``.
 
-        ``parent``: an INSERT of rows that other held writes point at (by a foreign key):
-        the flush sends such statements before the rest.
+        ``parent``: an INSERT of rows that other held writes point at (by a foreign key), and
+        its rank: the flush sends such statements before the rest, rank 1 before rank 2 (a
+        form, which points at its execution).
         """
         if parent:
-            self._parents.add(key)
+            self._parents[key] = parent
         if row is not None:
             held_by = self._rows.get(row)
             if once and held_by == key:
@@ -114,6 +115,11 @@ class WriteBehind:
             self._rows[row] = key
             self._values[row] = values
         self._entries.append((key, stmt, values, row))
+
+    @property
+    def sent(self) -> int:
+        """How many held writes have been sent so far."""
+        return self._sent
 
     def amend(self, row: Hashable, key: Hashable, changes: dict[str, Any]) -> bool:
         """Change the values of ``row``'s write held by ``key`` (its INSERT); False, with
@@ -126,13 +132,20 @@ class WriteBehind:
     # --- ids drawn ahead ------------------------------------------------------------------
 
     async def insert(
-        self, session: AsyncSession, table: str, key: Hashable, stmt: Any, values: dict[str, Any]
+        self,
+        session: AsyncSession,
+        table: str,
+        key: Hashable,
+        stmt: Any,
+        values: dict[str, Any],
+        *,
+        rank: int = 1,
     ) -> dict[str, Any]:
         """Hold the INSERT of a row of ``table`` with an id drawn ahead (``take_id``), as a
-        parent (sent before the writes that point at it); the row's values, id included."""
+        parent of ``rank`` (``add``); the row's values, id included."""
         row_id = await self.take_id(session, table)
         row = {"id": row_id, **values}
-        await self.add(session, key, stmt, row, (table, row_id), parent=True)
+        await self.add(session, key, stmt, row, (table, row_id), parent=rank)
         return row
 
     def want_ids(self, tables: Iterable[str], count: int) -> None:
@@ -181,9 +194,8 @@ class WriteBehind:
         for key, stmt, values, _ in self._entries:
             groups.setdefault(key, (stmt, []))[1].append(values)
         # The rows pointed at first (an episode before its links, whichever was held first),
-        # each part in first-use order. A parent held after another points only at it (a form
-        # at its execution), never the other way round.
-        order = sorted(groups, key=lambda key: key not in self._parents)
+        # by rank (an execution before its form), then the rest; each part in first-use order.
+        order = sorted(groups, key=lambda key: self._parents.get(key, 3))
         self._sent += len(self._entries)
         self._entries = []
         self._rows = {}
