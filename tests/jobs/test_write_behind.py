@@ -289,15 +289,13 @@ class _HoldThenFail:
         raise RuntimeError("after holding")
 
 
-def _ctx(session: AsyncSession) -> Any:
+def _ctx(session: AsyncSession, settings: Any, clock: FrozenClock) -> Any:
     from careflow.actions.base import ActionContext
-    from careflow.config import Settings
-    from careflow.kit.clock import SystemClock
 
     return ActionContext(
         session=session,
-        settings=Settings(),
-        clock=SystemClock(),
+        settings=settings,
+        clock=clock,
         services={},
         organization_id=1,
         execution_id=1,
@@ -309,7 +307,7 @@ def _ctx(session: AsyncSession) -> Any:
 
 
 async def test_a_step_that_flushed_in_its_savepoint_and_failed_fails_its_batch(
-    sessionmaker: Maker, engine: AsyncEngine
+    sessionmaker: Maker, engine: AsyncEngine, settings: Any, clock: FrozenClock
 ) -> None:
     from careflow.executions.runner import SentInSavepoint, _in_savepoint
 
@@ -319,14 +317,14 @@ async def test_a_step_that_flushed_in_its_savepoint_and_failed_fails_its_batch(
         # Its savepoint's rollback took the earlier job's row with it: the batch must not
         # commit as if that row were written.
         with pytest.raises(SentInSavepoint):
-            await _in_savepoint(_ctx(session), _FlushThenFail())
+            await _in_savepoint(_ctx(session, settings, clock), _FlushThenFail())
         assert writes.sent == 1
         await session.rollback()
     assert await effects(engine) == []
 
 
 async def test_a_step_that_failed_in_its_savepoint_gives_back_what_it_held(
-    sessionmaker: Maker, engine: AsyncEngine
+    sessionmaker: Maker, engine: AsyncEngine, settings: Any, clock: FrozenClock
 ) -> None:
     from careflow.executions.runner import _in_savepoint
 
@@ -334,7 +332,7 @@ async def test_a_step_that_failed_in_its_savepoint_gives_back_what_it_held(
         writes = write_behind.install(session)
         await write_behind.write(session, "a", _INSERT, {"j": 1, "l": "earlier", "a": 1})
         with pytest.raises(RuntimeError, match="after holding"):
-            await _in_savepoint(_ctx(session), _HoldThenFail())
+            await _in_savepoint(_ctx(session, settings, clock), _HoldThenFail())
         assert len(writes) == 1  # the earlier job's write stays; the failed step's went
         await writes.flush(session)
     assert [(j, label) for j, label, _ in await effects(engine)] == [(1, "earlier")]
