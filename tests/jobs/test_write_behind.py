@@ -3,6 +3,8 @@ and given back by a job that fails, unless it also wrote at once."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -42,6 +44,21 @@ async def held(ctx: JobContext, payload: dict[str, Any]) -> None:
             raise RuntimeError("a failed read, reported as something else") from exc
     if payload.get("fail") and ctx.attempt == 1:
         raise RuntimeError("this job fails")
+
+
+@contextmanager
+def _sent(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
+    """Each statement the engine sends while the block runs, with its parameters."""
+    seen: list[tuple[str, Any]] = []
+
+    def listener(_c: Any, _cu: Any, statement: str, params: Any, _x: Any, _m: bool) -> None:
+        seen.append((statement, params))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", listener)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", listener)
 
 
 def _count_inserts(engine: AsyncEngine) -> tuple[list[bool], Any]:
@@ -220,22 +237,17 @@ async def test_ids_are_drawn_ahead_a_block_of_each_wanted_table_in_one_statement
             assert engine.dialect.name == "sqlite"  # no sequences: inserts return their ids
             await session.rollback()
             return
-        draws: list[str] = []
+        with _sent(engine) as sent:
 
-        def listener(_c: Any, _cu: Any, statement: str, _p: Any, _x: Any, _m: bool) -> None:
-            if "nextval" in statement:
-                draws.append(statement)
+            def draws() -> int:
+                return sum("nextval" in statement for statement, _ in sent)
 
-        event.listen(engine.sync_engine, "before_cursor_execute", listener)
-        try:
             writes.want_ids(("executions", "forms"), 3)
             executions = [await writes.take_id(session, "executions") for _ in range(3)]
             forms = [await writes.take_id(session, "forms") for _ in range(3)]
-            assert len(draws) == 1  # both blocks at the first take
+            assert draws() == 1  # both blocks at the first take
             extra = await writes.take_id(session, "executions")  # the block ran out
-            assert len(draws) == 2
-        finally:
-            event.remove(engine.sync_engine, "before_cursor_execute", listener)
+            assert draws() == 2
         assert executions == sorted(executions) and len(set(executions)) == 3
         assert extra > max(executions)
         assert len(set(forms)) == 3
@@ -252,23 +264,15 @@ def test_only_careflow_table_names_go_into_the_draw() -> None:
 async def test_inserts_other_writes_point_at_are_sent_first(
     sessionmaker: Maker, engine: AsyncEngine
 ) -> None:
-    sent: list[str] = []
-
-    def listener(_c: Any, _cu: Any, statement: str, _p: Any, _x: Any, _m: bool) -> None:
-        if statement.startswith(("INSERT", "UPDATE")):
-            sent.append(statement)
-
     async with sessionmaker() as session, session.begin():
         writes = write_behind.install(session)
         # A child held before its parent (an earlier event's link, a later event's episode).
         await write_behind.write(session, "child", _RELABEL, {"j": 1, "l": "child"}, row=1)
         await writes.add(session, "parent", _INSERT, {"j": 1, "l": "p", "a": 1}, 2, parent=True)
-        event.listen(engine.sync_engine, "before_cursor_execute", listener)
-        try:
+        with _sent(engine) as seen:
             await writes.flush(session)
-        finally:
-            event.remove(engine.sync_engine, "before_cursor_execute", listener)
 
+    sent = [s for s, _ in seen if s.startswith(("INSERT", "UPDATE"))]
     assert [s.split()[0] for s in sent] == ["INSERT", "UPDATE"], sent
     assert [(j, label) for j, label, _ in await effects(engine)] == [(1, "child")]
 
@@ -341,20 +345,12 @@ async def test_a_step_that_failed_in_its_savepoint_gives_back_what_it_held(
 async def test_parents_go_by_rank_whichever_was_held_first(
     sessionmaker: Maker, engine: AsyncEngine
 ) -> None:
-    sent: list[Any] = []
-
-    def listener(_c: Any, _cu: Any, statement: str, params: Any, _x: Any, _m: bool) -> None:
-        if statement.startswith("INSERT"):
-            sent.append(params)
-
     async with sessionmaker() as session, session.begin():
         writes = write_behind.install(session)
         # A form-like row (rank 2) held before its execution-like parent (rank 1).
         await writes.add(session, "second", _INSERT, {"j": 2, "l": "r2", "a": 1}, 2, parent=2)
         await writes.add(session, "first", _INSERT, {"j": 1, "l": "r1", "a": 1}, 1, parent=1)
-        event.listen(engine.sync_engine, "before_cursor_execute", listener)
-        try:
+        with _sent(engine) as seen:
             await writes.flush(session)
-        finally:
-            event.remove(engine.sync_engine, "before_cursor_execute", listener)
+    sent = [params for statement, params in seen if statement.startswith("INSERT")]
     assert len(sent) == 2 and "r1" in str(sent[0]) and "r2" in str(sent[1]), sent

@@ -191,6 +191,16 @@ async def _form_patients(
     session: AsyncSession, events: Sequence[Event], contexts: Mapping[int, Mapping[str, Any]]
 ) -> set[tuple[int, EntityRef]]:
     """The patients of ``events`` whose triggers have a rule that may open a form."""
+    opens: dict[tuple[int, str], bool] = {}  # (organisation, trigger): once a batch, not an event
+
+    async def may_open(organization_id: int, trigger: str) -> bool:
+        if (organization_id, trigger) not in opens:
+            rules = await enabled_rules_for(session, organization_id, trigger)
+            opens[organization_id, trigger] = any(
+                action.get("type") == "require_form" for rule in rules for action in rule.actions
+            )
+        return opens[organization_id, trigger]
+
     out: set[tuple[int, EntityRef]] = set()
     for event in events:
         patient_id = patient_id_of(contexts[event.id])
@@ -199,10 +209,7 @@ async def _form_patients(
         for trigger in (event.type, DERIVED_FROM.get(event.type)):
             if trigger is None or trigger in TIME_BASED_TRIGGERS:
                 continue
-            rules = await enabled_rules_for(session, event.organization_id, trigger)
-            if any(
-                action.get("type") == "require_form" for rule in rules for action in rule.actions
-            ):
+            if await may_open(event.organization_id, trigger):
                 out.add((event.organization_id, patient_id))
                 break
     return out

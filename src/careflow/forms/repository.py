@@ -112,12 +112,9 @@ async def open_pending(
     }
     held = write_behind.draws_ids(session)
     pending: PendingForms | None = session.info.get(_PENDING_KEY)
-    if (
-        held is not None
-        and pending is not None
-        and (organization_id, patient_id) in pending.patients
-        and held.is_fresh("executions", execution_id)
-    ):
+    covered = pending is not None and (organization_id, patient_id) in pending.patients
+    fresh = held is not None and held.is_fresh("executions", execution_id)
+    if held is not None and pending is not None and covered and fresh:
         key = (organization_id, patient_id, form_template_id)
         existing = pending.forms.get(key)
         if existing is not None:
@@ -127,10 +124,9 @@ async def open_pending(
         form_id = int(row["id"])
         pending.forms[key] = form_id
         return form_id, False
-    covered = pending is not None and (organization_id, patient_id) in pending.patients
     # Send what is held first when the INSERT needs it: the execution's row (the form's
     # foreign key), or a form the batch holds for this patient (the unique index must see it).
-    if held is not None and (held.is_fresh("executions", execution_id) or covered):
+    if held is not None and (fresh or covered):
         await held.flush(session)
     inserted = await _insert_pending(session, values)
     if covered and pending is not None:

@@ -51,7 +51,6 @@ class WriteBehind:
         "_parents",
         "_rows",
         "_sent",
-        "_values",
         "_wanted",
         "statements_sent",
     )
@@ -61,8 +60,8 @@ class WriteBehind:
         self.statements_sent = 0  # the statements those took
         # (statement key, statement, values, row identity or None)
         self._entries: list[tuple[Hashable, Any, dict[str, Any], Hashable | None]] = []
-        self._rows: dict[Hashable, Hashable] = {}  # row identity -> the statement key that holds it
-        self._values: dict[Hashable, dict[str, Any]] = {}  # row identity -> its held values
+        # row identity -> the key of the statement that holds it, and its held values
+        self._rows: dict[Hashable, tuple[Hashable, dict[str, Any]]] = {}
         self._ids: dict[str, list[int]] = {}  # table -> ids drawn ahead, not yet handed out
         self._wanted: dict[str, int] = {}  # table -> how many ids to draw at a time
         self._fresh: set[tuple[str, int]] = set()  # (table, id) handed out by take_id
@@ -84,8 +83,9 @@ class WriteBehind:
         if mark < self._sent:
             raise RuntimeError("writes after the mark were already sent")
         del self._entries[mark - self._sent :]
-        self._rows = {row: key for key, _, _, row in self._entries if row is not None}
-        self._values = {row: values for _, _, values, row in self._entries if row is not None}
+        self._rows = {
+            row: (key, values) for key, _, values, row in self._entries if row is not None
+        }
 
     async def add(
         self,
@@ -107,13 +107,12 @@ class WriteBehind:
         if parent:
             self._parents[key] = parent
         if row is not None:
-            held_by = self._rows.get(row)
-            if once and held_by == key:
+            held = self._rows.get(row)
+            if once and held is not None and held[0] == key:
                 return
-            if held_by is not None and held_by != key:
+            if held is not None and held[0] != key:
                 await self.flush(session)
-            self._rows[row] = key
-            self._values[row] = values
+            self._rows[row] = (key, values)
         self._entries.append((key, stmt, values, row))
 
     @property
@@ -124,9 +123,10 @@ class WriteBehind:
     def amend(self, row: Hashable, key: Hashable, changes: dict[str, Any]) -> bool:
         """Change the values of ``row``'s write held by ``key`` (its INSERT); False, with
         nothing changed, when that write is not held (sent already, or never made)."""
-        if self._rows.get(row) != key:
+        held = self._rows.get(row)
+        if held is None or held[0] != key:
             return False
-        self._values[row].update(changes)
+        held[1].update(changes)
         return True
 
     # --- ids drawn ahead ------------------------------------------------------------------
@@ -199,7 +199,6 @@ class WriteBehind:
         self._sent += len(self._entries)
         self._entries = []
         self._rows = {}
-        self._values = {}
         connection = await session.connection()
         for key in order:
             stmt, rows = groups[key]
