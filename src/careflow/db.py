@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, configure_mappers
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -169,6 +169,27 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         event.listen(engine.sync_engine.pool, "connect", _mark_fresh)
         event.listen(engine.sync_engine.pool, "checkout", _ping_on_checkout)
     return engine
+
+
+_Model = TypeVar("_Model", bound="Base")
+
+
+def built(model: type[_Model], values: Mapping[Any, Any]) -> _Model:
+    """An instance of ``model`` holding ``values`` (column names), made the way the ORM makes
+    one it loads: no ``__init__``, no attribute events. About 4 µs here against 50 for
+    ``model(**values)``, which the worker paid for every row it read or wrote.
+
+    The instance is transient (in no session), as one from ``model(**values)`` is; changes
+    made to it later are tracked as usual. The hot path writes them with explicit statements.
+    The constructor configures the mappers on first use and ``new_instance`` does not, so a
+    fresh process that builds before it constructs does it here.
+    """
+    manager = model._sa_class_manager  # type: ignore[attr-defined]
+    if not manager.mapper.configured:
+        configure_mappers()
+    instance: _Model = manager.new_instance()
+    instance.__dict__.update(values)
+    return instance
 
 
 def dialect_of(session: AsyncSession) -> str:

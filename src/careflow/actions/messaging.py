@@ -12,6 +12,7 @@ from typing import Any
 
 from careflow.actions.base import ActionContext, ActionOutcome, RetryableActionError
 from careflow.actions.common import contact_of, patient_of
+from careflow.db import built
 from careflow.delivery.errors import (
     PermanentDeliveryError,
     TemplateRenderError,
@@ -91,34 +92,42 @@ async def record_attempt(
     error: str | None = None,
 ) -> Message:
     """Write the action's Message row (insert, or update the one an earlier run left)."""
-    message = existing
-    if message is None:
-        message = Message(
-            id=new_message_id(channel),
-            organization_id=ctx.organization_id,
-            channel=channel,
-            patient_id=ctx.patient_id,
-            execution_id=ctx.execution_id,
-            action_index=ctx.action_index,
-            created_at=now,
-            attempts=0,
-            provider_message_id=None,
-            sent_at=None,
-        )
     # Within one job the runner's attempt number is the count; an execution retried later
     # adds to the attempts its earlier run recorded.
-    message.attempts = max((message.attempts or 0) + 1, ctx.attempt)
-    message.recipient = recipient
-    message.template = template
-    message.subject = rendered.subject if rendered is not None else None
-    message.body = rendered.body if rendered is not None else ""
-    message.provider = provider
-    message.status = status
-    message.error = error
+    changes: dict[str, Any] = {
+        "attempts": max(((existing.attempts if existing else 0) or 0) + 1, ctx.attempt),
+        "recipient": recipient,
+        "template": template,
+        "subject": rendered.subject if rendered is not None else None,
+        "body": rendered.body if rendered is not None else "",
+        "provider": provider,
+        "status": status,
+        "error": error,
+    }
     if provider_message_id is not None:
-        message.provider_message_id = provider_message_id
+        changes["provider_message_id"] = provider_message_id
     if status == MessageStatus.SENT:
-        message.sent_at = now
+        changes["sent_at"] = now
+    if existing is None:
+        message = built(
+            Message,
+            {
+                "id": new_message_id(channel),
+                "organization_id": ctx.organization_id,
+                "channel": channel,
+                "patient_id": ctx.patient_id,
+                "execution_id": ctx.execution_id,
+                "action_index": ctx.action_index,
+                "created_at": now,
+                "provider_message_id": None,
+                "sent_at": None,
+                **changes,
+            },
+        )
+    else:
+        message = existing
+        for name, value in changes.items():
+            setattr(message, name, value)
     await save_for_action(ctx.session, message, new=existing is None)
     return message
 

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.automations.models import Template
+from careflow.db import built
 
 _templates: Table = Template.__table__  # type: ignore[assignment]
 _SELECT_ONE = select(_templates).where(
@@ -26,7 +27,7 @@ async def find(
     connection = await session.connection()
     params = {"org": organization_id, "key": key, "channel": channel}
     row = (await connection.execute(_SELECT_ONE, params)).first()
-    return Template(**row._mapping) if row is not None else None
+    return built(Template, row._mapping) if row is not None else None
 
 
 async def find_many(
@@ -44,7 +45,7 @@ async def find_many(
     )
     connection = await session.connection()
     for row in await connection.execute(stmt):
-        out[(row.organization_id, row.key, row.channel)] = Template(**row._mapping)
+        out[(row.organization_id, row.key, row.channel)] = built(Template, row._mapping)
     return out
 
 

@@ -111,9 +111,20 @@ def _classify(code: int, what: str) -> PermanentDeliveryError | TransientDeliver
     return PermanentDeliveryError(f"SMTP {what}: refused ({code})")
 
 
+_date_cache: tuple[int, str] = (-1, "")
+
+
 def _now_header() -> str:
-    """The Date header's value, in the form EmailMessage writes it back."""
-    return format_datetime(datetime.now(UTC))
+    """The Date header's value, in the form EmailMessage writes it back.
+
+    It names whole seconds, so it is formatted once a second, not once a message.
+    """
+    global _date_cache
+    now = datetime.now(UTC)
+    second = int(now.timestamp())
+    if _date_cache[0] != second:
+        _date_cache = (second, format_datetime(now.replace(microsecond=0)))
+    return _date_cache[1]
 
 
 # A header line that EmailMessage writes exactly as given: printable ASCII, no folding.

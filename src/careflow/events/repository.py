@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Select, String, Table, bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careflow.db import insert_for, one_of, pairs_of
+from careflow.db import built, insert_for, one_of, pairs_of
 from careflow.events.models import Entity, Event, PatientMilestone
 from careflow.executions.models import Execution
 from careflow.executions.repository import insert_if_absent
@@ -62,7 +62,7 @@ async def get_event_by_pk(session: AsyncSession, pk: int) -> Event | None:
     stmt = _SELECT_EVENT_LOCKED if _locking(session) else _SELECT_EVENT
     connection = await session.connection()
     row = (await connection.execute(stmt, {"pk": pk})).first()
-    return Event(**row._mapping) if row is not None else None
+    return built(Event, row._mapping) if row is not None else None
 
 
 async def get_events_by_pk(session: AsyncSession, pks: Sequence[int]) -> list[Event]:
@@ -73,7 +73,7 @@ async def get_events_by_pk(session: AsyncSession, pks: Sequence[int]) -> list[Ev
     stmt = _SELECT_EVENTS_LOCKED if _locking(session) else _SELECT_EVENTS
     connection = await session.connection()
     rows = await connection.execute(stmt, {"pks": sorted(set(pks))})
-    return [Event(**row._mapping) for row in rows]
+    return [built(Event, row._mapping) for row in rows]
 
 
 async def mark_processed(session: AsyncSession, event: Event) -> None:

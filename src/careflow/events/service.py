@@ -11,6 +11,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.auth import Principal
+from careflow.db import built
 from careflow.errors import ValidationError, not_found
 from careflow.events import repository
 from careflow.events.catalog import ENTITY_TYPES
@@ -107,7 +108,7 @@ async def _store_events(
     for row, new_id in zip(rows, ids, strict=True):
         if new_id is not None:
             # Built from what was written rather than read back.
-            results.append(Ingested(Event(id=new_id, **row), created=True))
+            results.append(Ingested(built(Event, {"id": new_id, **row}), created=True))
             continue
         # A redelivery, or a race with a concurrent one: the stored event is the answer.
         existing = await repository.get_event_by_producer_id(

@@ -11,7 +11,7 @@ from sqlalchemy import Select, Table, bindparam, delete, func, insert, select, u
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from careflow.db import one_of, prebuilt
+from careflow.db import built, one_of, prebuilt
 from careflow.executions.models import Execution, ExecutionAction
 from careflow.kit import write_behind
 
@@ -69,8 +69,9 @@ async def insert_execution(
     """
     held = write_behind.draws_ids(session) if hold else None
     if held is not None:
-        return Execution(
-            **await held.insert(session, "executions", INSERT_HELD, _INSERT_EXECUTION, values)
+        return built(
+            Execution,
+            await held.insert(session, "executions", INSERT_HELD, _INSERT_EXECUTION, values),
         )
     new_id = await insert_if_absent(
         session, Execution, values, ["automation_rule_id", "occurrence_key"]
@@ -79,7 +80,7 @@ async def insert_execution(
         return None
     # Built from what was written rather than read back: one statement fewer per execution.
     # It is not added to the session: its later changes are explicit UPDATEs.
-    return Execution(id=new_id, **values)
+    return built(Execution, {"id": new_id, **values})
 
 
 async def get(session: AsyncSession, organization_id: int, execution_id: int) -> Execution | None:
@@ -156,7 +157,7 @@ async def get_for_run(session: AsyncSession, execution_id: int) -> Execution | N
     stmt = _SELECT_FOR_RUN_LOCKED if _locking(session) else _SELECT_FOR_RUN
     connection = await session.connection()
     row = (await connection.execute(stmt, {"execution_id": execution_id})).first()
-    return Execution(**row._mapping) if row is not None else None
+    return built(Execution, row._mapping) if row is not None else None
 
 
 async def get_many_for_run(session: AsyncSession, execution_ids: Sequence[int]) -> list[Execution]:
@@ -167,7 +168,7 @@ async def get_many_for_run(session: AsyncSession, execution_ids: Sequence[int]) 
     stmt = _SELECT_MANY_FOR_RUN_LOCKED if _locking(session) else _SELECT_MANY_FOR_RUN
     connection = await session.connection()
     rows = await connection.execute(stmt, {"execution_ids": sorted(set(execution_ids))})
-    return [Execution(**row._mapping) for row in rows]
+    return [built(Execution, row._mapping) for row in rows]
 
 
 async def list_page(
@@ -212,7 +213,7 @@ async def actions_of(
     stmt = _SELECT_ACTIONS_PG if _locking(session) else _SELECT_ACTIONS
     rows = await connection.execute(stmt, {"execution_ids": list(execution_ids)})
     for row in rows:
-        out[row.execution_id].append(ExecutionAction(**row._mapping))
+        out[row.execution_id].append(built(ExecutionAction, row._mapping))
     return out
 
 

@@ -30,6 +30,7 @@ from careflow.actions.base import (
     RetryableActionError,
 )
 from careflow.config import Settings
+from careflow.db import built
 from careflow.events.catalog import ENTITY_TYPES
 from careflow.events.context import SnapshotReads, join_snapshots
 from careflow.executions import repository
@@ -251,17 +252,20 @@ async def _step(
         error = "action failed"
     results[index] = await repository.save_action(
         session,
-        ExecutionAction(
-            execution_id=execution.id,
-            action_index=index,
-            type=action_type,
-            status=outcome.status,
-            result=result,
-            error=error,
-            attempts=request.attempt,
-            duration_ms=duration_ms,
-            scheduled_for=None,
-            finished_at=now,
+        built(
+            ExecutionAction,
+            {
+                "execution_id": execution.id,
+                "action_index": index,
+                "type": action_type,
+                "status": outcome.status,
+                "result": result,
+                "error": error,
+                "attempts": request.attempt,
+                "duration_ms": duration_ms,
+                "scheduled_for": None,
+                "finished_at": now,
+            },
         ),
         existing=existing,
     )
@@ -376,17 +380,20 @@ async def _defer(
     until = defer.until
     await repository.save_action(
         session,
-        ExecutionAction(
-            execution_id=execution.id,
-            action_index=index,
-            type=action_type,
-            status=DEFERRED,
-            result={"deferred_until": isoformat_z(until), "reason": defer.reason},
-            error=None,
-            attempts=request.attempt,
-            duration_ms=None,
-            scheduled_for=until,
-            finished_at=None,
+        built(
+            ExecutionAction,
+            {
+                "execution_id": execution.id,
+                "action_index": index,
+                "type": action_type,
+                "status": DEFERRED,
+                "result": {"deferred_until": isoformat_z(until), "reason": defer.reason},
+                "error": None,
+                "attempts": request.attempt,
+                "duration_ms": None,
+                "scheduled_for": until,
+                "finished_at": None,
+            },
         ),
         existing=existing,
     )

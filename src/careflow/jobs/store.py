@@ -97,6 +97,13 @@ _FENCE_ALL = (jobs.c.locked_by == bindparam("fence_worker")) & pairs_of(
 )
 
 
+def _still_held_select(fence: Any) -> Any:
+    return select(jobs.c.id).where(fence, _status_is(JobStatus.RUNNING))
+
+
+_STILL_HELD = _still_held_select(_FENCE_ALL)
+
+
 def _fenced_all(session: AsyncSession, batch: list[ClaimedJob]) -> tuple[Any, dict[str, Any]]:
     """The fence of each job in ``batch``, all claimed by one worker, and its parameters."""
     if dialect_of(session) == "postgresql":
@@ -217,9 +224,10 @@ async def still_held(session: AsyncSession, batch: list[ClaimedJob]) -> set[int]
     """The ids of ``batch`` (one worker's jobs) whose lease has not been taken over. A plain
     read: it locks nothing, so a rescue of these jobs is never made to wait."""
     fence, params = _fenced_all(session, batch)
-    rows = await session.execute(
-        select(jobs.c.id).where(fence, _status_is(JobStatus.RUNNING)), params
-    )
+    # Every batch of message steps asks this: on PostgreSQL the fence is the same bound
+    # clause each time, so the statement is built once.
+    stmt = _STILL_HELD if fence is _FENCE_ALL else _still_held_select(fence)
+    rows = await session.execute(stmt, params)
     return set(rows.scalars())
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careflow.db import dialect_of, one_of
+from careflow.db import built, dialect_of, one_of
 from careflow.kit import write_behind
 from careflow.kit.types import EntityRef
 from careflow.messages.models import Message
@@ -95,7 +95,7 @@ async def get_for_action(
     connection = await session.connection()
     params = {"execution_id": execution_id, "action_index": action_index}
     row = (await connection.execute(_SELECT_FOR_ACTION, params)).first()
-    return Message(**row._mapping) if row is not None else None
+    return built(Message, row._mapping) if row is not None else None
 
 
 async def get_for_actions(
@@ -113,7 +113,7 @@ async def get_for_actions(
     for row in await connection.execute(stmt, params):
         key = (row.execution_id, row.action_index)
         if key in out:
-            out[key] = Message(**row._mapping)
+            out[key] = built(Message, row._mapping)
     return out
 
 

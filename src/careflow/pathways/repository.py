@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careflow.db import built
 from careflow.kit import write_behind
 from careflow.kit.types import EntityRef
 from careflow.pathways.models import Episode, EpisodeEvent, PathwayConfig, PathwayRule
@@ -271,7 +272,7 @@ def episode_of_event_query(organization_id: int, event_pk: int) -> Any:
 async def _one_episode(session: AsyncSession, stmt: Any) -> Episode | None:
     connection = await session.connection()
     row = (await connection.execute(stmt)).first()
-    return Episode(**row._mapping) if row is not None else None
+    return built(Episode, row._mapping) if row is not None else None
 
 
 async def find_open_episode(
@@ -302,10 +303,10 @@ async def insert_episode(
     held = write_behind.draws_ids(session) if hold else None
     if held is not None:
         row = await held.insert(session, "episodes", _EPISODE_HELD, _INSERT_EPISODE_HELD, values)
-        return Episode(**row)
+        return built(Episode, row)
     connection = await session.connection()
     new_id = (await connection.execute(_INSERT_EPISODE, values)).scalar_one()
-    return Episode(id=new_id, **values)
+    return built(Episode, {"id": new_id, **values})
 
 
 async def touch_episode(
@@ -380,7 +381,7 @@ async def find_open_episodes(
         order = (row.created_at, row.id)
         if key in out and (key not in newest or order > newest[key]):
             newest[key] = order
-            out[key] = Episode(**row._mapping)
+            out[key] = built(Episode, row._mapping)
     return out
 
 
@@ -402,7 +403,7 @@ async def episodes_of_events(
     rows = await connection.execute(
         episodes_by_id_query(organization_id, sorted(set(links.values())))
     )
-    episodes = {row.id: Episode(**row._mapping) for row in rows}
+    episodes = {row.id: built(Episode, row._mapping) for row in rows}
     for event_pk, episode_id in links.items():
         out[event_pk] = episodes.get(episode_id)
     return out
