@@ -322,6 +322,31 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def server_cpu_seconds() -> dict[int, float]:
+    """User + system CPU seconds of each live PostgreSQL server process on this machine,
+    by pid (Linux /proc). Subtract two readings with ``server_cpu_delta``: a backend that
+    began between them counts from zero; one that ended is missed, so read the second
+    before the clients disconnect."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if raw[raw.index("(") + 1 : raw.rindex(")")] != "postgres":
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        out[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def server_cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
 def loadavg() -> str:
     """The 1-minute load average: how busy the shared machine was (2 cores)."""
     try:

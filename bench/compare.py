@@ -141,8 +141,21 @@ def compare_e2e(url: str, size: dict[str, int], raw: dict[str, Any]) -> list[Row
     except Exception as error:
         return [failed(label, peer, "/s", AT_LEAST_1X, error)]
     peer = f"Celery {raw['celery']['celery']} + Redis, {PROCESSES} worker processes x 2"
-    ours, theirs = raw["e2e"]["executions_per_s"], raw["celery"]["tasks_per_s"]
-    return [measured(label, ours, peer, theirs, "/s", AT_LEAST_1X)]
+    # Like for like: each side timed from its first unit of work to its last (Celery's first
+    # task done; careflow's first execution started), with no process start-up in either.
+    # Earlier runs set careflow's figure with its workers' start-up against Celery's without.
+    steady = measured(
+        label, raw["e2e"]["steady_per_s"], peer, raw["celery"]["tasks_per_s"], "/s", AT_LEAST_1X
+    )
+    with_startup = measured(
+        "the same, each counting its workers' start-up",
+        raw["e2e"]["executions_per_s"],
+        peer,
+        raw["celery"]["tasks_per_s_with_startup"],
+        "/s",
+        AT_LEAST_1X,
+    )
+    return [steady, with_startup]
 
 
 def compare_ingest(url: str, size: dict[str, int], raw: dict[str, Any]) -> list[Row]:
