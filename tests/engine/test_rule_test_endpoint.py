@@ -164,3 +164,57 @@ class TestRuleTest:
         response = await client.post(f"{RULES}/{created['id']}/test", json=body, headers=auth())
         assert response.status_code == 400
         assert field in [d["field"] for d in response.json()["error"]["details"]]
+
+
+class TestMessagePreviewTemplate:
+    """The preview looks the template up and renders it, as a real run would."""
+
+    async def _rule_with_own_template(self, client, auth, body: str) -> int:
+        response = await client.put(
+            "/v1/templates/email/clinic_hello",
+            json={"subject": "Hello", "body": body},
+            headers=auth(),
+        )
+        assert response.status_code == 201, response.text
+        created = await create_rule(
+            client,
+            auth,
+            rule(GDPR_WELCOME, actions=[{"type": "send_email", "template": "clinic_hello"}]),
+        )
+        await _put(client, auth, "patient", PATIENT)
+        return int(created["id"])
+
+    async def _preview(self, client, auth, rule_id: int) -> dict:
+        response = await client.post(
+            f"{RULES}/{rule_id}/test",
+            json={"trigger_entity_type": "patient", "trigger_entity_id": 100},
+            headers=auth(),
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["data"]["actions_preview"][0]
+
+    async def test_own_template_renders(self, client, auth) -> None:
+        rule_id = await self._rule_with_own_template(client, auth, "Hi {{ patient.first_name }}")
+        preview = await self._preview(client, auth, rule_id)
+        assert preview["would_send_to"] == PATIENT["email"]
+        assert "error" not in preview
+
+    async def test_template_deleted_since_the_rule_was_saved(self, client, auth, engine) -> None:
+        rule_id = await self._rule_with_own_template(client, auth, "Hi")
+        deleted = await client.delete("/v1/templates/email/clinic_hello", headers=auth())
+        assert deleted.status_code == 204
+        preview = await self._preview(client, auth, rule_id)
+        assert preview["would_send_to"] is None
+        assert preview["error"] == "unknown email template 'clinic_hello'"
+        assert await _side_effects(engine) == (0, 0, 0, 0)
+
+    async def test_template_that_fails_on_this_context(self, client, auth) -> None:
+        # Saved, since it renders on the sample patient; this patient's data breaks it.
+        body = "{% if patient.id == 100 %}{{ 1 // 0 }}{% endif %}Hi"
+        rule_id = await self._rule_with_own_template(client, auth, body)
+        preview = await self._preview(client, auth, rule_id)
+        assert preview["would_send_to"] is None
+        assert (
+            preview["error"]
+            == "template 'clinic_hello' failed to render: template error: ZeroDivisionError"
+        )

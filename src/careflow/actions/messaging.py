@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from careflow.actions.base import ActionContext, ActionOutcome, RetryableActionError
 from careflow.actions.common import contact_of, patient_of
 from careflow.db import built
@@ -37,22 +39,53 @@ class MessageStatus:
     RETRYING = "retrying"
 
 
-def contact_preview(
+async def contact_preview(
+    session: AsyncSession,
+    organization_id: int,
     config: Mapping[str, Any],
     context: Mapping[str, Any],
+    *,
+    channel: str,
     field: str,
     skip_reason: Callable[[Mapping[str, Any] | None], str | None],
 ) -> dict[str, Any]:
-    """What a message action would do (the rule test endpoint): its recipient, or why none."""
+    """What a message action would do (the rule test endpoint): its recipient, or why none.
+
+    The template is looked up and rendered as a real run would: one deleted since the rule
+    was saved, or one that fails on this context, is reported as the ``error`` the run would
+    record, with no recipient.
+    """
     patient = patient_of(context)
     reason = skip_reason(patient)
+    key = str(config.get("template"))
     preview: dict[str, Any] = {
         "template": config.get("template"),
         "would_send_to": None if reason else contact_of(patient, field),
     }
     if reason is not None:
         preview["skip_reason"] = reason
+        return preview
+    error = None
+    source = await resolve_template(session, organization_id, key, channel)
+    if source is None:
+        error = _unknown_template(channel, key)
+    else:
+        try:
+            render(source, context)
+        except TemplateRenderError as exc:
+            error = _render_failed(key, exc)
+    if error is not None:
+        preview["would_send_to"] = None
+        preview["error"] = error
     return preview
+
+
+def _unknown_template(channel: str, key: str) -> str:
+    return f"unknown {channel} template {key!r}"
+
+
+def _render_failed(key: str, exc: TemplateRenderError) -> str:
+    return f"template {key!r} failed to render: {exc}"
 
 
 async def existing_message(ctx: ActionContext) -> Message | None:
@@ -167,13 +200,13 @@ async def render_and_send(
 
     source = await _template(ctx, template_key, channel)
     if source is None:
-        error = f"unknown {channel} template {template_key!r}"
+        error = _unknown_template(channel, template_key)
         message = await record(MessageStatus.FAILED, None, error=error)
         return ActionOutcome(status="failure", error=error, result={result_key: message.id})
     try:
         rendered = render(source, ctx.context)
     except TemplateRenderError as exc:
-        error = f"template {template_key!r} failed to render: {exc}"
+        error = _render_failed(template_key, exc)
         message = await record(MessageStatus.FAILED, None, error=error)
         return ActionOutcome(status="failure", error=error, result={result_key: message.id})
 

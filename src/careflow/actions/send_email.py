@@ -76,4 +76,12 @@ class SendEmailExecutor:
         config: Mapping[str, Any],
         context: Mapping[str, Any],
     ) -> dict[str, Any]:
-        return contact_preview(config, context, "email", _skip_reason)
+        return await contact_preview(
+            session,
+            organization_id,
+            config,
+            context,
+            channel="email",
+            field="email",
+            skip_reason=_skip_reason,
+        )

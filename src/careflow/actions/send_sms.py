@@ -145,4 +145,12 @@ class SendSmsExecutor:
         config: Mapping[str, Any],
         context: Mapping[str, Any],
     ) -> dict[str, Any]:
-        return contact_preview(config, context, "phone", _skip_reason)
+        return await contact_preview(
+            session,
+            organization_id,
+            config,
+            context,
+            channel="sms",
+            field="phone",
+            skip_reason=_skip_reason,
+        )

@@ -48,7 +48,9 @@ class RuleTestOut(BaseModel):
     )
     actions_preview: list[dict[str, Any]] = Field(
         description="Per action: its `type` and config, plus what its executor would do "
-        "(`would_create_form`, `would_send_to`, …)"
+        "(`would_create_form`, `would_send_to`, `skip_reason`, …). A message action whose "
+        "template is gone or fails to render on this entity has `would_send_to: null` and "
+        "the `error` a real run would record."
     )
 
 
