@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.table import Table
 
 SIZES = {
-    "full": {"jobs": 50_000, "tasks": 20_000, "executions": 2000, "seconds": 15, "events": 2000},
+    "full": {"jobs": 50_000, "tasks": 20_000, "executions": 5000, "seconds": 15, "events": 2000},
     "quick": {"jobs": 10_000, "tasks": 5000, "executions": 500, "seconds": 8, "events": 500},
 }
 RULES = 1000

@@ -159,3 +159,66 @@ class TestRoutingThroughEvents:
             "usr_team_lead",
             "usr_team_lead",
         )
+
+
+class TestEpisodesAudited:
+    async def _audit(self, client: httpx.AsyncClient, auth: Auth) -> list[dict[str, Any]]:
+        r = await client.get(
+            "/v1/audit-log", params={"object_type": "episode", "limit": 100}, headers=auth()
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["data"]  # type: ignore[no-any-return]
+
+    async def test_an_opened_episode_is_audited_once_with_careflow_as_its_actor(
+        self, client: httpx.AsyncClient, auth: Auth, drain: Drain
+    ) -> None:
+        for trigger in ("appointment.booked", "appointment.rescheduled"):
+            await set_config(client, auth, trigger, config("reuse_open", "appointments"))
+        booked = await post_event(client, auth, "appointment.booked", appointment(50))
+        await post_event(
+            client,
+            auth,
+            "appointment.rescheduled",
+            appointment(50, starts_at="2025-02-21T09:00:00Z"),
+        )
+        await drain()
+        [episode] = await episodes(client, auth, journey_type="appointments")
+        # The second event joined the episode: one creation, not two.
+        [entry] = await self._audit(client, auth)
+        assert (entry["action"], entry["object_id"]) == ("create", str(episode["id"]))
+        assert (entry["actor_sub"], entry["actor_role"]) == ("careflow", "system")
+        assert entry["before"] is None
+        assert entry["after"] == {
+            "patient_id": PATIENT["id"],
+            "journey_type": "appointments",
+            "status": "open",
+            "inbox_visibility": "visible",
+            "suggested_assignment": "care_team",
+            "suggested_priority": "medium",
+            "expected_next_actor": "practice",
+            "assignee": "care_team",
+            "priority": "medium",
+            "event": booked["data"]["id"],
+        }
+        # Ids only: the patient's name, email and phone stay out of the audit log.
+        assert PATIENT["email"] not in str(entry) and PATIENT["first_name"] not in str(entry)
+
+        r = await client.patch(
+            f"/v1/episodes/{episode['id']}", json={"status": "closed"}, headers=auth()
+        )
+        assert r.status_code == 200
+        update, create = await self._audit(client, auth)
+        assert (update["action"], update["actor_role"], create["action"]) == (
+            "update",
+            "admin",
+            "create",
+        )
+
+    async def test_a_suppressed_event_opens_and_audits_nothing(
+        self, client: httpx.AsyncClient, auth: Auth, drain: Drain
+    ) -> None:
+        await set_config(client, auth, "invoice.created", config("suppress", "billing"))
+        await post_event(client, auth, "invoice.created", {"invoice": {"id": 1, "patient_id": 100}})
+        await drain()
+        assert await episodes(client, auth) == []
+        assert await self._audit(client, auth) == []

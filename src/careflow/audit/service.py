@@ -5,11 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.audit.models import AuditEntry
 from careflow.auth import Principal
+from careflow.kit import write_behind
 from careflow.kit.context import current_request_id
+
+#: The actor of changes careflow makes itself, not on a caller's request (routing opens
+#: episodes in the worker): ``actor_sub`` and ``actor_role`` of their entries.
+SYSTEM_SUB = "careflow"
+SYSTEM_ROLE = "system"
+
+_audit_log: Table = AuditEntry.__table__  # type: ignore[assignment]
+_INSERT = insert(_audit_log)
 
 
 def changed_fields(
@@ -45,3 +55,32 @@ async def record(
             created_at=now,
         )
     )
+
+
+async def record_by_system(
+    session: AsyncSession,
+    *,
+    organization_id: int,
+    action: str,
+    object_type: str,
+    object_id: Any,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    now: datetime,
+) -> None:
+    """An entry for a change careflow made itself: the actor is careflow (``SYSTEM_SUB``,
+    ``SYSTEM_ROLE``). Written with the change; in a worker's batch it is held with the
+    batch's other writes (``kit.write_behind``)."""
+    values = {
+        "organization_id": organization_id,
+        "actor_sub": SYSTEM_SUB,
+        "actor_role": SYSTEM_ROLE,
+        "action": action,
+        "object_type": object_type,
+        "object_id": str(object_id),
+        "before": before,
+        "after": after,
+        "request_id": current_request_id(),
+        "created_at": now,
+    }
+    await write_behind.write(session, "audit_log.insert", _INSERT, values)

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careflow.audit.service import changed_fields, record
+from careflow.audit.service import changed_fields, record, record_by_system
 from careflow.auth import Principal
 from careflow.errors import ValidationError, not_found
 from careflow.kit import write_behind
@@ -143,6 +143,7 @@ async def route_event(
             await write_behind.flush(session)  # the batch's episodes, if any are held
             await repository.lock_journey(session, *journey)
             episode = await repository.find_open_episode(session, *journey)
+    opened = episode is None
     try:
         async with repository.unique_write(session, savepoint=not event_locked):
             if episode is None:
@@ -186,6 +187,17 @@ async def route_event(
         if linked is None:
             raise
         return linked
+    if opened:
+        await record_by_system(
+            session,
+            organization_id=organization_id,
+            action="create",
+            object_type="episode",
+            object_id=episode.id,
+            before=None,
+            after=_created_fields(episode, event_pk),
+            now=now,
+        )
     if reads is not None and journey is not None and journey in reads.open:
         # The journey's newest open episode now (a create_new route opens one too): the
         # next event of the batch that reuses the journey's open episode joins it.
@@ -193,9 +205,27 @@ async def route_event(
     return episode
 
 
+def _created_fields(episode: Episode, event_pk: int) -> dict[str, Any]:
+    """An opened episode as its audit entry keeps it: ids and routing fields, and the
+    careflow id of the event that opened it (``GET /v1/events/{id}``)."""
+    fields = {name: getattr(episode, name) for name in EPISODE_CREATED_FIELDS}
+    return {**fields, "event": event_pk}
+
+
 # --- the episodes API ---------------------------------------------------------------------
 
 EPISODE_AUDIT_FIELDS = ("status", "assignee", "priority")
+EPISODE_CREATED_FIELDS = (
+    "patient_id",
+    "journey_type",
+    "status",
+    "inbox_visibility",
+    "suggested_assignment",
+    "suggested_priority",
+    "expected_next_actor",
+    "assignee",
+    "priority",
+)
 
 
 async def list_episodes(
