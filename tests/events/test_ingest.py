@@ -150,6 +150,21 @@ class TestValidation:
             ("form.completed", {}, "data.form.id"),
             ("message.received", {}, "data.message"),
             ("message.received", {"message": "hi"}, "data.message"),
+            (
+                "appointment.booked",
+                {"appointment": {"id": 50, "patient_id": 1, "starts_at": "garbage"}},
+                "data.appointment.starts_at",
+            ),
+            (
+                "appointment.rescheduled",
+                {"appointment": {"id": 50, "ends_at": "2025-02-20T09:30:00"}},  # no time zone
+                "data.appointment.ends_at",
+            ),
+            (
+                "appointment.rescheduled",
+                {"appointment": {"id": 50, "starts_at": 1739955600}},
+                "data.appointment.starts_at",
+            ),
         ],
     )
     async def test_missing_entity(self, client, auth, type_, data, field, engine) -> None:
@@ -161,6 +176,23 @@ class TestValidation:
     async def test_unknown_type(self, client, auth) -> None:
         body = await post_event(client, auth, "patient.exploded", onboarded(), expect=400)
         assert _fields(body) == ["type"]
+
+    async def test_appointment_times_with_a_zone_or_null_are_accepted(self, client, auth) -> None:
+        for starts_at in ("2025-02-20T09:00:00Z", "2025-02-20T10:00:00+01:00", None):
+            appointment = {"id": 50, "patient_id": 1, "starts_at": starts_at}
+            await post_event(client, auth, "appointment.booked", {"appointment": appointment})
+
+    async def test_a_bad_time_is_named_without_echoing_it(self, client, auth) -> None:
+        appointment = {"id": 50, "patient_id": 1, "starts_at": "next tuesday at Ada's"}
+        body = await post_event(
+            client, auth, "appointment.booked", {"appointment": appointment}, expect=400
+        )
+        assert body["error"]["details"] == [
+            {
+                "field": "data.appointment.starts_at",
+                "message": "must be an ISO 8601 date-time with a time zone, e.g. 2025-02-20T09:00:00Z",
+            }
+        ]
 
     async def test_appointment_rescheduled_needs_no_patient(self, client, auth) -> None:
         await post_event(client, auth, "appointment.rescheduled", {"appointment": {"id": "a-1"}})
@@ -264,6 +296,8 @@ class TestSnapshots:
             ("/v1/entities/patient/100", {"id": 101}, "id"),
             ("/v1/entities/patient/100", {"id": True}, "id"),
             ("/v1/entities/appointment/5", {"patient_id": [1]}, "patient_id"),
+            ("/v1/entities/appointment/5", {"starts_at": "not-a-date"}, "starts_at"),
+            ("/v1/entities/appointment/5", {"ends_at": "2025-02-20"}, "ends_at"),
         ],
     )
     async def test_put_entity_invalid(self, client, auth, path, body, field) -> None:

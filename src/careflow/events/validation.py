@@ -7,6 +7,7 @@ from typing import Any
 
 from careflow.errors import ValidationError
 from careflow.events.catalog import ENTITY_TYPES, EVENT_TYPES, PATIENT_LINK, EventType
+from careflow.kit.clock import parse_instant
 from careflow.kit.text import UNSTORABLE_MESSAGE, unstorable_path
 from careflow.kit.types import EntityRef, canonical_entity_id
 
@@ -27,6 +28,8 @@ Every event needs the entity it is about, by type:
 Any `patient`, `appointment`, `invoice` or `form` object present in `data` must be an object
 with an `id`; a `patient_id` on an appointment, invoice or form must be an entity id too.
 Entity ids are integers or non-empty strings (at most 128 characters; booleans are refused).
+An appointment's `starts_at` and `ends_at`, when given, are ISO 8601 date-times with a time
+zone (`2025-02-20T09:00:00Z`): reminders and follow-ups are scheduled from them.
 Anything else is a 400 `validation_error` whose `details` name each bad field
 (e.g. `data.appointment.id`). An unknown `type` is a 400 too.
 """
@@ -45,6 +48,23 @@ def entity_id_problem(value: Any) -> str | None:
     if isinstance(value, int) and abs(value) >= 2**63:
         return "is out of range"
     return None
+
+
+# Fields careflow computes with, per entity type: each, when present and not null, must be an
+# ISO 8601 date-time with a time zone, or the time-based triggers would silently never fire.
+INSTANT_FIELDS = {"appointment": ("starts_at", "ends_at")}
+INSTANT_MESSAGE = "must be an ISO 8601 date-time with a time zone, e.g. 2025-02-20T09:00:00Z"
+
+
+def instant_problems(
+    entity_type: str, entity: Mapping[str, Any], prefix: str
+) -> list[dict[str, str]]:
+    """The entity's time fields that are not instants (``INSTANT_FIELDS``), as details."""
+    return [
+        {"field": f"{prefix}{name}", "message": INSTANT_MESSAGE}
+        for name in INSTANT_FIELDS.get(entity_type, ())
+        if entity.get(name) is not None and parse_instant(entity.get(name)) is None
+    ]
 
 
 def _lookup(data: Mapping[str, Any], path: str) -> Any:
@@ -82,6 +102,7 @@ def validate_event(event_type: str, data: Mapping[str, Any]) -> EventType:
         problem = entity_id_problem(entity.get("id"))
         if problem:
             errors.append({"field": f"data.{entity_type}.id", "message": problem})
+        errors += instant_problems(entity_type, entity, f"data.{entity_type}.")
         link = PATIENT_LINK.get(entity_type)
         required_link = f"{entity_type}.{link}" in spec.required_ids
         if link and (required_link or entity.get(link) is not None):
@@ -131,6 +152,7 @@ def validate_entity_body(entity_type: str, path_id: EntityRef, body: Any) -> dic
         problem = entity_id_problem(body[link])
         if problem:
             errors.append({"field": link, "message": problem})
+    errors += instant_problems(entity_type, body, "")
     if errors:
         raise ValidationError(details=errors)
     stored = dict(body)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -40,3 +40,14 @@ def isoformat_z(value: datetime | None) -> str | None:
         value = value.replace(tzinfo=UTC)
     text = value.astimezone(UTC).isoformat()
     return text.replace("+00:00", "Z")
+
+
+def parse_instant(value: Any) -> datetime | None:
+    """An ISO 8601 instant with an offset (``Z`` allowed); anything else is no time at all."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None

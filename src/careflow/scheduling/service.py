@@ -25,6 +25,7 @@ from careflow.automations.models import AutomationRule
 from careflow.events.models import Entity
 from careflow.jobs.models import Job, JobStatus
 from careflow.jobs.queue import enqueue
+from careflow.kit.clock import parse_instant
 from careflow.kit.types import EntityRef, canonical_entity_id
 
 if TYPE_CHECKING:
@@ -44,17 +45,6 @@ TIME_TRIGGERS: dict[str, tuple[str, str, int]] = {
     "appointment.after_end": ("ends_at", "hours_after", +1),
 }
 CANCELLED = "cancelled"
-
-
-def parse_instant(value: Any) -> datetime | None:
-    """An ISO 8601 instant with an offset (``Z`` allowed); anything else is no time at all."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
 
 
 def is_cancelled(appointment: Mapping[str, Any]) -> bool:
