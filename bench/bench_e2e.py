@@ -27,7 +27,6 @@ import json
 import threading
 import time
 from collections import Counter
-from email import message_from_bytes
 from typing import Any
 
 import httpx
@@ -82,14 +81,28 @@ class Sink:
         self.last_at: float | None = None
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = message_from_bytes(envelope.original_content or envelope.content)
+        message_id = header_of(envelope.original_content or envelope.content, b"Message-ID")
         with self.lock:
             now = time.monotonic()
             self.first_at = self.first_at or now
             self.last_at = now
             self.messages += 1
-            self.message_ids[str(message.get("Message-ID", ""))] += 1
+            self.message_ids[message_id] += 1
         return "250 OK"
+
+
+def header_of(content: bytes, name: bytes) -> str:
+    """One unfolded header's value, read from the header block alone.
+
+    The sink shares the two cores with what it measures: parsing each whole message into
+    an ``email.message.Message`` for one header cost it about as much CPU as receiving it.
+    """
+    head = content.split(b"\r\n\r\n", 1)[0]
+    prefix = name.lower() + b":"
+    for line in head.split(b"\r\n"):
+        if line[: len(prefix)].lower() == prefix:
+            return line[len(prefix) :].strip().decode("ascii", "replace")
+    return ""
 
 
 def steady_rate(url: str) -> tuple[float, float]:
