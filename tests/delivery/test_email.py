@@ -379,6 +379,98 @@ class TestSmtpConnections:
         assert first.peer != retried.peer
 
 
+class _Picky:
+    """An SMTP server that refuses one sender at MAIL and, for a while, one mailbox at RCPT;
+    it records every envelope it accepts, and its commands."""
+
+    def __init__(self) -> None:
+        self.accepted: list[tuple[str, list[str], list[str], int]] = []
+        self.commands: list[str] = []
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        self.commands.append("MAIL")
+        if address == "blocked@careflow.local":
+            return "550 5.7.1 Sender not allowed"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        self.commands.append("RCPT")
+        if address == "busy@example.com":
+            return "452 4.2.2 Mailbox full, try later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
+        self.commands.append("RSET")
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        raw = envelope.original_content or envelope.content
+        self.accepted.append(
+            (envelope.mail_from, list(envelope.rcpt_tos), list(envelope.mail_options), len(raw))
+        )
+        return "250 Message accepted"
+
+
+@pytest.fixture
+def picky() -> Iterator[tuple[_Picky, str]]:
+    handler, port = _Picky(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield handler, f"smtp://127.0.0.1:{port}"
+    controller.stop()
+
+
+class TestPlainExchange:
+    """A plain message's MAIL, RCPT and DATA, sent without aiosmtplib's address parsing."""
+
+    async def test_the_envelope_and_size_as_sendmail_sends_them(
+        self, picky: tuple[_Picky, str], database_url: str
+    ) -> None:
+        handler, url = picky
+        transport = SmtpTransport(make_settings(database_url, smtp_url=url))
+        await transport.send(to=RECIPIENT, subject="s", body="b", message_id="<z1@careflow>")
+        await transport.aclose()
+        [(sender, recipients, options, size)] = handler.accepted
+        assert (sender, recipients) == ("no-reply@careflow.local", [RECIPIENT])
+        # aiosmtpd offers SIZE: the DATA's length in octets, as sendmail computes it.
+        assert options == [f"SIZE={size}"]
+
+    async def test_a_refused_sender_is_permanent_and_the_connection_carries_on(
+        self, picky: tuple[_Picky, str], database_url: str
+    ) -> None:
+        handler, url = picky
+        settings = make_settings(database_url, smtp_url=url, email_from="blocked@careflow.local")
+        blocked = SmtpTransport(settings)
+        with pytest.raises(PermanentDeliveryError) as failed:
+            await blocked.send(to=RECIPIENT, subject="s", body="b", message_id="<z2@careflow>")
+        assert "550" in str(failed.value)
+        assert handler.commands[-2:] == ["MAIL", "RSET"]
+        await blocked.aclose()
+        assert handler.accepted == []
+
+    async def test_a_busy_mailbox_is_transient_and_the_next_message_goes_through(
+        self, picky: tuple[_Picky, str], database_url: str
+    ) -> None:
+        handler, url = picky
+        transport = SmtpTransport(make_settings(database_url, smtp_url=url))
+        with pytest.raises(TransientDeliveryError) as failed:
+            await transport.send(
+                to="busy@example.com", subject="s", body="b", message_id="<z3@careflow>"
+            )
+        assert "452" in str(failed.value) and "busy@" not in str(failed.value)
+        assert handler.commands == ["MAIL", "RCPT", "RSET"]
+        await transport.send(to=RECIPIENT, subject="s", body="b", message_id="<z4@careflow>")
+        await transport.aclose()
+        assert [recipients for _, recipients, _, _ in handler.accepted] == [[RECIPIENT]]
+
+
 class TestSmtpConfig:
     def test_plain_url_with_credentials(self) -> None:
         cfg = SmtpConfig.from_url("smtp://user%40corp:p%3Ass@mail.example.com:2525")
