@@ -30,6 +30,31 @@ def changed_fields(
     return {k: before.get(k) for k in keys}, {k: after.get(k) for k in keys}
 
 
+def _entry(
+    organization_id: int,
+    actor: tuple[str, str],
+    *,
+    action: str,
+    object_type: str,
+    object_id: Any,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "organization_id": organization_id,
+        "actor_sub": actor[0],
+        "actor_role": actor[1],
+        "action": action,
+        "object_type": object_type,
+        "object_id": str(object_id),
+        "before": before,
+        "after": after,
+        "request_id": current_request_id(),
+        "created_at": now,
+    }
+
+
 async def record(
     session: AsyncSession,
     principal: Principal,
@@ -41,18 +66,20 @@ async def record(
     after: dict[str, Any] | None,
     now: datetime,
 ) -> None:
+    """An entry for a change a caller made, in the change's own transaction."""
+    actor = (principal.sub, principal.role.value)
     session.add(
         AuditEntry(
-            organization_id=principal.org_id,
-            actor_sub=principal.sub,
-            actor_role=principal.role.value,
-            action=action,
-            object_type=object_type,
-            object_id=str(object_id),
-            before=before,
-            after=after,
-            request_id=current_request_id(),
-            created_at=now,
+            **_entry(
+                principal.org_id,
+                actor,
+                action=action,
+                object_type=object_type,
+                object_id=object_id,
+                before=before,
+                after=after,
+                now=now,
+            )
         )
     )
 
@@ -71,16 +98,14 @@ async def record_by_system(
     """An entry for a change careflow made itself: the actor is careflow (``SYSTEM_SUB``,
     ``SYSTEM_ROLE``). Written with the change; in a worker's batch it is held with the
     batch's other writes (``kit.write_behind``)."""
-    values = {
-        "organization_id": organization_id,
-        "actor_sub": SYSTEM_SUB,
-        "actor_role": SYSTEM_ROLE,
-        "action": action,
-        "object_type": object_type,
-        "object_id": str(object_id),
-        "before": before,
-        "after": after,
-        "request_id": current_request_id(),
-        "created_at": now,
-    }
+    values = _entry(
+        organization_id,
+        (SYSTEM_SUB, SYSTEM_ROLE),
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        before=before,
+        after=after,
+        now=now,
+    )
     await write_behind.write(session, "audit_log.insert", _INSERT, values)
