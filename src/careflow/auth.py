@@ -73,6 +73,11 @@ def _verify(token: str, settings: Settings) -> tuple[Principal, float]:
         )
     except jwt.PyJWTError as exc:
         raise UnauthorizedError(f"Invalid token: {exc.__class__.__name__}") from exc
+    exp = claims["exp"]
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        # PyJWT takes any value int() accepts ("9999999999" included); RFC 7519 §2 makes a
+        # NumericDate a JSON number.
+        raise UnauthorizedError("Invalid token: exp must be a number")
     org_id = claims.get("org_id")
     if isinstance(org_id, bool) or not isinstance(org_id, int):
         raise UnauthorizedError("Invalid token: org_id must be an integer")
@@ -84,7 +89,7 @@ def _verify(token: str, settings: Settings) -> tuple[Principal, float]:
     except ValueError as exc:
         raise UnauthorizedError("Invalid token: unknown role") from exc
     # PyJWT requires exp and refuses a token once now >= exp (no leeway is configured).
-    return Principal(org_id=org_id, sub=sub, role=role), float(claims["exp"])
+    return Principal(org_id=org_id, sub=sub, role=role), float(exp)
 
 
 def issue_token(
