@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -89,7 +90,9 @@ def _verify(token: str, settings: Settings) -> tuple[Principal, float]:
     except ValueError as exc:
         raise UnauthorizedError("Invalid token: unknown role") from exc
     # PyJWT requires exp and refuses a token once now >= exp (no leeway is configured).
-    return Principal(org_id=org_id, sub=sub, role=role), float(exp)
+    # Kept until the whole second PyJWT compares (int(exp) <= now refuses it); floor, not
+    # float(): an integer past a float's range stays an integer.
+    return Principal(org_id=org_id, sub=sub, role=role), math.floor(exp)
 
 
 def issue_token(

@@ -208,6 +208,26 @@ class TestMessagePreviewTemplate:
         assert preview["error"] == "unknown email template 'clinic_hello'"
         assert await _side_effects(engine) == (0, 0, 0, 0)
 
+    async def test_sms_template_deleted_since_the_rule_was_saved(self, client, auth) -> None:
+        response = await client.put(
+            "/v1/templates/sms/clinic_text", json={"body": "Hi"}, headers=auth()
+        )
+        assert response.status_code == 201, response.text
+        created = await create_rule(
+            client,
+            auth,
+            rule(GDPR_WELCOME, actions=[{"type": "send_sms", "template": "clinic_text"}]),
+        )
+        await _put(client, auth, "patient", PATIENT)
+        assert (await self._preview(client, auth, created["id"]))["would_send_to"] == PATIENT[
+            "phone"
+        ]
+        deleted = await client.delete("/v1/templates/sms/clinic_text", headers=auth())
+        assert deleted.status_code == 204
+        preview = await self._preview(client, auth, created["id"])
+        assert preview["would_send_to"] is None
+        assert preview["error"] == "unknown sms template 'clinic_text'"
+
     async def test_template_that_fails_on_this_context(self, client, auth) -> None:
         # Saved, since it renders on the sample patient; this patient's data breaks it.
         body = "{% if patient.id == 100 %}{{ 1 // 0 }}{% endif %}Hi"

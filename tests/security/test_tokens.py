@@ -214,6 +214,7 @@ TIME_CASES: list[tuple[str, Callable[[], str], int]] = [
     ("exp a string of digits", lambda: _hs(exp=str(int(time.time()) + 600)), 401),
     ("exp a boolean", lambda: _hs(exp=True), 401),
     ("exp a float", lambda: _hs(exp=time.time() + 600), 200),
+    ("exp past a float's range", lambda: _hs(exp=10**400), 200),
     ("exp one second ago", lambda: _hs(exp=int(time.time()) - 1), 401),
     ("role in another case", lambda: _hs(role="Admin"), 401),
     ("role null", lambda: _hs(role=None), 401),

@@ -50,7 +50,8 @@ class RuleTestOut(BaseModel):
         description="Per action: its `type` and config, plus what its executor would do "
         "(`would_create_form`, `would_send_to`, `skip_reason`, …). A message action whose "
         "template is gone or fails to render on this entity has `would_send_to: null` and "
-        "the `error` a real run would record."
+        "the `error` a real run would record. The preview renders over the entity's stored "
+        "snapshot and its patient; an event may carry more, which a template can use."
     )
 
 

@@ -43,11 +43,12 @@ def isoformat_z(value: datetime | None) -> str | None:
 
 
 def parse_instant(value: Any) -> datetime | None:
-    """An ISO 8601 instant with an offset (``Z`` allowed); anything else is no time at all."""
+    """An ISO 8601 instant with an offset (``Z`` allowed, and ``t``/``z`` as RFC 3339 lets
+    them be written); anything else is no time at all."""
     if not isinstance(value, str):
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else None
