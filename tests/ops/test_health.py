@@ -16,6 +16,16 @@ class TestHealth:
         body = r.json()
         assert body["migrations"]["current"] == body["migrations"]["head"]
 
+    async def test_head_probes_answer_like_the_gets_without_a_body(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        for path in ("/healthz", "/readyz"):
+            r = await client.head(path)
+            assert (r.status_code, r.content) == (200, b""), path
+            assert r.headers["x-request-id"].startswith("req_")
+        schema = (await client.get("/openapi.json")).json()
+        assert set(schema["paths"]["/healthz"]) == {"get"}
+
     async def test_request_id_is_echoed(self, client: httpx.AsyncClient) -> None:
         r = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
         assert r.headers["x-request-id"] == "abc-123"

@@ -16,6 +16,19 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+# Load balancers and uptime checks often probe with HEAD: the same status, no body. Kept
+# out of the OpenAPI document, which describes the GETs.
+@router.head("/healthz", include_in_schema=False)
+async def healthz_head() -> Response:
+    return Response(status_code=200)
+
+
+@router.head("/readyz", include_in_schema=False)
+async def readyz_head(request: Request) -> Response:
+    ready = await readyz(request)
+    return Response(status_code=ready.status_code)
+
+
 @router.get("/readyz", summary="The database is reachable and migrated to head")
 async def readyz(request: Request) -> JSONResponse:
     engine = request.app.state.engine
