@@ -35,6 +35,7 @@ PEER_PACKAGES = {
     "pgqueuer": ["pgqueuer==1.6.0", "asyncpg"],
     "zen": ["zen-engine==2.1.3"],
     "celery": ["celery[redis]==5.*"],
+    "psycopg": ["psycopg[binary]==3.*"],  # the Celery work task's driver
 }
 
 

@@ -11,7 +11,8 @@ the other, so each ratio (careflow ÷ peer) is taken on the same machine state:
    as many no-op jobs with 2 processes (``compare_queue.py``);
 2. end to end: ``bench_e2e.py --drain`` executions/s (events posted first, then drained by
    2 workers) vs Celery 5 + Redis no-op tasks/s, 2 worker processes x 2, also drained
-   (``compare_celery.py``);
+   (``compare_celery.py``); and, for reference with no target, vs Celery tasks that write
+   the same rows and send the same email by hand (``celery_peer.work``);
 3. ingestion: ``bench_ingest.py``, careflow's ``POST /v1/events`` vs the bare FastAPI +
    asyncpg one-INSERT endpoint, 2 processes and 64 connections each, plus careflow's p99;
 4. conditions: 1,000 rules on one trigger, careflow vs the hand-written closures of
@@ -34,7 +35,7 @@ from typing import Any
 
 import asyncpg
 from _common import REFUSED_DATABASES, loadavg, peer_python, plain_pg_dsn, run_json_script
-from compare_celery import celery_drain
+from compare_celery import celery_drain, celery_work_drain
 from compare_conditions import measure as measure_conditions
 from compare_queue import PEER_BATCH, careflow_drain, peers_database, pgqueuer_drain
 from rich.console import Console
@@ -155,7 +156,21 @@ def compare_e2e(url: str, size: dict[str, int], raw: dict[str, Any]) -> list[Row
         "/s",
         AT_LEAST_1X,
     )
-    return [steady, with_startup]
+    rows = [steady, with_startup]
+    # For reference, no target: Celery tasks that write the same rows and send the same
+    # email by hand (``celery_peer.work``), drained and timed the same way.
+    label = "end to end vs Celery tasks doing the same writes and email (reference)"
+    work_peer = f"Celery {raw['celery']['celery']} + Redis + psycopg, the same side effects"
+    try:
+        raw["celery_work"] = celery_work_drain(size["executions"], url, PROCESSES, 2)
+    except Exception as error:
+        progress.print(f"[red]{label}: failed[/red]\n{error}")
+        rows.append(Row(label, None, work_peer, None, "/s", None, "-", None, str(error)[-500:]))
+        return rows
+    theirs = raw["celery_work"]["tasks_per_s"]
+    ours = raw["e2e"]["steady_per_s"]
+    rows.append(Row(label, ours, work_peer, theirs, "/s", ours / theirs, "-", None))
+    return rows
 
 
 def compare_ingest(url: str, size: dict[str, int], raw: dict[str, Any]) -> list[Row]:

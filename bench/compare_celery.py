@@ -10,6 +10,11 @@ N no-op tasks (``ignore_result``) are enqueued first from a separate process; th
 ``celery worker --pool prefork --concurrency C`` processes start, and tasks/s is timed from
 the first task done to the N-th, by a Redis counter each task INCRs. Each run of this
 script stands alone; ``bench/compare.py`` (the --compare mode) imports ``celery_drain``.
+
+``--work-database-url URL`` runs ``celery_peer.work`` tasks instead: careflow's end-to-end
+side effects written by hand (an execution, a form and an episode in one transaction, an
+email to an aiosmtpd sink, the execution marked success), with psycopg 3, against the
+given PostgreSQL database's ``celery_peer`` schema. A reference, not a target's peer.
 """
 
 from __future__ import annotations
@@ -21,7 +26,16 @@ import subprocess
 import time
 from typing import Any
 
-from _common import BENCH_DIR, Workdir, children, loadavg, peer_python, tree_cpu_seconds
+from _common import (
+    BENCH_DIR,
+    Workdir,
+    children,
+    free_port,
+    loadavg,
+    peer_python,
+    plain_pg_dsn,
+    tree_cpu_seconds,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -55,16 +69,21 @@ def celery_drain(
     concurrency: int = 2,
     broker: str = "redis://127.0.0.1:6379/9",
     timeout: float = 300.0,
+    *,
+    kind: str = "noop",
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Enqueue ``tasks`` no-op tasks, then time ``workers`` Celery workers draining them."""
+    """Enqueue ``tasks`` tasks of ``kind`` (``celery_peer.py``), then time ``workers``
+    Celery workers draining them."""
     if not broker.startswith("redis://127.0.0.1:"):
         raise SystemExit("the broker must be a Redis db on 127.0.0.1")
-    python = str(peer_python("celery"))
-    env = {**os.environ, "CELERY_PEER_BROKER": broker, "PYTHONUNBUFFERED": "1"}
+    python = str(peer_python("celery", *(["psycopg"] if kind == "work" else [])))
+    env = {**os.environ, **(extra_env or {}), "CELERY_PEER_BROKER": broker}
+    env["PYTHONUNBUFFERED"] = "1"
     _peer(python, env, "flush")
     workdir = Workdir()
     try:
-        enqueued = _peer(python, env, "enqueue", str(tasks), timeout=600)
+        enqueued = _peer(python, env, "enqueue", str(tasks), kind, timeout=600)
         if enqueued["queued"] != tasks:
             raise RuntimeError(f"{enqueued['queued']} of {tasks} tasks in the queue")
         load_before = loadavg()
@@ -126,6 +145,36 @@ def celery_drain(
     }
 
 
+def celery_work_drain(
+    tasks: int, database_url: str, workers: int = 2, concurrency: int = 2
+) -> dict[str, Any]:
+    """Celery workers running ``celery_peer.work``: careflow's end-to-end side effects
+    written by hand (an execution, a form, an episode, an email, the execution finished)
+    against the same PostgreSQL and an aiosmtpd sink like ``bench_e2e.py``'s. Checks that
+    every task wrote its rows and sent one email with its own Message-ID."""
+    from aiosmtpd.controller import Controller
+    from bench_e2e import Sink
+
+    sink, port = Sink(), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    python = str(peer_python("celery", "psycopg"))
+    env = {"CELERY_PEER_PG": plain_pg_dsn(database_url), "CELERY_PEER_SMTP": f"127.0.0.1:{port}"}
+    try:
+        _peer(python, {**os.environ, **env}, "setup-work")
+        result = celery_drain(tasks, workers, concurrency, kind="work", extra_env=env)
+        rows = _peer(python, {**os.environ, **env}, "work-done")
+    finally:
+        controller.stop()
+    duplicates = sum(c - 1 for c in sink.message_ids.values() if c > 1)
+    if (
+        rows != {"success": tasks, "forms": tasks, "episodes": tasks}
+        or len(sink.message_ids) != tasks
+    ):
+        raise RuntimeError(f"the work tasks did not all finish: {rows}, {sink.messages} emails")
+    return {**result, "emails": sink.messages, "duplicate_message_ids": duplicates, **rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=20_000)
@@ -134,10 +183,21 @@ def main() -> None:
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/9", help="a scratch db")
     parser.add_argument("--timeout", type=float, default=300.0, help="max seconds of draining")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    parser.add_argument(
+        "--work-database-url",
+        default=None,
+        help="run the work tasks (careflow's side effects by hand) against this PostgreSQL "
+        "database (its celery_peer schema is dropped and re-created) instead of no-ops",
+    )
     args = parser.parse_args()
-    r = celery_drain(args.tasks, args.workers, args.concurrency, args.broker, args.timeout)
+    if args.work_database_url:
+        r = celery_work_drain(args.tasks, args.work_database_url, args.workers, args.concurrency)
+        what = "work tasks (an execution, a form, an episode, an email)"
+    else:
+        r = celery_drain(args.tasks, args.workers, args.concurrency, args.broker, args.timeout)
+        what = "no-op tasks"
 
-    table = Table(title=f"Celery {r['celery']} + Redis: {args.tasks:,} no-op tasks")
+    table = Table(title=f"Celery {r['celery']} + Redis: {args.tasks:,} {what}")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("enqueue (apply_async, one producer)", f"{r['enqueue_seconds']:.2f} s")
@@ -151,6 +211,10 @@ def main() -> None:
         "worker CPU per task (all processes, with start-up)",
         f"{r['worker_cpu_ms_per_task']:.2f} ms",
     )
+    if "emails" in r:
+        table.add_row(
+            "emails at the sink / duplicates", f"{r['emails']:,} / {r['duplicate_message_ids']}"
+        )
     table.add_row("load average (1 min) before / after", r["load"])
     Console().print(table)
     if args.json:
