@@ -180,6 +180,57 @@ class TestIdempotentCreate:
         assert one.json()["data"]["id"] != two.json()["data"]["id"]
         assert await count(engine, IdempotencyKey) == 2
 
+    async def test_a_key_is_the_organisations_across_endpoints(
+        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+    ) -> None:
+        assert (await post(client, auth, "k1")).status_code == 201
+        automation = {
+            "name": "Welcome",
+            "trigger_event": "patient.onboarded",
+            "actions": [{"type": "send_email", "template": "welcome_patient"}],
+        }
+        r = await client.post(
+            "/v1/automations/rules",
+            json=automation,
+            headers={**auth(), "Idempotency-Key": "k1"},
+        )
+        assert r.status_code == 422
+        assert r.json()["error"]["code"] == "idempotency_key_reused"
+        event = {"type": "patient.onboarded", "data": {"patient": {"id": 100}}}
+        r = await client.post(
+            "/v1/events", json=event, headers={**auth("service"), "Idempotency-Key": "k1"}
+        )
+        assert (r.status_code, r.json()["error"]["code"]) == (422, "idempotency_key_reused")
+        # Nothing was done or claimed for the refused requests; another org's k1 is its own.
+        assert await count(engine, IdempotencyKey) == 1
+        # And the other way round: keys first used on those endpoints bind the pathway one.
+        r = await client.post(
+            "/v1/automations/rules", json=automation, headers={**auth(), "Idempotency-Key": "k2"}
+        )
+        assert r.status_code == 201, r.text
+        r = await client.post(
+            "/v1/events", json=event, headers={**auth("service"), "Idempotency-Key": "k3"}
+        )
+        assert r.status_code == 202, r.text
+        for key in ("k2", "k3"):
+            assert_pathway_error(
+                await post(client, auth, key, rule_body(priority=5)), 422, "IDEMPOTENCY_KEY_REUSED"
+            )
+        r = await client.post(
+            "/v1/automations/rules",
+            json=automation,
+            headers={**auth("admin", org=2), "Idempotency-Key": "k1"},
+        )
+        assert r.status_code == 201, r.text
+
+    async def test_a_key_expired_on_another_endpoint_is_free(
+        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine, clock: FrozenClock
+    ) -> None:
+        await insert_key(
+            engine, endpoint="events.ingest", status=COMPLETED, expires_at=T0 - timedelta(1)
+        )
+        assert (await post(client, auth, "k1")).status_code == 201
+
     async def test_without_a_key_nothing_is_stored(
         self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
     ) -> None:

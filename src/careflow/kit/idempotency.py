@@ -10,13 +10,15 @@ Typical use in an endpoint (the request's ``SessionDep`` session does the work):
         rule = await service.create_rule(session, principal, body, now)
         return await guard.respond(201, {"data": ..., "meta": ...})
 
-Without the header the guard does nothing. With it, keys are scoped to
-``(organization_id, endpoint, key)`` and the body's fingerprint is the sha256 of its
-canonical JSON:
+Without the header the guard does nothing. With it, keys are scoped to the organisation
+(SPEC §8), stored per ``(organization_id, endpoint, key)``, and the body's fingerprint is
+the sha256 of its canonical JSON:
 
 - same key, same body, first request finished → the stored response again (same status and
   body) with ``Idempotent-Replayed: true``;
-- same key, different body → 422 ``IdempotencyKeyReusedError``;
+- same key, different body → 422 ``IdempotencyKeyReusedError``; so is the same key on
+  another of the organisation's idempotent endpoints (``ENDPOINTS``) while it is kept
+  there, whatever the body;
 - same key while the first request is still running → 409 ``IdempotencyKeyInUseError``.
 
 How: :func:`begin` claims the key with an ``in_flight`` row committed at once in its own
@@ -56,6 +58,10 @@ RETENTION = timedelta(hours=24)
 # Long enough for any request to finish; short enough that a crashed one frees its key soon.
 IN_FLIGHT_LEASE = timedelta(minutes=5)
 MAX_KEY_LENGTH = 255
+#: Every endpoint that takes an ``Idempotency-Key``. A key is the organisation's: one that is
+#: kept under one of them is refused on the others (looked up by the unique index, one
+#: endpoint at a time).
+ENDPOINTS = ("automation-rules.create", "events.ingest", "pathway-rules.create")
 
 _log = structlog.get_logger("careflow.idempotency")
 
@@ -124,9 +130,25 @@ async def begin(
     (the first request is still running).
     """
     fp = fingerprint(body)
+    others = [name for name in ENDPOINTS if name != endpoint]
     # A few rounds: between our failed insert and our read the holder may release or expire.
     for _ in range(4):
         async with sessionmaker() as session:
+            elsewhere = await session.scalar(
+                select(IdempotencyKey.id)
+                .where(
+                    IdempotencyKey.organization_id == organization_id,
+                    IdempotencyKey.endpoint.in_(others),
+                    IdempotencyKey.key == key,
+                    IdempotencyKey.expires_at > now,
+                )
+                .limit(1)
+            )
+            if elsewhere is not None:
+                # The organisation's key already names another request (SPEC §8: keys
+                # are scoped to the organisation). Two first uses on two endpoints at the
+                # same instant can both pass this check; each is then kept on its own.
+                raise IdempotencyKeyReusedError()
             row = IdempotencyKey(
                 organization_id=organization_id,
                 endpoint=endpoint,
