@@ -169,17 +169,16 @@ class TestRuleTest:
 class TestMessagePreviewTemplate:
     """The preview looks the template up and renders it, as a real run would."""
 
-    async def _rule_with_own_template(self, client, auth, body: str) -> int:
-        response = await client.put(
-            "/v1/templates/email/clinic_hello",
-            json={"subject": "Hello", "body": body},
-            headers=auth(),
-        )
+    async def _rule_with_own_template(
+        self, client, auth, body: str, channel: str = "email", key: str = "clinic_hello"
+    ) -> int:
+        template = {"subject": "Hello", "body": body} if channel == "email" else {"body": body}
+        response = await client.put(f"/v1/templates/{channel}/{key}", json=template, headers=auth())
         assert response.status_code == 201, response.text
         created = await create_rule(
             client,
             auth,
-            rule(GDPR_WELCOME, actions=[{"type": "send_email", "template": "clinic_hello"}]),
+            rule(GDPR_WELCOME, actions=[{"type": f"send_{channel}", "template": key}]),
         )
         await _put(client, auth, "patient", PATIENT)
         return int(created["id"])
@@ -209,22 +208,11 @@ class TestMessagePreviewTemplate:
         assert await _side_effects(engine) == (0, 0, 0, 0)
 
     async def test_sms_template_deleted_since_the_rule_was_saved(self, client, auth) -> None:
-        response = await client.put(
-            "/v1/templates/sms/clinic_text", json={"body": "Hi"}, headers=auth()
-        )
-        assert response.status_code == 201, response.text
-        created = await create_rule(
-            client,
-            auth,
-            rule(GDPR_WELCOME, actions=[{"type": "send_sms", "template": "clinic_text"}]),
-        )
-        await _put(client, auth, "patient", PATIENT)
-        assert (await self._preview(client, auth, created["id"]))["would_send_to"] == PATIENT[
-            "phone"
-        ]
+        rule_id = await self._rule_with_own_template(client, auth, "Hi", "sms", "clinic_text")
+        assert (await self._preview(client, auth, rule_id))["would_send_to"] == PATIENT["phone"]
         deleted = await client.delete("/v1/templates/sms/clinic_text", headers=auth())
         assert deleted.status_code == 204
-        preview = await self._preview(client, auth, created["id"])
+        preview = await self._preview(client, auth, rule_id)
         assert preview["would_send_to"] is None
         assert preview["error"] == "unknown sms template 'clinic_text'"
 

@@ -57,35 +57,28 @@ async def contact_preview(
     """
     patient = patient_of(context)
     reason = skip_reason(patient)
-    key = str(config.get("template"))
-    preview: dict[str, Any] = {
-        "template": config.get("template"),
-        "would_send_to": None if reason else contact_of(patient, field),
-    }
+    preview: dict[str, Any] = {"template": config.get("template")}
     if reason is not None:
-        preview["skip_reason"] = reason
-        return preview
-    error = None
+        return {**preview, "would_send_to": None, "skip_reason": reason}
+    key = str(config.get("template"))
     source = await resolve_template(session, organization_id, key, channel)
-    if source is None:
-        error = _unknown_template(channel, key)
-    else:
-        try:
-            render(source, context)
-        except TemplateRenderError as exc:
-            error = _render_failed(key, exc)
+    _, error = _rendered(source, channel, key, context)
     if error is not None:
-        preview["would_send_to"] = None
-        preview["error"] = error
-    return preview
+        return {**preview, "would_send_to": None, "error": error}
+    return {**preview, "would_send_to": contact_of(patient, field)}
 
 
-def _unknown_template(channel: str, key: str) -> str:
-    return f"unknown {channel} template {key!r}"
-
-
-def _render_failed(key: str, exc: TemplateRenderError) -> str:
-    return f"template {key!r} failed to render: {exc}"
+def _rendered(
+    source: TemplateSource | None, channel: str, key: str, context: Mapping[str, Any]
+) -> tuple[Rendered | None, str | None]:
+    """The message rendered, or the error a run records instead: an unknown template, or one
+    that fails on this context."""
+    if source is None:
+        return None, f"unknown {channel} template {key!r}"
+    try:
+        return render(source, context), None
+    except TemplateRenderError as exc:
+        return None, f"template {key!r} failed to render: {exc}"
 
 
 async def existing_message(ctx: ActionContext) -> Message | None:
@@ -199,14 +192,8 @@ async def render_and_send(
         )
 
     source = await _template(ctx, template_key, channel)
-    if source is None:
-        error = _unknown_template(channel, template_key)
-        message = await record(MessageStatus.FAILED, None, error=error)
-        return ActionOutcome(status="failure", error=error, result={result_key: message.id})
-    try:
-        rendered = render(source, ctx.context)
-    except TemplateRenderError as exc:
-        error = _render_failed(template_key, exc)
+    rendered, error = _rendered(source, channel, template_key, ctx.context)
+    if rendered is None:
         message = await record(MessageStatus.FAILED, None, error=error)
         return ActionOutcome(status="failure", error=error, result={result_key: message.id})
 
