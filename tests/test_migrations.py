@@ -37,3 +37,51 @@ class TestMigrations:
         async with engine.connect() as conn:
             diff = await conn.run_sync(_diff)
         assert diff == []
+
+
+async def test_0004_keeps_one_row_per_organisation_key(tmp_path: Any) -> None:
+    """Upgrading a database where one key is held on two endpoints keeps the newest row."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from careflow.db import create_engine
+    from careflow.migrate import alembic_config
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'upgrade.db'}")
+
+    def upgrade(connection: Connection, to: str) -> None:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, to)
+
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(upgrade, "0003")
+            for n, (org, endpoint) in enumerate(
+                [(1, "events.ingest"), (1, "pathway-rules.create"), (2, "events.ingest")]
+            ):
+                await conn.execute(
+                    text(
+                        "INSERT INTO idempotency_keys (organization_id, endpoint, key,"
+                        " fingerprint, status, response_body, created_at, expires_at)"
+                        " VALUES (:org, :endpoint, 'k', :fp, 'completed', 'null',"
+                        " '2026-12-01 00:00:00', '2026-12-02 00:00:00')"
+                    ),
+                    {"org": org, "endpoint": endpoint, "fp": str(n)},
+                )
+        async with engine.begin() as conn:
+            await conn.run_sync(upgrade, "head")
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT organization_id, endpoint FROM idempotency_keys"
+                        " ORDER BY organization_id"
+                    )
+                )
+            ).all()
+        assert [tuple(row) for row in rows] == [
+            (1, "pathway-rules.create"),
+            (2, "events.ingest"),
+        ]
+    finally:
+        await engine.dispose()

@@ -290,8 +290,31 @@ class TestIdempotencyFunctions:
         response = replay.response()
         assert response.status_code == 202
         assert response.headers["idempotent-replayed"] == "true"
-        # The same key on another endpoint is another key.
-        assert isinstance(await begin(maker, **{**args, "endpoint": "automations.create"}), Claim)
+        # The key is the organisation's (SPEC §8): on another endpoint it names another
+        # request, whatever the body; another organisation's same key is its own.
+        with pytest.raises(IdempotencyKeyReusedError):
+            await begin(maker, **{**args, "endpoint": "automations.create", "now": T0})
+        with pytest.raises(IdempotencyKeyReusedError):
+            await begin(maker, **{**args, "endpoint": "automations.create", "body": {"y": 1}})
+        assert isinstance(await begin(maker, **{**args, "organization_id": 2}), Claim)
+
+    async def test_first_uses_on_two_endpoints_at_once_hold_the_key_once(
+        self, engine: AsyncEngine
+    ) -> None:
+        maker = create_sessionmaker(engine)
+        args: dict[str, Any] = {"organization_id": 1, "key": "k", "body": {}, "now": T0}
+        outcomes = await asyncio.gather(
+            *(begin(maker, **args, endpoint=name) for name in ("a", "b", "a", "b")),
+            return_exceptions=True,
+        )
+        claims = [o for o in outcomes if isinstance(o, Claim)]
+        assert len(claims) == 1
+        refused = [o for o in outcomes if not isinstance(o, Claim)]
+        assert all(
+            isinstance(o, IdempotencyKeyReusedError | IdempotencyKeyInUseError) for o in refused
+        )
+        async with maker() as s:
+            assert await s.scalar(select(func.count()).select_from(IdempotencyKey)) == 1
 
     async def test_uncommitted_completion_leaves_the_key_in_flight(
         self, engine: AsyncEngine

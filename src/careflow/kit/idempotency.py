@@ -11,14 +11,15 @@ Typical use in an endpoint (the request's ``SessionDep`` session does the work):
         return await guard.respond(201, {"data": ..., "meta": ...})
 
 Without the header the guard does nothing. With it, keys are scoped to the organisation
-(SPEC §8), stored per ``(organization_id, endpoint, key)``, and the body's fingerprint is
-the sha256 of its canonical JSON:
+(SPEC §8): one row per ``(organization_id, key)``, holding the endpoint that used it and
+the sha256 of the body's canonical JSON:
 
 - same key, same body, first request finished → the stored response again (same status and
   body) with ``Idempotent-Replayed: true``;
 - same key, different body → 422 ``IdempotencyKeyReusedError``; so is the same key on
-  another of the organisation's idempotent endpoints (``ENDPOINTS``) while it is kept
-  there, whatever the body;
+  another of the organisation's idempotent endpoints while it is kept there, whatever the
+  body (the unique index on ``(organization_id, key)`` decides, so two first uses at one
+  instant cannot both hold it);
 - same key while the first request is still running → 409 ``IdempotencyKeyInUseError``.
 
 How: :func:`begin` claims the key with an ``in_flight`` row committed at once in its own
@@ -58,10 +59,6 @@ RETENTION = timedelta(hours=24)
 # Long enough for any request to finish; short enough that a crashed one frees its key soon.
 IN_FLIGHT_LEASE = timedelta(minutes=5)
 MAX_KEY_LENGTH = 255
-#: Every endpoint that takes an ``Idempotency-Key``. A key is the organisation's: one that is
-#: kept under one of them is refused on the others (looked up by the unique index, one
-#: endpoint at a time).
-ENDPOINTS = ("automation-rules.create", "events.ingest", "pathway-rules.create")
 
 _log = structlog.get_logger("careflow.idempotency")
 
@@ -126,29 +123,13 @@ async def begin(
 ) -> Replay | Claim:
     """Claim ``key`` (own transaction, committed at once), or answer what the key already holds.
 
-    Raises ``IdempotencyKeyReusedError`` (different body) or ``IdempotencyKeyInUseError``
+    Raises ``IdempotencyKeyReusedError`` (different body, or another endpoint) or ``IdempotencyKeyInUseError``
     (the first request is still running).
     """
     fp = fingerprint(body)
-    others = [name for name in ENDPOINTS if name != endpoint]
     # A few rounds: between our failed insert and our read the holder may release or expire.
     for _ in range(4):
         async with sessionmaker() as session:
-            elsewhere = await session.scalar(
-                select(IdempotencyKey.id)
-                .where(
-                    IdempotencyKey.organization_id == organization_id,
-                    IdempotencyKey.endpoint.in_(others),
-                    IdempotencyKey.key == key,
-                    IdempotencyKey.expires_at > now,
-                )
-                .limit(1)
-            )
-            if elsewhere is not None:
-                # The organisation's key already names another request (SPEC §8: keys
-                # are scoped to the organisation). Two first uses on two endpoints at the
-                # same instant can both pass this check; each is then kept on its own.
-                raise IdempotencyKeyReusedError()
             row = IdempotencyKey(
                 organization_id=organization_id,
                 endpoint=endpoint,
@@ -168,10 +149,11 @@ async def begin(
             else:
                 return Claim(row.id, organization_id, endpoint, key, fp, now)
 
+            # The unique index is on (organisation, key): the row that holds it may be
+            # another endpoint's.
             existing = await session.scalar(
                 select(IdempotencyKey).where(
                     IdempotencyKey.organization_id == organization_id,
-                    IdempotencyKey.endpoint == endpoint,
                     IdempotencyKey.key == key,
                 )
             )
@@ -186,7 +168,8 @@ async def begin(
                 )
                 await session.commit()
                 continue
-            if existing.fingerprint != fp:
+            if existing.endpoint != endpoint or existing.fingerprint != fp:
+                # The organisation's key already names another request (SPEC §8).
                 raise IdempotencyKeyReusedError()
             if existing.status == COMPLETED and existing.response_status is not None:
                 return Replay(existing.response_status, existing.response_body)

@@ -12,13 +12,8 @@ from careflow.db import Base, BigIntPK, JSONType, UTCDateTime
 class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
     __table_args__ = (
-        Index(
-            "uq_idempotency_keys_org_endpoint_key",
-            "organization_id",
-            "endpoint",
-            "key",
-            unique=True,
-        ),
+        # A key is the organisation's (SPEC §8): one row per key, whatever the endpoint.
+        Index("uq_idempotency_keys_org_key", "organization_id", "key", unique=True),
         Index("ix_idempotency_keys_expires", "expires_at"),
     )
 
