@@ -287,6 +287,43 @@ class TestResolveEndpoint:
         assert r.status_code == 200
         assert await counts() == before
 
+    async def test_the_data_is_joined_with_stored_snapshots_as_routing_joins_it(
+        self, client: httpx.AsyncClient, auth: AuthFn
+    ) -> None:
+        """An appointment that carries only its patient's id brings the stored patient, and a
+        cancellation that carries only the appointment's id brings the stored appointment."""
+        vip = await create_rule(client, auth, conditions={"patient.tags": "vip"})
+        by_type = await create_rule(
+            client,
+            auth,
+            trigger_type="appointment.cancelled",
+            conditions={"appointment_type_ids": ["type_vip_consultation"]},
+        )
+        booking = {"appointment": {"id": 50, "patient_id": 100}}
+        assert (await explain(client, auth, booking))["matched_rule_id"] is None
+        for org in (1, 2):  # another organisation's patient 100 is not this one
+            r = await client.put(
+                "/v1/entities/patient/100",
+                json={"id": 100, "tags": ["vip"] if org == 1 else []},
+                headers=auth("service", org=org),
+            )
+            assert r.status_code in (200, 201), r.text
+        assert (await explain(client, auth, booking))["matched_rule_id"] == vip["id"]
+        # The data wins over the snapshot, as for a posted event.
+        untagged = {**booking, "patient": {"id": 100, "tags": []}}
+        assert (await explain(client, auth, untagged))["matched_rule_id"] is None
+
+        r = await client.put(
+            "/v1/entities/appointment/60",
+            json={"id": 60, "patient_id": 100, "appointment_type_id": "type_vip_consultation"},
+            headers=auth("service"),
+        )
+        assert r.status_code in (200, 201), r.text
+        cancelled = await explain(
+            client, auth, {"appointment": {"id": 60}}, trigger_type="appointment.cancelled"
+        )
+        assert cancelled["matched_rule_id"] == by_type["id"]
+
     @pytest.mark.parametrize(
         "body",
         [

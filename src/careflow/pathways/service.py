@@ -14,6 +14,7 @@ from careflow.audit.service import changed_fields, record
 from careflow.auth import Principal
 from careflow.conditions import validate_condition
 from careflow.errors import ConflictError, NotFoundError, ValidationError
+from careflow.events.context import join_snapshots
 from careflow.kit.rulesets import bump
 from careflow.pathways import repository
 from careflow.pathways.catalog import CONFIG_FIELDS, TRIGGERS, BaseConfig, TriggerType
@@ -312,5 +313,10 @@ async def put_config(
 
 
 async def explain(session: AsyncSession, principal: Principal, body: ResolveRequest) -> Resolution:
+    """The routing decision an event with ``body.data`` would get, from the same context
+    routing sees: its entities joined with the organisation's stored snapshots (an
+    appointment brings its stored patient), so a rule on ``patient_tags`` matches here as it
+    would when the event is posted. Nothing is read beyond the snapshots, nothing stored."""
     trigger = known_trigger(body.trigger_type)
-    return await resolve(session, principal.org_id, trigger.trigger_type, body.data)
+    context = await join_snapshots(session, principal.org_id, body.data)
+    return await resolve(session, principal.org_id, trigger.trigger_type, context)
