@@ -70,3 +70,26 @@ async def test_openapi_still_documents_integer_ids(client: httpx.AsyncClient) ->
     ):
         (param,) = [p for p in spec["paths"][path][method]["parameters"] if p["in"] == "path"]
         assert param["schema"]["type"] == "integer", (path, param)
+
+
+@pytest.mark.parametrize("spelling", ["0{id}", "{id}%0A", "%20{id}", "+{id}"])
+async def test_another_spelling_of_a_real_id_names_no_rule(
+    client: httpx.AsyncClient, auth: Auth, spelling: str
+) -> None:
+    """Only the id as careflow wrote it names the rule: not with a leading zero or sign, and
+    not with a trailing newline (which a ``$``-anchored pattern lets through)."""
+    body = {
+        "name": "Welcome",
+        "trigger_event": "patient.onboarded",
+        "actions": [{"type": "send_email", "template": "welcome_patient"}],
+    }
+    created = await client.post("/v1/automations/rules", json=body, headers=auth("admin"))
+    assert created.status_code == 201, created.text
+    rule_id = created.json()["data"]["id"]
+    path = "/v1/automations/rules/" + spelling.format(id=rule_id)
+    for method, kwargs in (("GET", {}), ("PUT", {"json": {"name": "Renamed"}}), ("DELETE", {})):
+        r = await client.request(method, path, headers=auth("admin"), **kwargs)
+        assert r.status_code == 404, (method, r.text)
+        assert r.json()["error"]["code"] == "automation_rule_not_found"
+    kept = await client.get(f"/v1/automations/rules/{rule_id}", headers=auth("admin"))
+    assert kept.json()["data"]["name"] == "Welcome"

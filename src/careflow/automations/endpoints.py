@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -19,24 +18,20 @@ from careflow.automations.schemas import (
     RuleOut,
     TriggerList,
 )
-from careflow.errors import ValidationError, not_found
+from careflow.errors import ValidationError
 from careflow.kit.deps import ClockDep, SessionDep
 from careflow.kit.idempotency import idempotent
+from careflow.kit.ids import row_id
 from careflow.kit.pagination import PageDep
 from careflow.kit.schemas import DataEnvelope, ListEnvelope
 from careflow.kit.text import UNSTORABLE_MESSAGE, unstorable_path
 
 router = APIRouter(prefix="/v1/automations", tags=["automations"])
 
-# Ids are 64-bit on PostgreSQL: a longer number could only fail in the database, so it is
-# answered like any id that names no rule.
-_RULE_ID = re.compile(r"^[0-9]{1,18}$")
-
 
 def _rule_id(raw: str) -> int:
-    if not _RULE_ID.match(raw):
-        raise not_found("automation_rule")
-    return int(raw)
+    # The one reading of a path id every endpoint shares: "01" or "1\n" names no rule.
+    return row_id(raw, "automation_rule")
 
 
 # NaN and Infinity are not JSON: PostgreSQL's JSONB refuses them, so they are refused here
