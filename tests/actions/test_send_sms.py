@@ -276,7 +276,7 @@ class TestHourlyLimit:
         )
         await session.flush()
 
-    async def test_organisation_cap_stops_sending(
+    async def test_organisation_cap_defers_until_a_place_frees(
         self,
         maker: async_sessionmaker[AsyncSession],
         clock: FrozenClock,
@@ -295,11 +295,30 @@ class TestHourlyLimit:
             first = await create_execution(session, now=clock.now())
             assert (await run_sms(session, first)).status == "success"
 
+            # Two in the last hour (30 minutes ago and now): the next waits, not fails,
+            # until the older one leaves the window.
             second = await create_execution(session, now=clock.now())
-            outcome = await run_sms(session, second)
-            assert outcome.status == "failure"
-            assert outcome.error == "SMS hourly limit reached"
+            with pytest.raises(DeferJob) as deferred:
+                await run_sms(session, second)
+            assert deferred.value.until == clock.now() + timedelta(minutes=30)
+            assert deferred.value.reason == "SMS hourly limit reached"
         assert len(twilio.requests) == 1
+
+    async def test_a_cap_of_zero_fails_at_once(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        clock: FrozenClock,
+        twilio: TwilioFake,
+        run_sms: Run,
+    ) -> None:
+        async with maker() as session:
+            session.add(
+                OrganizationSettings(organization_id=1, sms_hourly_limit=0, updated_at=clock.now())
+            )
+            execution = await create_execution(session, now=clock.now())
+            outcome = await run_sms(session, execution)
+        assert (outcome.status, outcome.error) == ("failure", "SMS hourly limit reached")
+        assert twilio.requests == []
 
     async def test_service_default_cap(
         self,
@@ -312,18 +331,19 @@ class TestHourlyLimit:
         async with maker() as session:
             await self.add_sent_sms(session, 1, clock.now() - timedelta(minutes=1))
             execution = await create_execution(session, now=clock.now())
-            outcome = await executor.execute(
-                make_context(
-                    session,
-                    settings=settings,
-                    clock=clock,
-                    services=services,
-                    execution=execution,
-                    config=CONFIG,
-                    patient=PATIENT,
+            with pytest.raises(DeferJob) as deferred:
+                await executor.execute(
+                    make_context(
+                        session,
+                        settings=settings,
+                        clock=clock,
+                        services=services,
+                        execution=execution,
+                        config=CONFIG,
+                        patient=PATIENT,
+                    )
                 )
-            )
-        assert (outcome.status, outcome.error) == ("failure", "SMS hourly limit reached")
+        assert deferred.value.until == clock.now() + timedelta(minutes=59)
 
 
 class TestSendSmsPreview:

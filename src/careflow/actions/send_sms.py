@@ -31,6 +31,7 @@ from careflow.messages.models import Message
 NO_PHONE = "no phone number"
 OPTED_OUT = "patient opted out of SMS"
 HOURLY_LIMIT_REACHED = "SMS hourly limit reached"
+HOURLY_WINDOW = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,26 @@ async def sms_sent_since(session: AsyncSession, organization_id: int, since: dat
     return int(count or 0)
 
 
+async def nth_sms_sent_since(
+    session: AsyncSession, organization_id: int, since: datetime, n: int
+) -> datetime | None:
+    """When the ``n``-th (from 0) oldest SMS sent after ``since`` was sent: once it is an
+    hour old, the organisation is back under its cap."""
+    sent_at = await session.scalar(
+        select(Message.sent_at)
+        .where(
+            Message.organization_id == organization_id,
+            Message.channel == "sms",
+            Message.status == MessageStatus.SENT,
+            Message.sent_at > since,
+        )
+        .order_by(Message.sent_at)
+        .offset(n)
+        .limit(1)
+    )
+    return sent_at  # type: ignore[no-any-return]
+
+
 def _skip_reason(patient: Mapping[str, Any] | None) -> str | None:
     if opted_out(patient, "sms_opt_out"):
         return OPTED_OUT
@@ -114,9 +135,16 @@ class SendSmsExecutor:
         )
         if resume_at is not None:
             raise DeferJob(until=resume_at, reason="quiet hours")
-        sent = await sms_sent_since(ctx.session, ctx.organization_id, now - timedelta(hours=1))
+        window_start = now - HOURLY_WINDOW
+        sent = await sms_sent_since(ctx.session, ctx.organization_id, window_start)
         if sent >= policy.hourly_limit:
-            return ActionOutcome(status="failure", error=HOURLY_LIMIT_REACHED)
+            if policy.hourly_limit == 0:  # the organisation sends no SMS at all
+                return ActionOutcome(status="failure", error=HOURLY_LIMIT_REACHED)
+            # Wait for a place in the window rather than fail: the message is not lost.
+            oldest = await nth_sms_sent_since(
+                ctx.session, ctx.organization_id, window_start, sent - policy.hourly_limit
+            )
+            raise DeferJob(until=(oldest or now) + HOURLY_WINDOW, reason=HOURLY_LIMIT_REACHED)
 
         transport = get_transports(ctx.services, ctx.settings).sms
         # The provider folds a retried request with this key into the message it already made.
