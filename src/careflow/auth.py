@@ -69,8 +69,14 @@ def _verify(token: str, settings: Settings) -> tuple[Principal, float]:
             token,
             key,
             algorithms=algorithms,
-            audience=settings.jwt_audience,
-            options={"require": list(REQUIRED_CLAIMS)},
+            audience=settings.jwt_audience or None,
+            # SPEC §1: `aud` is required when an audience is set; when none is, the claim
+            # is not checked (PyJWT would refuse any token that carries one). SPEC §2's
+            # 401s are alg none, a bad signature, a missing claim, a bad role, a past exp.
+            options={
+                "require": list(REQUIRED_CLAIMS),
+                "verify_aud": bool(settings.jwt_audience),
+            },
         )
     except jwt.PyJWTError as exc:
         raise UnauthorizedError(f"Invalid token: {exc.__class__.__name__}") from exc
