@@ -95,6 +95,59 @@ class TestGroupCommit:
         assert [r.created for i, r in enumerate(results) if i != 2] == [True] * 5  # type: ignore[union-attr]
         assert await count(engine, Event) == 5
 
+    async def test_organisations_in_one_batch_each_get_their_own_event_ids(
+        self, engine: AsyncEngine, clock: FrozenClock
+    ) -> None:
+        """Rows are inserted in (organisation, event_id) order, not the order given: an
+        anonymous event of organisation 2 given before organisation 1's must not be answered
+        with organisation 1's new id."""
+
+        def anonymous(patient: int) -> EventIn:
+            return EventIn.model_validate(
+                {"type": "patient.onboarded", "data": {"patient": {"id": patient}}}
+            )
+
+        items = [
+            (3, anonymous(301)),
+            (2, anonymous(201)),
+            (1, anonymous(101)),
+            (2, anonymous(202)),
+            (1, body_with_id := EventIn.model_validate(onboarded(7))),
+            (3, anonymous(302)),
+        ]
+        assert body_with_id.event_id == "evt-7"
+        maker = create_sessionmaker(engine)
+        async with maker() as session:
+            results = await service.ingest_events(session, items, now=clock.now())
+            await session.commit()
+        assert len({r.event.id for r in results}) == len(items)
+        async with maker() as session:
+            for (org, item), result in zip(items, results, strict=True):
+                row = await session.get(Event, result.event.id)
+                assert row is not None
+                assert (row.organization_id, row.data) == (org, item.data)
+
+    async def test_concurrent_anonymous_events_of_two_organisations_over_http(
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
+    ) -> None:
+        def post(org: int, patient: int) -> Any:
+            body = {"type": "patient.onboarded", "data": {"patient": {"id": patient}}}
+            return client.post("/v1/events", json=body, headers=auth("service", org=org))
+
+        sent = [(2 if i % 3 else 1, 5000 + i) for i in range(30)]
+        answers = await asyncio.gather(*(post(org, patient) for org, patient in sent))
+        ids = []
+        for (org, _), answer in zip(sent, answers, strict=True):
+            assert answer.status_code == 202, answer.text
+            ids.append(answer.json()["data"]["id"])
+            r = await client.get(f"/v1/events/{ids[-1]}", headers=auth("service", org=org))
+            assert r.status_code == 200, (org, r.text)
+        async with create_sessionmaker(engine)() as session:
+            for (org, patient), event_id in zip(sent, ids, strict=True):
+                row = await session.get(Event, event_id)
+                assert row is not None
+                assert (row.organization_id, row.data["patient"]["id"]) == (org, patient)
+
     async def test_a_client_that_goes_away_does_not_lose_the_event(
         self, engine: AsyncEngine, clock: FrozenClock
     ) -> None:

@@ -105,7 +105,7 @@ async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
     The rows go out as one multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING`` (the
     statement compiled once and cached, whatever the number of rows). Returned rows are
     matched back by (organisation, event_id); rows without an event_id never conflict, and
-    take their ids in the order they were given.
+    take their organisation's new ids in the order they were inserted.
     """
     if not rows:
         return []
@@ -116,18 +116,29 @@ async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
     )
     # In key order: two transactions inserting the same event_ids (a producer's redelivery
     # racing its first delivery) then wait on each other in one order, never in a cycle.
-    ordered = sorted(rows, key=lambda r: (r["organization_id"], r["event_id"] or ""))
+    order = sorted(
+        range(len(rows)),
+        key=lambda i: (rows[i]["organization_id"], rows[i]["event_id"] or ""),
+    )
     conn = await session.connection()  # Core on the connection: no ORM layer per batch
-    returned = (await conn.execute(stmt, ordered)).all()
+    returned = (await conn.execute(stmt, [rows[i] for i in order])).all()
     by_key = {(r.organization_id, r.event_id): r.id for r in returned if r.event_id is not None}
-    anonymous = iter(sorted(r.id for r in returned if r.event_id is None))
-    ids: list[int | None] = []
-    for row in rows:
+    # Rows without an event_id take their ids in the order they were inserted (``order``,
+    # not the order given), and only from their own organisation's new rows: a batch holds
+    # several organisations' requests, and each must be answered with its own event.
+    anonymous: dict[int, list[int]] = {}
+    for r in returned:
+        if r.event_id is None:
+            anonymous.setdefault(r.organization_id, []).append(r.id)
+    unclaimed = {org: iter(sorted(new_ids)) for org, new_ids in anonymous.items()}
+    ids: list[int | None] = [None] * len(rows)
+    for i in order:
+        row = rows[i]
         if row["event_id"] is None:
-            ids.append(next(anonymous))
+            ids[i] = next(unclaimed[row["organization_id"]])
         else:
             # The first row of a key gets its id; a repeat of it in the same batch gets None.
-            ids.append(by_key.pop((row["organization_id"], row["event_id"]), None))
+            ids[i] = by_key.pop((row["organization_id"], row["event_id"]), None)
     return ids
 
 
