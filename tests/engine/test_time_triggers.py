@@ -383,6 +383,67 @@ class TestDelayedActions:
         assert action["reason"] == "appointment cancelled"
         assert smtp.sink.messages == []
 
+    async def test_an_action_after_a_delayed_one_is_checked_as_late_too(
+        self,
+        client: httpx.AsyncClient,
+        auth: Auth,
+        drain: Drain,
+        clock: FrozenClock,
+        engine: AsyncEngine,
+        smtp: SmtpServer,
+    ) -> None:
+        """SPEC §6: the appointment behind a delayed action is re-read when it runs. The
+        action after it runs an hour late as well, so a cancellation stops both."""
+        await create_rule(
+            client,
+            auth,
+            {
+                "name": "Confirmation, then a note, later",
+                "trigger_event": "appointment.booked",
+                "actions": [
+                    {"type": "send_email", "template": "appointment_reminder", "delay_minutes": 60},
+                    {"type": "send_email", "template": "appointment_reminder"},
+                ],
+            },
+        )
+        await book(client, auth, drain)
+        await post_event(client, auth, "appointment.cancelled", {"appointment": {"id": 50}})
+        clock.advance(minutes=60)
+        await drain()
+        [execution] = await all_executions(engine)
+        r = await client.get(f"/v1/automations/executions/{execution.id}", headers=auth())
+        actions = r.json()["data"]["actions_executed"]
+        assert [(a["status"], a.get("reason")) for a in actions] == [
+            ("skipped", "appointment cancelled")
+        ] * 2
+        assert smtp.sink.messages == []
+
+    async def test_an_undelayed_rule_still_runs_for_a_booking_cancelled_later(
+        self,
+        client: httpx.AsyncClient,
+        auth: Auth,
+        drain: Drain,
+        engine: AsyncEngine,
+        smtp: SmtpServer,
+    ) -> None:
+        """Nothing waited: the actions ran when the booking arrived, before the cancellation."""
+        await create_rule(
+            client,
+            auth,
+            {
+                "name": "Confirmation now",
+                "trigger_event": "appointment.booked",
+                "actions": [
+                    {"type": "send_email", "template": "appointment_reminder"},
+                    {"type": "send_email", "template": "appointment_reminder"},
+                ],
+            },
+        )
+        await book(client, auth, drain)
+        [execution] = await all_executions(engine)
+        assert execution.status == "success"
+        assert len(smtp.sink.messages) == 2
+
 
 class TestQuietHoursEndToEnd:
     async def test_evening_reminder_sms_waits_for_morning_in_each_zone(

@@ -235,9 +235,11 @@ async def _step(
         trigger_event=execution.trigger_event,
         reads=reads,
     )
+    # An action after a delayed one runs late as well: the delivery rules re-read for it too.
+    after_delay = any(delay_of(action) for action in (execution.actions or [])[:index])
     started = time.perf_counter()
     try:
-        outcome = await _execute(ctx, action_type, request)
+        outcome = await _execute(ctx, action_type, request, after_delay=after_delay)
     except DeferJob as defer:
         now = runtime.clock.now()
         await _defer(session, execution, index, action_type, defer, request, now, existing)
@@ -282,14 +284,18 @@ async def _step(
     await _continue(session, execution, request, now, results, context, runtime)
 
 
-async def _execute(ctx: ActionContext, action_type: str, request: RunRequest) -> ActionOutcome:
+async def _execute(
+    ctx: ActionContext, action_type: str, request: RunRequest, *, after_delay: bool = False
+) -> ActionOutcome:
     """The executor's outcome; transient failures become a job retry until the last attempt."""
     from careflow.actions.registry import EXECUTORS
 
     executor = EXECUTORS.get(action_type)
     if executor is None:
         return ActionOutcome(status="failure", error=f"unknown action type {action_type!r}")
-    reason = delivery_skip_reason(ctx.trigger_event, ctx.config, ctx.context)
+    reason = delivery_skip_reason(
+        ctx.trigger_event, ctx.config, ctx.context, after_delay=after_delay
+    )
     if reason is not None:
         return ActionOutcome(status="skipped", reason=reason)
     try:

@@ -294,16 +294,22 @@ async def fire(
 
 
 def delivery_skip_reason(
-    trigger_event: str, action: Mapping[str, Any], context: Mapping[str, Any]
+    trigger_event: str,
+    action: Mapping[str, Any],
+    context: Mapping[str, Any],
+    *,
+    after_delay: bool = False,
 ) -> str | None:
     """Checked when an action runs: a time-based or delayed action for an appointment that was
-    cancelled, or (time-based) moved since the fire, gets nothing."""
+    cancelled, or (time-based) moved since the fire, gets nothing. ``after_delay``: an
+    earlier action of the execution waited, so this one runs late too and is checked the
+    same way."""
     appointment = context.get("appointment")
     if not isinstance(appointment, Mapping):
         return None
     trigger = context.get("trigger")
     time_based = isinstance(trigger, Mapping) and trigger.get("event") in TIME_TRIGGERS
-    delayed = bool(action.get("delay_minutes"))
+    delayed = after_delay or bool(action.get("delay_minutes"))
     if not (time_based or delayed) or trigger_event == "appointment.cancelled":
         return None
     if is_cancelled(appointment):
