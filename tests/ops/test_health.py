@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 
@@ -51,3 +53,15 @@ class TestHealth:
             'careflow_http_request_duration_seconds_count{method="GET",route="/healthz",status="200"}'
             in r.text
         )
+
+    async def test_queue_depth_is_sampled_where_no_worker_runs(
+        self, client: httpx.AsyncClient, auth: Any
+    ) -> None:
+        """`serve --no-worker`: the API's /metrics reads the queue itself at each scrape."""
+        body = {"type": "patient.onboarded", "data": {"patient": {"id": 100}}}
+        for _ in range(2):
+            r = await client.post("/v1/events", json=body, headers=auth("service"))
+            assert r.status_code == 202
+        r = await client.get("/metrics")
+        assert 'careflow_queue_depth{status="queued"} 2.0' in r.text
+        assert 'careflow_queue_depth{status="dead"} 0.0' in r.text

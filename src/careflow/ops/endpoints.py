@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import structlog
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -9,6 +12,9 @@ from sqlalchemy import text
 from careflow.migrate import current_revision, head_revision
 
 router = APIRouter(tags=["operations"])
+log = structlog.get_logger("careflow.ops")
+# A scrape waits this long at most for the queue's depth.
+QUEUE_SAMPLE_SECONDS = 2.0
 
 
 @router.get("/healthz", summary="The process is up")
@@ -57,9 +63,28 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics of this process")
-async def metrics() -> Response:
+async def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     from careflow.ops.metrics import REGISTRY
 
+    if getattr(request.app.state, "worker", None) is None:
+        # No worker in this process (`serve --no-worker`) samples the queue: read it now, so
+        # the API's /metrics shows queue depth whatever the topology.
+        await _sample_queue_depth(request)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _sample_queue_depth(request: Request) -> None:
+    from careflow.jobs.store import depth_by_status
+    from careflow.ops.metrics import QUEUE_DEPTH
+
+    try:
+        async with asyncio.timeout(QUEUE_SAMPLE_SECONDS):
+            async with request.app.state.sessionmaker() as session:
+                depth = await depth_by_status(session)
+    except Exception as exc:  # the scrape still answers; the gauge keeps its last value
+        log.warning("metrics.queue_depth_failed", error=type(exc).__name__)
+        return
+    for status in ("queued", "running", "dead"):
+        QUEUE_DEPTH.labels(status).set(depth.get(status, 0))
