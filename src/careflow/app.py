@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp
 
 from careflow.config import Settings, get_settings
 from careflow.db import create_engine, create_sessionmaker
@@ -19,6 +20,7 @@ from careflow.kit.clock import Clock, SystemClock
 from careflow.kit.heap import freeze_startup_heap
 from careflow.kit.middleware import (
     BodySizeLimitMiddleware,
+    ContainAnsweredErrors,
     MetricsMiddleware,
     NulGuardMiddleware,
     RequestIdMiddleware,
@@ -26,6 +28,15 @@ from careflow.kit.middleware import (
 from careflow.kit.openapi import install_openapi
 from careflow.logging import configure_logging
 from careflow.routers import include_routers
+
+
+class CareflowAPI(FastAPI):
+    """FastAPI with one layer outside Starlette's own error middleware: an unhandled error,
+    once answered with the 500 envelope, is not re-raised to the server to be logged with
+    its text (``kit.middleware.ContainAnsweredErrors``)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return ContainAnsweredErrors(super().build_middleware_stack())
 
 
 def create_app(
@@ -78,7 +89,7 @@ def create_app(
             if own_engine:
                 await eng.dispose()
 
-    app = FastAPI(
+    app = CareflowAPI(
         title="careflow",
         version="0.1.0",
         description=(

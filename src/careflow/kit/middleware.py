@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -12,6 +13,28 @@ from careflow.errors import error_body
 from careflow.kit.context import new_request_id, request_id_var
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class ContainAnsweredErrors:
+    """The outermost layer: an unhandled error stops here once it has been answered.
+
+    Starlette's error middleware answers an unhandled exception with the 500 handler (which
+    logs its type and the request id, never its text) and then re-raises it, so that the
+    server logs it again: as plain text, with the exception's message and traceback, where a
+    driver's or a library's message can quote the patient data it was handling. Nothing of
+    it is lost by stopping it here; a lifespan error still propagates.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # Answered and logged (ids only) by the 500 handler before it was re-raised.
+        with contextlib.suppress(Exception):
+            await self.app(scope, receive, send)
 
 
 class RequestIdMiddleware:
