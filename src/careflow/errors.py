@@ -6,6 +6,7 @@ Pathway family:     ``{"error": {"code": "UPPER", "message", "details"}, "meta":
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -272,6 +273,7 @@ def install_error_handlers(app: FastAPI) -> None:
             "unhandled_error",
             path=request.url.path,
             error_type=type(exc).__name__,
+            origin=error_origin(exc),
             request_id=request_id,
         )
         body = error_body(
@@ -285,3 +287,12 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         headers = {"X-Request-ID": request_id} if request_id else None
         return JSONResponse(body, status_code=500, headers=headers)
+
+
+def error_origin(exc: BaseException) -> str | None:
+    """Where an exception was raised (file:line in function): no values, so no patient data."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return None
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"

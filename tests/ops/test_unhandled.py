@@ -40,3 +40,4 @@ async def test_an_unhandled_error_is_answered_and_not_logged_with_its_text(
     assert CANARY.split()[0] not in out + err
     assert "unhandled_error" in out + err
     assert "req-boom-1" in out + err
+    assert "test_unhandled.py:" in out + err  # where it was raised, for the operator

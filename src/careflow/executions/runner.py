@@ -14,7 +14,6 @@ They then commit with that transaction, under the same keys.
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +30,7 @@ from careflow.actions.base import (
 )
 from careflow.config import Settings
 from careflow.db import built
+from careflow.errors import error_origin
 from careflow.events.catalog import ENTITY_TYPES
 from careflow.events.context import SnapshotReads, join_snapshots
 from careflow.executions import repository
@@ -329,7 +329,7 @@ async def _execute(
             execution_id=ctx.execution_id,
             action_index=ctx.action_index,
             error_type=type(exc).__name__,
-            origin=_origin(exc),
+            origin=error_origin(exc),
         )
         if not request.is_last_attempt:
             raise RetryableJobError(f"{action_type} crashed: {type(exc).__name__}") from exc
@@ -357,15 +357,6 @@ async def _in_savepoint(ctx: ActionContext, executor: Any) -> ActionOutcome:
                 raise SentInSavepoint() from exc
             held.discard_since(mark)
         raise
-
-
-def _origin(exc: BaseException) -> str | None:
-    """Where an exception was raised (file:line in function): no values, so no patient data."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return None
-    last = frames[-1]
-    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
 
 
 async def _defer(
