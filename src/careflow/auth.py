@@ -24,6 +24,9 @@ class Role(StrEnum):
 
 
 REQUIRED_CLAIMS = ("sub", "org_id", "role", "exp")
+# An audit entry records the caller's sub (audit_log.actor_sub): a longer one could not be
+# stored, so the token is refused rather than every audited write it makes failing.
+MAX_SUB_LENGTH = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +92,10 @@ def _verify(token: str, settings: Settings) -> tuple[Principal, float]:
     if isinstance(org_id, bool) or not isinstance(org_id, int):
         raise UnauthorizedError("Invalid token: org_id must be an integer")
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub:
-        raise UnauthorizedError("Invalid token: sub must be a non-empty string")
+    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_LENGTH:
+        raise UnauthorizedError(
+            f"Invalid token: sub must be a non-empty string of at most {MAX_SUB_LENGTH} characters"
+        )
     try:
         role = Role(claims["role"])
     except ValueError as exc:

@@ -42,6 +42,24 @@ async def make_changes(client: httpx.AsyncClient, auth: Auth, clock: FrozenClock
 
 
 class TestAuditLog:
+    async def test_a_long_trace_id_and_a_long_sub_are_recorded_as_sent(
+        self, client: httpx.AsyncClient, auth: Auth
+    ) -> None:
+        """The longest request id careflow echoes and the longest sub it accepts both fit an
+        audit entry (PostgreSQL refused ids over 64 characters: every audited write failed)."""
+        trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;" + "x" * 135
+        assert len(trace) == 200
+        sub = "usr_" + "s" * 196
+        r = await client.post(
+            "/v1/pathway-rules",
+            json={"trigger_type": "appointment.booked", "rule_name": "VIP", "priority": 0},
+            headers={**auth("admin", sub=sub), "X-Request-ID": trace},
+        )
+        assert r.status_code == 201, r.text
+        assert r.headers["x-request-id"] == r.json()["meta"]["request_id"] == trace
+        [entry] = (await client.get(AUDIT, headers=auth())).json()["data"]
+        assert (entry["request_id"], entry["actor_sub"]) == (trace, sub)
+
     async def test_every_change_is_recorded_with_actor_request_and_changed_fields(
         self, client: httpx.AsyncClient, auth: Auth, clock: FrozenClock
     ) -> None:

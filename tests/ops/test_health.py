@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 
 class TestHealth:
@@ -28,9 +29,26 @@ class TestHealth:
         schema = (await client.get("/openapi.json")).json()
         assert set(schema["paths"]["/healthz"]) == {"get"}
 
-    async def test_request_id_is_echoed(self, client: httpx.AsyncClient) -> None:
-        r = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
-        assert r.headers["x-request-id"] == "abc-123"
+    @pytest.mark.parametrize(
+        "given",
+        [
+            "abc-123",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "trace/abc",
+            "x" * 200,
+        ],
+    )
+    async def test_request_id_is_echoed(self, client: httpx.AsyncClient, given: str) -> None:
+        r = await client.get("/healthz", headers={"X-Request-ID": given})
+        assert r.headers["x-request-id"] == given
+
+    @pytest.mark.parametrize("given", [b"two words", b"x" * 201, "caf\u00e9".encode("latin-1")])
+    async def test_an_unusable_request_id_is_replaced(
+        self, client: httpx.AsyncClient, given: bytes
+    ) -> None:
+        r = await client.get("/healthz", headers={"X-Request-ID": given})
+        assert r.headers["x-request-id"].startswith("req_")
 
     async def test_unknown_route_uses_the_automations_envelope(
         self, client: httpx.AsyncClient

@@ -219,6 +219,8 @@ TIME_CASES: list[tuple[str, Callable[[], str], int]] = [
     ("role in another case", lambda: _hs(role="Admin"), 401),
     ("role null", lambda: _hs(role=None), 401),
     ("sub not a string", lambda: _hs(sub=42), 401),
+    ("sub of 200 characters", lambda: _hs(sub="u" * 200), 200),
+    ("sub longer than an audit entry holds", lambda: _hs(sub="u" * 201), 401),
 ]
 
 

@@ -27,5 +27,5 @@ class AuditEntry(Base):
     object_id: Mapped[str] = mapped_column(String(64), nullable=False)
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    request_id: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(200))  # kit.middleware's bound
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

@@ -12,7 +12,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from careflow.errors import error_body
 from careflow.kit.context import new_request_id, request_id_var
 
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Visible ASCII, no spaces: trace ids such as AWS's "Root=1-…;Parent=…;Sampled=1" or a W3C
+# traceparent come back as sent, and nothing that could break a log line gets in.
+_SAFE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,200}")
 
 
 class ContainAnsweredErrors:
@@ -52,7 +54,7 @@ class RequestIdMiddleware:
             if name == b"x-request-id":
                 given = value.decode("latin-1")
                 break
-        request_id = given if given and _SAFE_REQUEST_ID.match(given) else new_request_id()
+        request_id = given if given and _SAFE_REQUEST_ID.fullmatch(given) else new_request_id()
         token = request_id_var.set(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
 
