@@ -29,7 +29,7 @@ from careflow.delivery.templates import (
     source_from_row,
 )
 from careflow.kit import write_behind
-from careflow.messages.models import Message
+from careflow.messages.models import MAX_RECIPIENT_LENGTH, Message
 from careflow.messages.repository import get_for_action, new_message_id, save_for_action
 
 
@@ -175,6 +175,13 @@ async def render_and_send(
     raised: the runner rolls the transaction back when an exception escapes, and the
     failed Message row must survive so the message log shows what was tried.
     """
+    if len(recipient) > MAX_RECIPIENT_LENGTH:
+        # No provider takes it, and the message log cannot hold it: a failure with its
+        # reason, tried nowhere (retrying cannot make it shorter).
+        return ActionOutcome(
+            status="failure",
+            error=f"{channel} recipient is longer than {MAX_RECIPIENT_LENGTH} characters",
+        )
     now = ctx.clock.now()
 
     async def record(status: str, rendered: Rendered | None, **kwargs: str | None) -> Message:

@@ -8,6 +8,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from careflow.db import Base, BigIntPK, UTCDateTime
 from careflow.kit.types import EntityId, EntityRef
 
+# The longest address the message log keeps (RFC 5321 caps a whole path well below it).
+MAX_RECIPIENT_LENGTH = 320
+
 
 class Message(Base):
     """Every email and SMS careflow sent or tried. Ids: ``msg_…`` (email) and ``sms_…``."""
@@ -22,7 +25,7 @@ class Message(Base):
     organization_id: Mapped[int] = mapped_column(Integer, nullable=False)
     channel: Mapped[str] = mapped_column(String(8), nullable=False)
     patient_id: Mapped[EntityRef | None] = mapped_column(EntityId)
-    recipient: Mapped[str] = mapped_column(String(320), nullable=False)
+    recipient: Mapped[str] = mapped_column(String(MAX_RECIPIENT_LENGTH), nullable=False)
     template: Mapped[str] = mapped_column(String(100), nullable=False)
     subject: Mapped[str | None] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text, nullable=False)
