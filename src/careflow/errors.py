@@ -193,6 +193,20 @@ def _loc_to_field(loc: tuple[Any, ...] | list[Any]) -> str:
     return out or "body"
 
 
+NOT_JSON_CONTENT = "must be JSON, sent as Content-Type: application/json"
+
+
+def is_json_content_type(value: str | None) -> bool:
+    """Whether a request body is read as JSON, as FastAPI reads one (its strict default):
+    ``application/json`` or ``application/*+json``, parameters such as charset aside. A body
+    with no Content-Type is not (FastAPI's guard against cross-site form posts)."""
+    if not value:
+        return False
+    media = value.split(";", 1)[0].strip().lower()
+    maintype, _, subtype = media.partition("/")
+    return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
 def pydantic_details(errors: list[Any]) -> list[dict[str, str]]:
     details = []
     for err in errors:
@@ -235,7 +249,16 @@ def install_error_handlers(app: FastAPI) -> None:
             problem = await access_problem(request)
             if problem is not None:
                 return render(request, problem)
-        return render(request, ValidationError(details=pydantic_details(list(exc.errors()))))
+        errors = list(exc.errors())
+        if not is_json_content_type(request.headers.get("content-type")) and any(
+            err.get("loc", ())[:1] == ("body",) for err in errors
+        ):
+            # FastAPI left a body of another content type unread, and the model then saw
+            # bytes: say what is wrong with the request, not with the bytes.
+            errors = [e for e in errors if e.get("loc", ())[:1] != ("body",)]
+            details = [{"field": "body", "message": NOT_JSON_CONTENT}, *pydantic_details(errors)]
+            return render(request, ValidationError(details=details))
+        return render(request, ValidationError(details=pydantic_details(errors)))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -18,7 +18,7 @@ from careflow.automations.schemas import (
     RuleOut,
     TriggerList,
 )
-from careflow.errors import ValidationError
+from careflow.errors import NOT_JSON_CONTENT, ValidationError, is_json_content_type
 from careflow.kit.deps import ClockDep, SessionDep
 from careflow.kit.idempotency import idempotent
 from careflow.kit.ids import row_id
@@ -53,6 +53,9 @@ async def _read_json(request: Request) -> Any:
     (A ``Body()`` parameter would be parsed before dependencies run: a malformed body from an
     anonymous caller would answer 400 instead of 401.)
     """
+    if not is_json_content_type(request.headers.get("content-type")):
+        # As every other endpoint reads a body (FastAPI's rule): one family, one answer.
+        raise ValidationError(details=[{"field": "body", "message": NOT_JSON_CONTENT}])
     raw = await request.body()
     if not raw.strip():
         raise ValidationError(details=[{"field": "body", "message": "a JSON body is required"}])
