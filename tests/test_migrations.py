@@ -85,3 +85,54 @@ async def test_0004_keeps_one_row_per_organisation_key(tmp_path: Any) -> None:
         ]
     finally:
         await engine.dispose()
+
+
+async def test_0006_keeps_rules_executions_and_stops_sqlite_reusing_ids(tmp_path: Any) -> None:
+    """Upgrading copies automation_rules into an AUTOINCREMENT table without losing the
+    executions' links to their rules, and a deleted newest rule's id is not issued again."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from careflow.db import create_engine
+    from careflow.migrate import alembic_config
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ids.db'}")
+
+    def upgrade(connection: Connection, to: str) -> None:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, to)
+
+    rule = (
+        "INSERT INTO automation_rules (organization_id, name, enabled, trigger_event,"
+        " trigger_config, conditions, actions, version, created_at, updated_at)"
+        " VALUES (1, :name, 1, 'patient.onboarded', '{}', '{}', '[]', 1,"
+        " '2026-12-01 00:00:00', '2026-12-01 00:00:00')"
+    )
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(upgrade, "0005")
+            for name in ("one", "two", "three"):
+                await conn.execute(text(rule), {"name": name})
+            await conn.execute(
+                text(
+                    "INSERT INTO executions (organization_id, automation_rule_id,"
+                    " automation_rule_name, rule_version, trigger_event, trigger_entity_type,"
+                    " trigger_entity_id, occurrence_key, status, actions, context, executed_at)"
+                    " VALUES (1, 3, 'three', 1, 'patient.onboarded', 'patient', '100',"
+                    " 'event:1:patient.onboarded', 'success', '[]', '{}',"
+                    " '2026-12-01 00:00:00')"
+                )
+            )
+        async with engine.begin() as conn:
+            await conn.run_sync(upgrade, "head")
+            linked = await conn.scalar(text("SELECT automation_rule_id FROM executions"))
+            assert linked == 3
+            names = (await conn.execute(text("SELECT id, name FROM automation_rules"))).all()
+            assert [tuple(row) for row in names] == [(1, "one"), (2, "two"), (3, "three")]
+            await conn.execute(text("DELETE FROM automation_rules WHERE id = 3"))
+            await conn.execute(text(rule), {"name": "four"})
+            newest = await conn.scalar(text("SELECT max(id) FROM automation_rules"))
+            assert newest == 4
+    finally:
+        await engine.dispose()

@@ -705,3 +705,26 @@ class TestIdempotentCreate:
         assert bad.status_code == 400
         good = await client.post(RULES, json=rule_body(), headers=headers)
         assert good.status_code == 201
+
+
+class TestIdsAreNeverReused:
+    async def test_a_deleted_newest_rule_keeps_its_id_to_itself(
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
+    ) -> None:
+        """On SQLite too (AUTOINCREMENT): the old id answers 404, and the audit log's entries
+        under it are all the deleted rule's."""
+        first = await create_rule(client, auth)
+        newest = await create_rule(client, auth, name="Newest")
+        r = await client.delete(f"{RULES}/{newest['id']}", headers=auth())
+        assert r.status_code == 204
+        again = await create_rule(client, auth, name="After the delete")
+        assert again["id"] not in (first["id"], newest["id"])
+        r = await client.get(f"{RULES}/{newest['id']}", headers=auth())
+        assert r.status_code == 404
+        async with create_sessionmaker(engine)() as session:
+            entries = list(
+                await session.scalars(
+                    select(AuditEntry).where(AuditEntry.object_id == str(newest["id"]))
+                )
+            )
+        assert sorted(e.action for e in entries) == ["create", "delete"]

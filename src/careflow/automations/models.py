@@ -13,6 +13,8 @@ class AutomationRule(Base):
     __tablename__ = "automation_rules"
     __table_args__ = (
         Index("ix_automation_rules_org_trigger", "organization_id", "trigger_event", "enabled"),
+        # SQLite: a deleted rule's id is never issued again (migration 0006).
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -35,6 +37,7 @@ class Template(Base):
     __tablename__ = "templates"
     __table_args__ = (
         Index("uq_templates_org_key_channel", "organization_id", "key", "channel", unique=True),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
