@@ -27,6 +27,7 @@ REQUIRED_CLAIMS = ("sub", "org_id", "role", "exp")
 # An audit entry records the caller's sub (audit_log.actor_sub): a longer one could not be
 # stored, so the token is refused rather than every audited write it makes failing.
 MAX_SUB_LENGTH = 200
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,10 @@ def _verify(token: str, settings: Settings) -> tuple[Principal, float]:
     org_id = claims.get("org_id")
     if isinstance(org_id, bool) or not isinstance(org_id, int):
         raise UnauthorizedError("Invalid token: org_id must be an integer")
+    if not INT32_MIN <= org_id <= INT32_MAX:
+        # Every row's organization_id is a 32-bit INTEGER: such a token could reach nothing,
+        # and PostgreSQL would refuse each statement that named it.
+        raise UnauthorizedError("Invalid token: org_id out of range")
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_LENGTH:
         raise UnauthorizedError(

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from careflow.audit.models import AuditEntry
+from careflow.automations.catalog import TEMPLATE_KEY_MESSAGE
 from careflow.automations.service import RuleSnapshot, enabled_rules_for
 from careflow.db import create_sessionmaker
 from careflow.kit.clock import FrozenClock
@@ -728,3 +729,29 @@ class TestIdsAreNeverReused:
                 )
             )
         assert sorted(e.action for e in entries) == ["create", "delete"]
+
+
+class TestTemplateKeys:
+    @pytest.mark.parametrize("key", ["x" * 101, "bad key", "-leading-dash", "new\n"])
+    async def test_a_key_no_template_can_have_is_refused_on_create_and_update(
+        self, client: httpx.AsyncClient, auth: Auth, key: str
+    ) -> None:
+        actions = [{"type": "send_email", "template": key}]
+        r = await client.post(RULES, json=rule_body(actions=actions), headers=auth())
+        assert r.status_code == 400
+        assert "actions[0].template" in {d["field"] for d in r.json()["error"]["details"]}
+        created = await create_rule(client, auth)
+        r = await client.put(f"{RULES}/{created['id']}", json={"actions": actions}, headers=auth())
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["details"] == [
+            {"field": "actions[0].template", "message": TEMPLATE_KEY_MESSAGE}
+        ]
+
+    async def test_an_update_may_still_name_a_template_not_made_yet(
+        self, client: httpx.AsyncClient, auth: Auth
+    ) -> None:
+        """The seed's PUT example names `new_template`: a key a template can have."""
+        created = await create_rule(client, auth)
+        actions = [{"type": "send_email", "template": "new_template", "delay_minutes": 60}]
+        r = await client.put(f"{RULES}/{created['id']}", json={"actions": actions}, headers=auth())
+        assert r.status_code == 200, r.text

@@ -165,6 +165,17 @@ class TestValidation:
                 {"appointment": {"id": 50, "starts_at": 1739955600}},
                 "data.appointment.starts_at",
             ),
+            # No reminder a week before or after could be worked out (it crashed dispatch).
+            (
+                "appointment.booked",
+                {"appointment": {"id": 50, "patient_id": 1, "starts_at": "0001-01-02T00:00:00Z"}},
+                "data.appointment.starts_at",
+            ),
+            (
+                "appointment.rescheduled",
+                {"appointment": {"id": 50, "ends_at": "9999-12-31T00:00:00Z"}},
+                "data.appointment.ends_at",
+            ),
         ],
     )
     async def test_missing_entity(self, client, auth, type_, data, field, engine) -> None:
@@ -216,6 +227,23 @@ class TestValidation:
                 "occurred_at",
             ),
             ({"type": "patient.onboarded", "data": onboarded(), "event_id": 7}, "event_id"),
+            # No UTC time to store (it was a 500).
+            (
+                {
+                    "type": "patient.onboarded",
+                    "data": onboarded(),
+                    "occurred_at": "0001-01-01T00:00:00+01:00",
+                },
+                "occurred_at",
+            ),
+            (
+                {
+                    "type": "patient.onboarded",
+                    "data": onboarded(),
+                    "occurred_at": "9999-12-31T23:59:59-01:00",
+                },
+                "occurred_at",
+            ),
             ({"type": "patient.onboarded", "data": [1]}, "data"),
         ],
     )

@@ -220,6 +220,9 @@ TIME_CASES: list[tuple[str, Callable[[], str], int]] = [
     ("role null", lambda: _hs(role=None), 401),
     ("sub not a string", lambda: _hs(sub=42), 401),
     ("sub of 200 characters", lambda: _hs(sub="u" * 200), 200),
+    ("org_id at the top of a 32-bit integer", lambda: _hs(org_id=2**31 - 1), 200),
+    ("org_id past a 32-bit integer", lambda: _hs(org_id=2**31), 401),
+    ("org_id far below", lambda: _hs(org_id=-(2**40)), 401),
     ("sub longer than an audit entry holds", lambda: _hs(sub="u" * 201), 401),
 ]
 

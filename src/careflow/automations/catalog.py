@@ -11,8 +11,11 @@ A ``config_schema`` maps a field name to a spec: ``type`` (integer, boolean, str
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from typing import Any
+
+from careflow.automations.templates_schemas import KEY_PATTERN
 
 FieldSpec = Mapping[str, Any]
 ConfigSchema = Mapping[str, FieldSpec]
@@ -203,6 +206,13 @@ ACTIONS: tuple[dict[str, Any], ...] = (
 TRIGGERS_BY_EVENT: Mapping[str, Mapping[str, Any]] = {t["event"]: t for t in TRIGGERS}
 ACTIONS_BY_TYPE: Mapping[str, Mapping[str, Any]] = {a["type"]: a for a in ACTIONS}
 
+# What a template key can be (templates_schemas.KEY_PATTERN; it has no trailing newline).
+_TEMPLATE_KEY = re.compile(KEY_PATTERN.removesuffix("$") + r"\Z")
+TEMPLATE_KEY_MESSAGE = (
+    "not a template key: a letter or digit, then letters, digits, '_', '.' or '-',"
+    " 100 characters at most"
+)
+
 # Which delivery channel a messaging action's `template` is looked up in.
 TEMPLATE_CHANNELS: Mapping[str, str] = {"send_email": "email", "send_sms": "sms"}
 
@@ -314,6 +324,15 @@ def validate_action(action: Any, where: str) -> ErrorList:
     _, errors = validate_config(
         action, entry["config_schema"], where=where, ignore=frozenset({"type"})
     )
+    template = action.get("template")
+    if (
+        kind in TEMPLATE_CHANNELS
+        and isinstance(template, str)
+        and not _TEMPLATE_KEY.match(template)
+    ):
+        # No template can have such a key (PUT /v1/templates refuses it), on create or on
+        # update, where an unknown key is otherwise allowed.
+        errors.append({"field": f"{where}.template", "message": TEMPLATE_KEY_MESSAGE})
     return errors
 
 

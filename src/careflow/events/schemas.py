@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from careflow.kit.clock import EARLIEST_INSTANT, LATEST_INSTANT, in_range
 from careflow.kit.schemas import StrictInput, UTCDatetime
 
 
@@ -40,7 +41,13 @@ class EventIn(StrictInput):
             parsed = datetime.fromisoformat(value)
         except ValueError as exc:
             raise ValueError("must be an ISO 8601 date-time string") from exc
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        if not in_range(parsed):
+            # It could not be stored in UTC (0001-01-01T00:00:00+01:00 has no UTC time).
+            raise ValueError(
+                f"must be between {EARLIEST_INSTANT:%Y-%m-%d} and {LATEST_INSTANT:%Y-%m-%d} in UTC"
+            )
+        return parsed
 
 
 class EventAccepted(BaseModel):

@@ -42,13 +42,30 @@ def isoformat_z(value: datetime | None) -> str | None:
     return text.replace("+00:00", "Z")
 
 
+# The instants careflow takes: far enough inside Python's range that a reminder's offset (a
+# week at most) and the conversion to UTC both stay in it. 0001-01-01T00:00:00+01:00 has no
+# UTC time at all, and a reminder a day before 0001-01-02 none either.
+_MARGIN = timedelta(days=8)
+EARLIEST_INSTANT = datetime.min.replace(tzinfo=UTC) + _MARGIN
+LATEST_INSTANT = datetime.max.replace(tzinfo=UTC) - _MARGIN
+
+
+def in_range(instant: datetime) -> bool:
+    """Whether an aware ``instant`` lies between ``EARLIEST_INSTANT`` and ``LATEST_INSTANT``."""
+    try:
+        utc = instant.astimezone(UTC)
+    except OverflowError:
+        return False
+    return EARLIEST_INSTANT <= utc <= LATEST_INSTANT
+
+
 def parse_instant(value: Any) -> datetime | None:
     """An ISO 8601 instant with an offset (``Z`` allowed, and ``t``/``z`` as RFC 3339 lets
-    them be written); anything else is no time at all."""
+    them be written), within careflow's range; anything else is no time at all."""
     if not isinstance(value, str):
         return None
     try:
         parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo is not None else None
+    return parsed if parsed.tzinfo is not None and in_range(parsed) else None
