@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.actions.base import ActionContext, ActionOutcome
@@ -64,18 +64,21 @@ def _is_hour(value: int | None) -> bool:
     return value is not None and 0 <= value <= 23
 
 
+def _sent_since(organization_id: int, since: datetime) -> ColumnElement[bool]:
+    """The organisation's SMS sent after ``since``: those its hourly cap counts."""
+    return and_(
+        Message.organization_id == organization_id,
+        Message.channel == "sms",
+        Message.status == MessageStatus.SENT,
+        Message.sent_at > since,
+    )
+
+
 async def sms_sent_since(session: AsyncSession, organization_id: int, since: datetime) -> int:
     # In a batch, the SMS sent by the steps before this one are still held: count them too.
     await write_behind.flush(session)
     count = await session.scalar(
-        select(func.count())
-        .select_from(Message)
-        .where(
-            Message.organization_id == organization_id,
-            Message.channel == "sms",
-            Message.status == MessageStatus.SENT,
-            Message.sent_at > since,
-        )
+        select(func.count()).select_from(Message).where(_sent_since(organization_id, since))
     )
     return int(count or 0)
 
@@ -87,12 +90,7 @@ async def nth_sms_sent_since(
     hour old, the organisation is back under its cap."""
     sent_at = await session.scalar(
         select(Message.sent_at)
-        .where(
-            Message.organization_id == organization_id,
-            Message.channel == "sms",
-            Message.status == MessageStatus.SENT,
-            Message.sent_at > since,
-        )
+        .where(_sent_since(organization_id, since))
         .order_by(Message.sent_at)
         .offset(n)
         .limit(1)

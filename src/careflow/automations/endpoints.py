@@ -29,11 +29,6 @@ from careflow.kit.text import UNSTORABLE_MESSAGE, unstorable_path
 router = APIRouter(prefix="/v1/automations", tags=["automations"])
 
 
-def _rule_id(raw: str) -> int:
-    # The one reading of a path id every endpoint shares: "01" or "1\n" names no rule.
-    return row_id(raw, "automation_rule")
-
-
 # NaN and Infinity are not JSON: PostgreSQL's JSONB refuses them, so they are refused here
 # rather than failing at insert.
 def _refuse_constant(name: str) -> Any:
@@ -116,7 +111,7 @@ def _out(rule: Any, stats: dict[int, service.RunStats]) -> RuleOut:
 
 @router.get("/rules/{rule_id}", response_model=DataEnvelope[RuleOut], summary="Get automation rule")
 async def get_rule(rule_id: str, principal: StaffDep, session: SessionDep) -> dict[str, Any]:
-    rule = await service.get_rule(session, principal, _rule_id(rule_id))
+    rule = await service.get_rule(session, principal, row_id(rule_id, "automation_rule"))
     return {"data": _out(rule, await service.run_stats(session, principal, [rule]))}
 
 
@@ -162,7 +157,7 @@ async def update_rule(
     clock: ClockDep,
     request: Request,
 ) -> dict[str, Any]:
-    rule_pk = _rule_id(rule_id)
+    rule_pk = row_id(rule_id, "automation_rule")
     payload = await _read_json(request)
     rule = await service.update_rule(session, principal, rule_pk, payload, now=clock.now())
     return {"data": _out(rule, await service.run_stats(session, principal, [rule]))}
@@ -177,5 +172,7 @@ async def update_rule(
 async def delete_rule(
     rule_id: str, principal: AdminDep, session: SessionDep, clock: ClockDep
 ) -> Response:
-    await service.delete_rule(session, principal, _rule_id(rule_id), now=clock.now())
+    await service.delete_rule(
+        session, principal, row_id(rule_id, "automation_rule"), now=clock.now()
+    )
     return Response(status_code=204)
