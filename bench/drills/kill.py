@@ -1,7 +1,7 @@
 """Fault drill 1: SIGKILL a random worker every few seconds while events flow.
 
     python bench/drills/kill.py [--database-url URL] [--events 3000] [--workers 3]
-                               [--kill-every 6] [--lease 10] [--timeout 600]
+                                [--kill-every 6] [--lease 10] [--timeout 600]
 
 Starts ``careflow serve --no-worker`` and K workers, posts N ``patient.onboarded`` events
 (rule: require_form → update_segment → send_email over SMTP to a sink), and every

@@ -1,7 +1,7 @@
 """Drill 6: worker memory over a soak at a steady, moderate event rate.
 
     python bench/drills/memory.py [--database-url URL] [--rate 8] [--seconds 300]
-                                 [--warmup 60] [--sample-every 5]
+                                  [--warmup 60] [--sample-every 5]
 
 Two workers and the API; events posted at ``--rate`` per second for ``--seconds``. Every
 ``--sample-every`` s the drill reads ``VmRSS`` from ``/proc/<pid>/status`` of each worker and

@@ -1,7 +1,7 @@
 """Fault drill 2: SIGSTOP a worker that holds jobs until its lease has run out, then SIGCONT.
 
     python bench/drills/stall.py [--database-url URL] [--events 400] [--lease 3]
-                                [--stop-seconds 12]
+                                 [--stop-seconds 12]
 
 Two workers (A and B) with ``CAREFLOW_JOB_LEASE_SECONDS=3`` and JSON logs at INFO. While
 events flow, A is frozen with SIGSTOP at a moment it holds running jobs (read from the jobs

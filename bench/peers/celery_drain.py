@@ -1,20 +1,22 @@
-"""Celery 5 + Redis draining no-op tasks: the peer figure for careflow's end-to-end rate.
+"""Celery 5 + Redis draining tasks: the peer of careflow's end-to-end rate.
 
     python bench/peers/celery_drain.py [--tasks 20000] [--workers 2] [--concurrency 2]
-                                   [--broker redis://127.0.0.1:6379/9] [--json]
+                                       [--broker redis://127.0.0.1:6379/9] [--json]
 
 Celery (``celery[redis]==5.*``) is installed into its own environment (``bench/.peers``)
 and its app is ``bench/peers/celery_tasks.py``. The broker's Redis db is a scratch db: it is
 flushed before and after (and refused if it holds keys that are not the benchmark's).
 N no-op tasks (``ignore_result``) are enqueued first from a separate process; then W
 ``celery worker --pool prefork --concurrency C`` processes start, and tasks/s is timed from
-the first task done to the N-th, by a Redis counter each task INCRs. Each run of this
-script stands alone; ``bench/compare.py`` (the --compare mode) imports ``celery_drain``.
+the first task done to the N-th, by a Redis counter each task INCRs.
 
 ``--work-database-url URL`` runs ``celery_tasks.work`` tasks instead: careflow's end-to-end
 side effects written by hand (an execution, a form and an episode in one transaction, an
 email to an aiosmtpd sink, the execution marked success), with psycopg 3, against the
-given PostgreSQL database's ``celery_peer`` schema. A reference, not a target's peer.
+given PostgreSQL database's ``celery_peer`` schema. That is the end-to-end target's peer:
+``bench/compare.py`` runs this script so, with ``--json``. The no-op tasks were the peer of
+a retired target (a full execution against an empty task); ``perf/ceiling.py`` still
+shows them beside its ceiling.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ The broker is ``CELERY_PEER_BROKER`` (a Redis URL with a scratch db). Results ar
 each task INCRs one Redis counter, which is how the driver knows the queue is done.
 
 Two tasks:
-- ``noop``: nothing but the counter (the issue's peer for the end-to-end target).
+- ``noop``: nothing but the counter (a reference beside ``perf/ceiling.py``).
 - ``work``: what careflow's end-to-end execution does, written by hand: in one transaction
   an execution row, a form and an episode; an email to the SMTP server at
   ``CELERY_PEER_SMTP`` (host:port) with a Message-ID of the execution; then the execution

@@ -5,8 +5,8 @@
 zen-engine is installed into its own environment (``bench/.peers``, created on first use),
 never into careflow's. Both sides get the same rules (zen-engine as expressions compiled
 once) and the same events, must agree on every answer, and are timed on the same machine in
-the same run, beside the hand-written closures of ``bench/perf/conditions.py``.
-``bench/compare.py`` (the --compare mode) imports ``measure`` for its conditions rows.
+the same run, beside the hand-written closures of ``benchkit.workload.make_rules``.
+``bench/compare.py`` runs this script with ``--json`` for its conditions rows.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One fixed piece of engine work in one process: the unit ``perf/instructions.py`` counts.
 
     python bench/perf/engine_cpu.py --database-url URL [--events 1000] [--rounds 3]
-                                     [--warmup 100]
+                                    [--warmup 100]
 
 1. reset the database, start ``perf/e2e.py``'s aiosmtpd sink in a child process, and build
    careflow's app in this process;

@@ -1,7 +1,7 @@
 """Time-based fires at scale (PostgreSQL): claim cost and fire lag, 1k vs 1M pending fires.
 
     python bench/perf/fires.py --database-url postgresql+asyncpg://…/careflow_bench
-                                [--pending 1000,1000000] [--burst 2000] [--workers 2]
+                               [--pending 1000,1000000] [--burst 2000] [--workers 2]
 
 For each P in ``--pending``: an empty migrated schema, P pending fires inserted with COPY
 (kind ``noop``, status ``queued``, ``run_at`` spread over the next 30 days, a unique

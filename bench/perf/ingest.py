@@ -1,14 +1,15 @@
 """Event ingestion: ``POST /v1/events`` on careflow vs a bare FastAPI one-INSERT endpoint.
 
     python bench/perf/ingest.py [--database-url URL] [--concurrency 64] [--seconds 15]
-                                 [--processes N]
+                                [--processes N]
 
 Starts careflow's API without a worker (``careflow serve --no-worker`` for one process,
 ``uvicorn --factory careflow.app:create_app --workers N`` for more; default 1 on SQLite,
 2 on PostgreSQL), mints a ``service`` token with ``careflow token``, and drives it with
 ``bench/benchkit/loadgen.py`` (httpx, C connections, in a process of its own: it shares
-the two cores with the servers). Then, in the same run and the same way, ``bench/peers/bare_insert_app.py``:
-FastAPI + asyncpg (or aiosqlite) inserting one row per request. Prints both and the ratio.
+the two cores with the servers). Then, in the same run and the same way,
+``bench/peers/bare_insert_app.py``: FastAPI + asyncpg (or aiosqlite) inserting one row per
+request. Prints both and the ratio.
 
 Default database: a fresh temporary SQLite file. On PostgreSQL the ``public`` schema of the
 given database is dropped and re-created.

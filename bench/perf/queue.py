@@ -1,7 +1,7 @@
 """Job queue throughput: drain N no-op jobs with K ``careflow worker`` processes.
 
     python bench/perf/queue.py [--database-url URL] [--jobs 20000] [--workers K]
-                                [--concurrency 8] [--timeout 90]
+                               [--concurrency 8] [--timeout 90]
 
 Enqueues N ``noop`` jobs in bulk (COPY on PostgreSQL, executemany on SQLite), starts K
 worker processes, and measures jobs/s from the first drained job until the table is
