@@ -170,7 +170,7 @@ def make_rules(
     n: int, rng: random.Random
 ) -> list[tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]]:
     """Realistic rules: a type match, a tag test, a numeric range; with a hand-written twin."""
-    rules = []
+    rules: list[tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]] = []
     for _ in range(n):
         kind = rng.choice(TYPES)
         tag = rng.choice(TAGS)
