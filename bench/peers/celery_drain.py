@@ -2,6 +2,7 @@
 
     python bench/peers/celery_drain.py [--tasks 20000] [--workers 2] [--concurrency 2]
                                        [--broker redis://127.0.0.1:6379/9] [--json]
+                                       [--work-database-url postgresql+asyncpg://…]
 
 Celery (``celery[redis]==5.*``) is installed into its own environment (``bench/.peers``)
 and its app is ``bench/peers/celery_tasks.py``. The broker's Redis db is a scratch db: it is
