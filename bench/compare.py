@@ -5,23 +5,23 @@
 
 The peers are installed into their own environment (``bench/.peers``), never careflow's,
 before anything is timed. Each careflow figure and its peer's are measured one right after
-the other, so each ratio (careflow ÷ peer) is taken on the same machine state:
+the other, so each ratio (careflow ÷ peer) is taken on the same machine state. Every figure
+comes from a script of its own, run as a process with ``--json``:
 
-1. queue: ``bench_queue.py`` no-op drain, 2 worker processes, vs pgqueuer 1.6.0 draining
-   as many no-op jobs with 2 processes (``compare_queue.py``);
-2. end to end: ``bench_e2e.py --drain`` executions/s (events posted first, then drained by
-   2 workers) vs Celery 5 + Redis no-op tasks/s, 2 worker processes x 2, also drained
-   (``compare_celery.py``); and, for reference with no target, vs Celery tasks that write
-   the same rows and send the same email by hand (``celery_peer.work``);
-3. ingestion: ``bench_ingest.py``, careflow's ``POST /v1/events`` vs the bare FastAPI +
+1. queue: ``perf/queue.py`` no-op drain, 2 worker processes, vs pgqueuer 1.6.0 draining
+   as many no-op jobs with 2 processes (``peers/pgqueuer_drain.py --peer-only``);
+2. end to end: ``perf/e2e.py --drain`` executions/s (events posted first, then drained by
+   2 workers) vs Celery 5 + Redis tasks that write the same rows and send the same email by
+   hand, 2 worker processes x 8, also drained (``peers/celery_drain.py --work-database-url``);
+3. ingestion: ``perf/ingest.py``, careflow's ``POST /v1/events`` vs the bare FastAPI +
    asyncpg one-INSERT endpoint, 2 processes and 64 connections each, plus careflow's p99;
 4. conditions: 1,000 rules on one trigger, careflow vs the hand-written closures of
-   ``bench_conditions.py`` and zen-engine 2.1.3 (``compare_conditions.py``).
+   ``benchkit.workload`` and zen-engine 2.1.3 (``peers/zen_conditions.py``).
 
-``--quick`` uses small sizes (a smoke run of about two minutes); ``--json`` also prints
-every figure as one JSON line. The database is created if missing and its ``public`` schema
-is dropped and re-created; ``<name>_peers`` is pgqueuer's; Redis db 9 is Celery's scratch
-db. A comparison that fails is shown as failed and the others still run.
+``--quick`` uses small sizes (a smoke run of a few minutes); ``--json`` also prints every
+figure as one JSON line. The database is created if missing and its ``public`` schema is
+dropped and re-created; ``<name>_peers`` is pgqueuer's; Redis db 9 is Celery's scratch db.
+A comparison that fails is shown as failed and the others still run.
 """
 
 from __future__ import annotations
@@ -34,21 +34,21 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import asyncpg
-from _common import REFUSED_DATABASES, loadavg, peer_python, plain_pg_dsn, run_json_script
-from compare_celery import celery_drain, celery_work_drain
-from compare_conditions import measure as measure_conditions
-from compare_queue import PEER_BATCH, careflow_drain, peers_database, pgqueuer_drain
 from rich.console import Console
 from rich.table import Table
 
+from benchkit.common import REFUSED_DATABASES, loadavg, peer_python, plain_pg_dsn, run_json_script
+
 SIZES = {
-    "full": {"jobs": 50_000, "tasks": 20_000, "executions": 5000, "seconds": 15, "events": 2000},
-    "quick": {"jobs": 10_000, "tasks": 5000, "executions": 500, "seconds": 8, "events": 500},
+    "full": {"jobs": 50_000, "executions": 5000, "seconds": 15, "events": 2000},
+    "quick": {"jobs": 10_000, "executions": 500, "seconds": 8, "events": 500},
 }
 RULES = 1000
 PROCESSES = 2  # worker or API processes on every side
 CONNECTIONS = 64  # HTTP connections of the ingestion load
-BROKER = "redis://127.0.0.1:6379/9"
+# Prefork children per Celery process: careflow's workers have 8 slots, and each task waits
+# on its commits and its SMTP exchange (2 x 2 left the cores idle: 393 against 461 tasks/s).
+CELERY_CONCURRENCY = 8
 
 progress = Console(stderr=True)
 
@@ -112,13 +112,16 @@ def ensure_database(database_url: str) -> None:
 
 def compare_queue(url: str, size: dict[str, int], raw: dict[str, Any]) -> list[Row]:
     label = f"job queue: no-op drain, {size['jobs']:,} jobs, {PROCESSES} processes, PostgreSQL"
-    peer = f"pgqueuer 1.6.0 (batch {PEER_BATCH}, drain mode)"
+    peer = "pgqueuer 1.6.0 (drain mode)"
+    jobs = ("--jobs", str(size["jobs"]), "--workers", str(PROCESSES))
     try:
-        raw["queue"] = careflow_drain(url, size["jobs"], PROCESSES)
-        peers_dsn = peers_database(url)
-        raw["pgqueuer"] = pgqueuer_drain(peers_dsn, size["jobs"], PROCESSES)
+        raw["queue"] = run_json_script("perf/queue.py", "--database-url", url, *jobs)
+        raw["pgqueuer"] = run_json_script(
+            "peers/pgqueuer_drain.py", "--database-url", url, *jobs, "--peer-only"
+        )
     except Exception as error:
         return [failed(label, peer, "jobs/s", AT_LEAST_1X, error)]
+    peer = f"pgqueuer 1.6.0 (batch {raw['pgqueuer']['batch_size']}, drain mode)"
     ours, theirs = raw["queue"]["jobs_per_s"], raw["pgqueuer"]["jobs_per_s"]
     return [measured(label, ours, peer, theirs, "jobs/s", AT_LEAST_1X)]
 
@@ -126,54 +129,42 @@ def compare_queue(url: str, size: dict[str, int], raw: dict[str, Any]) -> list[R
 def compare_e2e(url: str, size: dict[str, int], raw: dict[str, Any]) -> list[Row]:
     label = (
         f"end to end: executions/s ({size['executions']:,} events queued, then drained by "
-        f"{PROCESSES} workers, SMTP) vs no-op tasks/s ({size['tasks']:,})"
+        f"{PROCESSES} workers, SMTP) vs tasks doing the same writes and email by hand"
     )
-    peer = f"Celery + Redis, {PROCESSES} worker processes x 2 (prefork)"
+    peer = f"Celery + Redis + psycopg, {PROCESSES} x {CELERY_CONCURRENCY} (prefork)"
     try:
         raw["e2e"] = run_json_script(
-            "bench_e2e.py",
+            "perf/e2e.py",
             *("--database-url", url),
             *("--events", str(size["executions"])),
             *("--workers", str(PROCESSES)),
             "--drain",  # events first, then the workers, as Celery's tasks are drained
             timeout=600,
         )
-        raw["celery"] = celery_drain(size["tasks"], PROCESSES, 2, BROKER)
+        raw["celery_work"] = run_json_script(
+            "peers/celery_drain.py",
+            *("--tasks", str(size["executions"])),
+            *("--workers", str(PROCESSES)),
+            *("--concurrency", str(CELERY_CONCURRENCY)),
+            *("--work-database-url", url),
+            timeout=900,
+        )
     except Exception as error:
         return [failed(label, peer, "/s", AT_LEAST_1X, error)]
-    peer = f"Celery {raw['celery']['celery']} + Redis, {PROCESSES} worker processes x 2"
+    celery = raw["celery_work"]
+    peer = f"Celery {celery['celery']} + Redis + psycopg, {PROCESSES} x {CELERY_CONCURRENCY}"
     # Like for like: each side timed from its first unit of work to its last (Celery's first
     # task done; careflow's first execution started), with no process start-up in either.
-    # Earlier runs set careflow's figure with its workers' start-up against Celery's without.
     steady = measured(
-        label, raw["e2e"]["steady_per_s"], peer, raw["celery"]["tasks_per_s"], "/s", AT_LEAST_1X
+        label, raw["e2e"]["steady_per_s"], peer, celery["tasks_per_s"], "/s", AT_LEAST_1X
     )
-    with_startup = measured(
-        "the same, each counting its workers' start-up",
-        raw["e2e"]["executions_per_s"],
-        peer,
-        raw["celery"]["tasks_per_s_with_startup"],
-        "/s",
-        AT_LEAST_1X,
+    # For reference, no target: both counting their workers' start-up.
+    ours, theirs = raw["e2e"]["executions_per_s"], celery["tasks_per_s_with_startup"]
+    with_startup = Row(
+        "the same, each counting its workers' start-up (reference)",
+        *(ours, peer, theirs, "/s", ours / theirs, "-", None),
     )
-    rows = [steady, with_startup]
-    # For reference, no target: Celery tasks that write the same rows and send the same
-    # email by hand (``celery_peer.work``), drained and timed the same way.
-    label = "end to end vs Celery tasks doing the same writes and email (reference)"
-    work_peer = f"Celery {raw['celery']['celery']} + Redis + psycopg, 2 x 8, the same side effects"
-    try:
-        # 8 prefork children a process, as careflow's workers have 8 slots: each task waits
-        # on its commits and its SMTP exchange, and 2 x 2 left the cores idle (393 against
-        # 461 tasks/s in one sitting).
-        raw["celery_work"] = celery_work_drain(size["executions"], url, PROCESSES, 8)
-    except Exception as error:
-        progress.print(f"[red]{label}: failed[/red]\n{error}")
-        rows.append(Row(label, None, work_peer, None, "/s", None, "-", None, str(error)[-500:]))
-        return rows
-    theirs = raw["celery_work"]["tasks_per_s"]
-    ours = raw["e2e"]["steady_per_s"]
-    rows.append(Row(label, ours, work_peer, theirs, "/s", ours / theirs, "-", None))
-    return rows
+    return [steady, with_startup]
 
 
 def compare_ingest(url: str, size: dict[str, int], raw: dict[str, Any]) -> list[Row]:
@@ -181,7 +172,7 @@ def compare_ingest(url: str, size: dict[str, int], raw: dict[str, Any]) -> list[
     peer = "bare FastAPI + asyncpg, 1 INSERT"
     try:
         raw["ingest"] = run_json_script(
-            "bench_ingest.py",
+            "perf/ingest.py",
             *("--database-url", url),
             *("--processes", str(PROCESSES)),
             *("--concurrency", str(CONNECTIONS)),
@@ -208,7 +199,9 @@ def compare_conditions(size: dict[str, int], raw: dict[str, Any]) -> list[Row]:
     label = f"conditions: {RULES:,} rules on one trigger x {size['events']:,} events"
     hand, zen = "hand-written closures", "zen-engine 2.1.3, compiled expressions"
     try:
-        raw["conditions"] = rates = measure_conditions(RULES, size["events"])
+        raw["conditions"] = rates = run_json_script(
+            "peers/zen_conditions.py", "--rules", str(RULES), "--events", str(size["events"])
+        )
     except Exception as error:
         return [
             failed(label, hand, "evals/s", AT_LEAST_1X, error),
@@ -261,7 +254,7 @@ def main() -> None:
     parser.add_argument(
         "--database-url", required=True, help="careflow's PostgreSQL bench database"
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes: a ~2 minute smoke run")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few minutes")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args()
     if not args.database_url.startswith("postgresql"):
@@ -270,7 +263,7 @@ def main() -> None:
     ensure_database(args.database_url)
 
     progress.print("peers: pgqueuer, zen-engine, Celery in bench/.peers (installed if missing)")
-    peer_python("pgqueuer", "zen", "celery")
+    peer_python("pgqueuer", "zen", "celery", "psycopg")
     load_before = loadavg()
     raw: dict[str, Any] = {}
     rows: list[Row] = []

@@ -3,7 +3,7 @@
     python bench/run_all.py [--database-url postgresql+asyncpg://…/careflow_bench]
     python bench/run_all.py --compare --database-url … [--quick] [--json]
 
-Without ``--database-url`` the SQLite ones run and ``bench_fires`` (PostgreSQL only) is
+Without ``--database-url`` the SQLite ones run and ``perf/fires.py`` (PostgreSQL only) is
 skipped. Each script's own table is printed as it finishes; the summary comes last. Each
 script is given a hard limit of 5 minutes. ``--compare`` runs ``bench/compare.py`` instead
 (careflow beside its peers, one table of ratios; PostgreSQL only), passing on ``--quick``
@@ -18,9 +18,10 @@ import subprocess
 import sys
 from typing import Any
 
-from _common import BENCH_DIR
 from rich.console import Console
 from rich.table import Table
+
+from benchkit.common import BENCH_DIR
 
 
 def run(script: str, *args: str) -> Any:
@@ -51,12 +52,12 @@ def main() -> None:
 
     rows: list[tuple[str, str, str]] = []
     subprocess.run(
-        [sys.executable, str(BENCH_DIR / "bench_conditions.py"), "--rules", "200"],
+        [sys.executable, str(BENCH_DIR / "perf/conditions.py"), "--rules", "200"],
         check=False,
         timeout=300,
     )
 
-    q = run("bench_queue.py", *db, "--jobs", "5000")
+    q = run("perf/queue.py", *db, "--jobs", "5000")
     if q:
         rows.append(
             (
@@ -65,7 +66,7 @@ def main() -> None:
                 f"{q['ratio']:.3f} of 1-row-INSERT tps",
             )
         )
-    i = run("bench_ingest.py", *db, "--seconds", "8")
+    i = run("perf/ingest.py", *db, "--seconds", "8")
     if i:
         c, b = i["careflow"], i["bare"]
         rows.append(
@@ -75,7 +76,7 @@ def main() -> None:
                 f"{c['req_per_s'] / b['req_per_s']:.2f} of bare FastAPI+INSERT",
             )
         )
-    e = run("bench_e2e.py", *db, "--events", "500")
+    e = run("perf/e2e.py", *db, "--events", "500")
     if e:
         rows.append(
             (
@@ -85,7 +86,7 @@ def main() -> None:
             )
         )
     if args.database_url:
-        f = run("bench_fires.py", *db, "--pending", "1000,200000", "--burst", "1000")
+        f = run("perf/fires.py", *db, "--pending", "1000,200000", "--burst", "1000")
         if f:
             for r in f:
                 rows.append(

@@ -22,8 +22,8 @@ EXECUTIONS = "/v1/automations/executions"
 GDPR_WELCOME: dict[str, Any] = examples.without_delays(examples.GDPR_WELCOME)
 FIRST_VIDEO: dict[str, Any] = examples.FIRST_VIDEO
 PATIENT: dict[str, Any] = examples.PATIENT
-# The end-to-end benchmark's rule (bench/bench_e2e.py): the dispatch opens the consent form
-# itself, and a queued step sends the welcome email.
+# The end-to-end benchmark's rule (bench/benchkit/workload.py): the dispatch opens the
+# consent form itself, and a queued step sends the welcome email.
 E2E_RULE: dict[str, Any] = {
     "name": "Welcome new patients",
     "enabled": True,

@@ -1,6 +1,6 @@
 """Pathway resolution throughput with 200 rules on one trigger type.
 
-    python bench/bench_pathways.py [--rules 200] [--seconds 5] [--database-url URL]
+    python bench/perf/pathways.py [--rules 200] [--seconds 5] [--database-url URL]
 
 Prints resolutions per second three ways: in memory on the routing fast path (first match,
 no explanation), in memory with the full explanation `/resolve` returns, and through
@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
 
 from rich.console import Console
 from rich.table import Table

@@ -1,7 +1,7 @@
 """Fault drill 2: SIGSTOP a worker that holds jobs until its lease has run out, then SIGCONT.
 
-    python bench/drill_stall.py [--database-url URL] [--events 400] [--lease 3]
-                                [--stop-seconds 12]
+    python bench/drills/stall.py [--database-url URL] [--events 400] [--lease 3]
+                                 [--stop-seconds 12]
 
 Two workers (A and B) with ``CAREFLOW_JOB_LEASE_SECONDS=3`` and JSON logs at INFO. While
 events flow, A is frozen with SIGSTOP at a moment it holds running jobs (read from the jobs
@@ -26,9 +26,12 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from drill_common import Cluster, Db, Verdict, common_args, console, header
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
+
+from benchkit.drill import Cluster, Db, Verdict, common_args, console, header
 
 REFUSALS = ("jobs.completion_refused", "jobs.failure_refused", "jobs.released")
 

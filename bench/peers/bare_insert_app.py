@@ -1,6 +1,6 @@
-"""The floor for ``bench_ingest.py``: a bare FastAPI endpoint that inserts one row per request.
+"""The floor for ``perf/ingest.py``: a bare FastAPI endpoint that inserts one row per request.
 
-    uvicorn --app-dir bench --factory bare_insert_app:create_app [--workers 2]
+    uvicorn --app-dir bench/peers --factory bare_insert_app:create_app [--workers 2]
 
 with ``BARE_DATABASE_URL`` set to a ``postgresql://`` DSN (asyncpg pool) or a SQLite file
 path (``sqlite:///path``; one aiosqlite connection, writes serialised by a lock, WAL and

@@ -1,12 +1,12 @@
 """Condition evaluation beside a peer: careflow vs zen-engine on the same rules and events.
 
-    python bench/compare_conditions.py [--rules 1000] [--events 2000] [--json]
+    python bench/peers/zen_conditions.py [--rules 1000] [--events 2000] [--json]
 
 zen-engine is installed into its own environment (``bench/.peers``, created on first use),
 never into careflow's. Both sides get the same rules (zen-engine as expressions compiled
 once) and the same events, must agree on every answer, and are timed on the same machine in
-the same run, beside the hand-written closures of ``bench/bench_conditions.py``.
-``bench/compare.py`` (the --compare mode) imports ``measure`` for its conditions rows.
+the same run, beside the hand-written closures of ``benchkit.workload.make_rules``.
+``bench/compare.py`` runs this script with ``--json`` for its conditions rows.
 """
 
 from __future__ import annotations
@@ -15,16 +15,19 @@ import argparse
 import json
 import random
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import peer_python
-from bench_conditions import make_events, make_rules  # type: ignore[import-not-found]
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
+
 from rich.console import Console
 from rich.table import Table
 
+from benchkit.common import peer_python
+from benchkit.workload import make_events, make_rules
 from careflow.conditions import compile_condition
 from careflow.conditions.index import RuleIndex
 
@@ -63,7 +66,7 @@ def rate(fn: Any, count: int) -> float:
 def measure(rules_n: int, events_n: int) -> dict[str, float]:
     """Evaluations/s of careflow, hand-written closures and zen-engine on the same work.
 
-    The hand-written closures are ``bench/bench_conditions.py``'s twins of the same rules.
+    The hand-written closures are ``bench/perf/conditions.py``'s twins of the same rules.
     """
     rng = random.Random(7)
     rules = make_rules(rules_n, rng)

@@ -1,14 +1,14 @@
 """Instructions per execution, counted by callgrind: an A/B measure the machine's noise cannot move.
 
-    python bench/bench_instructions.py --database-url URL [--tree SRC ...] [--small 20] [--large 60]
+    python bench/perf/instructions.py --database-url URL [--tree SRC ...] [--small 20] [--large 60]
 
 On this project's shared two-core machine, rates and even CPU seconds move by ±30 % with
-the other work on it, so a change worth 5 % cannot be seen in ``bench_e2e.py``. Callgrind
+the other work on it, so a change worth 5 % cannot be seen in ``perf/e2e.py``. Callgrind
 (``valgrind --tool=callgrind``) counts the instructions a process executes instead, and
 that count is the same from run to run whatever else the machine does.
 
 For each ``--tree`` (a ``src`` directory, put first on ``PYTHONPATH``; default: this
-checkout's), this runs ``bench_engine_cpu.py`` under callgrind twice, with ``--small`` and
+checkout's), this runs ``perf/engine_cpu.py`` under callgrind twice, with ``--small`` and
 ``--large`` events (one round each, after a 20-event warm-up), and divides the difference
 of the two totals by the difference of the event counts. What is left is the instructions
 of careflow's own process for one execution of the end-to-end rule: its ingestion, its
@@ -26,9 +26,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import BENCH_DIR
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
+
 from rich.console import Console
 from rich.table import Table
+
+from benchkit.common import BENCH_DIR
 
 
 def _instructions(tree: Path, database_url: str, events: int, workdir: Path) -> int:
@@ -36,13 +39,13 @@ def _instructions(tree: Path, database_url: str, events: int, workdir: Path) -> 
     env = {**os.environ, "PYTHONPATH": str(tree)}
     command = [
         *("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"),
-        *(sys.executable, str(BENCH_DIR / "bench_engine_cpu.py")),
+        *(sys.executable, str(BENCH_DIR / "perf" / "engine_cpu.py")),
         *("--database-url", database_url, "--events", str(events)),
         *("--rounds", "1", "--warmup", "20"),
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
-        raise RuntimeError(f"bench_engine_cpu.py failed under callgrind:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"perf/engine_cpu.py failed under callgrind:\n{done.stderr[-3000:]}")
     # The largest output is careflow's process (the SMTP sink is a smaller forked child).
     files = sorted(workdir.glob(f"callgrind.{events}.*"), key=lambda p: p.stat().st_size)
     for line in files[-1].read_text().splitlines():

@@ -1,13 +1,13 @@
 """The statements one end-to-end execution sends to PostgreSQL, counted by kind.
 
-    python bench/bench_statements.py --database-url URL [--events 300] [--timeout 120]
+    python bench/perf/statements.py --database-url URL [--events 300] [--timeout 120]
 
 What the engine's cost per execution is made of, in the unit it is paid in: careflow's CPU
 goes mostly to sending statements and reading their rows (SQLAlchemy, asyncpg, the event
 loop), a like amount whatever a statement does, so their number per execution says more
 than a timing on this noisy machine can.
 
-1. reset the database, start ``bench_e2e.py``'s aiosmtpd sink in a child process, and build
+1. reset the database, start ``perf/e2e.py``'s aiosmtpd sink in a child process, and build
    careflow's app in this process;
 2. create the end-to-end rule (``require_form`` then ``send_email``) and post N
    ``patient.onboarded`` events through the app (not counted);
@@ -26,16 +26,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
-from _common import is_postgres, reset_database
-from bench_engine_cpu import in_process_app, post_workload
-from bench_floors import sink_running
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
+
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import event, func, select
+
+from benchkit.common import is_postgres, reset_database
+from benchkit.workload import in_process_app, post_workload, sink_running
 
 _TABLE = re.compile(r"\b(?:FROM|INTO|(?<!FOR )UPDATE|JOIN)\s+([a-z_]+)", re.IGNORECASE)
 

@@ -1,7 +1,7 @@
 """Fault drill 1: SIGKILL a random worker every few seconds while events flow.
 
-    python bench/drill_kill.py [--database-url URL] [--events 3000] [--workers 3]
-                               [--kill-every 6] [--lease 10] [--timeout 600]
+    python bench/drills/kill.py [--database-url URL] [--events 3000] [--workers 3]
+                                [--kill-every 6] [--lease 10] [--timeout 600]
 
 Starts ``careflow serve --no-worker`` and K workers, posts N ``patient.onboarded`` events
 (rule: require_form → update_segment → send_email over SMTP to a sink), and every
@@ -22,8 +22,11 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 
-from drill_common import Cluster, Verdict, common_args, console, header, seed
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
+
+from benchkit.drill import Cluster, Verdict, common_args, console, header, seed
 
 
 async def run(args: argparse.Namespace) -> Verdict:

@@ -1,9 +1,9 @@
-"""One fixed piece of engine work in one process: the unit ``bench_instructions.py`` counts.
+"""One fixed piece of engine work in one process: the unit ``perf/instructions.py`` counts.
 
-    python bench/bench_engine_cpu.py --database-url URL [--events 1000] [--rounds 3]
-                                     [--warmup 100]
+    python bench/perf/engine_cpu.py --database-url URL [--events 1000] [--rounds 3]
+                                    [--warmup 100]
 
-1. reset the database, start ``bench_e2e.py``'s aiosmtpd sink in a child process, and build
+1. reset the database, start ``perf/e2e.py``'s aiosmtpd sink in a child process, and build
    careflow's app in this process;
 2. create the end-to-end rule (``require_form`` then ``send_email``) and post N
    ``patient.onboarded`` events through the app (in process, not timed);
@@ -16,7 +16,7 @@ per execution of careflow's code and of the database for each round, and the med
 On this project's shared machine those CPU seconds are not steady either: the same tree
 measured 12.6 to 25.6 ms per execution across rounds and runs (docs/benchmarks.md). Under
 callgrind the work is counted in instructions, which are: that is what
-``bench_instructions.py`` does with this script.
+``perf/instructions.py`` does with this script.
 """
 
 from __future__ import annotations
@@ -24,50 +24,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
-import httpx
-from _common import JWT_SECRET, is_postgres, loadavg, reset_database
-from bench_ceiling import _postgres_cpu
-from bench_e2e import RULE, onboarded
-from bench_floors import sink_running
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
+
 from rich.console import Console
 from rich.table import Table
 
-
-def in_process_app(database_url: str, smtp_port: int) -> tuple[Any, Any, Any]:
-    """careflow's settings, engine and app in this process, mailing the sink at ``smtp_port``."""
-    from careflow.app import create_app
-    from careflow.config import Settings
-    from careflow.db import create_engine
-    from careflow.kit.clock import SystemClock
-
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        env="development",
-        database_url=database_url,
-        jwt_secret=JWT_SECRET,
-        smtp_url=f"smtp://127.0.0.1:{smtp_port}",
-        log_level="WARNING",
-    )
-    engine = create_engine(database_url)
-    app = create_app(settings, engine=engine, clock=SystemClock(), migrate_sqlite=False)
-    return settings, engine, app
-
-
-async def post_workload(app: Any, settings: Any, events: int, prefix: str) -> None:
-    """The end-to-end rule, then ``events`` ``patient.onboarded`` events, through the app."""
-    from careflow.auth import issue_token
-
-    headers = {"Authorization": f"Bearer {issue_token(settings, org_id=1, role='admin', sub='b')}"}
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-        created = await client.post("/v1/automations/rules", json=RULE, headers=headers)
-        created.raise_for_status()
-        for n in range(events):
-            posted = await client.post("/v1/events", json=onboarded(prefix, n), headers=headers)
-            posted.raise_for_status()
+from benchkit.common import is_postgres, loadavg, postgres_cpu, reset_database
+from benchkit.workload import in_process_app, post_workload, sink_running
 
 
 async def _round(database_url: str, smtp_port: int, events: int) -> dict[str, float]:
@@ -78,9 +46,9 @@ async def _round(database_url: str, smtp_port: int, events: int) -> dict[str, fl
         await post_workload(app, settings, events, "cpu")
         clock = app.state.clock
         worker = Worker(app.state.sessionmaker, settings, clock, services=app.state.services)
-        pg_before, cpu_before, started = _postgres_cpu(), time.process_time(), time.monotonic()
+        pg_before, cpu_before, started = postgres_cpu(), time.process_time(), time.monotonic()
         ran = await worker.run_until_idle()
-        cpu, pg = time.process_time() - cpu_before, _postgres_cpu() - pg_before
+        cpu, pg = time.process_time() - cpu_before, postgres_cpu() - pg_before
         seconds = time.monotonic() - started
         if ran != 2 * events:
             raise RuntimeError(f"{ran} jobs ran, expected {2 * events}")

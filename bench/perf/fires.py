@@ -1,7 +1,7 @@
 """Time-based fires at scale (PostgreSQL): claim cost and fire lag, 1k vs 1M pending fires.
 
-    python bench/bench_fires.py --database-url postgresql+asyncpg://…/careflow_bench
-                                [--pending 1000,1000000] [--burst 2000] [--workers 2]
+    python bench/perf/fires.py --database-url postgresql+asyncpg://…/careflow_bench
+                               [--pending 1000,1000000] [--burst 2000] [--workers 2]
 
 For each P in ``--pending``: an empty migrated schema, P pending fires inserted with COPY
 (kind ``noop``, status ``queued``, ``run_at`` spread over the next 30 days, a unique
@@ -27,12 +27,20 @@ import json
 import random
 import re
 import statistics
+import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
+
 import asyncpg
-from _common import (
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import event
+
+from benchkit.common import (
     Workdir,
     careflow_cmd,
     careflow_env,
@@ -43,9 +51,6 @@ from _common import (
     plain_pg_dsn,
     reset_database,
 )
-from rich.console import Console
-from rich.table import Table
-from sqlalchemy import event
 
 COLUMNS = [
     "kind",
@@ -273,7 +278,7 @@ def main() -> None:
     args = parser.parse_args()
     if not is_postgres(args.database_url):
         raise SystemExit(
-            "bench_fires measures PostgreSQL: pass --database-url postgresql+asyncpg://…"
+            "perf/fires.py measures PostgreSQL: pass --database-url postgresql+asyncpg://…"
         )
 
     workdir = Workdir()

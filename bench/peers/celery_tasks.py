@@ -1,16 +1,16 @@
-"""The Celery side of ``bench/compare_celery.py``: its task app and helper commands.
+"""The Celery side of ``bench/peers/celery_drain.py``: its task app and helper commands.
 
 Runs in the peers' environment (``bench/.peers``) only, never in careflow's:
 
-    bench/.peers/bin/python bench/celery_peer.py check|flush|enqueue N [noop|work]|wait N TIMEOUT STALL
-    bench/.peers/bin/python bench/celery_peer.py setup-work     (the work task's tables)
-    bench/.peers/bin/python -m celery -A celery_peer worker ...   (from bench/)
+    bench/.peers/bin/python bench/peers/celery_tasks.py check|flush|enqueue N [noop|work]|wait N TIMEOUT STALL
+    bench/.peers/bin/python bench/peers/celery_tasks.py setup-work     (the work task's tables)
+    bench/.peers/bin/python -m celery -A celery_tasks worker ...   (from bench/peers/)
 
 The broker is ``CELERY_PEER_BROKER`` (a Redis URL with a scratch db). Results are ignored;
 each task INCRs one Redis counter, which is how the driver knows the queue is done.
 
 Two tasks:
-- ``noop``: nothing but the counter (the issue's peer for the end-to-end target).
+- ``noop``: nothing but the counter (a reference beside ``perf/ceiling.py``).
 - ``work``: what careflow's end-to-end execution does, written by hand: in one transaction
   an execution row, a form and an episode; an email to the SMTP server at
   ``CELERY_PEER_SMTP`` (host:port) with a Message-ID of the execution; then the execution
@@ -35,7 +35,7 @@ DONE_KEY = "careflow-bench:celery-done"
 # means the db is someone else's: ``check`` refuses to go on rather than flush it.
 OWN_PREFIXES = ("careflow-bench:", "celery", "_kombu.", "unacked")
 
-app = Celery("celery_peer", broker=BROKER)
+app = Celery("celery_tasks", broker=BROKER)
 app.conf.update(
     task_ignore_result=True,
     task_serializer="json",

@@ -1,5 +1,5 @@
--- wrk script for bench_ingest.py: POST /v1/events with realistic appointment.booked bodies.
---   wrk -t2 -c64 -d15s -s bench/wrk_events.lua http://127.0.0.1:PORT/v1/events -- PREFIX TOKEN
+-- wrk script for perf/ingest.py: POST /v1/events with realistic appointment.booked bodies.
+--   wrk -t2 -c64 -d15s -s bench/perf/wrk_events.lua http://127.0.0.1:PORT/v1/events -- PREFIX TOKEN
 -- Each request carries a unique event_id (prefix, thread, counter). done() prints one JSON
 -- line the benchmark reads.
 

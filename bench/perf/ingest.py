@@ -1,14 +1,15 @@
 """Event ingestion: ``POST /v1/events`` on careflow vs a bare FastAPI one-INSERT endpoint.
 
-    python bench/bench_ingest.py [--database-url URL] [--concurrency 64] [--seconds 15]
-                                 [--processes N]
+    python bench/perf/ingest.py [--database-url URL] [--concurrency 64] [--seconds 15]
+                                [--processes N]
 
 Starts careflow's API without a worker (``careflow serve --no-worker`` for one process,
 ``uvicorn --factory careflow.app:create_app --workers N`` for more; default 1 on SQLite,
 2 on PostgreSQL), mints a ``service`` token with ``careflow token``, and drives it with
-``bench/loadgen.py`` (httpx, C connections, in a process of its own: it shares the two
-cores with the servers). Then, in the same run and the same way, ``bench/bare_insert_app.py``:
-FastAPI + asyncpg (or aiosqlite) inserting one row per request. Prints both and the ratio.
+``bench/benchkit/loadgen.py`` (httpx, C connections, in a process of its own: it shares
+the two cores with the servers). Then, in the same run and the same way,
+``bench/peers/bare_insert_app.py``: FastAPI + asyncpg (or aiosqlite) inserting one row per
+request. Prints both and the ratio.
 
 Default database: a fresh temporary SQLite file. On PostgreSQL the ``public`` schema of the
 given database is dropped and re-created.
@@ -25,9 +26,15 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from _common import (
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
+
+from rich.console import Console
+from rich.table import Table
+
+from benchkit.common import (
     BENCH_DIR,
     Children,
     Workdir,
@@ -47,8 +54,6 @@ from _common import (
     tree_cpu_seconds,
     wait_http,
 )
-from rich.console import Console
-from rich.table import Table
 
 
 def uvicorn_cmd(app: str, port: int, processes: int, app_dir: str | None = None) -> list[str]:
@@ -64,7 +69,7 @@ def uvicorn_cmd(app: str, port: int, processes: int, app_dir: str | None = None)
 def _loadgen_cmds(url: str, token: str, args: argparse.Namespace, prefix: str) -> list[list[str]]:
     """The commands to run in turn; the last one's JSON line is the measurement."""
     if args.loadgen == "wrk":
-        script = str(BENCH_DIR / "wrk_events.lua")
+        script = str(BENCH_DIR / "perf" / "wrk_events.lua")
 
         def wrk(seconds: float, tag: str) -> list[str]:
             return [
@@ -77,7 +82,7 @@ def _loadgen_cmds(url: str, token: str, args: argparse.Namespace, prefix: str) -
             if args.warmup
             else [wrk(args.seconds, "run")]
         )
-    cmd = [sys.executable, str(BENCH_DIR / "loadgen.py"), "--url", url, "--token", token]
+    cmd = [sys.executable, str(BENCH_DIR / "benchkit" / "loadgen.py"), "--url", url, "--token", token]
     cmd += ["--concurrency", str(args.concurrency), "--seconds", str(args.seconds)]
     cmd += ["--warmup", str(args.warmup), "--prefix", prefix]
     return [cmd]
@@ -184,7 +189,7 @@ def main() -> None:
         "--loadgen",
         choices=["auto", "wrk", "httpx"],
         default="auto",
-        help="auto: wrk when installed (C, cheap on the shared cores), else bench/loadgen.py",
+        help="auto: wrk when installed (C, cheap on the shared cores), else benchkit/loadgen.py",
     )
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = parser.parse_args()
@@ -213,7 +218,7 @@ def main() -> None:
     results["careflow"]["stored"] = count_rows(url if not pg else plain_pg_dsn(url), "events")
 
     port = free_port()
-    bare = uvicorn_cmd("bare_insert_app:create_app", port, processes, app_dir=str(BENCH_DIR))
+    bare = uvicorn_cmd("bare_insert_app:create_app", port, processes, app_dir=str(BENCH_DIR / "peers"))
     bare_env = {**env, "BARE_DATABASE_URL": bare_url}
     results["bare"] = run_target("bare", bare, bare_env, token, args, workdir, port)
     results["bare"]["stored"] = count_rows(bare_url, "bare_events")

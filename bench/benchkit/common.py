@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: databases, child processes, ports, tokens.
+"""Helpers shared by the benchmark scripts: databases, child processes, ports, tokens, CPU.
 
 Every child process is started by these helpers and stopped by them (SIGTERM, then SIGKILL
 after a bounded wait); every wait has a deadline. Traffic goes to 127.0.0.1 only.
@@ -24,7 +24,8 @@ from typing import Any
 
 import httpx
 
-BENCH_DIR = Path(__file__).resolve().parent
+# bench/: scripts are named by their path under it (``perf/queue.py``).
+BENCH_DIR = Path(__file__).resolve().parents[1]
 JWT_SECRET = "careflow-bench-secret-not-for-production"
 REFUSED_DATABASES = {"test", "postgres", "template0", "template1"}
 
@@ -137,7 +138,8 @@ def peer_python(*imports: str) -> Path:
 
 
 def run_json_script(script: str, *args: str, timeout: float = 600) -> dict[str, Any]:
-    """Run ``bench/<script> ARGS --json`` and return its last JSON line."""
+    """Run ``bench/<script> ARGS --json`` (``script`` as ``perf/queue.py``) and return its
+    last JSON line."""
     out = subprocess.run(
         [sys.executable, str(BENCH_DIR / script), *args, "--json"],
         capture_output=True,
@@ -346,6 +348,34 @@ def server_cpu_seconds() -> dict[int, float]:
 
 def server_cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
+def cpu_of(pid: int) -> float:
+    """User + system CPU seconds of one process (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of the PostgreSQL server: its live processes, and the backends that have
+    exited (the postmaster has reaped them, so they are in its children times)."""
+    stats: dict[int, list[str]] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "postgres":
+                    continue
+            with open(f"/proc/{pid}/stat") as f:
+                stats[int(pid)] = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+    ticks = 0
+    for fields in stats.values():
+        ticks += int(fields[11]) + int(fields[12])
+        if int(fields[1]) not in stats:  # the postmaster: its parent is not a postgres
+            ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def loadavg() -> str:

@@ -1,7 +1,7 @@
 """Drill 6: worker memory over a soak at a steady, moderate event rate.
 
-    python bench/drill_memory.py [--database-url URL] [--rate 8] [--seconds 300]
-                                 [--warmup 60] [--sample-every 5]
+    python bench/drills/memory.py [--database-url URL] [--rate 8] [--seconds 300]
+                                  [--warmup 60] [--sample-every 5]
 
 Two workers and the API; events posted at ``--rate`` per second for ``--seconds``. Every
 ``--sample-every`` s the drill reads ``VmRSS`` from ``/proc/<pid>/status`` of each worker and
@@ -18,8 +18,11 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 
-from drill_common import Cluster, Verdict, common_args, console, header, vm_rss_kb
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
+
+from benchkit.drill import Cluster, Verdict, common_args, console, header, vm_rss_kb
 
 
 def mb(kb: int) -> str:

@@ -1,6 +1,6 @@
 """Fault drill 4: terminate the workers' LISTEN connections mid-run.
 
-    python bench/drill_listen.py [--database-url URL] [--rate 3] [--baseline 30] [--after 60]
+    python bench/drills/listen.py [--database-url URL] [--rate 3] [--baseline 30] [--after 60]
 
 Two workers, a steady ``--rate`` of events, and a probe event every ``--probe-every`` s
 timed from its POST to its execution's ``success``. After ``--baseline`` s the drill runs
@@ -24,9 +24,12 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
-from drill_common import (
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
+
+from benchkit.drill import (
     Cluster,
     Verdict,
     common_args,

@@ -1,7 +1,7 @@
 """End to end: executions completed per second, from POST /v1/events to the email sent.
 
-    python bench/bench_e2e.py [--database-url URL] [--events 2000] [--workers K]
-                              [--post-concurrency 16] [--timeout 150] [--drain]
+    python bench/perf/e2e.py [--database-url URL] [--events 2000] [--workers K]
+                             [--post-concurrency 16] [--timeout 150] [--drain]
 
 Creates an automation rule through the API (trigger ``patient.onboarded``; actions
 ``require_form`` then ``send_email`` with template ``welcome_patient``), starts an aiosmtpd
@@ -24,13 +24,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import threading
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
+
 import httpx
-from _common import (
+from aiosmtpd.controller import Controller
+from rich.console import Console
+from rich.table import Table
+
+from benchkit.common import (
     Workdir,
     careflow_cmd,
     careflow_env,
@@ -47,62 +54,7 @@ from _common import (
     tree_cpu_seconds,
     wait_http,
 )
-from aiosmtpd.controller import Controller
-from rich.console import Console
-from rich.table import Table
-
-RULE = {
-    "name": "Welcome new patients",
-    "description": "Consent form, then the welcome email",
-    "enabled": True,
-    "trigger_event": "patient.onboarded",
-    "trigger_config": {},
-    "conditions": {},
-    "actions": [
-        {
-            "type": "require_form",
-            "form_template_id": 10,
-            "blocking": True,
-            "description": "Registration consent",
-        },
-        {"type": "send_email", "template": "welcome_patient"},
-    ],
-}
-
-
-class Sink:
-    """aiosmtpd handler: counts messages and Message-IDs (thread-safe)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.messages = 0
-        self.message_ids: Counter[str] = Counter()
-        self.first_at: float | None = None
-        self.last_at: float | None = None
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message_id = header_of(envelope.original_content or envelope.content, b"Message-ID")
-        with self.lock:
-            now = time.monotonic()
-            self.first_at = self.first_at or now
-            self.last_at = now
-            self.messages += 1
-            self.message_ids[message_id] += 1
-        return "250 OK"
-
-
-def header_of(content: bytes, name: bytes) -> str:
-    """One unfolded header's value, read from the header block alone.
-
-    The sink shares the two cores with what it measures: parsing each whole message into
-    an ``email.message.Message`` for one header cost it about as much CPU as receiving it.
-    """
-    head = content.split(b"\r\n\r\n", 1)[0]
-    prefix = name.lower() + b":"
-    for line in head.split(b"\r\n"):
-        if line[: len(prefix)].lower() == prefix:
-            return line[len(prefix) :].strip().decode("ascii", "replace")
-    return ""
+from benchkit.workload import RULE, Sink, onboarded
 
 
 def steady_rate(url: str) -> tuple[float, float]:
@@ -136,23 +88,6 @@ def steady_rate(url: str) -> tuple[float, float]:
         return float("nan"), float("nan")
     span = (last - first).total_seconds()
     return count / max(span, 1e-9), span
-
-
-def onboarded(prefix: str, n: int) -> dict[str, Any]:
-    return {
-        "event_id": f"{prefix}-{n}",
-        "type": "patient.onboarded",
-        "data": {
-            "patient": {
-                "id": f"{prefix}-p{n}",
-                "email": f"patient{n}@example.com",
-                "phone": f"+4477009{n % 100_000:05d}",
-                "first_name": "Ada",
-                "last_name": "Lovelace",
-                "timezone": "Europe/London",
-            }
-        },
-    }
 
 
 async def post_events(

@@ -1,7 +1,7 @@
 """Fault drill 5: restart PostgreSQL mid-run, only when nobody else is using it.
 
-    python bench/drill_pg_restart.py [--database-url URL] [--rate 3] [--baseline 30]
-                                     [--after 60] [--quiet-wait 600]
+    python bench/drills/pg_restart.py [--database-url URL] [--rate 3] [--baseline 30]
+                                      [--after 60] [--quiet-wait 600]
 
 Same load and probes as drill 4. At the fault the drill first waits (up to
 ``--quiet-wait`` s, polling every 2 s) until no other database has a client:
@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from drill_common import (
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
+
+from benchkit.drill import (
     Cluster,
     Verdict,
     common_args,

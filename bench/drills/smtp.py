@@ -1,7 +1,7 @@
 """Fault drill 3: the SMTP server is down for about a minute while events keep coming.
 
-    python bench/drill_smtp.py [--database-url URL] [--rate 4] [--before 20] [--outage 60]
-                               [--after 20] [--backoff-base 2] [--max-attempts 10]
+    python bench/drills/smtp.py [--database-url URL] [--rate 4] [--before 20] [--outage 60]
+                                [--after 20] [--backoff-base 2] [--max-attempts 10]
 
 Two workers, ``CAREFLOW_JOB_BACKOFF_BASE_SECONDS`` and ``CAREFLOW_JOB_MAX_ATTEMPTS`` from the
 options. Events are posted at a steady rate; after ``--before`` s the sink is stopped,
@@ -19,8 +19,11 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 
-from drill_common import Cluster, Verdict, common_args, console, header
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
+
+from benchkit.drill import Cluster, Verdict, common_args, console, header
 
 
 async def run(args: argparse.Namespace) -> Verdict:

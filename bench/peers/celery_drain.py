@@ -1,20 +1,23 @@
-"""Celery 5 + Redis draining no-op tasks: the peer figure for careflow's end-to-end rate.
+"""Celery 5 + Redis draining tasks: the peer of careflow's end-to-end rate.
 
-    python bench/compare_celery.py [--tasks 20000] [--workers 2] [--concurrency 2]
-                                   [--broker redis://127.0.0.1:6379/9] [--json]
+    python bench/peers/celery_drain.py [--tasks 20000] [--workers 2] [--concurrency 2]
+                                       [--broker redis://127.0.0.1:6379/9] [--json]
+                                       [--work-database-url postgresql+asyncpg://…]
 
 Celery (``celery[redis]==5.*``) is installed into its own environment (``bench/.peers``)
-and its app is ``bench/celery_peer.py``. The broker's Redis db is a scratch db: it is
+and its app is ``bench/peers/celery_tasks.py``. The broker's Redis db is a scratch db: it is
 flushed before and after (and refused if it holds keys that are not the benchmark's).
 N no-op tasks (``ignore_result``) are enqueued first from a separate process; then W
 ``celery worker --pool prefork --concurrency C`` processes start, and tasks/s is timed from
-the first task done to the N-th, by a Redis counter each task INCRs. Each run of this
-script stands alone; ``bench/compare.py`` (the --compare mode) imports ``celery_drain``.
+the first task done to the N-th, by a Redis counter each task INCRs.
 
-``--work-database-url URL`` runs ``celery_peer.work`` tasks instead: careflow's end-to-end
+``--work-database-url URL`` runs ``celery_tasks.work`` tasks instead: careflow's end-to-end
 side effects written by hand (an execution, a form and an episode in one transaction, an
 email to an aiosmtpd sink, the execution marked success), with psycopg 3, against the
-given PostgreSQL database's ``celery_peer`` schema. A reference, not a target's peer.
+given PostgreSQL database's ``celery_peer`` schema. That is the end-to-end target's peer:
+``bench/compare.py`` runs this script so, with ``--json``. The no-op tasks were the peer of
+a retired target (a full execution against an empty task); ``perf/ceiling.py`` still
+shows them beside its ceiling.
 """
 
 from __future__ import annotations
@@ -23,10 +26,17 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from _common import (
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
+
+from rich.console import Console
+from rich.table import Table
+
+from benchkit.common import (
     BENCH_DIR,
     Workdir,
     children,
@@ -36,10 +46,9 @@ from _common import (
     plain_pg_dsn,
     tree_cpu_seconds,
 )
-from rich.console import Console
-from rich.table import Table
+from benchkit.workload import Sink
 
-PEER = str(BENCH_DIR / "celery_peer.py")
+PEER = str(BENCH_DIR / "peers" / "celery_tasks.py")
 
 
 def _peer(python: str, env: dict[str, str], *args: str, timeout: float = 120) -> dict[str, Any]:
@@ -47,7 +56,7 @@ def _peer(python: str, env: dict[str, str], *args: str, timeout: float = 120) ->
         [python, PEER, *args], env=env, capture_output=True, text=True, timeout=timeout
     )
     if out.returncode != 0:
-        raise RuntimeError(f"celery_peer.py {args[0]} failed:\n{out.stdout}{out.stderr[-2000:]}")
+        raise RuntimeError(f"celery_tasks.py {args[0]} failed:\n{out.stdout}{out.stderr[-2000:]}")
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     return dict(json.loads(lines[-1])) if lines else {}
 
@@ -73,7 +82,7 @@ def celery_drain(
     kind: str = "noop",
     extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Enqueue ``tasks`` tasks of ``kind`` (``celery_peer.py``), then time ``workers``
+    """Enqueue ``tasks`` tasks of ``kind`` (``peers/celery_tasks.py``), then time ``workers``
     Celery workers draining them."""
     if not broker.startswith("redis://127.0.0.1:"):
         raise SystemExit("the broker must be a Redis db on 127.0.0.1")
@@ -94,13 +103,13 @@ def celery_drain(
                 kids.start(
                     f"celery{i}",
                     [
-                        *(python, "-m", "celery", "-A", "celery_peer", "worker"),
+                        *(python, "-m", "celery", "-A", "celery_tasks", "worker"),
                         *("--pool", "prefork", "--concurrency", str(concurrency)),
                         *("--hostname", f"bench{i}@%h", "--loglevel", "WARNING"),
                         *("--without-gossip", "--without-mingle", "--without-heartbeat"),
                     ],
                     env,
-                    cwd=BENCH_DIR,
+                    cwd=BENCH_DIR / "peers",
                 )
                 for i in range(workers)
             ]
@@ -136,7 +145,7 @@ def celery_drain(
         "enqueue_seconds": enqueued["enqueue_seconds"],
         "startup_seconds": first_at - launched_at,
         "drain_seconds": done_at - first_at,
-        # From the first task done to the last, as bench_queue.py times careflow's workers.
+        # From the first task done to the last, as perf/queue.py times careflow's workers.
         "tasks_per_s": tasks / (done_at - first_at),
         "tasks_per_s_with_startup": tasks / (done_at - launched_at),
         "worker_cpu_ms_per_task": 1000 * cpu / tasks,
@@ -148,12 +157,11 @@ def celery_drain(
 def celery_work_drain(
     tasks: int, database_url: str, workers: int = 2, concurrency: int = 2
 ) -> dict[str, Any]:
-    """Celery workers running ``celery_peer.work``: careflow's end-to-end side effects
+    """Celery workers running ``celery_tasks.work``: careflow's end-to-end side effects
     written by hand (an execution, a form, an episode, an email, the execution finished)
-    against the same PostgreSQL and an aiosmtpd sink like ``bench_e2e.py``'s. Checks that
+    against the same PostgreSQL and an aiosmtpd sink like ``perf/e2e.py``'s. Checks that
     every task wrote its rows and sent one email with its own Message-ID."""
     from aiosmtpd.controller import Controller
-    from bench_e2e import Sink
 
     sink, port = Sink(), free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port)

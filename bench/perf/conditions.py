@@ -1,6 +1,6 @@
 """Condition evaluation throughput: an organisation with N rules on one trigger.
 
-    python bench/bench_conditions.py [--rules 1000] [--events 2000]
+    python bench/perf/conditions.py [--rules 1000] [--events 2000]
 
 Prints evaluations per second for careflow's compiled closures, the reference
 interpreter, and closures written by hand for the same rules (the ceiling).
@@ -10,60 +10,19 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
 
 from rich.console import Console
 from rich.table import Table
 
+from benchkit.workload import make_events, make_rules
 from careflow.conditions import compile_condition, evaluate
 from careflow.conditions.index import RuleIndex
-
-TYPES = ["video", "in_person", "phone"]
-TAGS = ["vip", "new", "returning", "insured", "minor"]
-
-
-def make_rules(
-    n: int, rng: random.Random
-) -> list[tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]]:
-    """Realistic rules: a type match, a tag test, a numeric range; with a hand-written twin."""
-    rules = []
-    for _ in range(n):
-        kind = rng.choice(TYPES)
-        tag = rng.choice(TAGS)
-        low = rng.randint(0, 200)
-        cond = {
-            "appointment.type": kind,
-            "patient.tags": {"contains": tag},
-            "invoice.amount": {"gte": low},
-        }
-
-        def hand(ctx: dict[str, Any], kind: str = kind, tag: str = tag, low: int = low) -> bool:
-            a = ctx.get("appointment") or {}
-            p = ctx.get("patient") or {}
-            i = ctx.get("invoice") or {}
-            amount = i.get("amount")
-            return (
-                a.get("type") == kind
-                and tag in (p.get("tags") or [])
-                and isinstance(amount, int | float)
-                and amount >= low
-            )
-
-        rules.append((cond, hand))
-    return rules
-
-
-def make_events(n: int, rng: random.Random) -> list[dict[str, Any]]:
-    return [
-        {
-            "appointment": {"id": i, "type": rng.choice(TYPES), "duration": 30},
-            "patient": {"id": i, "tags": rng.sample(TAGS, rng.randint(0, 3))},
-            "invoice": {"amount": rng.randint(0, 300)},
-        }
-        for i in range(n)
-    ]
 
 
 def rate(fn: Callable[[], int]) -> float:

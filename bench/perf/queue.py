@@ -1,7 +1,7 @@
 """Job queue throughput: drain N no-op jobs with K ``careflow worker`` processes.
 
-    python bench/bench_queue.py [--database-url URL] [--jobs 20000] [--workers K]
-                                [--concurrency 8] [--timeout 90]
+    python bench/perf/queue.py [--database-url URL] [--jobs 20000] [--workers K]
+                               [--concurrency 8] [--timeout 90]
 
 Enqueues N ``noop`` jobs in bulk (COPY on PostgreSQL, executemany on SQLite), starts K
 worker processes, and measures jobs/s from the first drained job until the table is
@@ -21,11 +21,18 @@ import argparse
 import asyncio
 import json
 import sqlite3
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
-from _common import (
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
+
+from rich.console import Console
+from rich.table import Table
+
+from benchkit.common import (
     Children,
     Workdir,
     careflow_cmd,
@@ -40,8 +47,6 @@ from _common import (
     sqlite_path,
     tree_cpu_seconds,
 )
-from rich.console import Console
-from rich.table import Table
 
 JOB_COLUMNS = (
     "kind",

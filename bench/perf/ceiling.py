@@ -1,9 +1,9 @@
 """The ceiling under the end-to-end target: the bench's workload with no engine at all.
 
-    python bench/bench_ceiling.py --database-url URL [--events 20000] [--workers 2]
-                                  [--loops 2] [--batch 100] [--no-celery]
+    python bench/perf/ceiling.py --database-url URL [--events 20000] [--workers 2]
+                                 [--loops 2] [--batch 100] [--no-celery]
 
-What is the fastest that *any* engine could run ``bench_e2e.py``'s workload on this machine,
+What is the fastest that *any* engine could run ``perf/e2e.py``'s workload on this machine,
 with the guarantees the target asks for (durable rows, a leased queue, a form and a
 message per execution, an email at the same aiosmtpd sink)? This script runs that workload
 with nothing of careflow in it: asyncpg alone, no SQLAlchemy, no rules, no conditions, no
@@ -13,7 +13,7 @@ does all of those things and a real engine cannot do less than this.
 
 In a schema of its own (``ceiling``, dropped before and after) of the given database:
 
-1. N events and N ``dispatch`` jobs are loaded first (not timed), as ``bench_e2e.py --drain``
+1. N events and N ``dispatch`` jobs are loaded first (not timed), as ``perf/e2e.py --drain``
    posts every event before its workers start.
 2. W worker processes start, each running L loops with a connection each. A loop claims a
    batch of due jobs (``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT B)``,
@@ -40,16 +40,29 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import sys
 import time
+from pathlib import Path
 from typing import Any
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
 
 import aiosmtplib
 import asyncpg
-from _common import REFUSED_DATABASES, fmt, free_port, is_postgres, loadavg
-from bench_floors import cpu_of, serve_sink
-from compare_celery import celery_drain
 from rich.console import Console
 from rich.table import Table
+
+from benchkit.common import (
+    REFUSED_DATABASES,
+    cpu_of,
+    fmt,
+    free_port,
+    is_postgres,
+    loadavg,
+    postgres_cpu,
+    run_json_script,
+)
+from benchkit.workload import serve_sink
 
 SCHEMA = """
 DROP SCHEMA IF EXISTS ceiling CASCADE;
@@ -262,27 +275,6 @@ def _worker(dsn: str, smtp_port: int, loops: int, batch: int, go: Any) -> None:
     asyncio.run(run())
 
 
-def _postgres_cpu() -> float:
-    """CPU seconds of the PostgreSQL server: its live processes, and the backends that have
-    exited (the postmaster has reaped them, so they are in its children times)."""
-    stats: dict[int, list[str]] = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() != "postgres":
-                    continue
-            with open(f"/proc/{pid}/stat") as f:
-                stats[int(pid)] = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-    ticks = 0
-    for fields in stats.values():
-        ticks += int(fields[11]) + int(fields[12])
-        if int(fields[1]) not in stats:  # the postmaster: its parent is not a postgres
-            ticks += int(fields[13]) + int(fields[14])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 async def _count(dsn: str, sql: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
@@ -318,13 +310,13 @@ def ceiling_run(
         proc.start()
     load_before = loadavg()
     reaped0 = os.times()
-    sink0, pg0 = cpu_of(sink.pid or 0), _postgres_cpu()
+    sink0, pg0 = cpu_of(sink.pid or 0), postgres_cpu()
     started = time.monotonic()
     go.set()
     for proc in procs:
         proc.join(600)
     seconds = time.monotonic() - started
-    sink_cpu, pg_cpu = cpu_of(sink.pid or 0) - sink0, _postgres_cpu() - pg0
+    sink_cpu, pg_cpu = cpu_of(sink.pid or 0) - sink0, postgres_cpu() - pg0
     # The workers have exited and been joined: their CPU is in this process's children times.
     reaped = os.times()
     worker_cpu = (reaped.children_user + reaped.children_system) - (
@@ -370,9 +362,10 @@ def main() -> None:
         (batch, ceiling_run(args.database_url, args.events, args.workers, args.loops, batch))
         for batch in args.batch
     ]
-    celery = None if args.no_celery else celery_drain(20_000)
+    # Celery's no-op tasks (``peers/celery_drain.py``), as a reference beside the ceiling.
+    celery = None if args.no_celery else run_json_script("peers/celery_drain.py", "--tasks", "20000")
     title = (
-        f"The ceiling: {args.events:,} executions of bench_e2e's workload (a form, an episode,"
+        f"The ceiling: {args.events:,} executions of perf/e2e.py's workload (a form, an episode,"
         f" a message, an email each), set-based, asyncpg alone, {args.workers} workers x"
         f" {args.loops} loops"
     )

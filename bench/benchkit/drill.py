@@ -1,4 +1,4 @@
-"""What the fault drills (``bench/drill_*.py``) share: a careflow cluster on PostgreSQL, an SMTP
+"""What the fault drills (``bench/drills/*.py``) share: a careflow cluster on PostgreSQL, an SMTP
 sink that records Message-IDs, event posting, latency probes and the invariant checks.
 
 A drill starts ``careflow serve --no-worker`` plus N ``careflow worker`` processes against its
@@ -27,7 +27,11 @@ from typing import Any
 
 import asyncpg
 import httpx
-from _common import (
+from aiosmtpd.controller import Controller
+from rich.console import Console
+from rich.table import Table
+
+from benchkit.common import (
     Children,
     Workdir,
     careflow_cmd,
@@ -40,9 +44,6 @@ from _common import (
     reset_database,
     wait_http,
 )
-from aiosmtpd.controller import Controller
-from rich.console import Console
-from rich.table import Table
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/careflow_drills"
 FORM_TEMPLATE_ID = 10

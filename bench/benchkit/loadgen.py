@@ -1,7 +1,7 @@
 """HTTP load generator for ``POST /v1/events``: C connections for T seconds, one process.
 
-    python bench/loadgen.py --url http://127.0.0.1:8000/v1/events --token T \\
-        [--concurrency 64] [--seconds 15] [--warmup 2] [--prefix run1]
+    python bench/benchkit/loadgen.py --url http://127.0.0.1:8000/v1/events --token T \\
+                                     [--concurrency 64] [--seconds 15] [--warmup 2] [--prefix run1]
 
 Each request is a realistic ``appointment.booked`` event (appointment + patient entities)
 with a unique ``event_id``. Prints one JSON line: requests, errors, statuses, latency

@@ -1,27 +1,36 @@
 """careflow's job queue beside pgqueuer: no-op jobs drained by K processes on PostgreSQL.
 
-    python bench/compare_queue.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/careflow_bench [--jobs 10000] [--workers 2]
+    python bench/peers/pgqueuer_drain.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/careflow_bench
+                                         [--jobs 10000] [--workers 2] [--peer-only] [--json]
 
 pgqueuer 1.6.0 is installed into its own environment (``bench/.peers``) and works in its
 own database (``<name>_peers``, reset each run). careflow's figure comes from
-``bench/bench_queue.py`` run in the same invocation with the same job count and workers.
+``bench/perf/queue.py`` run in the same invocation with the same job count and workers.
 pgqueuer dequeues as many jobs at a time as careflow's default batch (``PEER_BATCH``). Both are
 timed the same way: from the first job gone to an empty table (pgqueuer's figure
-counting its processes' start-up is shown too).
-``bench/compare.py`` (the --compare mode) imports the functions below for its queue row.
+counting its processes' start-up is shown too). ``--peer-only`` measures pgqueuer alone;
+``bench/compare.py`` runs it so, with ``--json``, beside its own run of ``perf/queue.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
+
 import asyncpg
-from _common import (
+from rich.console import Console
+from rich.table import Table
+
+from benchkit.common import (
     REFUSED_DATABASES,
     Workdir,
     children,
@@ -29,9 +38,6 @@ from _common import (
     plain_pg_dsn,
     run_json_script,
 )
-from rich.console import Console
-from rich.table import Table
-
 from careflow.config import Settings
 
 PEER_SETUP = """
@@ -44,7 +50,7 @@ async def main(dsn, n):
     for start in range(0, n, 1000):
         size = min(1000, n - start)
         await queries.enqueue(["noop"] * size, [None] * size, [0] * size)
-    # As bench_queue.py does after its COPY: without statistics the planner picks plans
+    # As perf/queue.py does after its COPY: without statistics the planner picks plans
     # that make the drain several times slower at 50,000 jobs.
     await conn.execute("ANALYZE pgqueuer")
     await conn.close()
@@ -91,7 +97,7 @@ async def _recreate_database(admin_dsn: str, name: str) -> None:
 
 
 async def _watch_drain(dsn: str, jobs: int, procs: list[Any], limit_s: float) -> dict[str, float]:
-    """Time the drain as ``bench_queue.py`` times careflow's: first job gone → table empty."""
+    """Time the drain as ``perf/queue.py`` times careflow's: first job gone → table empty."""
     conn = await asyncpg.connect(dsn)
     try:
         launched = time.monotonic()
@@ -144,9 +150,9 @@ def pgqueuer_drain(
 
 
 def careflow_drain(database_url: str, jobs: int, workers: int) -> dict[str, Any]:
-    """``bench/bench_queue.py --json``'s result: careflow's workers draining no-op jobs."""
+    """``bench/perf/queue.py --json``'s result: careflow's workers draining no-op jobs."""
     return run_json_script(
-        "bench_queue.py",
+        "perf/queue.py",
         *("--database-url", database_url),
         *("--jobs", str(jobs)),
         *("--workers", str(workers)),
@@ -154,33 +160,44 @@ def careflow_drain(database_url: str, jobs: int, workers: int) -> dict[str, Any]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--database-url", required=True, help="careflow's PostgreSQL bench database"
     )
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--peer-only", action="store_true", help="pgqueuer alone, without careflow's drain"
+    )
+    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = parser.parse_args()
     peer_python("pgqueuer")
     peers_dsn = peers_database(args.database_url)
 
-    ours = careflow_drain(args.database_url, args.jobs, args.workers)["jobs_per_s"]
+    ours = None
+    if not args.peer_only:
+        ours = careflow_drain(args.database_url, args.jobs, args.workers)["jobs_per_s"]
     peer = pgqueuer_drain(peers_dsn, args.jobs, args.workers)
-    theirs = peer["jobs_per_s"]
+    theirs, with_startup = peer["jobs_per_s"], peer["jobs_per_s_with_startup"]
+
+    def vs(figure: float) -> str:
+        return "-" if ours is None else f"{ours / figure:.2f}x"
 
     table = Table(
         title=f"No-op jobs, {args.jobs} jobs, {args.workers} worker processes, PostgreSQL"
     )
     table.add_column("queue")
     table.add_column("jobs/s", justify="right")
-    table.add_column("vs pgqueuer", justify="right")
-    table.add_row("careflow", f"{ours:,.0f}", f"{ours / theirs:.2f}x")
-    table.add_row(f"pgqueuer 1.6.0 (batch {PEER_BATCH}, drain mode)", f"{theirs:,.0f}", "1.00x")
-    with_startup = peer["jobs_per_s_with_startup"]
-    table.add_row(
-        "pgqueuer, counting process start-up", f"{with_startup:,.0f}", f"{ours / with_startup:.2f}x"
-    )
+    table.add_column("careflow ÷ this", justify="right")
+    if ours is not None:
+        table.add_row("careflow", f"{ours:,.0f}", "1.00x")
+    table.add_row(f"pgqueuer 1.6.0 (batch {PEER_BATCH}, drain mode)", f"{theirs:,.0f}", vs(theirs))
+    table.add_row("pgqueuer, counting process start-up", f"{with_startup:,.0f}", vs(with_startup))
     Console().print(table)
+    if args.json:
+        result = {"bench": "pgqueuer", "jobs": args.jobs, "workers": args.workers}
+        result |= {"batch_size": PEER_BATCH, "careflow_jobs_per_s": ours, **peer}
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":
