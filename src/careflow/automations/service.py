@@ -1,4 +1,9 @@
-"""Automation rules: validation against the catalogs, CRUD, audit. Never commits."""
+"""Automation rules: validation against the catalogs, CRUD, audit. Never commits.
+
+Every write bumps the trigger's rule-set revision, so the snapshots the dispatcher reads
+(``enabled``) are rebuilt; a change to a time-based rule enqueues the job that recomputes
+its fires (``time_triggers.RESCHEDULE_RULE_KIND``, handled in ``scheduling``).
+"""
 
 from __future__ import annotations
 
@@ -47,7 +52,7 @@ def snapshot(rule: AutomationRule) -> dict[str, Any]:
     }
 
 
-async def request_rule_reschedule(
+async def _request_reschedule(
     session: AsyncSession, rule: AutomationRule, now: datetime
 ) -> None:
     """After a time-based rule is created, changed, enabled, disabled or deleted: a job that
@@ -167,7 +172,7 @@ async def create_rule(
     await repository.add(session, rule)
     await bump(session, principal.org_id, ruleset_scope(rule.trigger_event))
     if rule.trigger_event in TIME_TRIGGERS:
-        await request_rule_reschedule(session, rule, now)
+        await _request_reschedule(session, rule, now)
     await record(
         session,
         principal,
@@ -230,7 +235,7 @@ async def update_rule(
     for trigger in {old_trigger, rule.trigger_event}:
         await bump(session, principal.org_id, ruleset_scope(trigger))
     if was_time_based or rule.trigger_event in TIME_TRIGGERS:
-        await request_rule_reschedule(session, rule, now)
+        await _request_reschedule(session, rule, now)
     old, new = changed_fields(before, snapshot(rule))
     await record(
         session,
@@ -256,7 +261,7 @@ async def delete_rule(
     await bump(session, principal.org_id, ruleset_scope(rule.trigger_event))
     if rule.trigger_event in TIME_TRIGGERS:
         # The reschedule finds the rule gone and drops its pending fires.
-        await request_rule_reschedule(session, rule, now)
+        await _request_reschedule(session, rule, now)
     await record(
         session,
         principal,
