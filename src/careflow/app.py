@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp
 
+from careflow.auth import access_problem
 from careflow.config import Settings, get_settings
 from careflow.db import create_engine, create_sessionmaker
 from careflow.delivery.transports import close_transports
@@ -109,7 +110,7 @@ def create_app(
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
 
-    install_error_handlers(app)
+    install_error_handlers(app, access_problem=access_problem)
     include_routers(app)
     install_openapi(app)
     app.add_middleware(NulGuardMiddleware)

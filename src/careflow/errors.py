@@ -7,14 +7,14 @@ Pathway family:     ``{"error": {"code": "UPPER", "message", "details"}, "meta":
 from __future__ import annotations
 
 import traceback
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from careflow.kit.context import current_request_id
+from starlette.types import Scope
 
 PATHWAY_PREFIXES = ("/v1/pathway-rules", "/v1/pathway-configs", "/v1/pathway-triggers")
 
@@ -158,6 +158,12 @@ def is_pathway_path(path: str) -> bool:
     return path.startswith(PATHWAY_PREFIXES)
 
 
+def request_id_of(scope: Scope) -> str | None:
+    """The id the request-id middleware gave the request (it tags the scope's state)."""
+    state = scope.get("state")
+    return state.get("request_id") if isinstance(state, dict) else None
+
+
 def error_body(
     path: str,
     status: int,
@@ -170,14 +176,20 @@ def error_body(
     if is_pathway_path(path):
         return {
             "error": {"code": pathway_code, "message": message, "details": details},
-            "meta": {"request_id": request_id or current_request_id()},
+            "meta": {"request_id": request_id},
         }
     return {"error": {"code": code, "message": message, "details": details}}
 
 
 def render(request: Request, exc: CareflowError) -> JSONResponse:
     body = error_body(
-        request.url.path, exc.status_code, exc.code, exc.pathway_code, exc.message, exc.details
+        request.url.path,
+        exc.status_code,
+        exc.code,
+        exc.pathway_code,
+        exc.message,
+        exc.details,
+        request_id=request_id_of(request.scope),
     )
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
@@ -234,7 +246,15 @@ _STATUS_CODES = {
 }
 
 
-def install_error_handlers(app: FastAPI) -> None:
+#: The 401 or 403 the matched route would answer the request, or None (``auth``).
+AccessCheck = Callable[[Request], Awaitable[CareflowError | None]]
+
+
+def install_error_handlers(app: FastAPI, *, access_problem: AccessCheck) -> None:
+    """One handler per error family. ``access_problem`` is asked before a body FastAPI
+    could not read is judged, so the route's role checks keep their precedence; the app
+    passes it in, as this module sits below ``auth``."""
+
     @app.exception_handler(CareflowError)
     async def _careflow(request: Request, exc: CareflowError) -> JSONResponse:
         return render(request, exc)
@@ -244,8 +264,6 @@ def install_error_handlers(app: FastAPI) -> None:
         if any(err.get("type") == "json_invalid" for err in exc.errors()):
             # Raised while FastAPI read the body, before the route's role checks ran: a
             # caller without access gets its 401/403, not a verdict on the body.
-            from careflow.auth import access_problem
-
             problem = await access_problem(request)
             if problem is not None:
                 return render(request, problem)
@@ -264,7 +282,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code, pcode = _STATUS_CODES.get(exc.status_code, ("error", "ERROR"))
         message = exc.detail if isinstance(exc.detail, str) else code
-        body = error_body(request.url.path, exc.status_code, code, pcode, message, [])
+        body = error_body(
+            request.url.path,
+            exc.status_code,
+            code,
+            pcode,
+            message,
+            [],
+            request_id=request_id_of(request.scope),
+        )
         return JSONResponse(
             body, status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
@@ -291,7 +317,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
         # Runs outside the request-id middleware (Starlette's outermost layer), so the id
         # comes from the scope the middleware tagged.
-        request_id = request.scope.get("state", {}).get("request_id")
+        request_id = request_id_of(request.scope)
         structlog.get_logger("careflow.http").error(
             "unhandled_error",
             path=request.url.path,

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from careflow.audit.models import AuditEntry
 from careflow.automations.catalog import TEMPLATE_KEY_MESSAGE
-from careflow.automations.service import RuleSnapshot, enabled_rules_for
+from careflow.automations.enabled import RuleSnapshot, enabled_rules_for
 from careflow.db import create_sessionmaker
 from careflow.kit.clock import FrozenClock
 from tests.automations.factories import (

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from careflow.automations.enabled import ruleset_scope
 from careflow.automations.models import AutomationRule
-from careflow.automations.service import ruleset_scope
 from careflow.db import create_sessionmaker
 from careflow.events.models import Event
 from careflow.executions.models import ExecutionAction

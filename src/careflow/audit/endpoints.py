@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from careflow.audit import repository
+from careflow.audit import service
+from careflow.audit.repository import AuditFilters
 from careflow.audit.schemas import AuditEntryOut
 from careflow.auth import AdminDep
 from careflow.kit.deps import SessionDep
@@ -29,10 +30,8 @@ async def list_audit_log(
     ] = None,
     to: Annotated[ISODateTime | None, Query(description="ISO 8601, inclusive")] = None,
 ) -> ListEnvelope[AuditEntryOut]:
-    filters = repository.AuditFilters(object_type, object_id, actor, from_, to)
-    rows, total = await repository.list_entries(
-        session, principal.org_id, filters, limit=page.limit, offset=page.offset
-    )
+    filters = AuditFilters(object_type, object_id, actor, from_, to)
+    rows, total = await service.list_entries(session, principal, filters, page)
     return ListEnvelope[AuditEntryOut](
         data=[AuditEntryOut.model_validate(r, from_attributes=True) for r in rows],
         meta=PageMeta(**page.meta(total)),

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careflow.audit import repository
 from careflow.audit.models import AuditEntry
+from careflow.audit.repository import AuditFilters
 from careflow.auth import Principal
 from careflow.kit import write_behind
 from careflow.kit.context import current_request_id
+from careflow.kit.pagination import PageParams
 
 #: The actor of changes careflow makes itself, not on a caller's request (routing opens
 #: episodes in the worker): ``actor_sub`` and ``actor_role`` of their entries.
@@ -109,3 +113,12 @@ async def record_by_system(
         now=now,
     )
     await write_behind.write(session, "audit_log.insert", _INSERT, values)
+
+
+async def list_entries(
+    session: AsyncSession, principal: Principal, filters: AuditFilters, page: PageParams
+) -> tuple[Sequence[AuditEntry], int]:
+    """The caller's organisation's entries, newest first, and how many match in all."""
+    return await repository.list_entries(
+        session, principal.org_id, filters, limit=page.limit, offset=page.offset
+    )

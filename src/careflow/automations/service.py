@@ -1,8 +1,12 @@
-"""Automation rules: validation against the catalogs, CRUD, audit. Never commits."""
+"""Automation rules: validation against the catalogs, CRUD, audit. Never commits.
+
+Every write bumps the trigger's rule-set revision, so the snapshots the dispatcher reads
+(``enabled``) are rebuilt; a change to a time-based rule enqueues the job that recomputes
+its fires (``time_triggers.RESCHEDULE_RULE_KIND``, handled in ``scheduling``).
+"""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,15 +23,16 @@ from careflow.automations.catalog import (
     validate_actions,
     validate_trigger,
 )
-from careflow.automations.compiled import compiled_conditions
+from careflow.automations.enabled import ruleset_scope
 from careflow.automations.models import AutomationRule
 from careflow.automations.schemas import parse_body
+from careflow.automations.time_triggers import RESCHEDULE_RULE_KIND, TIME_TRIGGERS
 from careflow.conditions import validate_condition
 from careflow.delivery.templates import template_exists
 from careflow.errors import ValidationError, not_found
+from careflow.jobs.queue import enqueue
 from careflow.kit.pagination import PageParams
-from careflow.kit.rulesets import RevisionCache, bump, current_revision
-from careflow.scheduling.service import TIME_TRIGGERS, request_rule_reschedule
+from careflow.kit.rulesets import bump
 
 OBJECT_TYPE = "automation_rule"
 
@@ -45,6 +50,22 @@ def snapshot(rule: AutomationRule) -> dict[str, Any]:
         "actions": rule.actions,
         "version": rule.version,
     }
+
+
+async def _request_reschedule(
+    session: AsyncSession, rule: AutomationRule, now: datetime
+) -> None:
+    """After a time-based rule is created, changed, enabled, disabled or deleted: a job that
+    recomputes its fires (``scheduling``), committed with the change or not at all."""
+    await enqueue(
+        session,
+        RESCHEDULE_RULE_KIND,
+        {"rule_id": rule.id, "organization_id": rule.organization_id},
+        run_at=now,
+        now=now,
+        organization_id=rule.organization_id,
+        dedupe_key=f"reschedule:{rule.id}:{rule.version}:{now.isoformat()}",
+    )
 
 
 async def _template_errors(
@@ -151,7 +172,7 @@ async def create_rule(
     await repository.add(session, rule)
     await bump(session, principal.org_id, ruleset_scope(rule.trigger_event))
     if rule.trigger_event in TIME_TRIGGERS:
-        await request_rule_reschedule(session, rule, now)
+        await _request_reschedule(session, rule, now)
     await record(
         session,
         principal,
@@ -214,7 +235,7 @@ async def update_rule(
     for trigger in {old_trigger, rule.trigger_event}:
         await bump(session, principal.org_id, ruleset_scope(trigger))
     if was_time_based or rule.trigger_event in TIME_TRIGGERS:
-        await request_rule_reschedule(session, rule, now)
+        await _request_reschedule(session, rule, now)
     old, new = changed_fields(before, snapshot(rule))
     await record(
         session,
@@ -240,7 +261,7 @@ async def delete_rule(
     await bump(session, principal.org_id, ruleset_scope(rule.trigger_event))
     if rule.trigger_event in TIME_TRIGGERS:
         # The reschedule finds the rule gone and drops its pending fires.
-        await request_rule_reschedule(session, rule, now)
+        await _request_reschedule(session, rule, now)
     await record(
         session,
         principal,
@@ -251,27 +272,6 @@ async def delete_rule(
         after=None,
         now=now,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class RuleSnapshot:
-    """A rule as the dispatcher needs it: plain values, safe to share between sessions."""
-
-    id: int
-    organization_id: int
-    name: str
-    version: int
-    trigger_event: str
-    trigger_config: dict[str, Any]
-    conditions: dict[str, Any]
-    actions: list[dict[str, Any]]
-
-
-_enabled_rules: RevisionCache[tuple[RuleSnapshot, ...]] = RevisionCache()
-
-
-def ruleset_scope(trigger_event: str) -> str:
-    return f"automation:{trigger_event}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,36 +286,3 @@ async def run_stats(
     """How often each rule ran (skipped executions excluded), and when it last did."""
     stats = await repository.run_stats(session, principal.org_id, [r.id for r in rules])
     return {rule_id: RunStats(count, last) for rule_id, (count, last) in stats.items()}
-
-
-async def enabled_rules_for(
-    session: AsyncSession, organization_id: int, trigger_event: str
-) -> tuple[RuleSnapshot, ...]:
-    """The organisation's enabled rules for one trigger, in id order (for the dispatcher).
-
-    Per event this costs one primary-key read: the rules are loaded (and their conditions
-    compiled) again only after a write to this trigger's rules changed the set's revision.
-    """
-    scope = ruleset_scope(trigger_event)
-    revision = await current_revision(session, organization_id, scope)
-    cached = _enabled_rules.get(organization_id, scope, revision)
-    if cached is not None:
-        return cached
-    rows = await repository.enabled_for_trigger(session, organization_id, trigger_event)
-    rules = tuple(
-        RuleSnapshot(
-            id=r.id,
-            organization_id=r.organization_id,
-            name=r.name,
-            version=r.version,
-            trigger_event=r.trigger_event,
-            trigger_config=copy.deepcopy(r.trigger_config or {}),
-            conditions=copy.deepcopy(r.conditions or {}),
-            actions=copy.deepcopy(list(r.actions or [])),
-        )
-        for r in rows
-    )
-    for rule in rules:
-        compiled_conditions(rule)  # compile now, once, rather than on the first event
-    _enabled_rules.put(organization_id, scope, revision, rules)
-    return rules

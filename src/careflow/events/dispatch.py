@@ -7,8 +7,6 @@ dispatch finds what an earlier one committed instead of doing it again.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +15,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careflow.automations.service import enabled_rules_for
+from careflow.automations.enabled import enabled_rules_for
 from careflow.events import repository
 from careflow.events.catalog import FIRST_BOOKED, FIRST_LOGIN, MILESTONES, trigger_entity_type
 from careflow.events.context import SnapshotReads, join_snapshots, patient_id_of, read_snapshots
@@ -30,6 +28,7 @@ from careflow.executions.service import start_execution
 from careflow.forms import repository as forms
 from careflow.kit import write_behind
 from careflow.kit.types import EntityRef, canonical_entity_id
+from careflow.pathways import episodes
 from careflow.scheduling.service import schedule_stored_appointment
 
 log = structlog.get_logger("careflow.events.dispatch")
@@ -39,8 +38,6 @@ TIME_BASED_TRIGGERS = frozenset({"appointment.before_start", "appointment.after_
 
 # The event type whose first occurrence for a patient fires the derived trigger.
 DERIVED_FROM = {"patient.logged_in": FIRST_LOGIN, "appointment.booked": FIRST_BOOKED}
-
-EPISODES_MODULE = "careflow.pathways.episodes"
 
 
 def occurrence_key(event: Event, trigger: str) -> str:
@@ -123,24 +120,13 @@ async def _run_rules(
         )
 
 
-def _episodes_module() -> Any:
-    """``careflow.pathways.episodes``, or None where routing is not installed."""
-    if importlib.util.find_spec(EPISODES_MODULE) is None:
-        return None
-    return importlib.import_module(EPISODES_MODULE)
-
-
 async def _route_to_episode(
     session: AsyncSession,
     event: Event,
     context: dict[str, Any],
     now: datetime,
-    routes: Any,
+    routes: episodes.RouteReads | None,
 ) -> None:
-    episodes = _episodes_module()
-    if episodes is None:
-        log.info("episode_routing_unavailable", event_pk=event.id)
-        return
     episode = await episodes.route_event(
         session,
         organization_id=event.organization_id,
@@ -180,7 +166,7 @@ class DispatchReads:
     events: dict[int, Event] = field(default_factory=dict)
     snapshots: dict[int, SnapshotReads] = field(default_factory=dict)  # by organisation
     contexts: dict[int, dict[str, Any]] = field(default_factory=dict)  # by event pk
-    routes: Any = None  # pathways.episodes.RouteReads, when routing is installed
+    routes: episodes.RouteReads | None = None
 
     def take(self, event_pk: int) -> Event | None:
         """The event, once: a second dispatch of it in the batch reads it for itself."""
@@ -242,12 +228,10 @@ async def read_dispatches(
         # What the batch inserts takes ids drawn ahead: a block of each, in one statement.
         held.want_ids(("executions", "forms", "episodes"), len(pending))
         await forms.read_pending(session, await _form_patients(session, pending, reads.contexts))
-    episodes = _episodes_module()
-    if episodes is not None:
-        reads.routes = await episodes.read_routes(
-            session,
-            [(e.organization_id, e.id, e.type, reads.contexts[e.id]) for e in pending],
-        )
+    reads.routes = await episodes.read_routes(
+        session,
+        [(e.organization_id, e.id, e.type, reads.contexts[e.id]) for e in pending],
+    )
     return reads
 
 

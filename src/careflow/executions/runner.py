@@ -28,6 +28,7 @@ from careflow.actions.base import (
     PermanentActionError,
     RetryableActionError,
 )
+from careflow.automations.time_triggers import delivery_skip_reason
 from careflow.config import Settings
 from careflow.db import built
 from careflow.errors import error_origin
@@ -48,7 +49,6 @@ from careflow.jobs.queue import default_max_attempts
 from careflow.kit import write_behind
 from careflow.kit.clock import Clock, isoformat_z
 from careflow.ops.metrics import ACTIONS
-from careflow.scheduling.service import delivery_skip_reason
 
 log = structlog.get_logger("careflow.executions.runner")
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.auth import Principal
 from careflow.automations.compiled import compiled_conditions
+from careflow.automations.enabled import RuleSnapshot
 from careflow.automations.models import AutomationRule
 from careflow.conditions import ConditionError
 from careflow.errors import ConflictError, ValidationError, not_found
@@ -23,9 +24,6 @@ from careflow.kit import write_behind
 from careflow.kit.pagination import PageParams
 from careflow.kit.types import EntityRef
 from careflow.ops.metrics import EXECUTIONS
-
-if TYPE_CHECKING:
-    from careflow.automations.service import RuleSnapshot
 
 log = structlog.get_logger("careflow.executions")
 

@@ -6,10 +6,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
-from sqlalchemy import func, select
 
 from careflow.auth import AdminDep
-from careflow.jobs.models import Job
+from careflow.jobs import service
 from careflow.kit.deps import SessionDep
 from careflow.kit.pagination import PageDep
 from careflow.kit.schemas import ListEnvelope, PageMeta, UTCDatetime
@@ -43,16 +42,8 @@ async def list_jobs(
     kind: Annotated[str | None, Query(max_length=64)] = None,
 ) -> ListEnvelope[JobOut]:
     # Payloads hold ids only (event, execution, rule, appointment), never patient data.
-    query = select(Job).where(Job.organization_id == principal.org_id)
-    if status is not None:
-        query = query.where(Job.status == status)
-    if kind is not None:
-        query = query.where(Job.kind == kind)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = await session.scalars(
-        query.order_by(Job.updated_at.desc(), Job.id.desc()).offset(page.offset).limit(page.limit)
-    )
+    rows, total = await service.list_jobs(session, principal, status=status, kind=kind, page=page)
     return ListEnvelope[JobOut](
         data=[JobOut.model_validate(r, from_attributes=True) for r in rows],
-        meta=PageMeta(**page.meta(int(total or 0))),
+        meta=PageMeta(**page.meta(total)),
     )

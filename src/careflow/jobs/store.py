@@ -1,4 +1,5 @@
-"""The SQL of the job lifecycle: claim, lease, rescue, complete, fail, release.
+"""The SQL of the job lifecycle: claim, lease, rescue, complete, fail, release; and the
+reads and removals other domains ask of the queue (their jobs by ref, an organisation's page).
 
 Every write made on behalf of a claimed job is fenced on ``locked_by`` and ``attempts``:
 once a lease expires and the job is rescued (or claimed again, which bumps ``attempts``),
@@ -11,6 +12,7 @@ FrozenClock decides what is due and what has expired.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -314,3 +316,50 @@ async def bury(session: AsyncSession, job: ClaimedJob, *, now: datetime, error: 
 async def depth_by_status(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status))
     return {status: int(count) for status, count in rows.all()}
+
+
+async def delete_queued(
+    session: AsyncSession,
+    *,
+    kind: str,
+    ref: str,
+    payload_matches: Mapping[str, Any] | None = None,
+) -> None:
+    """Remove the still-queued jobs of ``kind`` filed under ``ref`` (``ix_jobs_ref``); a job
+    already claimed runs and checks for itself whether it is still wanted.
+
+    ``payload_matches`` narrows to jobs whose payload holds those values: a handful of jobs
+    per ref, so they are compared here rather than with engine-specific JSON operators.
+    """
+    queued = (Job.ref == ref, Job.kind == kind, Job.status == JobStatus.QUEUED)
+    if not payload_matches:
+        await session.execute(delete(Job).where(*queued))
+        return
+    rows = await session.scalars(select(Job).where(*queued))
+    ids = [
+        j.id for j in rows if all(j.payload.get(k) == v for k, v in payload_matches.items())
+    ]
+    if ids:
+        await session.execute(delete(Job).where(Job.id.in_(ids)))
+
+
+async def list_page(
+    session: AsyncSession,
+    organization_id: int,
+    *,
+    status: str | None,
+    kind: str | None,
+    offset: int,
+    limit: int,
+) -> tuple[Sequence[Job], int]:
+    """One organisation's jobs, most recently changed first, and how many match in all."""
+    query = select(Job).where(Job.organization_id == organization_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = await session.scalars(
+        query.order_by(Job.updated_at.desc(), Job.id.desc()).offset(offset).limit(limit)
+    )
+    return rows.all(), int(total or 0)

@@ -9,7 +9,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from careflow.errors import error_body
+from careflow.errors import error_body, request_id_of
 from careflow.kit.context import new_request_id, request_id_var
 
 # Visible ASCII, no spaces: trace ids such as AWS's "Root=1-…;Parent=…;Sampled=1" or a W3C
@@ -100,6 +100,7 @@ class NulGuardMiddleware:
                     "VALIDATION_ERROR",
                     "Request validation failed",
                     [problem],
+                    request_id=request_id_of(scope),
                 )
                 await _send_json(send, 400, body)
                 return
@@ -167,6 +168,7 @@ class BodySizeLimitMiddleware:
             "PAYLOAD_TOO_LARGE",
             f"Request body exceeds {self.max_bytes} bytes",
             [],
+            request_id=request_id_of(scope),
         )
         await _send_json(send, 413, body)
 

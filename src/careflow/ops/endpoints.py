@@ -76,7 +76,7 @@ async def metrics(request: Request) -> Response:
 
 
 async def _sample_queue_depth(request: Request) -> None:
-    from careflow.jobs.store import depth_by_status
+    from careflow.jobs.service import depth_by_status
     from careflow.ops.metrics import QUEUE_DEPTH
 
     try:

@@ -9,59 +9,45 @@ Dropping is an optimisation; the guarantee is the check at fire time: the appoin
 is locked and re-read, and a fire whose appointment was cancelled or moved records a
 skipped execution instead of running. So a slow worker holding an old fire can never act
 on an appointment that has moved.
+
+The arithmetic both sides agree on (when a rule fires, whether a fire is still due) is in
+``automations.time_triggers``; this module places, drops and runs the fires. Its fires are
+jobs, removed only through ``jobs.store``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeAlias
+from datetime import datetime
+from typing import Any, TypeAlias
 
 import structlog
-from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careflow.automations import repository as automation_rules
+from careflow.automations.enabled import RuleSnapshot, enabled_rules_for
 from careflow.automations.models import AutomationRule
+from careflow.automations.time_triggers import (
+    TIME_TRIGGERS,
+    fire_time,
+    is_cancelled,
+    still_due,
+)
+from careflow.events import repository as entities
+from careflow.events.context import join_snapshots
 from careflow.events.models import Entity
-from careflow.jobs.models import Job, JobStatus
+from careflow.executions.service import start_execution
+from careflow.jobs import store as jobs
 from careflow.jobs.queue import enqueue
-from careflow.kit.clock import parse_instant
 from careflow.kit.types import EntityRef, canonical_entity_id
-
-if TYPE_CHECKING:
-    from careflow.automations.service import RuleSnapshot
-
-    # A stored rule, or the dispatcher's cached snapshot of one.
-    TimeRule: TypeAlias = AutomationRule | RuleSnapshot
+from careflow.scheduling import repository
 
 log = structlog.get_logger("careflow.scheduling")
 
 FIRE_KIND = "fire_time_trigger"
-RESCHEDULE_RULE_KIND = "reschedule_rule"
 
-# trigger → (appointment field, trigger_config key, direction)
-TIME_TRIGGERS: dict[str, tuple[str, str, int]] = {
-    "appointment.before_start": ("starts_at", "hours_before", -1),
-    "appointment.after_end": ("ends_at", "hours_after", +1),
-}
-CANCELLED = "cancelled"
-
-
-def is_cancelled(appointment: Mapping[str, Any]) -> bool:
-    return appointment.get("status") == CANCELLED
-
-
-def fire_time(rule: TimeRule, appointment: Mapping[str, Any]) -> datetime | None:
-    """When ``rule`` fires for ``appointment``, or None when it never does."""
-    spec = TIME_TRIGGERS.get(rule.trigger_event)
-    if spec is None:
-        return None
-    field, config_key, direction = spec
-    anchor = parse_instant(appointment.get(field))
-    if anchor is None:
-        return None
-    hours = (rule.trigger_config or {}).get(config_key, 24)
-    return anchor + direction * timedelta(hours=int(hours))
+# A stored rule, or the dispatcher's cached snapshot of one.
+ScheduledRule: TypeAlias = AutomationRule | RuleSnapshot
 
 
 def appointment_ref(organization_id: int, appointment_id: EntityRef) -> str:
@@ -72,35 +58,28 @@ def _fire_key(rule_id: int, ref: str, fire_at: datetime) -> str:
     return f"fire:{rule_id}:{ref}:{fire_at.isoformat()}"
 
 
-async def _time_rules(session: AsyncSession, organization_id: int) -> list[TimeRule]:
+async def _time_rules(session: AsyncSession, organization_id: int) -> list[ScheduledRule]:
     """The organisation's enabled time-based rules, from the cached rule sets (one row read
     per trigger while they are unchanged): this runs for every appointment event."""
-    # Imported here: automations.service imports this module to reschedule on rule changes.
-    from careflow.automations.service import enabled_rules_for
-
-    rules: list[TimeRule] = []
+    found: list[ScheduledRule] = []
     for trigger in TIME_TRIGGERS:
-        rules.extend(await enabled_rules_for(session, organization_id, trigger))
-    return rules
+        found.extend(await enabled_rules_for(session, organization_id, trigger))
+    return found
 
 
 async def _drop_fires(session: AsyncSession, ref: str, rule_id: int | None = None) -> None:
-    stmt = delete(Job).where(Job.ref == ref, Job.kind == FIRE_KIND, Job.status == JobStatus.QUEUED)
-    if rule_id is None:
-        await session.execute(stmt)
-        return
-    # A handful of fires per appointment: filter the rule in Python, portable across engines.
-    jobs = await session.scalars(
-        select(Job).where(Job.ref == ref, Job.kind == FIRE_KIND, Job.status == JobStatus.QUEUED)
+    """Remove the appointment's queued fires (of one rule, given ``rule_id``)."""
+    await jobs.delete_queued(
+        session,
+        kind=FIRE_KIND,
+        ref=ref,
+        payload_matches=None if rule_id is None else {"rule_id": rule_id},
     )
-    ids = [j.id for j in jobs if j.payload.get("rule_id") == rule_id]
-    if ids:
-        await session.execute(delete(Job).where(Job.id.in_(ids)))
 
 
 async def _schedule(
     session: AsyncSession,
-    rule: TimeRule,
+    rule: ScheduledRule,
     appointment: Mapping[str, Any],
     ref: str,
     now: datetime,
@@ -131,7 +110,7 @@ async def schedule_appointment(
     appointment: Mapping[str, Any],
     now: datetime,
     *,
-    rules: Sequence[TimeRule] | None = None,
+    rules: Sequence[ScheduledRule] | None = None,
 ) -> None:
     """(Re)compute every time-based fire of one appointment from its current snapshot."""
     if rules is None:
@@ -164,38 +143,14 @@ async def schedule_stored_appointment(
         )
 
 
-async def request_rule_reschedule(
-    session: AsyncSession, rule: AutomationRule, now: datetime
-) -> None:
-    """After a time-based rule is created, changed, enabled, disabled or deleted."""
-    await enqueue(
-        session,
-        RESCHEDULE_RULE_KIND,
-        {"rule_id": rule.id, "organization_id": rule.organization_id},
-        run_at=now,
-        now=now,
-        organization_id=rule.organization_id,
-        dedupe_key=f"reschedule:{rule.id}:{rule.version}:{now.isoformat()}",
-    )
-
-
 async def reschedule_rule(
     session: AsyncSession, organization_id: int, rule_id: int, now: datetime
 ) -> int:
     """Recompute one rule's fires for the organisation's upcoming appointments."""
-    rule = await session.scalar(
-        select(AutomationRule).where(
-            AutomationRule.organization_id == organization_id, AutomationRule.id == rule_id
-        )
-    )
+    rule = await automation_rules.get(session, organization_id, rule_id)
     active = rule is not None and rule.enabled and rule.trigger_event in TIME_TRIGGERS
-    appointments = await session.scalars(
-        select(Entity).where(
-            Entity.organization_id == organization_id, Entity.entity_type == "appointment"
-        )
-    )
     scheduled = 0
-    for entity in appointments:
+    for entity in await repository.appointments(session, organization_id):
         ref = appointment_ref(organization_id, entity.entity_id)
         await _drop_fires(session, ref, rule_id)
         if active and rule is not None and not is_cancelled(entity.data):
@@ -208,26 +163,9 @@ async def lock_appointment(
     session: AsyncSession, organization_id: int, appointment_id: EntityRef
 ) -> Entity | None:
     """The appointment row, locked on PostgreSQL so a concurrent reschedule waits its turn."""
-    stmt = select(Entity).where(
-        Entity.organization_id == organization_id,
-        Entity.entity_type == "appointment",
-        Entity.entity_id == appointment_id,
+    return await entities.get_entity(
+        session, organization_id, "appointment", appointment_id, for_update=True
     )
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return await session.scalar(stmt)
-
-
-def still_due(
-    rule: AutomationRule, appointment: Mapping[str, Any], fire_at: datetime
-) -> str | None:
-    """Why a fire scheduled for ``fire_at`` must not act now, or None when it is still due."""
-    if is_cancelled(appointment):
-        return "appointment cancelled"
-    current = fire_time(rule, appointment)
-    if current is None or current != fire_at:
-        return "appointment moved"
-    return None
 
 
 def occurrence_key(appointment_id: EntityRef, fire_at: datetime) -> str:
@@ -244,15 +182,8 @@ async def fire(
     now: datetime,
 ) -> None:
     """Run a rule's time-based trigger for one appointment, if it is still due."""
-    from careflow.events.context import join_snapshots
-    from careflow.executions.service import start_execution
-
     entity = await lock_appointment(session, organization_id, appointment_id)
-    rule = await session.scalar(
-        select(AutomationRule).where(
-            AutomationRule.organization_id == organization_id, AutomationRule.id == rule_id
-        )
-    )
+    rule = await automation_rules.get(session, organization_id, rule_id)
     if (
         entity is None
         or rule is None
@@ -291,31 +222,3 @@ async def fire(
         now=now,
         skip_reason=still_due(rule, appointment, fire_at),
     )
-
-
-def delivery_skip_reason(
-    trigger_event: str,
-    action: Mapping[str, Any],
-    context: Mapping[str, Any],
-    *,
-    after_delay: bool = False,
-) -> str | None:
-    """Checked when an action runs: a time-based or delayed action for an appointment that was
-    cancelled, or (time-based) moved since the fire, gets nothing. ``after_delay``: an
-    earlier action of the execution waited, so this one runs late too and is checked the
-    same way."""
-    appointment = context.get("appointment")
-    if not isinstance(appointment, Mapping):
-        return None
-    trigger = context.get("trigger")
-    time_based = isinstance(trigger, Mapping) and trigger.get("event") in TIME_TRIGGERS
-    delayed = after_delay or bool(action.get("delay_minutes"))
-    if not (time_based or delayed) or trigger_event == "appointment.cancelled":
-        return None
-    if is_cancelled(appointment):
-        return "appointment cancelled"
-    if time_based and isinstance(trigger, Mapping):
-        anchor = parse_instant(appointment.get(str(trigger.get("anchor_field"))))
-        if anchor is None or anchor != parse_instant(trigger.get("anchor")):
-            return "appointment moved"
-    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from careflow.automations.time_triggers import RESCHEDULE_RULE_KIND
 from careflow.jobs.registry import JobContext, job_handler
 from careflow.scheduling import service
 
@@ -21,7 +22,7 @@ async def fire_time_trigger(ctx: JobContext, payload: dict[str, Any]) -> None:
     )
 
 
-@job_handler(service.RESCHEDULE_RULE_KIND, batchable=True)
+@job_handler(RESCHEDULE_RULE_KIND, batchable=True)
 async def reschedule_rule(ctx: JobContext, payload: dict[str, Any]) -> None:
     await service.reschedule_rule(
         ctx.session, int(payload["organization_id"]), int(payload["rule_id"]), ctx.clock.now()
