@@ -125,7 +125,7 @@ async def run(args: argparse.Namespace) -> Verdict:
         await asyncio.sleep(2)  # let A's last refusals reach its log
 
         a_log = cluster.log_events(a)
-        # jobs.released names its jobs in a list (job_ids): a whole unit is given back at once.
+        # jobs.released names its jobs in a list (job_ids): a slot's jobs are given back at once.
         refused_ids = {
             i
             for e in a_log

@@ -1,10 +1,11 @@
-"""The modules that register job handlers; a worker imports each (jobs.worker.load_handlers)."""
+"""The modules that register job handlers: importing this module registers every job kind
+(the worker does, in ``jobs.worker``)."""
 
 from __future__ import annotations
 
-TASK_MODULES = (
-    "careflow.jobs.builtin",
-    "careflow.events.tasks",
-    "careflow.executions.tasks",
-    "careflow.scheduling.tasks",
-)
+from careflow.events import tasks as events_tasks
+from careflow.executions import tasks as executions_tasks
+from careflow.jobs import builtin
+from careflow.scheduling import tasks as scheduling_tasks
+
+__all__ = ["builtin", "events_tasks", "executions_tasks", "scheduling_tasks"]

@@ -25,7 +25,7 @@ from careflow.executions.service import RUN_ACTION_KIND
 from careflow.jobs.models import Job
 from careflow.jobs.queue import enqueue
 from careflow.jobs.store import ClaimedJob
-from careflow.jobs.worker import Worker, load_handlers
+from careflow.jobs.worker import Worker
 from careflow.kit.clock import FrozenClock
 from careflow.messages.models import Message
 from careflow.pathways.models import Episode, EpisodeEvent
@@ -39,7 +39,6 @@ RULE = E2E_RULE
 
 
 def _worker(app: FastAPI, settings: Settings, clock: FrozenClock, name: str) -> Worker:
-    load_handlers()
     return Worker(app.state.sessionmaker, settings, clock, services=app.state.services, name=name)
 
 

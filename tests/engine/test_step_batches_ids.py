@@ -28,7 +28,7 @@ from careflow.executions.models import Execution, ExecutionAction
 from careflow.executions.repository import insert_execution
 from careflow.forms import repository as forms_repository
 from careflow.forms.models import Form
-from careflow.jobs.worker import Worker, load_handlers
+from careflow.jobs.worker import Worker
 from careflow.kit import write_behind
 from careflow.kit.clock import FrozenClock
 from careflow.pathways.models import Episode, EpisodeEvent
@@ -45,7 +45,6 @@ FORM_ONLY_RULE: dict[str, Any] = {
 
 
 def _worker(app: FastAPI, settings: Settings, clock: FrozenClock) -> Worker:
-    load_handlers()
     return Worker(app.state.sessionmaker, settings, clock, services=app.state.services)
 
 

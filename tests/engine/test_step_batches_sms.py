@@ -19,7 +19,7 @@ from careflow.db import create_sessionmaker
 from careflow.executions.models import ExecutionAction
 from careflow.executions.service import RUN_ACTION_KIND
 from careflow.jobs.models import Job, JobStatus
-from careflow.jobs.worker import Worker, load_handlers
+from careflow.jobs.worker import Worker
 from careflow.kit.clock import FrozenClock
 from careflow.kit.models import OrganizationSettings
 from tests.conftest import make_settings
@@ -63,7 +63,6 @@ async def _org_settings(engine: AsyncEngine, clock: FrozenClock, **fields: Any) 
 async def _run_sms_batch(
     client: httpx.AsyncClient, auth: Auth, app: FastAPI, settings: Settings, clock: FrozenClock
 ) -> list[str]:
-    load_handlers()
     worker = Worker(app.state.sessionmaker, settings, clock, services=app.state.services)
     await create_rule(client, auth, RULE)
     for i in range(STEPS):

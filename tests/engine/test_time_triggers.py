@@ -174,7 +174,7 @@ class TestBeforeStart:
         later = STARTS + timedelta(days=1)
         await post_event(client, auth, "appointment.rescheduled", appointment(later))
         await drain()  # dispatches the reschedule while the old fire is held
-        await slow.run_claimed(claimed)
+        await slow.run_batch([claimed])
 
         [execution] = await all_executions(engine)
         assert execution.status == "skipped"
@@ -223,7 +223,7 @@ class TestBeforeStart:
         slow = Worker(app.state.sessionmaker, settings, clock, services=app.state.services)
         [claimed] = await slow.claim(1)
         await post_event(client, auth, "appointment.cancelled", {"appointment": {"id": 50}})
-        await slow.run_claimed(claimed)
+        await slow.run_batch([claimed])
         [execution] = await all_executions(engine)
         assert (execution.status, execution.error_message) == ("skipped", "appointment cancelled")
         assert smtp.sink.messages == []

@@ -15,7 +15,6 @@ from careflow.events.service import DISPATCH_KIND
 from careflow.executions.service import RUN_ACTION_KIND
 from careflow.jobs.models import JobStatus
 from careflow.jobs.registry import JobContext, Sharing, is_batchable, job_handler, sharing
-from careflow.jobs.worker import load_handlers
 from careflow.kit.clock import FrozenClock
 from tests.jobs.conftest import MakeWorker, add_job, all_jobs, effects, eventually, only_job
 
@@ -117,21 +116,21 @@ async def test_a_lost_lease_in_a_batch_refuses_that_job_only(
     assert rescued.id == first.id
 
     assert await stalled.run_batch([first, second]) == ["lost", "done"]
-    assert await rescuer.run_claimed(rescued) == "done"
+    assert await rescuer.run_batch([rescued]) == ["done"]
     assert await _effects(engine) == [(1, 2), (2, 1)]
     assert await all_jobs(sessionmaker) == []
 
 
-async def test_units_are_batches_of_batchable_jobs_and_single_others(
+async def test_a_claim_is_split_into_batches_of_batchable_jobs_and_single_others(
     make_worker: MakeWorker, sessionmaker: Maker, clock: FrozenClock
 ) -> None:
     for db_only in (True, True, False, True, True, True, False):
         await add_job(sessionmaker, clock, "test.batched_if", {"db_only": db_only})
     worker = make_worker(worker_batch_size=3)
 
-    units = worker._units(await worker.claim(7))
+    batches = worker._batches(await worker.claim(7))
 
-    assert [[job.id for job in unit] for unit in units] == [[1, 2, 4], [3], [5, 6], [7]]
+    assert [[job.id for job in batch] for batch in batches] == [[1, 2, 4], [3], [5, 6], [7]]
     assert worker._per_slot == 1  # single-slot jobs seen: the next claim takes one per slot
 
 
@@ -170,21 +169,21 @@ async def test_a_job_on_a_later_attempt_runs_alone(
     worker = make_worker(name="rescuer", worker_batch_size=3)
     await worker.claim(0)  # rescues the expired lease, claims nothing
 
-    units = worker._units(await worker.claim(3))
+    batches = worker._batches(await worker.claim(3))
 
-    assert [[(job.id, job.attempt) for job in unit] for unit in units] == [
+    assert [[(job.id, job.attempt) for job in batch] for batch in batches] == [
         [(1, 2)],
         [(2, 1), (3, 1)],
     ]
 
 
-def test_units_are_dealt_over_the_free_slots_oldest_first(
+def test_batches_are_dealt_over_the_free_slots_oldest_first(
     make_worker: MakeWorker,
 ) -> None:
-    units = [[object()] for _ in range(5)]
-    slots = make_worker()._slots(units, 2)  # type: ignore[arg-type]
-    assert slots == [[units[0], units[2], units[4]], [units[1], units[3]]]
-    assert make_worker()._slots(units[:1], 8) == [[units[0]]]  # type: ignore[arg-type]
+    batches = [[object()] for _ in range(5)]
+    slots = make_worker()._slots(batches, 2)  # type: ignore[arg-type]
+    assert slots == [[batches[0], batches[2], batches[4]], [batches[1], batches[3]]]
+    assert make_worker()._slots(batches[:1], 8) == [[batches[0]]]  # type: ignore[arg-type]
 
 
 def test_batchable_is_declared_per_kind_or_per_payload() -> None:
@@ -200,7 +199,6 @@ async def _drained(sessionmaker: Maker) -> bool:
 
 
 def test_run_action_shares_plainly_for_row_writers_and_in_savepoints_for_messages() -> None:
-    load_handlers()
     step = {"execution_id": 1, "action_index": 0}
     assert sharing(RUN_ACTION_KIND, {**step, "type": "require_form"}) is Sharing.ROWS
     assert sharing(RUN_ACTION_KIND, {**step, "type": "update_segment"}) is Sharing.ROWS

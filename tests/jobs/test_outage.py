@@ -2,11 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from structlog.testing import capture_logs
 
 from careflow.db import create_engine, create_sessionmaker
-from careflow.jobs.registry import HANDLERS
 from careflow.jobs.worker import Worker
 from careflow.kit.clock import FrozenClock
 from careflow.migrate import upgrade_head
@@ -41,21 +39,3 @@ class TestDatabaseOutage:
             await worker.stop()
             await engine.dispose()
 
-
-class TestLoadingHandlers:
-    def test_a_missing_task_module_is_logged_not_fatal(
-        self, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        import careflow.tasks
-        from careflow.jobs import worker as worker_module
-
-        monkeypatch.setattr(
-            careflow.tasks, "TASK_MODULES", ("careflow.jobs.builtin", "careflow.nowhere.tasks")
-        )
-        monkeypatch.setattr(worker_module, "_handlers_loaded", False)
-        with capture_logs() as logs:
-            worker_module.load_handlers()
-        assert {"event": "jobs.task_module_missing", "module": "careflow.nowhere.tasks"} in [
-            {k: e[k] for k in ("event", "module")} for e in logs if "module" in e
-        ]
-        assert "noop" in HANDLERS and "probe" in HANDLERS

@@ -265,7 +265,7 @@ class TestLeases:
         clock.advance(seconds=settings.job_lease_seconds + 1)
         assert await rescuer.run_until_idle() == 1
 
-        assert await stalled.run_claimed(claimed) == "lost"
+        assert await stalled.run_batch([claimed]) == ["lost"]
         assert await effects(engine) == [(1, "rescuer", 2)]
         assert await all_jobs(sessionmaker) == []
 
@@ -279,10 +279,10 @@ class TestLeases:
         clock.advance(seconds=settings.job_lease_seconds + 1)
         [current] = await rescuer.claim(1)
 
-        assert await stalled.run_claimed(late) == "lost"
+        assert await stalled.run_batch([late]) == ["lost"]
         job = await only_job(sessionmaker)
         assert (job.status, job.locked_by, job.attempts) == (JobStatus.RUNNING, "rescuer", 2)
-        assert await rescuer.run_claimed(current) == "done"
+        assert await rescuer.run_batch([current]) == ["done"]
 
     async def test_an_expired_job_out_of_attempts_is_dead(
         self, make_worker: MakeWorker, sessionmaker: Maker, clock: FrozenClock, settings: Settings
