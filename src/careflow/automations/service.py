@@ -23,11 +23,11 @@ from careflow.automations.compiled import compiled_conditions
 from careflow.automations.models import AutomationRule
 from careflow.automations.schemas import parse_body
 from careflow.conditions import validate_condition
-from careflow.delivery.templates import template_exists
 from careflow.errors import ValidationError, not_found
 from careflow.kit.pagination import PageParams
 from careflow.kit.rulesets import RevisionCache, bump, current_revision
 from careflow.scheduling.service import TIME_TRIGGERS, request_rule_reschedule
+from careflow.templates.service import template_exists
 
 OBJECT_TYPE = "automation_rule"
 

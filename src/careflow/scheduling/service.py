@@ -22,7 +22,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.automations.models import AutomationRule
-from careflow.events.models import Entity
+from careflow.entities.models import Entity
 from careflow.jobs.models import Job, JobStatus
 from careflow.jobs.queue import enqueue
 from careflow.kit.clock import parse_instant
@@ -244,7 +244,7 @@ async def fire(
     now: datetime,
 ) -> None:
     """Run a rule's time-based trigger for one appointment, if it is still due."""
-    from careflow.events.context import join_snapshots
+    from careflow.entities.context import join_snapshots
     from careflow.executions.service import start_execution
 
     entity = await lock_appointment(session, organization_id, appointment_id)
