@@ -12,10 +12,11 @@ from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from careflow.db import create_sessionmaker
+from careflow.entities.models import Entity
 from careflow.errors import ValidationError
 from careflow.events import service
 from careflow.events.batcher import IngestBatcher
-from careflow.events.models import Entity, Event
+from careflow.events.models import Event
 from careflow.events.schemas import EventIn
 from careflow.jobs.models import Job
 from careflow.kit.clock import FrozenClock
