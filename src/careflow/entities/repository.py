@@ -15,9 +15,8 @@ from typing import Any
 from sqlalchemy import Select, String, Table, bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careflow.db import insert_for, one_of, pairs_of
+from careflow.db import insert_for, one_of, pairs_of, prebuilt
 from careflow.entities.models import Entity
-from careflow.executions.repository import insert_if_absent
 from careflow.kit.types import EntityRef, canonical_entity_id
 
 _entities: Table = Entity.__table__  # type: ignore[assignment]
@@ -134,6 +133,23 @@ def _sort_key(key: tuple[str, EntityRef]) -> tuple[str, str]:
     return key[0], str(key[1])
 
 
+_KEY = ["organization_id", "entity_type", "entity_id"]
+
+
+async def _insert_if_absent(session: AsyncSession, values: dict[str, Any]) -> int | None:
+    """The new snapshot's id, or None when one with its key is stored (ON CONFLICT DO NOTHING,
+    so no aborted transaction to recover on PostgreSQL)."""
+    stmt = prebuilt(
+        session,
+        "entities.insert_if_absent",
+        lambda insert: (
+            insert(_entities).on_conflict_do_nothing(index_elements=_KEY).returning(_entities.c.id)
+        ),
+    )
+    connection = await session.connection()
+    return (await connection.execute(stmt, values)).scalar()  # type: ignore[no-any-return]
+
+
 async def upsert_entity(
     session: AsyncSession,
     organization_id: int,
@@ -148,9 +164,8 @@ async def upsert_entity(
     key = canonical_entity_id(entity_id)
     stored = await get_entity(session, organization_id, entity_type, key, for_update=True)
     if stored is None:
-        new_id = await insert_if_absent(
+        new_id = await _insert_if_absent(
             session,
-            Entity,
             {
                 "organization_id": organization_id,
                 "entity_type": entity_type,
@@ -158,7 +173,6 @@ async def upsert_entity(
                 "data": dict(data),
                 "updated_at": as_of,
             },
-            ["organization_id", "entity_type", "entity_id"],
         )
         if new_id is not None:
             return Entity(
@@ -252,9 +266,7 @@ async def upsert_entities(session: AsyncSession, writes: Sequence[SnapshotWrite]
             rows = [fresh[key] for key in sorted(fresh, key=_sort_key)]
             inserted = await conn.execute(
                 insert_for(session)(_entities)
-                .on_conflict_do_nothing(
-                    index_elements=["organization_id", "entity_type", "entity_id"]
-                )
+                .on_conflict_do_nothing(index_elements=_KEY)
                 .returning(_entities.c.entity_type, _entities.c.entity_id),
                 rows,
             )
