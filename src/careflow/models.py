@@ -1,16 +1,19 @@
 """Every model, imported once so that ``Base.metadata`` is complete (Alembic, tests)."""
 
 from careflow.audit.models import AuditEntry
-from careflow.automations.models import AutomationRule, Template
+from careflow.automations.models import AutomationRule
 from careflow.db import Base
-from careflow.events.models import Entity, Event, PatientMilestone
+from careflow.entities.models import Entity
+from careflow.events.models import Event, PatientMilestone
 from careflow.executions.models import Execution, ExecutionAction
 from careflow.forms.models import Form
 from careflow.jobs.models import Job
-from careflow.kit.models import IdempotencyKey, OrganizationSettings
+from careflow.kit.models import IdempotencyKey, RuleRevision
 from careflow.messages.models import Message
+from careflow.organizations.models import OrganizationSettings
 from careflow.pathways.models import Episode, EpisodeEvent, PathwayConfig, PathwayRule
 from careflow.segments.models import SegmentMember
+from careflow.templates.models import Template
 
 __all__ = [
     "AuditEntry",
@@ -30,6 +33,7 @@ __all__ = [
     "PathwayConfig",
     "PathwayRule",
     "PatientMilestone",
+    "RuleRevision",
     "SegmentMember",
     "Template",
 ]

@@ -6,9 +6,9 @@ from fastapi import FastAPI
 
 from careflow.audit.endpoints import router as audit_router
 from careflow.automations.endpoints import router as automations_router
-from careflow.automations.templates_endpoints import router as templates_router
 from careflow.automations.test_endpoint import router as rule_test_router
 from careflow.events.endpoints import router as events_router
+from careflow.events.entity_endpoints import router as entities_router
 from careflow.executions.endpoints import router as executions_router
 from careflow.forms.endpoints import router as forms_router
 from careflow.jobs.endpoints import router as jobs_router
@@ -19,6 +19,7 @@ from careflow.pathways.endpoints import router as pathways_router
 from careflow.pathways.episodes_endpoints import router as episodes_router
 from careflow.patients.endpoints import router as patients_router
 from careflow.segments.endpoints import router as segments_router
+from careflow.templates.endpoints import router as templates_router
 
 
 def include_routers(app: FastAPI) -> None:
@@ -27,6 +28,7 @@ def include_routers(app: FastAPI) -> None:
         rule_test_router,
         executions_router,
         events_router,
+        entities_router,
         forms_router,
         patients_router,
         segments_router,

@@ -8,10 +8,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from careflow.actions.base import RetryableActionError
 from careflow.actions.registry import EXECUTORS
-from careflow.automations.models import Template
 from careflow.config import Settings
 from careflow.kit.clock import FrozenClock
 from careflow.messages.models import Message
+from careflow.templates.models import Template
 from tests.actions.factories import create_execution, make_context
 from tests.conftest import make_settings
 from tests.fixtures.smtp import SmtpServer

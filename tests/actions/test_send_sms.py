@@ -14,8 +14,8 @@ from careflow.config import Settings
 from careflow.executions.models import Execution
 from careflow.jobs.errors import DeferJob
 from careflow.kit.clock import FrozenClock
-from careflow.kit.models import OrganizationSettings
 from careflow.messages.models import Message
+from careflow.organizations.models import OrganizationSettings
 from tests.actions.factories import create_execution, make_context
 from tests.conftest import make_settings
 from tests.fixtures.twilio import TwilioFake

@@ -105,7 +105,7 @@ class TestCreateRule:
     async def test_org_template_counts_as_known(
         self, client: httpx.AsyncClient, auth: Auth, clock: FrozenClock, engine: AsyncEngine
     ) -> None:
-        from careflow.automations.models import Template
+        from careflow.templates.models import Template
 
         async with create_sessionmaker(engine)() as session:
             session.add(

@@ -22,7 +22,8 @@ from careflow.delivery.email import (
     plain_message,
 )
 from careflow.delivery.errors import PermanentDeliveryError, TransientDeliveryError
-from careflow.delivery.templates import SAMPLE_CONTEXT, builtin_template, render
+from careflow.templates.builtin import builtin_template
+from careflow.templates.rendering import SAMPLE_CONTEXT, render
 from tests.conftest import make_settings
 from tests.fixtures.smtp import SmtpServer, free_port
 

@@ -21,7 +21,7 @@ from careflow.executions.service import RUN_ACTION_KIND
 from careflow.jobs.models import Job, JobStatus
 from careflow.jobs.worker import Worker
 from careflow.kit.clock import FrozenClock
-from careflow.kit.models import OrganizationSettings
+from careflow.organizations.models import OrganizationSettings
 from tests.conftest import make_settings
 from tests.engine.helpers import PATIENT, count, create_rule, onboarded, post_event
 from tests.fixtures.twilio import TwilioFake

@@ -12,10 +12,11 @@ from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from careflow.db import create_sessionmaker
+from careflow.entities.models import Entity
 from careflow.errors import ValidationError
 from careflow.events import service
 from careflow.events.batcher import IngestBatcher
-from careflow.events.models import Entity, Event
+from careflow.events.models import Event
 from careflow.events.schemas import EventIn
 from careflow.jobs.models import Job
 from careflow.kit.clock import FrozenClock
@@ -238,48 +239,3 @@ class TestBatchesInFlight:
             event.remove(engine.sync_engine, "commit", listener)
         assert 1 <= len(commits) <= 2
         assert await count(engine, Event) == 20
-
-
-class TestSnapshotWrites:
-    async def test_a_snapshot_that_changes_nothing_is_not_written_again(
-        self, engine: AsyncEngine, clock: FrozenClock
-    ) -> None:
-        maker = create_sessionmaker(engine)
-        updates: list[str] = []
-
-        def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-            if statement.lstrip().upper().startswith("UPDATE ENTITIES"):
-                updates.append(statement)
-
-        same = EventIn.model_validate(
-            {
-                "type": "patient.onboarded",
-                "occurred_at": "2025-02-15T09:00:00Z",
-                "data": {"patient": {"id": 7, "first_name": "P"}},
-            }
-        )
-        changed = EventIn.model_validate(
-            {
-                "type": "patient.onboarded",
-                "occurred_at": "2025-02-15T09:30:00Z",
-                "data": {"patient": {"id": 7, "first_name": "Q"}},
-            }
-        )
-        async with maker() as session:
-            await service.ingest_events(session, [(1, same)], now=clock.now())
-            await session.commit()
-        event.listen(engine.sync_engine, "before_cursor_execute", listener)
-        try:
-            async with maker() as session:
-                await service.ingest_events(session, [(1, same)], now=clock.now())
-                await session.commit()
-            assert updates == []
-            async with maker() as session:
-                await service.ingest_events(session, [(1, changed)], now=clock.now())
-                await session.commit()
-            assert len(updates) == 1
-        finally:
-            event.remove(engine.sync_engine, "before_cursor_execute", listener)
-        async with maker() as session:
-            stored = await session.scalar(select(Entity.data).where(Entity.entity_id == "7"))
-        assert stored == {"id": 7, "first_name": "Q"}

@@ -1,4 +1,4 @@
-"""POST /v1/events, PUT /v1/entities, GET /v1/events/{id}."""
+"""POST /v1/events, GET /v1/events/{id}."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import pytest
 from sqlalchemy import select
 
 from careflow.db import create_sessionmaker
+from careflow.entities.models import Entity
 from careflow.events import service
-from careflow.events.models import Entity, Event
+from careflow.events.models import Event
 from careflow.events.schemas import EventIn
 from careflow.jobs.models import Job
 from tests.conftest import T0
-from tests.engine.helpers import EVENTS, PATIENT, booked, count, onboarded, post_event
+from tests.engine.helpers import EVENTS, PATIENT, count, onboarded, post_event
 
 
 class TestIngest:
@@ -260,93 +261,6 @@ class TestValidation:
             headers={**auth("service"), "Content-Type": "application/json"},
         )
         assert response.status_code == 400
-
-
-class TestSnapshots:
-    async def _entity(self, engine, entity_type: str, entity_id: Any) -> dict[str, Any] | None:
-        async with create_sessionmaker(engine)() as session:
-            row = await session.scalar(
-                select(Entity).where(
-                    Entity.entity_type == entity_type, Entity.entity_id == entity_id
-                )
-            )
-        return None if row is None else row.data
-
-    async def test_events_merge_into_snapshots(self, client, auth, engine, clock) -> None:
-        await post_event(client, auth, "patient.onboarded", onboarded())
-        clock.advance(minutes=1)
-        await post_event(
-            client, auth, "patient.updated", {"patient": {"id": 100, "email": "new@example.com"}}
-        )
-        await post_event(client, auth, "appointment.booked", booked(50))
-        patient = await self._entity(engine, "patient", 100)
-        assert patient == {**PATIENT, "email": "new@example.com"}
-        assert (await self._entity(engine, "appointment", 50))["type"] == "video"
-
-    async def test_older_event_only_fills_gaps(self, client, auth, engine) -> None:
-        await post_event(client, auth, "patient.onboarded", onboarded())
-        await post_event(
-            client,
-            auth,
-            "patient.updated",
-            {"patient": {"id": 100, "email": "stale@example.com", "tags": ["vip"]}},
-            occurred_at="2025-02-01T00:00:00Z",
-        )
-        patient = await self._entity(engine, "patient", 100)
-        assert patient["email"] == PATIENT["email"]
-        assert patient["tags"] == ["vip"]
-
-    async def test_string_and_integer_ids_key_alike(self, client, auth, engine) -> None:
-        await post_event(client, auth, "patient.onboarded", {"patient": {"id": "100", "a": 1}})
-        await post_event(client, auth, "patient.updated", {"patient": {"id": 100, "b": 2}})
-        assert await count(engine, Entity) == 1
-
-    async def test_put_entity_replaces(self, client, auth, engine) -> None:
-        await post_event(client, auth, "patient.onboarded", onboarded())
-        response = await client.put(
-            "/v1/entities/patient/100",
-            json={"id": 100, "email": "b@example.com"},
-            headers=auth("service"),
-        )
-        assert response.status_code == 200, response.text
-        assert response.json() == {"data": {"id": 100, "email": "b@example.com"}}
-        assert await self._entity(engine, "patient", 100) == {"id": 100, "email": "b@example.com"}
-        # No event, no job: a backfill runs no rule.
-        assert await count(engine, Event) == 1
-        assert await count(engine, Job) == 1
-
-    async def test_put_entity_without_id_takes_path_id(self, client, auth) -> None:
-        response = await client.put(
-            "/v1/entities/appointment/apt-7", json={"type": "video"}, headers=auth("admin")
-        )
-        assert response.status_code == 200
-        assert response.json()["data"] == {"type": "video", "id": "apt-7"}
-
-    @pytest.mark.parametrize(
-        ("path", "body", "field"),
-        [
-            ("/v1/entities/doctor/1", {"id": 1}, "entity_type"),
-            ("/v1/entities/patient/100", {"id": 101}, "id"),
-            ("/v1/entities/patient/100", {"id": True}, "id"),
-            ("/v1/entities/appointment/5", {"patient_id": [1]}, "patient_id"),
-            ("/v1/entities/appointment/5", {"starts_at": "not-a-date"}, "starts_at"),
-            ("/v1/entities/appointment/5", {"ends_at": "2025-02-20"}, "ends_at"),
-        ],
-    )
-    async def test_put_entity_invalid(self, client, auth, path, body, field) -> None:
-        response = await client.put(path, json=body, headers=auth("service"))
-        assert response.status_code == 400
-        assert field in _fields(response.json())
-
-    async def test_put_entity_body_must_be_object(self, client, auth) -> None:
-        response = await client.put("/v1/entities/patient/1", json=[1], headers=auth("admin"))
-        assert response.status_code == 400
-        assert response.json()["error"]["code"] == "validation_error"
-
-    @pytest.mark.parametrize("role", ["specialist", "patient", "support"])
-    async def test_put_entity_roles(self, client, auth, role) -> None:
-        response = await client.put("/v1/entities/patient/1", json={}, headers=auth(role))
-        assert response.status_code == 403
 
 
 class TestGetEvent:

@@ -10,7 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from careflow.audit.models import AuditEntry
-from careflow.events.models import Entity, Event
+from careflow.entities.models import Entity
+from careflow.events.models import Event
 from careflow.forms.models import Form, FormStatus
 from careflow.jobs.models import Job
 from careflow.kit.clock import FrozenClock

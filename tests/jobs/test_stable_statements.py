@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from careflow.entities import repository as entities
 from careflow.events import repository as events
 from careflow.executions import repository as executions
 from careflow.jobs import store
@@ -60,7 +61,7 @@ async def test_batch_statements_keep_one_text_for_any_size(
                 await executions.actions_of(session, ids)
                 await messages.get_for_actions(session, [(i, 0) for i in ids])
                 await events.get_events_by_pk(session, ids)
-                await events.snapshots_data(session, 1, [("patient", i) for i in ids])
+                await entities.snapshots_data(session, 1, [("patient", i) for i in ids])
                 assert await store.complete_many(session, jobs) == size
         by_size[size] = [t for t in texts if not t.startswith(("BEGIN", "COMMIT"))]
     assert len(by_size[1]) == len(by_size[3]) == 7

@@ -8,10 +8,11 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from careflow.actions.send_sms import sms_policy
 from careflow.config import Settings
 from careflow.db import create_sessionmaker
 from careflow.kit.clock import FrozenClock
+from careflow.organizations.models import MAX_SMS_HOURLY_LIMIT, OrganizationSettings
+from careflow.organizations.service import effective_settings, merged
 
 Auth = Callable[..., dict[str, str]]
 URL = "/v1/organization/settings"
@@ -43,8 +44,12 @@ class TestOrganizationSettings:
         assert data["overrides"] == body
         assert data["updated_at"].endswith("Z")
         async with create_sessionmaker(engine)() as session:
-            policy = await sms_policy(session, settings, 1)
-        assert (policy.quiet_hours_start, policy.quiet_hours_end, policy.hourly_limit) == (20, 9, 5)
+            policy = await effective_settings(session, settings, 1)
+        assert (policy.quiet_hours_start, policy.quiet_hours_end, policy.sms_hourly_limit) == (
+            20,
+            9,
+            5,
+        )
 
         r = await client.put(URL, json={"quiet_hours_start": None}, headers=auth())
         assert r.json()["data"]["quiet_hours_start"] == settings.quiet_hours_start
@@ -96,3 +101,79 @@ class TestOrganizationSettings:
         assert (await client.get(URL, headers=auth(role))).status_code == get
         r = await client.put(URL, json={"sms_hourly_limit": 3}, headers=auth(role))
         assert r.status_code == put
+
+
+def stored(clock: FrozenClock, **values: int | None) -> OrganizationSettings:
+    return OrganizationSettings(organization_id=1, updated_at=clock.now(), **values)
+
+
+class TestEffectiveSettings:
+    """One merge of the defaults and the stored values, for the API and for ``send_sms``: a
+    stored value applies when the API would accept it, else the default does."""
+
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [
+            ("quiet_hours_start", 0),
+            ("quiet_hours_start", 23),
+            ("quiet_hours_end", 0),
+            ("quiet_hours_end", 23),
+            ("sms_hourly_limit", 0),  # sends no SMS at all
+            ("sms_hourly_limit", MAX_SMS_HOURLY_LIMIT),
+        ],
+    )
+    def test_a_value_in_range_applies(
+        self, settings: Settings, clock: FrozenClock, field: str, value: int
+    ) -> None:
+        effective = merged(settings, stored(clock, **{field: value}))
+        assert getattr(effective, field) == value
+        assert effective.overrides[field] == value
+
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [
+            ("quiet_hours_start", 24),
+            ("quiet_hours_start", -1),
+            ("quiet_hours_end", 99),
+            ("sms_hourly_limit", -5),
+            ("sms_hourly_limit", MAX_SMS_HOURLY_LIMIT + 1),
+        ],
+    )
+    def test_a_value_out_of_range_falls_back_to_the_default(
+        self, settings: Settings, clock: FrozenClock, field: str, value: int
+    ) -> None:
+        effective = merged(settings, stored(clock, **{field: value}))
+        assert getattr(effective, field) == getattr(settings, field)
+        assert effective.overrides[field] is None
+
+    def test_no_row_is_the_defaults(self, settings: Settings) -> None:
+        effective = merged(settings, None)
+        assert (
+            effective.quiet_hours_start,
+            effective.quiet_hours_end,
+            effective.sms_hourly_limit,
+            effective.updated_at,
+        ) == (settings.quiet_hours_start, settings.quiet_hours_end, settings.sms_hourly_limit, None)
+        assert effective.overrides == dict.fromkeys(effective.overrides)
+
+    async def test_the_api_shows_what_a_send_applies(
+        self,
+        client: httpx.AsyncClient,
+        auth: Auth,
+        settings: Settings,
+        engine: AsyncEngine,
+        clock: FrozenClock,
+    ) -> None:
+        # Written to the table by hand, past the API's checks: the hour is ignored everywhere.
+        async with create_sessionmaker(engine)() as session, session.begin():
+            session.add(stored(clock, quiet_hours_start=25, quiet_hours_end=7))
+        data = (await client.get(URL, headers=auth())).json()["data"]
+        async with create_sessionmaker(engine)() as session:
+            policy = await effective_settings(session, settings, 1)
+        assert data["quiet_hours_start"] == policy.quiet_hours_start == settings.quiet_hours_start
+        assert data["quiet_hours_end"] == policy.quiet_hours_end == 7
+        assert data["overrides"] == policy.overrides == {
+            "quiet_hours_start": None,
+            "quiet_hours_end": 7,
+            "sms_hourly_limit": None,
+        }

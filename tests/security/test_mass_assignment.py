@@ -17,10 +17,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from careflow.automations.models import AutomationRule, Template
+from careflow.automations.models import AutomationRule
 from careflow.db import create_sessionmaker
 from careflow.events.models import Event
 from careflow.pathways.models import Episode, PathwayConfig, PathwayRule
+from careflow.templates.models import Template
 from tests.security.conftest import EVERYTHING_RULE, PATHWAY_CONFIG, Auth, World
 
 FORGED_TIME = "2001-01-01T00:00:00Z"

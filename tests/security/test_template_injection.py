@@ -20,8 +20,8 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from careflow.automations.models import Template
 from careflow.db import create_sessionmaker
+from careflow.templates.models import Template
 from tests.fixtures.smtp import SmtpServer
 from tests.security.conftest import CANARIES, Auth, Drain, canary_patient
 
@@ -164,7 +164,7 @@ class TestRenderBudget:
         # In a child process with a deadline: in-process, a hang would hang the suite.
         source = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
         code = (
-            "from careflow.delivery.templates import check_source\n"
+            "from careflow.templates.rendering import check_source\n"
             f"print(check_source('email', 'Subject', {source!r}))\n"
         )
         try:

@@ -11,7 +11,8 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from careflow.events.models import Entity, Event
+from careflow.entities.models import Entity
+from careflow.events.models import Event
 from careflow.pathways.models import PathwayRule
 from tests.engine.helpers import count
 from tests.security.conftest import Auth

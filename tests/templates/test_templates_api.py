@@ -1,3 +1,5 @@
+"""/v1/templates: list, read, create or replace, delete; access and tenancy."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -9,10 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from careflow.audit.models import AuditEntry
-from careflow.automations import templates_repository as repo
-from careflow.automations.models import Template
 from careflow.db import create_sessionmaker
-from tests.conftest import T0
 
 Auth = Callable[..., dict[str, str]]
 
@@ -292,26 +291,3 @@ class TestTenancy:
         one = await client.get("/v1/templates/sms/welcome_patient", headers=auth(org=1))
         two = await client.get("/v1/templates/sms/welcome_patient", headers=auth(org=2))
         assert (one.json()["data"]["body"], two.json()["data"]["body"]) == ("one", "two")
-
-
-class TestRepository:
-    async def test_a_duplicate_insert_reports_false_and_keeps_the_session_usable(
-        self, engine: AsyncEngine
-    ) -> None:
-        def row(body: str) -> Template:
-            return Template(
-                organization_id=1,
-                key="recall",
-                channel="sms",
-                subject=None,
-                body=body,
-                created_at=T0,
-                updated_at=T0,
-            )
-
-        async with create_sessionmaker(engine)() as session, session.begin():
-            assert await repo.insert(session, row("first"))
-            # What a concurrent PUT that lost the race sees: the unique index refuses it.
-            assert not await repo.insert(session, row("second"))
-            kept = await repo.get(session, 1, "recall", "sms")
-            assert kept is not None and kept.body == "first"

@@ -13,8 +13,8 @@ from careflow.kit.clock import Clock
 from careflow.kit.types import EntityRef
 
 if TYPE_CHECKING:
-    from careflow.automations.models import Template
     from careflow.messages.models import Message
+    from careflow.templates.models import Template
 
 ActionStatus = Literal["success", "failure", "skipped"]
 

@@ -15,22 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careflow.actions.base import ActionContext, ActionOutcome, RetryableActionError
 from careflow.actions.common import contact_of, patient_of
 from careflow.db import built
-from careflow.delivery.errors import (
-    PermanentDeliveryError,
-    TemplateRenderError,
-    TransientDeliveryError,
-)
-from careflow.delivery.templates import (
-    Rendered,
-    TemplateSource,
-    builtin_template,
-    render,
-    resolve_template,
-    source_from_row,
-)
+from careflow.delivery.errors import PermanentDeliveryError, TransientDeliveryError
 from careflow.kit import write_behind
 from careflow.messages.models import MAX_RECIPIENT_LENGTH, Message
 from careflow.messages.repository import get_for_action, new_message_id, save_for_action
+from careflow.templates.builtin import builtin_template
+from careflow.templates.rendering import Rendered, TemplateRenderError, TemplateSource, render
+from careflow.templates.service import resolve_template, source_from_row
 
 
 class MessageStatus:

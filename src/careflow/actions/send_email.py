@@ -11,8 +11,8 @@ from careflow.actions.base import ActionContext, ActionOutcome
 from careflow.actions.common import contact_of, opted_out, patient_of, required_str, skipped
 from careflow.actions.messaging import contact_preview, existing_message, is_sent, render_and_send
 from careflow.delivery.email import message_id_for
-from careflow.delivery.templates import Rendered
 from careflow.delivery.transports import get_transports
+from careflow.templates.rendering import Rendered
 
 NO_ADDRESS = "no email address"
 OPTED_OUT = "patient opted out of email"

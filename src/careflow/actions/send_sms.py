@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,48 +19,17 @@ from careflow.actions.messaging import (
     render_and_send,
 )
 from careflow.actions.quiet_hours import next_allowed_time
-from careflow.config import Settings
-from careflow.delivery.templates import Rendered
 from careflow.delivery.transports import get_transports
 from careflow.jobs.errors import DeferJob
 from careflow.kit import write_behind
-from careflow.kit.models import OrganizationSettings
 from careflow.messages.models import Message
+from careflow.organizations.service import effective_settings
+from careflow.templates.rendering import Rendered
 
 NO_PHONE = "no phone number"
 OPTED_OUT = "patient opted out of SMS"
 HOURLY_LIMIT_REACHED = "SMS hourly limit reached"
 HOURLY_WINDOW = timedelta(hours=1)
-
-
-@dataclass(frozen=True, slots=True)
-class SmsPolicy:
-    quiet_hours_start: int
-    quiet_hours_end: int
-    hourly_limit: int
-
-
-async def sms_policy(session: AsyncSession, settings: Settings, organization_id: int) -> SmsPolicy:
-    """The service defaults, with the organisation's own overrides where it set them."""
-    row = await session.get(OrganizationSettings, organization_id)
-    start, end, limit = (
-        settings.quiet_hours_start,
-        settings.quiet_hours_end,
-        settings.sms_hourly_limit,
-    )
-    if row is not None:
-        # A value outside the hours of a day is ignored rather than allowed to stop all SMS.
-        if _is_hour(row.quiet_hours_start):
-            start = row.quiet_hours_start  # type: ignore[assignment]
-        if _is_hour(row.quiet_hours_end):
-            end = row.quiet_hours_end  # type: ignore[assignment]
-        if row.sms_hourly_limit is not None and row.sms_hourly_limit >= 0:
-            limit = row.sms_hourly_limit
-    return SmsPolicy(quiet_hours_start=start, quiet_hours_end=end, hourly_limit=limit)
-
-
-def _is_hour(value: int | None) -> bool:
-    return value is not None and 0 <= value <= 23
 
 
 def _sent_since(organization_id: int, since: datetime) -> ColumnElement[bool]:
@@ -127,7 +95,7 @@ class SendSmsExecutor:
             return ActionOutcome(status="success", result={"sms_id": existing.id})
 
         now = ctx.clock.now()
-        policy = await sms_policy(ctx.session, ctx.settings, ctx.organization_id)
+        policy = await effective_settings(ctx.session, ctx.settings, ctx.organization_id)
         resume_at = next_allowed_time(
             now, patient.get("timezone"), policy.quiet_hours_start, policy.quiet_hours_end
         )
@@ -135,12 +103,12 @@ class SendSmsExecutor:
             raise DeferJob(until=resume_at, reason="quiet hours")
         window_start = now - HOURLY_WINDOW
         sent = await sms_sent_since(ctx.session, ctx.organization_id, window_start)
-        if sent >= policy.hourly_limit:
-            if policy.hourly_limit == 0:  # the organisation sends no SMS at all
+        if sent >= policy.sms_hourly_limit:
+            if policy.sms_hourly_limit == 0:  # the organisation sends no SMS at all
                 return ActionOutcome(status="failure", error=HOURLY_LIMIT_REACHED)
             # Wait for a place in the window rather than fail: the message is not lost.
             oldest = await nth_sms_sent_since(
-                ctx.session, ctx.organization_id, window_start, sent - policy.hourly_limit
+                ctx.session, ctx.organization_id, window_start, sent - policy.sms_hourly_limit
             )
             raise DeferJob(until=(oldest or now) + HOURLY_WINDOW, reason=HOURLY_LIMIT_REACHED)
 

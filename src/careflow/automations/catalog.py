@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from careflow.automations.templates_schemas import KEY_PATTERN
+from careflow.templates.schemas import KEY_PATTERN
 
 FieldSpec = Mapping[str, Any]
 ConfigSchema = Mapping[str, FieldSpec]
@@ -206,7 +206,7 @@ ACTIONS: tuple[dict[str, Any], ...] = (
 TRIGGERS_BY_EVENT: Mapping[str, Mapping[str, Any]] = {t["event"]: t for t in TRIGGERS}
 ACTIONS_BY_TYPE: Mapping[str, Mapping[str, Any]] = {a["type"]: a for a in ACTIONS}
 
-# What a template key can be (templates_schemas.KEY_PATTERN; it has no trailing newline).
+# What a template key can be (templates/schemas.KEY_PATTERN; it has no trailing newline).
 _TEMPLATE_KEY = re.compile(KEY_PATTERN.removesuffix("$") + r"\Z")
 TEMPLATE_KEY_MESSAGE = (
     "not a template key: a letter or digit, then letters, digits, '_', '.' or '-',"

@@ -28,11 +28,11 @@ from careflow.automations.models import AutomationRule
 from careflow.automations.schemas import parse_body
 from careflow.automations.time_triggers import RESCHEDULE_RULE_KIND, TIME_TRIGGERS
 from careflow.conditions import validate_condition
-from careflow.delivery.templates import template_exists
 from careflow.errors import ValidationError, not_found
 from careflow.jobs.queue import enqueue
 from careflow.kit.pagination import PageParams
 from careflow.kit.rulesets import bump
+from careflow.templates.service import template_exists
 
 OBJECT_TYPE = "automation_rule"
 

@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careflow.auth import AdminDep, Principal
 from careflow.automations.compiled import compiled_conditions
 from careflow.automations.service import get_rule
+from careflow.entities.context import entity_context
+from careflow.entities.validation import entity_id_problem
 from careflow.errors import not_found
-from careflow.events.context import entity_context
-from careflow.events.validation import entity_id_problem
 from careflow.kit.deps import SessionDep
 from careflow.kit.ids import row_id, row_id_path
 from careflow.kit.schemas import DataEnvelope, EntityIdField, StrictInput

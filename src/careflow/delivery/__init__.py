@@ -1,5 +1,5 @@
-"""Delivery: email (SMTP or log) and SMS (Twilio or log) transports, and templates.
+"""Delivery: email (SMTP or log) and SMS (Twilio or log) transports.
 
-Modules: ``templates`` (built-ins, overrides, sandboxed rendering), ``email``, ``sms``,
-``transports`` (choosing them from settings) and ``errors``.
+Modules: ``email``, ``sms``, ``transports`` (choosing them from settings) and ``errors``.
+What a message says is rendered before it gets here (``careflow.templates``).
 """

@@ -21,7 +21,3 @@ class TransientDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """Retrying will not help: the provider refused this message or recipient."""
-
-
-class TemplateRenderError(Exception):
-    """A template does not compile, or tried something the sandbox forbids."""

@@ -9,7 +9,7 @@ event, its snapshots and its dispatch job are durable.
 One drain task at a time makes the biggest batches, which cost the least per event. When a
 whole batch is waiting (one task cannot keep up), PostgreSQL gets up to ``IN_FLIGHT`` of
 them, so the next batch is sent while the last one waits for its commit. Their snapshot
-locks are taken in key order (``repository.upsert_entities``), so two batches about one
+locks are taken in key order (``entities.repository.upsert_entities``), so two batches about one
 patient queue and never deadlock. SQLite has one writer: one drain task.
 
 If a batch fails, its events are written again one per transaction, so one bad event

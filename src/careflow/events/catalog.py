@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ENTITY_TYPES = ("patient", "appointment", "invoice", "form")
+from careflow.entities.catalog import ENTITY_TYPES
 
 # Derived triggers careflow fires itself (at most once per patient); producers may send them too.
 FIRST_LOGIN = "patient.first_login"
@@ -50,9 +50,6 @@ def _types() -> dict[str, EventType]:
 
 
 EVENT_TYPES: dict[str, EventType] = _types()
-
-# The entity whose snapshot carries the patient id for a non-patient entity.
-PATIENT_LINK = {"appointment": "patient_id", "invoice": "patient_id", "form": "patient_id"}
 
 
 def trigger_entity_type(trigger: str) -> str | None:

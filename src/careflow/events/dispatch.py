@@ -16,12 +16,12 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.automations.enabled import enabled_rules_for
+from careflow.entities.context import SnapshotReads, join_snapshots, patient_id_of, read_snapshots
+from careflow.entities.validation import entity_id_problem
 from careflow.events import repository
 from careflow.events.catalog import FIRST_BOOKED, FIRST_LOGIN, MILESTONES, trigger_entity_type
-from careflow.events.context import SnapshotReads, join_snapshots, patient_id_of, read_snapshots
 from careflow.events.models import Event
 from careflow.events.service import EventStatus
-from careflow.events.validation import entity_id_problem
 from careflow.executions.models import Execution
 from careflow.executions.runner import Runtime, run_started
 from careflow.executions.service import start_execution

@@ -1,11 +1,11 @@
-"""``POST /v1/events``, ``GET /v1/events/{id}``, ``PUT /v1/entities/{entity_type}/{id}``."""
+"""``POST /v1/events``, ``GET /v1/events/{id}``."""
 
 from __future__ import annotations
 
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,7 +14,7 @@ from careflow.events import service
 from careflow.events.batcher import IngestBatcher
 from careflow.events.schemas import EventAccepted, EventExecution, EventIn, EventOut
 from careflow.events.validation import RULES_DOC, validate_event
-from careflow.kit.deps import ClockDep, SessionDep, request_transaction
+from careflow.kit.deps import SessionDep, request_transaction
 from careflow.kit.idempotency import HEADER as IDEMPOTENCY_HEADER
 from careflow.kit.idempotency import idempotent
 from careflow.kit.ids import row_id, row_id_path
@@ -26,8 +26,6 @@ router = APIRouter(tags=["events"])
 INGEST_PATH = "/v1/events"  # its common path is answered by events/fastpath.py
 
 EventsReadDep = Annotated[Principal, require_roles(Role.ADMIN, Role.SPECIALIST, Role.SERVICE)]
-
-ENTITY_EXAMPLE = {"id": 100, "email": "ada@example.com", "first_name": "Ada"}
 
 
 @router.post(
@@ -132,27 +130,3 @@ async def get_event(
             episode_id=event.episode_id,
         )
     )
-
-
-@router.put(
-    "/v1/entities/{entity_type}/{id}",
-    summary="Store an entity snapshot without an event (admin, service)",
-    description=(
-        "For backfills: the body is the entity object itself, as it would appear under "
-        "`data` in `POST /v1/events`; it replaces the stored snapshot. `entity_type` is one of "
-        "`patient`, `appointment`, `invoice`, `form` (else 400). A body `id`, when given, must "
-        "equal the path id. No rule runs."
-    ),
-)
-async def put_entity(
-    session: SessionDep,
-    principal: IngestDep,
-    clock: ClockDep,
-    entity_type: Annotated[str, Path(max_length=32)],
-    entity_id: Annotated[str, Path(alias="id", max_length=128)],
-    body: Annotated[dict[str, Any], Body(examples=[ENTITY_EXAMPLE])],
-) -> DataEnvelope[dict[str, Any]]:
-    stored = await service.put_entity(
-        session, principal, entity_type, entity_id, body, now=clock.now()
-    )
-    return DataEnvelope(data=stored)

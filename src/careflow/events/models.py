@@ -29,24 +29,6 @@ class Event(Base):
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class Entity(Base):
-    """The latest snapshot careflow has seen of a producer's entity."""
-
-    __tablename__ = "entities"
-    __table_args__ = (
-        Index(
-            "uq_entities_org_type_id", "organization_id", "entity_type", "entity_id", unique=True
-        ),
-    )
-
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    organization_id: Mapped[int] = mapped_column(Integer, nullable=False)
-    entity_type: Mapped[str] = mapped_column(String(32), nullable=False)
-    entity_id: Mapped[EntityRef] = mapped_column(EntityId, nullable=False)
-    data: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-
-
 class PatientMilestone(Base):
     """A derived trigger that has fired for a patient (``patient.first_login`` …): at most once."""
 

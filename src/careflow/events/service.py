@@ -1,4 +1,4 @@
-"""Event ingestion and entity snapshots: store, then hand the work to the queue."""
+"""Event ingestion: store the event and its entities' snapshots, then hand the work to the queue."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.auth import Principal
 from careflow.db import built
+from careflow.entities import repository as entities
+from careflow.entities.catalog import ENTITY_TYPES
+from careflow.entities.validation import entity_id_problem, validate_entity_body
 from careflow.errors import ValidationError, not_found
 from careflow.events import repository
-from careflow.events.catalog import ENTITY_TYPES
 from careflow.events.models import Event
 from careflow.events.schemas import EventIn
-from careflow.events.validation import entity_id_problem, validate_entity_body, validate_event
+from careflow.events.validation import validate_event
 from careflow.executions.models import Execution
 from careflow.jobs.queue import enqueue_many
 from careflow.kit.types import canonical_entity_id
@@ -66,11 +68,11 @@ async def ingest_events(
     for _, body in items:
         validate_event(body.type, body.data)
     results = await _store_events(session, items, now)
-    snapshots: list[repository.SnapshotWrite] = []
+    snapshots: list[entities.SnapshotWrite] = []
     for (organization_id, body), result in zip(items, results, strict=True):
         if result.created:
             snapshots.extend(_snapshots(organization_id, body, result.event.occurred_at))
-    await repository.upsert_entities(session, snapshots)
+    await entities.upsert_entities(session, snapshots)
     created = [r.event for r in results if r.created]
     await enqueue_many(
         session,
@@ -122,7 +124,7 @@ async def _store_events(
 
 def _snapshots(
     organization_id: int, body: EventIn, occurred_at: datetime
-) -> list[repository.SnapshotWrite]:
+) -> list[entities.SnapshotWrite]:
     out = []
     for entity_type in ENTITY_TYPES:
         entity = body.data.get(entity_type)
@@ -131,11 +133,21 @@ def _snapshots(
                 # The snapshot must say so: reminders re-read it when they come due.
                 entity = {**entity, "status": entity.get("status") or "cancelled"}
             out.append(
-                repository.SnapshotWrite(
+                entities.SnapshotWrite(
                     organization_id, entity_type, entity["id"], entity, occurred_at
                 )
             )
     return out
+
+
+async def get_event(
+    session: AsyncSession, principal: Principal, pk: int
+) -> tuple[Event, list[Execution]]:
+    event = await repository.get_event(session, principal.org_id, pk)
+    if event is None:
+        raise not_found("event")
+    executions = await repository.executions_of_event(session, principal.org_id, event.id)
+    return event, executions
 
 
 async def put_entity(
@@ -153,7 +165,7 @@ async def put_entity(
         raise ValidationError(details=[{"field": "id", "message": problem}])
     path_id = canonical_entity_id(entity_id)
     data = validate_entity_body(entity_type, path_id, body)
-    stored = await repository.upsert_entity(
+    stored = await entities.upsert_entity(
         session, principal.org_id, entity_type, path_id, data, as_of=now, replace=True
     )
     if entity_type == "appointment":
@@ -162,13 +174,3 @@ async def put_entity(
         "entity_stored", entity_type=entity_type, entity_id=str(path_id), org_id=principal.org_id
     )
     return dict(stored.data)
-
-
-async def get_event(
-    session: AsyncSession, principal: Principal, pk: int
-) -> tuple[Event, list[Execution]]:
-    event = await repository.get_event(session, principal.org_id, pk)
-    if event is None:
-        raise not_found("event")
-    executions = await repository.executions_of_event(session, principal.org_id, event.id)
-    return event, executions

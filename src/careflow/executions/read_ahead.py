@@ -15,13 +15,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careflow.automations import templates_repository
-from careflow.automations.models import Template
-from careflow.events.context import SnapshotReads, read_snapshots
+from careflow.entities.context import SnapshotReads, read_snapshots
 from careflow.executions import repository
 from careflow.executions.models import Execution, ExecutionAction
 from careflow.messages import repository as messages_repository
 from careflow.messages.models import Message
+from careflow.templates import repository as templates_repository
+from careflow.templates.models import Template
 
 # The channel of each action type that sends a message.
 MESSAGE_CHANNELS = {"send_email": "email", "send_sms": "sms"}

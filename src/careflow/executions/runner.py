@@ -31,9 +31,9 @@ from careflow.actions.base import (
 from careflow.automations.time_triggers import delivery_skip_reason
 from careflow.config import Settings
 from careflow.db import built
+from careflow.entities.catalog import ENTITY_TYPES
+from careflow.entities.context import SnapshotReads, join_snapshots
 from careflow.errors import error_origin
-from careflow.events.catalog import ENTITY_TYPES
-from careflow.events.context import SnapshotReads, join_snapshots
 from careflow.executions import repository
 from careflow.executions.models import Execution, ExecutionAction
 from careflow.executions.read_ahead import StepReads

@@ -29,18 +29,6 @@ class IdempotencyKey(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
-class OrganizationSettings(Base):
-    """Per-organisation overrides of the service defaults (quiet hours, SMS cap)."""
-
-    __tablename__ = "organization_settings"
-
-    organization_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    quiet_hours_start: Mapped[int | None] = mapped_column(Integer)
-    quiet_hours_end: Mapped[int | None] = mapped_column(Integer)
-    sms_hourly_limit: Mapped[int | None] = mapped_column(Integer)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-
-
 class RuleRevision(Base):
     """A token per (organisation, rule set) that every write to the set replaces.
 

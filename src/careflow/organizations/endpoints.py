@@ -2,41 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
 
 from careflow.auth import AdminDep, StaffDep
 from careflow.kit.deps import ClockDep, SessionDep, SettingsDep
-from careflow.kit.schemas import DataEnvelope, StrictInput, UTCDatetime
+from careflow.kit.schemas import DataEnvelope
 from careflow.organizations import service
+from careflow.organizations.schemas import SettingsIn, SettingsOut
 
 router = APIRouter(prefix="/v1/organization", tags=["organization"])
-
-Hour = Annotated[int, Field(ge=0, le=23)]
-
-
-class SettingsIn(StrictInput):
-    """Each field overrides the service default; ``null`` (or absent) goes back to it."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)  # "21" is not an hour
-
-    quiet_hours_start: Hour | None = Field(
-        None, description="Hour (0-23, patient's local time) SMS quiet hours begin"
-    )
-    quiet_hours_end: Hour | None = Field(None, description="Hour (0-23) SMS may be sent again")
-    sms_hourly_limit: Annotated[int, Field(ge=0, le=1_000_000)] | None = Field(
-        None, description="SMS the organisation may send per hour"
-    )
-
-
-class SettingsOut(BaseModel):
-    quiet_hours_start: int
-    quiet_hours_end: int
-    sms_hourly_limit: int
-    overrides: dict[str, int | None]
-    updated_at: UTCDatetime | None
 
 
 def _out(effective: service.EffectiveSettings) -> DataEnvelope[SettingsOut]:

@@ -1,4 +1,11 @@
-"""An organisation's own settings: SMS quiet hours and hourly cap, over the service defaults."""
+"""An organisation's own settings: SMS quiet hours and hourly cap, over the service defaults.
+
+``effective_settings`` is the one place the defaults and the organisation's stored values
+are merged: the API shows what it returns and ``send_sms`` applies it, so what an admin
+reads is what a send does. A stored value applies when it lies in the range the API
+accepts (``models.FIRST_HOUR`` to ``LAST_HOUR``, 0 to ``MAX_SMS_HOURLY_LIMIT``); one outside
+it (written to the table by hand) falls back to the default rather than stopping all SMS.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careflow.audit.service import changed_fields, record
 from careflow.auth import Principal
 from careflow.config import Settings
-from careflow.kit.models import OrganizationSettings
+from careflow.organizations import repository
+from careflow.organizations.models import (
+    FIRST_HOUR,
+    LAST_HOUR,
+    MAX_SMS_HOURLY_LIMIT,
+    OrganizationSettings,
+)
 
 FIELDS = ("quiet_hours_start", "quiet_hours_end", "sms_hourly_limit")
+_RANGES = {
+    "quiet_hours_start": (FIRST_HOUR, LAST_HOUR),
+    "quiet_hours_end": (FIRST_HOUR, LAST_HOUR),
+    "sms_hourly_limit": (0, MAX_SMS_HOURLY_LIMIT),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,29 +38,47 @@ class EffectiveSettings:
     quiet_hours_start: int
     quiet_hours_end: int
     sms_hourly_limit: int
+    # The organisation's values that apply, by field; None where the default applies.
     overrides: dict[str, int | None]
     updated_at: datetime | None
 
 
-def _effective(settings: Settings, row: OrganizationSettings | None) -> EffectiveSettings:
-    overrides = {f: getattr(row, f) if row is not None else None for f in FIELDS}
+def _applies(field: str, value: int | None) -> bool:
+    low, high = _RANGES[field]
+    return value is not None and low <= value <= high
+
+
+def merged(settings: Settings, row: OrganizationSettings | None) -> EffectiveSettings:
+    """The service defaults with the organisation's stored values where they apply."""
+    overrides: dict[str, int | None] = {}
+    for field in FIELDS:
+        value = getattr(row, field) if row is not None else None
+        overrides[field] = value if _applies(field, value) else None
+
+    def pick(field: str) -> int:
+        value = overrides[field]
+        return int(getattr(settings, field)) if value is None else value
+
     return EffectiveSettings(
-        quiet_hours_start=_pick(overrides["quiet_hours_start"], settings.quiet_hours_start),
-        quiet_hours_end=_pick(overrides["quiet_hours_end"], settings.quiet_hours_end),
-        sms_hourly_limit=_pick(overrides["sms_hourly_limit"], settings.sms_hourly_limit),
+        quiet_hours_start=pick("quiet_hours_start"),
+        quiet_hours_end=pick("quiet_hours_end"),
+        sms_hourly_limit=pick("sms_hourly_limit"),
         overrides=overrides,
         updated_at=row.updated_at if row is not None else None,
     )
 
 
-def _pick(override: int | None, default: int) -> int:
-    return default if override is None else override
+async def effective_settings(
+    session: AsyncSession, settings: Settings, organization_id: int
+) -> EffectiveSettings:
+    """The settings that apply to an organisation (what ``send_sms`` uses)."""
+    return merged(settings, await repository.get(session, organization_id))
 
 
 async def get_settings(
     session: AsyncSession, principal: Principal, settings: Settings
 ) -> EffectiveSettings:
-    return _effective(settings, await session.get(OrganizationSettings, principal.org_id))
+    return await effective_settings(session, settings, principal.org_id)
 
 
 async def put_settings(
@@ -54,11 +90,11 @@ async def put_settings(
     now: datetime,
 ) -> EffectiveSettings:
     """Replace the organisation's overrides; ``null`` returns a field to the service default."""
-    row = await session.get(OrganizationSettings, principal.org_id)
+    row = await repository.get(session, principal.org_id)
     before = {f: getattr(row, f) for f in FIELDS} if row is not None else dict.fromkeys(FIELDS)
     if row is None:
         row = OrganizationSettings(organization_id=principal.org_id, updated_at=now)
-        session.add(row)
+        repository.add(session, row)
     for field in FIELDS:
         setattr(row, field, values.get(field))
     row.updated_at = now
@@ -75,4 +111,4 @@ async def put_settings(
             after=new,
             now=now,
         )
-    return _effective(settings, row)
+    return merged(settings, row)

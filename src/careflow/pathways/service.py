@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careflow.audit.service import changed_fields, record
 from careflow.auth import Principal
 from careflow.conditions import validate_condition
+from careflow.entities.context import join_snapshots
 from careflow.errors import ConflictError, NotFoundError, ValidationError
-from careflow.events.context import join_snapshots
 from careflow.kit.rulesets import bump
 from careflow.pathways import repository
 from careflow.pathways.catalog import CONFIG_FIELDS, TRIGGERS, BaseConfig, TriggerType

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careflow.events.models import Entity
+from careflow.entities.models import Entity
 
 
 async def appointments(session: AsyncSession, organization_id: int) -> Sequence[Entity]:

@@ -33,9 +33,9 @@ from careflow.automations.time_triggers import (
     is_cancelled,
     still_due,
 )
-from careflow.events import repository as entities
-from careflow.events.context import join_snapshots
-from careflow.events.models import Entity
+from careflow.entities import repository as entities
+from careflow.entities.context import join_snapshots
+from careflow.entities.models import Entity
 from careflow.executions.service import start_execution
 from careflow.jobs import store as jobs
 from careflow.jobs.queue import enqueue

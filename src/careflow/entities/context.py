@@ -12,9 +12,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careflow.events import repository
-from careflow.events.catalog import ENTITY_TYPES, PATIENT_LINK
-from careflow.events.validation import entity_id_problem
+from careflow.entities import repository
+from careflow.entities.catalog import ENTITY_TYPES, PATIENT_LINK
+from careflow.entities.validation import entity_id_problem
 from careflow.kit.types import EntityRef, canonical_entity_id
 
 # Snapshots one transaction has read, by (entity type, canonical id): None where none is

@@ -8,8 +8,8 @@ from sqlalchemy import Table, bindparam, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careflow.automations.models import Template
 from careflow.db import built
+from careflow.templates.models import Template
 
 _templates: Table = Template.__table__  # type: ignore[assignment]
 _SELECT_ONE = select(_templates).where(

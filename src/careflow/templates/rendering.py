@@ -1,4 +1,4 @@
-"""Email and SMS templates: the built-ins careflow ships, organisation overrides, sandboxed rendering.
+"""Sandboxed rendering of email and SMS templates, and the check a template passes when saved.
 
 Templates are written by organisation admins, so they are untrusted code. They run
 in a Jinja2 sandbox narrowed further than Jinja's own: attribute access reaches only
@@ -30,14 +30,8 @@ from jinja2 import (
 )
 from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from careflow.automations import templates_repository
-from careflow.automations.models import Template as TemplateRow
-from careflow.delivery.errors import TemplateRenderError
 
 Channel = Literal["email", "sms"]
-CHANNELS: tuple[Channel, ...] = ("email", "sms")
 
 # Bounds on what one render may produce, so a template cannot exhaust a worker's memory.
 MAX_BODY_CHARS = 100_000
@@ -63,6 +57,10 @@ def _budgeted(iterable: Any) -> Any:
         yield item
 
 
+class TemplateRenderError(Exception):
+    """A template does not compile, or tried something the sandbox forbids."""
+
+
 @dataclass(frozen=True, slots=True)
 class TemplateSource:
     """A template's text as authored; ``organization_id`` is None for a built-in."""
@@ -82,126 +80,6 @@ class Rendered:
     subject: str | None
     body: str
 
-
-def _builtin(key: str, channel: Channel, body: str, subject: str | None = None) -> TemplateSource:
-    return TemplateSource(key=key, channel=channel, subject=subject, body=body, built_in=True)
-
-
-_GREETING = 'Hello {{ patient.first_name|default("there", true) }},'
-_WHEN = "{{ appointment.starts_at|datetime(patient.timezone) }}"
-# " on <local time>" when the appointment's start is known, nothing otherwise.
-_ON_WHEN = "{% if appointment.starts_at %} on " + _WHEN + "{% endif %}"
-
-_BUILTINS: tuple[TemplateSource, ...] = (
-    _builtin(
-        "welcome_patient",
-        "email",
-        subject="Welcome{% if patient.first_name %}, {{ patient.first_name }}{% endif %}",
-        body=(
-            f"{_GREETING}\n\n"
-            "Welcome! Your patient account is ready. You can now book appointments, "
-            "complete your forms and message your care team online.\n\n"
-            "If you have any questions, just reply to this email.\n\n"
-            "Your care team"
-        ),
-    ),
-    _builtin(
-        "welcome_patient",
-        "sms",
-        body=(
-            "Hi {{ patient.first_name|default('there', true) }}, welcome! "
-            "Your patient account is ready to use."
-        ),
-    ),
-    _builtin(
-        "first_appointment_video_guide",
-        "email",
-        subject="Getting ready for your first video appointment",
-        body=(
-            f"{_GREETING}\n\n"
-            f"Your first video appointment is coming up{_ON_WHEN}.\n\n"
-            "A few minutes before it starts:\n"
-            "- find a quiet, private room with good light;\n"
-            "- use a phone, tablet or computer with a camera and microphone;\n"
-            "- check your internet connection and allow camera and microphone access.\n"
-            "{% if appointment.video_url %}\nJoin the call here: {{ appointment.video_url }}\n"
-            "{% endif %}\n"
-            "Your care team"
-        ),
-    ),
-    _builtin(
-        "first_appointment_video_guide",
-        "sms",
-        body=(
-            f"Your first video appointment is coming up{_ON_WHEN}. Join from a quiet room with "
-            "camera and microphone ready."
-            "{% if appointment.video_url %} Link: {{ appointment.video_url }}{% endif %}"
-        ),
-    ),
-    _builtin(
-        "appointment_reminder",
-        "email",
-        subject=f"Reminder: your appointment{_ON_WHEN}",
-        body=(
-            f"{_GREETING}\n\n"
-            f"This is a reminder of your appointment{_ON_WHEN}."
-            "{% if appointment.location %}\nLocation: {{ appointment.location }}{% endif %}"
-            "{% if appointment.video_url %}\nJoin online: {{ appointment.video_url }}{% endif %}"
-            "\n\nIf you can no longer attend, please let us know as soon as possible.\n\n"
-            "Your care team"
-        ),
-    ),
-    _builtin(
-        "appointment_reminder",
-        "sms",
-        body=(
-            f"Reminder: you have an appointment{_ON_WHEN}. Please let us know if you cannot attend."
-        ),
-    ),
-    _builtin(
-        "form_reminder",
-        "email",
-        subject="Please complete {{ form.name|default('your form', true) }}",
-        body=(
-            f"{_GREETING}\n\n"
-            "Please complete {{ form.name|default('your form', true) }} "
-            "before your next appointment."
-            "{% if form.url %}\n\nOpen it here: {{ form.url }}{% endif %}"
-            "\n\nYour care team"
-        ),
-    ),
-    _builtin(
-        "form_reminder",
-        "sms",
-        body=(
-            "Please complete {{ form.name|default('your form', true) }} before your next "
-            "appointment.{% if form.url %} {{ form.url }}{% endif %}"
-        ),
-    ),
-    _builtin(
-        "appointment_follow_up",
-        "email",
-        subject="How was your appointment?",
-        body=(
-            f"{_GREETING}\n\n"
-            f"Thank you for your appointment{_ON_WHEN}. We hope it went well.\n\n"
-            "If you have questions about your care or would like to book a follow-up, "
-            "just reply to this email.\n\n"
-            "Your care team"
-        ),
-    ),
-    _builtin(
-        "appointment_follow_up",
-        "sms",
-        body=(
-            "Thank you for your appointment. Questions or a follow-up? Just reply or book online."
-        ),
-    ),
-)
-
-BUILTIN_TEMPLATES: Mapping[tuple[str, str], TemplateSource] = {
-    (t.key, t.channel): t for t in _BUILTINS
-}
 
 # Stand-in data for trying a template when it is saved, so sandbox violations that only
 # show on a populated context are refused then. Failures that depend on a patient's real
@@ -432,41 +310,3 @@ def check_source(channel: Channel, subject: str | None, body: str) -> list[dict[
         except TemplateRenderError as exc:
             details.append({"field": field, "message": str(exc)})
     return details
-
-
-# --- lookup ------------------------------------------------------------------------------
-
-
-def builtin_template(key: str, channel: str) -> TemplateSource | None:
-    return BUILTIN_TEMPLATES.get((key, channel))
-
-
-def source_from_row(row: TemplateRow) -> TemplateSource:
-    return TemplateSource(
-        key=row.key,
-        channel=row.channel,  # type: ignore[arg-type]
-        subject=row.subject,
-        body=row.body,
-        built_in=False,
-        organization_id=row.organization_id,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
-
-
-async def resolve_template(
-    session: AsyncSession, organization_id: int, key: str, channel: str
-) -> TemplateSource | None:
-    """The template an organisation sends under ``key``: its own override, else the built-in."""
-    row = await templates_repository.find(session, organization_id, key, channel)
-    if row is not None:
-        return source_from_row(row)
-    return builtin_template(key, channel)
-
-
-async def template_exists(
-    session: AsyncSession, organization_id: int, key: str, channel: str
-) -> bool:
-    if builtin_template(key, channel) is not None:
-        return True
-    return await templates_repository.get(session, organization_id, key, channel) is not None

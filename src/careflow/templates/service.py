@@ -1,4 +1,5 @@
-"""Organisation templates: list (merged with the built-ins), read, create or replace, delete."""
+"""Organisation templates: the one an organisation sends under a key (its own, else the
+built-in), and the API's list (merged with the built-ins), read, create or replace, delete."""
 
 from __future__ import annotations
 
@@ -9,18 +10,44 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.audit import service as audit
 from careflow.auth import Principal
-from careflow.automations import templates_repository as repo
-from careflow.automations.models import Template
-from careflow.automations.templates_schemas import TemplateIn
-from careflow.delivery.templates import (
-    BUILTIN_TEMPLATES,
-    TemplateSource,
-    builtin_template,
-    check_source,
-    source_from_row,
-)
 from careflow.errors import ValidationError, not_found
 from careflow.kit.pagination import PageParams
+from careflow.templates import repository as repo
+from careflow.templates.builtin import BUILTIN_TEMPLATES, builtin_template
+from careflow.templates.models import Template
+from careflow.templates.rendering import TemplateSource, check_source
+from careflow.templates.schemas import TemplateIn
+
+
+def source_from_row(row: Template) -> TemplateSource:
+    return TemplateSource(
+        key=row.key,
+        channel=row.channel,  # type: ignore[arg-type]
+        subject=row.subject,
+        body=row.body,
+        built_in=False,
+        organization_id=row.organization_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+async def resolve_template(
+    session: AsyncSession, organization_id: int, key: str, channel: str
+) -> TemplateSource | None:
+    """The template an organisation sends under ``key``: its own override, else the built-in."""
+    row = await repo.find(session, organization_id, key, channel)
+    if row is not None:
+        return source_from_row(row)
+    return builtin_template(key, channel)
+
+
+async def template_exists(
+    session: AsyncSession, organization_id: int, key: str, channel: str
+) -> bool:
+    if builtin_template(key, channel) is not None:
+        return True
+    return await repo.get(session, organization_id, key, channel) is not None
 
 
 async def list_templates(

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from careflow.delivery.templates import MAX_BODY_CHARS, TemplateSource
 from careflow.kit.schemas import StrictInput, UTCDatetime
+from careflow.templates.rendering import MAX_BODY_CHARS, TemplateSource
 
 ChannelParam = Literal["email", "sms"]
 # Keys are what rules name in ``send_email.template``; kept to a URL- and log-safe alphabet.

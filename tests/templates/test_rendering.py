@@ -1,33 +1,19 @@
+"""Sandboxed rendering: output, errors, the sandbox's refusals and the loop budget."""
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from careflow.automations.models import Template
-from careflow.db import create_sessionmaker
-from careflow.delivery.errors import TemplateRenderError
-from careflow.delivery.templates import (
-    BUILTIN_TEMPLATES,
+from careflow.templates.rendering import (
     MAX_BODY_CHARS,
-    SAMPLE_CONTEXT,
     Channel,
+    TemplateRenderError,
     TemplateSource,
     check_source,
     render,
-    resolve_template,
-    template_exists,
-)
-from tests.conftest import T0
-
-REQUIRED_KEYS = (
-    "welcome_patient",
-    "first_appointment_video_guide",
-    "appointment_reminder",
-    "form_reminder",
-    "appointment_follow_up",
 )
 
 
@@ -41,46 +27,6 @@ def render_or_error(body: str, context: dict[str, Any]) -> str:
         return render(source(body), context).body
     except TemplateRenderError as exc:
         return f"refused: {exc}"
-
-
-async def add_override(
-    engine: AsyncEngine, org: int, key: str, channel: str, body: str, subject: str | None = None
-) -> None:
-    async with create_sessionmaker(engine)() as session, session.begin():
-        session.add(
-            Template(
-                organization_id=org,
-                key=key,
-                channel=channel,
-                subject=subject,
-                body=body,
-                created_at=T0,
-                updated_at=T0,
-            )
-        )
-
-
-class TestBuiltins:
-    @pytest.mark.parametrize("key", REQUIRED_KEYS)
-    @pytest.mark.parametrize("channel", ["email", "sms"])
-    def test_each_renders_with_and_without_data(self, key: str, channel: str) -> None:
-        builtin = BUILTIN_TEMPLATES[(key, channel)]
-        full = render(builtin, SAMPLE_CONTEXT)
-        empty = render(builtin, {})
-        assert full.body and empty.body
-        assert "{{" not in full.body
-        if channel == "email":
-            assert full.subject and empty.subject
-        else:
-            assert full.subject is None
-
-    def test_appointment_time_is_shown_in_the_patients_zone(self) -> None:
-        context = {
-            "patient": {"first_name": "Sam", "timezone": "America/New_York"},
-            "appointment": {"starts_at": "2025-02-15T15:00:00Z"},
-        }
-        rendered = render(BUILTIN_TEMPLATES[("appointment_reminder", "sms")], context)
-        assert "10:00 (America/New_York)" in rendered.body
 
 
 class TestRender:
@@ -202,32 +148,6 @@ class TestSandbox:
         details = check_source("sms", None, payload)
         assert [d["field"] for d in details] == ["body"]
         assert "not allowed" in details[0]["message"]
-
-
-class TestResolve:
-    async def test_an_org_override_beats_the_builtin(self, engine: AsyncEngine) -> None:
-        await add_override(
-            engine, 1, "welcome_patient", "email", "Hi {{ patient.first_name }}!", "Our welcome"
-        )
-        async with create_sessionmaker(engine)() as session:
-            own = await resolve_template(session, 1, "welcome_patient", "email")
-            other = await resolve_template(session, 2, "welcome_patient", "email")
-            sms = await resolve_template(session, 1, "welcome_patient", "sms")
-
-        assert own is not None and not own.built_in
-        assert render(own, {"patient": {"first_name": "Kim"}}).body == "Hi Kim!"
-        assert render(own, {}).subject == "Our welcome"
-        assert other == BUILTIN_TEMPLATES[("welcome_patient", "email")]
-        assert sms == BUILTIN_TEMPLATES[("welcome_patient", "sms")]
-
-    async def test_a_custom_key_exists_for_its_org_only(self, engine: AsyncEngine) -> None:
-        await add_override(engine, 1, "dental_recall", "sms", "Time for a check-up")
-        async with create_sessionmaker(engine)() as session:
-            assert await template_exists(session, 1, "dental_recall", "sms")
-            assert not await template_exists(session, 1, "dental_recall", "email")
-            assert not await template_exists(session, 2, "dental_recall", "sms")
-            assert await template_exists(session, 2, "form_reminder", "sms")
-            assert await resolve_template(session, 2, "dental_recall", "sms") is None
 
 
 class TestLoopBudget:

@@ -7,16 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 
 from careflow.auth import AdminDep
-from careflow.automations import templates_service as service
-from careflow.automations.templates_schemas import (
-    KEY_PATTERN,
-    ChannelParam,
-    TemplateIn,
-    TemplateOut,
-)
 from careflow.kit.deps import ClockDep, SessionDep
 from careflow.kit.pagination import PageDep
 from careflow.kit.schemas import DataEnvelope, ListEnvelope, PageMeta
+from careflow.templates import service
+from careflow.templates.schemas import KEY_PATTERN, ChannelParam, TemplateIn, TemplateOut
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
 

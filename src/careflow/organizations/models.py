@@ -1,0 +1,27 @@
+"""The ``organization_settings`` table: an organisation's overrides of the service defaults,
+and the ranges a stored value must lie in to apply."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Integer
+from sqlalchemy.orm import Mapped, mapped_column
+
+from careflow.db import Base, UTCDateTime
+
+# Quiet hours are hours of the patient's day; the cap counts SMS per organisation per hour.
+FIRST_HOUR, LAST_HOUR = 0, 23
+MAX_SMS_HOURLY_LIMIT = 1_000_000
+
+
+class OrganizationSettings(Base):
+    """Per-organisation overrides of the service defaults (quiet hours, SMS cap)."""
+
+    __tablename__ = "organization_settings"
+
+    organization_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    quiet_hours_start: Mapped[int | None] = mapped_column(Integer)
+    quiet_hours_end: Mapped[int | None] = mapped_column(Integer)
+    sms_hourly_limit: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
