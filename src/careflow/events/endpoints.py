@@ -23,7 +23,7 @@ from careflow.ops.metrics import EVENTS_INGESTED
 
 router = APIRouter(tags=["events"])
 
-INGEST_PATH = "/v1/events"  # its common path is answered by events/fastpath.py
+INGEST_PATH = "/v1/events"  # its common path is answered by events/ingest_middleware.py
 
 EventsReadDep = Annotated[Principal, require_roles(Role.ADMIN, Role.SPECIALIST, Role.SERVICE)]
 
@@ -52,7 +52,7 @@ async def ingest_event(
 ) -> Response:
     if IDEMPOTENCY_HEADER not in request.headers:
         # Group commit with the other requests in flight (events/batcher.py). Most such
-        # requests are answered before the router, by events/fastpath.py, the same way.
+        # requests are answered before the router, by events/ingest_middleware.py, the same way.
         validate_event(body.type, body.data)
         result = await batcher_for(request.app).ingest(principal.org_id, body)
         return accepted_response(result)

@@ -33,7 +33,7 @@ from careflow.kit.middleware import read_capped, replay
 _IDEMPOTENCY = IDEMPOTENCY_HEADER.lower().encode("latin-1")
 
 
-class IngestFastPath:
+class IngestMiddleware:
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes

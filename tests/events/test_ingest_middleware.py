@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from careflow.app import create_app
 from careflow.config import Settings
 from careflow.db import create_engine, create_sessionmaker
-from careflow.events.fastpath import IngestFastPath
+from careflow.events.ingest_middleware import IngestMiddleware
 from careflow.events.models import Event
 from careflow.kit.clock import FrozenClock
 from careflow.ops.metrics import REGISTRY
@@ -49,7 +49,7 @@ class Harness:
     def __init__(self, app: FastAPI, max_bytes: int) -> None:
         self.app = app
         self.reached: list[str] = []
-        self.fast = IngestFastPath(self._downstream, max_bytes=max_bytes)
+        self.fast = IngestMiddleware(self._downstream, max_bytes=max_bytes)
 
     async def _downstream(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.reached.append(scope["path"])
