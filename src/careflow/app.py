@@ -15,10 +15,10 @@ from careflow.config import Settings, get_settings
 from careflow.db import create_engine, create_sessionmaker
 from careflow.delivery.transports import close_transports
 from careflow.errors import install_error_handlers
-from careflow.events.fastpath import IngestFastPath
+from careflow.events.ingest_middleware import IngestMiddleware
 from careflow.jobs.queue import set_default_max_attempts
 from careflow.kit.clock import Clock, SystemClock
-from careflow.kit.heap import freeze_startup_heap
+from careflow.kit.gc_freeze import freeze_startup_heap
 from careflow.kit.middleware import (
     BodySizeLimitMiddleware,
     ContainAnsweredErrors,
@@ -116,7 +116,7 @@ def create_app(
     app.add_middleware(NulGuardMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Inside the request id and the metrics, so its answers carry both like any other.
-    app.add_middleware(IngestFastPath, max_bytes=settings.max_body_bytes)
+    app.add_middleware(IngestMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

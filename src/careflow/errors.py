@@ -140,13 +140,6 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
-class PayloadTooLargeError(CareflowError):
-    status_code = 413
-    code = "payload_too_large"
-    pathway_code = "PAYLOAD_TOO_LARGE"
-    message = "Request body is too large"
-
-
 def not_found(thing: str) -> NotFoundError:
     """``not_found("automation_rule")`` → 404 ``automation_rule_not_found``."""
     return NotFoundError(

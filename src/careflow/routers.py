@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from careflow.audit.endpoints import router as audit_router
 from careflow.automations.endpoints import router as automations_router
-from careflow.automations.test_endpoint import router as rule_test_router
+from careflow.automations.simulation import router as rule_test_router
 from careflow.events.endpoints import router as events_router
 from careflow.events.entity_endpoints import router as entities_router
 from careflow.executions.endpoints import router as executions_router

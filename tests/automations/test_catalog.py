@@ -9,7 +9,6 @@ import pytest
 from careflow.automations.catalog import (
     ACTIONS,
     TRIGGERS,
-    action_defaults,
     validate_action,
     validate_config,
     validate_trigger,
@@ -260,13 +259,6 @@ class TestCatalogHelpers:
     def test_unknown_trigger(self) -> None:
         _, errors = validate_trigger("patient.exploded", {})
         assert [e["field"] for e in errors] == ["trigger_event"]
-
-    def test_action_defaults_for_executors(self) -> None:
-        assert action_defaults({"type": "send_sms", "template": "t"}) == {
-            "type": "send_sms",
-            "template": "t",
-            "delay_minutes": 0,
-        }
 
     def test_catalog_schemas_use_known_types(self) -> None:
         for entry in [*TRIGGERS, *ACTIONS]:

@@ -345,14 +345,3 @@ def validate_actions(actions: Any) -> ErrorList:
     for i, action in enumerate(actions):
         errors.extend(validate_action(action, f"actions[{i}]"))
     return errors
-
-
-def action_defaults(action: Mapping[str, Any]) -> dict[str, Any]:
-    """An action with its schema's defaults filled (``delay_minutes`` 0): for executors."""
-    entry = ACTIONS_BY_TYPE.get(action.get("type", ""))
-    if entry is None:
-        return dict(action)
-    filled, _ = validate_config(
-        action, entry["config_schema"], where="action", ignore=frozenset({"type"})
-    )
-    return {**action, **filled}

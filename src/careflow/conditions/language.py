@@ -9,7 +9,6 @@ from typing import Any
 OPERATORS = frozenset(
     {"eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "contains", "exists", "starts_with"}
 )
-COMBINATORS = frozenset({"all", "any", "not"})
 MAX_DEPTH = 16
 
 # A named field is an alias for a dotted path (pathway triggers' `appointment_type_ids` →

@@ -23,7 +23,7 @@ from careflow.ops.metrics import EVENTS_INGESTED
 
 router = APIRouter(tags=["events"])
 
-INGEST_PATH = "/v1/events"  # its common path is answered by events/fastpath.py
+INGEST_PATH = "/v1/events"  # its common path is answered by events/ingest_middleware.py
 
 EventsReadDep = Annotated[Principal, require_roles(Role.ADMIN, Role.SPECIALIST, Role.SERVICE)]
 
@@ -49,11 +49,9 @@ async def ingest_event(
     request: Request,
 ) -> Response:
     if IDEMPOTENCY_HEADER not in request.headers:
-        # Group commit with the other requests in flight (events/batcher.py). Most such
-        # requests are answered before the router, by events/fastpath.py, the same way.
-        validate_event(body.type, body.data)
-        result = await batcher_for(request.app).ingest(principal.org_id, body)
-        return accepted_response(result)
+        # Most such requests are answered before the router, by events/ingest_middleware.py,
+        # through this same function.
+        return await accept_event(request.app, principal, body)
     # The stored answer must commit with the event: this request's own transaction, opened
     # here rather than as a dependency so that the common path above needs none.
     async with request_transaction(request) as session:
@@ -77,6 +75,17 @@ async def _ingest_idempotent(
         accepted = accepted_response(result)
         response = await guard.respond(accepted.status_code, json.loads(bytes(accepted.body)))
     return response
+
+
+async def accept_event(app: Any, principal: Principal, body: EventIn) -> JSONResponse:
+    """The common path of ``POST /v1/events``, for the route and the ingest middleware alike.
+
+    The event is validated here, once (``validate_event``; its ValidationError is the 400),
+    then written with the other requests in flight (group commit, ``events/batcher.py``).
+    """
+    validate_event(body.type, body.data)
+    result = await batcher_for(app).ingest(principal.org_id, body)
+    return accepted_response(result)
 
 
 def batcher_for(app: Any) -> IngestBatcher:

@@ -51,8 +51,10 @@ async def ingest_event(
     """Store the event and its entities and enqueue its dispatch, all in the caller's transaction.
 
     A known ``event_id`` returns the first event untouched: nothing is stored or enqueued
-    again, so a producer's redelivery runs nothing twice.
+    again, so a producer's redelivery runs nothing twice. An invalid event raises the
+    ValidationError of ``validate_event`` and writes nothing.
     """
+    validate_event(body.type, body.data)
     [result] = await ingest_events(session, [(organization_id, body)], now=now)
     return result
 
@@ -62,11 +64,11 @@ async def ingest_events(
 ) -> list[Ingested]:
     """Many events in the caller's one transaction (group commit), in order.
 
+    The events are already validated (``validate_event``): ``POST /v1/events`` checks each
+    once, before it joins a batch, where a problem can still be answered to its sender alone.
     Each event costs one INSERT; the snapshots of all of them one SELECT plus one multi-row
     INSERT and the updates; their dispatch jobs one multi-row INSERT.
     """
-    for _, body in items:
-        validate_event(body.type, body.data)
     results = await _store_events(session, items, now)
     snapshots: list[entities.SnapshotWrite] = []
     for (organization_id, body), result in zip(items, results, strict=True):

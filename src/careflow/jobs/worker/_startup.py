@@ -28,7 +28,7 @@ async def run_worker_process(concurrency: int | None = None) -> None:
     from careflow.config import get_settings
     from careflow.db import create_engine, create_sessionmaker
     from careflow.delivery.transports import close_transports
-    from careflow.kit.heap import freeze_startup_heap
+    from careflow.kit.gc_freeze import freeze_startup_heap
     from careflow.logging import configure_logging
 
     settings = get_settings()

@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from careflow.app import create_app
 from careflow.config import Settings
 from careflow.db import create_engine, create_sessionmaker
-from careflow.events.fastpath import IngestFastPath
+from careflow.events.ingest_middleware import IngestMiddleware
 from careflow.events.models import Event
 from careflow.kit.clock import FrozenClock
 from careflow.ops.metrics import REGISTRY
@@ -49,7 +49,7 @@ class Harness:
     def __init__(self, app: FastAPI, max_bytes: int) -> None:
         self.app = app
         self.reached: list[str] = []
-        self.fast = IngestFastPath(self._downstream, max_bytes=max_bytes)
+        self.fast = IngestMiddleware(self._downstream, max_bytes=max_bytes)
 
     async def _downstream(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.reached.append(scope["path"])
@@ -137,6 +137,35 @@ class TestCommonPath:
         assert REGISTRY.get_sample_value(name, labels) == before + 1
 
 
+class TestInvalidEvent:
+    @pytest.mark.parametrize("case", ["unknown type", "bad entity"])
+    async def test_it_gets_the_routes_400_without_the_router(
+        self,
+        harness: tuple[Harness, httpx.AsyncClient],
+        client: httpx.AsyncClient,
+        auth: Auth,
+        engine: AsyncEngine,
+        case: str,
+    ) -> None:
+        fast, via_fast = harness
+        headers = {**auth("service"), "Content-Type": "application/json"}
+        body = booked(f"evt-{case.replace(' ', '-')}")
+        if case == "unknown type":
+            body["type"] = "appointment.exploded"
+        else:
+            body["data"]["patient"] = {"id": "x" * 500}
+
+        answer = await via_fast.post(EVENTS, content=json.dumps(body), headers=headers)
+
+        # Validated once, by the route's own accept_event, and answered here.
+        assert fast.reached == []
+        assert answer.status_code == 400
+        assert answer.json()["error"]["code"] == "validation_error"
+        direct = await client.post(f"{EVENTS}?direct=1", content=json.dumps(body), headers=headers)
+        assert answer.json() == direct.json()
+        assert await stored(engine) == 0
+
+
 class TestEverythingElseGoesToTheRoute:
     @pytest.mark.parametrize(
         ("case", "status", "code"),
@@ -147,8 +176,6 @@ class TestEverythingElseGoesToTheRoute:
             ("specialist", 403, "forbidden"),
             ("not json", 400, "validation_error"),
             ("not an object", 400, "validation_error"),
-            ("unknown type", 400, "validation_error"),
-            ("bad entity", 400, "validation_error"),
             ("text/plain", None, None),
             ("query string", 202, None),
             ("idempotency key", 202, None),
@@ -179,10 +206,6 @@ class TestEverythingElseGoesToTheRoute:
             body = b"{not json"
         elif case == "not an object":
             body = [1, 2]
-        elif case == "unknown type":
-            body["type"] = "appointment.exploded"
-        elif case == "bad entity":
-            body["data"]["patient"] = {"id": "x" * 500}
         elif case == "text/plain":
             headers["Content-Type"] = "text/plain"
         elif case == "query string":
