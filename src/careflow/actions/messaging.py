@@ -28,7 +28,6 @@ from careflow.delivery.templates import (
     resolve_template,
     source_from_row,
 )
-from careflow.kit import write_behind
 from careflow.messages.models import MAX_RECIPIENT_LENGTH, Message
 from careflow.messages.repository import get_for_action, new_message_id, save_for_action
 
@@ -87,7 +86,6 @@ async def existing_message(ctx: ActionContext) -> Message | None:
         found, message = ctx.reads.take_message(ctx.execution_id, ctx.action_index)
         if found:
             return message
-    await write_behind.flush(ctx.session)
     return await get_for_action(ctx.session, ctx.execution_id, ctx.action_index)
 
 

@@ -24,7 +24,6 @@ from careflow.config import Settings
 from careflow.delivery.templates import Rendered
 from careflow.delivery.transports import get_transports
 from careflow.jobs.errors import DeferJob
-from careflow.kit import write_behind
 from careflow.kit.models import OrganizationSettings
 from careflow.messages.models import Message
 
@@ -75,8 +74,6 @@ def _sent_since(organization_id: int, since: datetime) -> ColumnElement[bool]:
 
 
 async def sms_sent_since(session: AsyncSession, organization_id: int, since: datetime) -> int:
-    # In a batch, the SMS sent by the steps before this one are still held: count them too.
-    await write_behind.flush(session)
     count = await session.scalar(
         select(func.count()).select_from(Message).where(_sent_since(organization_id, since))
     )

@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careflow import db
 from careflow.audit.models import AuditEntry
 from careflow.auth import Principal
-from careflow.kit import write_behind
 from careflow.kit.context import current_request_id
 
 #: The actor of changes careflow makes itself, not on a caller's request (routing opens
@@ -97,7 +97,7 @@ async def record_by_system(
 ) -> None:
     """An entry for a change careflow made itself: the actor is careflow (``SYSTEM_SUB``,
     ``SYSTEM_ROLE``). Written with the change; in a worker's batch it is held with the
-    batch's other writes (``kit.write_behind``)."""
+    batch's other writes (``db.write``)."""
     values = _entry(
         organization_id,
         (SYSTEM_SUB, SYSTEM_ROLE),
@@ -108,4 +108,4 @@ async def record_by_system(
         after=after,
         now=now,
     )
-    await write_behind.write(session, "audit_log.insert", _INSERT, values)
+    await db.write(session, "audit_log.insert", _INSERT, values)

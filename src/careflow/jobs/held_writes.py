@@ -1,61 +1,89 @@
-"""Writes a batch of jobs defers to its end: each statement once, with every row's values.
+"""Writes a batch of jobs holds to its end: each statement once, with every row's values.
 
-A worker that runs jobs together in one transaction installs a ``WriteBehind`` on the
-session (``install``). The hot path's writes whose results nobody reads back in the
-transaction (an action's result, a message, an execution finished, an event marked
-processed, the next job) then go through ``write``: with a write-behind installed they
-are held, and ``flush`` sends each statement once for the whole batch as an executemany,
-in the order each statement was first used. Without one, ``write`` runs the statement now,
-as before.
+A worker that runs jobs together in one transaction installs ``HeldWrites`` on the
+session (``install``), before its first statement. The hot path's writes whose results
+nobody reads back in the transaction (an action's result, a message, an execution
+finished, an event marked processed, the next job) go through ``db.write``: with held
+writes installed they are held, and sent once for the whole batch, one executemany per
+statement, in the order each statement was first used. Without them, ``db.write`` runs the
+statement now. Domain code never names this module: it speaks to the session through
+``careflow.db``'s small interface (``write``, ``defers_writes``, ``draws_ids``,
+``insert_with_drawn_id``, ``amend``, ``want_ids``, ``is_drawn``, ``savepoint``).
 
-Two rules keep the held writes equivalent to running them at once:
-- A row written twice by two different statements (an INSERT, then an UPDATE of it) flushes
+Three rules keep the held writes equivalent to running them at once:
+- A row written twice by two different statements (an INSERT, then an UPDATE of it) sends
   what is held first, so the second statement finds the first one's row.
-- Whoever reads a table whose writes may be held, outside the batch's own read-ahead,
-  flushes first (``flush``): the fallback reads of a step or a dispatch that its batch did
-  not read ahead.
+- Every statement the session's connection runs goes through a hook (``before_execute``,
+  on that connection only) that sends what is held first when the statement needs it: a
+  read of a table with held writes; an UPDATE or DELETE of such a table; an INSERT into a
+  table with held INSERTs (its unique indexes must see them) or whose foreign keys point
+  at a table with held INSERTs (the parent row must exist). Text statements, DDL and
+  anything else it cannot read the tables of send what is held first, whatever they touch.
+  The batch's own prefetch reads run before anything is held. So no caller ever flushes.
+- A held statement names its table; one without (a ``NOTIFY``) is sent with the rest.
 
 On PostgreSQL a batch can also hold the INSERTs of rows whose ids the transaction goes on to
 use (an execution, then its results and jobs): ``take_id`` hands out ids drawn ahead from
 the table's sequence, a block at a time, so the row's id is known before its INSERT is
 sent. A later change to such a row while its INSERT is still held (the execution finished
 in the same batch) is made to the held values (``amend``): no UPDATE, and no flush.
+Such INSERTs are *parents* (other held writes point at them) and are sent first, by rank.
 
 A job that fails gives back what it held (``mark`` / ``discard_since``) instead of rolling
-back to a savepoint: two round trips a job fewer. ``statements_run`` counts the statements
-a connection has executed, so the worker can tell whether a failed job also wrote
-something at once, which only a rollback of the whole transaction can take back. A flush
-during a job of what earlier jobs held (before a count of sent SMS, say) is not such a
-write: ``statements_sent`` counts the flushes' statements apart.
+back to a savepoint: two round trips a job fewer. A step that does run in a savepoint
+(``savepoint``) gives back what it held if it fails, and raises ``db.SentInSavepoint`` if
+earlier jobs' writes were sent inside it, since the savepoint's rollback took them too.
+``statements_run`` counts the statements a connection has executed, so the worker can tell
+whether a failed job also wrote something at once, which only a rollback of the whole
+transaction can take back. Sending what earlier jobs held (before a count of sent SMS, say)
+is not such a write: ``statements_sent`` counts the flushes' statements apart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import AsyncIterator, Hashable, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import CompoundSelect, Delete, Insert, Select, Update, event, text
+from sqlalchemy.dialects.postgresql import dml as pg_dml
+from sqlalchemy.dialects.sqlite import dml as sqlite_dml
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.sql.elements import (
+    ReleaseSavepointClause,
+    RollbackToSavepointClause,
+    SavepointClause,
+)
+from sqlalchemy.sql.expression import TableClause
+from sqlalchemy.sql.util import find_tables
 
-_KEY = "careflow.write_behind"
+from careflow.db import WRITE_BUFFER, SentInSavepoint, dialect_of
+
 _COUNT = "careflow.statements_written"
 
 
-class WriteBehind:
+class HeldWrites:
     """The writes held for one transaction, in the order they were made."""
 
     __slots__ = (
         "_entries",
         "_fresh",
         "_ids",
+        "_inserted",
+        "_own",
         "_parents",
         "_rows",
         "_sent",
+        "_tables",
         "_wanted",
+        "draws_ids",
         "statements_sent",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, *, draws_ids: bool = False) -> None:
+        self.draws_ids = draws_ids  # inserts may take ids drawn ahead (PostgreSQL)
         self._sent = 0  # writes already flushed
         self.statements_sent = 0  # the statements those took
         # (statement key, statement, values, row identity or None)
@@ -66,6 +94,9 @@ class WriteBehind:
         self._wanted: dict[str, int] = {}  # table -> how many ids to draw at a time
         self._fresh: set[tuple[str, int]] = set()  # (table, id) handed out by take_id
         self._parents: dict[Hashable, int] = {}  # INSERTs other held writes point at: rank
+        self._tables: set[str] = set()  # tables with held writes
+        self._inserted: set[str] = set()  # tables with held INSERTs
+        self._own = False  # running its own statements: the hook lets them through
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -86,6 +117,17 @@ class WriteBehind:
         self._rows = {
             row: (key, values) for key, _, values, row in self._entries if row is not None
         }
+        self._tables = set()
+        self._inserted = set()
+        for _, stmt, _, _ in self._entries:
+            self._note(stmt)
+
+    def _note(self, stmt: Any) -> None:
+        target = _target(stmt)
+        if target is not None:
+            self._tables.add(target)
+            if isinstance(stmt, Insert):
+                self._inserted.add(target)
 
     async def add(
         self,
@@ -114,6 +156,7 @@ class WriteBehind:
                 await self.flush(session)
             self._rows[row] = (key, values)
         self._entries.append((key, stmt, values, row))
+        self._note(stmt)
 
     @property
     def sent(self) -> int:
@@ -128,6 +171,20 @@ class WriteBehind:
             return False
         held[1].update(changes)
         return True
+
+    @asynccontextmanager
+    async def savepoint(self, session: AsyncSession) -> AsyncIterator[None]:
+        """A savepoint whose failure also gives back the writes held inside it; if writes
+        held before it were sent inside it, its rollback took them too: ``SentInSavepoint``."""
+        mark, sent = self.mark(), self._sent
+        try:
+            async with session.begin_nested():
+                yield
+        except BaseException as exc:
+            if self._sent != sent:
+                raise SentInSavepoint() from exc
+            self.discard_since(mark)
+            raise
 
     # --- ids drawn ahead ------------------------------------------------------------------
 
@@ -177,17 +234,30 @@ class WriteBehind:
             f"nextval(pg_get_serial_sequence('{_identifier(t)}', 'id'))" for t in tables
         )  # names checked: careflow's own tables, never input
         connection = await session.connection()
-        rows = (
-            await connection.execute(
-                text(f"SELECT {columns} FROM generate_series(1, :count)"), {"count": count}
-            )
-        ).all()
+        self._own = True  # it reads no table: nothing held need go first
+        try:
+            rows = (
+                await connection.execute(
+                    text(f"SELECT {columns} FROM generate_series(1, :count)"), {"count": count}
+                )
+            ).all()
+        finally:
+            self._own = False
         for position, table in enumerate(tables):
             # Handed out from the end: reversed, so the lowest id goes first.
             self._ids[table] = [row[position] for row in reversed(rows)]
 
+    # --- sending --------------------------------------------------------------------------
+
     async def flush(self, session: AsyncSession) -> None:
         """Send what is held: one executemany per statement, in first-use order."""
+        if self._entries:
+            connection = await session.connection()
+            await connection.run_sync(self.send)
+
+    def send(self, connection: Connection) -> None:
+        """``flush`` on the session's (sync) connection: from the hook, inside the greenlet
+        of the statement that needs the held writes."""
         if not self._entries:
             return
         groups: dict[Hashable, tuple[Any, list[dict[str, Any]]]] = {}
@@ -199,11 +269,102 @@ class WriteBehind:
         self._sent += len(self._entries)
         self._entries = []
         self._rows = {}
-        connection = await session.connection()
-        for key in order:
-            stmt, rows = groups[key]
-            self.statements_sent += 1
-            await connection.execute(stmt, rows if len(rows) > 1 else rows[0])
+        self._tables = set()
+        self._inserted = set()
+        self._own = True
+        try:
+            for key in order:
+                stmt, rows = groups[key]
+                self.statements_sent += 1
+                connection.execute(stmt, rows if len(rows) > 1 else rows[0])
+        finally:
+            self._own = False
+
+    def before_execute(
+        self,
+        connection: Connection,
+        statement: Any,
+        _multiparams: Any,
+        _params: Any,
+        _options: Any,
+    ) -> None:
+        """The hook on the session's connection: send what is held before a statement that
+        needs it (see the module's rules)."""
+        if self._own or not self._entries or not self._needs(statement):
+            return
+        self.send(connection)
+
+    def _needs(self, statement: Any) -> bool:
+        access = _access(statement)
+        if access is None:
+            return True  # tables unknown (text, DDL): send first, to be safe
+        reads, target, inserting, parents = access
+        if not self._tables.isdisjoint(reads):
+            return True
+        if target is None:
+            return False
+        if target in (self._inserted if inserting else self._tables):
+            return True
+        return not self._inserted.isdisjoint(parents)
+
+
+# What a statement touches: (tables it reads, the table it writes, whether that write is a
+# plain INSERT, the tables that table's foreign keys point at); None when not known.
+_Access = tuple[frozenset[str], str | None, bool, frozenset[str]]
+_NO_ACCESS: _Access = (frozenset(), None, False, frozenset())
+# Statement (kept alive by its entry, so its id is not reused) -> its access. The hot path's
+# statements are built once; statements built per call are read again, and the cache is
+# emptied when it grows past its bound.
+_ACCESS: dict[int, tuple[Any, _Access | None]] = {}
+_ACCESS_BOUND = 4096
+
+
+def _access(statement: Any) -> _Access | None:
+    found = _ACCESS.get(id(statement))
+    if found is not None and found[0] is statement:
+        return found[1]
+    access = _read_access(statement)
+    if len(_ACCESS) >= _ACCESS_BOUND:
+        _ACCESS.clear()
+    _ACCESS[id(statement)] = (statement, access)
+    return access
+
+
+def _read_access(statement: Any) -> _Access | None:
+    if isinstance(statement, SavepointClause | RollbackToSavepointClause | ReleaseSavepointClause):
+        return _NO_ACCESS
+    if not isinstance(statement, Select | CompoundSelect | Insert | Update | Delete):
+        return None
+    names = {
+        table.name
+        for table in find_tables(statement, check_columns=True, include_crud=True)
+        if isinstance(table, TableClause)
+    }
+    target = _target(statement)
+    if target is None:
+        return frozenset(names), None, False, frozenset()
+    # A plain INSERT's order among other INSERTs matters to unique indexes only; one that
+    # updates on conflict, or takes its rows from a SELECT, is also a read of the table.
+    inserting = (
+        isinstance(statement, Insert)
+        and statement.select is None
+        and type(getattr(statement, "_post_values_clause", None)).__name__
+        in ("NoneType", "OnConflictDoNothing")
+    )
+    if inserting:
+        names.discard(target)
+    elif isinstance(statement, Update | Delete):
+        names.discard(target)
+    parents = frozenset(fk.column.table.name for fk in statement.table.foreign_keys)
+    return frozenset(names), target, inserting, parents
+
+
+def _target(stmt: Any) -> str | None:
+    """The table an INSERT, UPDATE or DELETE writes; None for anything else."""
+    if isinstance(stmt, Insert | Update | Delete):
+        name: str = stmt.table.name
+        return name
+    return None
 
 
 def _identifier(name: str) -> str:
@@ -213,49 +374,36 @@ def _identifier(name: str) -> str:
     return name
 
 
-def draws_ids(session: AsyncSession) -> WriteBehind | None:
-    """The session's write-behind when its inserts may take ids drawn ahead (PostgreSQL's
+def install(session: AsyncSession) -> HeldWrites:
+    """Hold the session's writes from now on, and send them by themselves before any
+    statement of the session's connection that needs them. Call it before the session's
+    first statement: the hook goes on the connection the session begins."""
+    held = HeldWrites(draws_ids=dialect_of(session) == "postgresql")
+    session.info[WRITE_BUFFER] = held
+
+    def begun(_session: Session, _transaction: SessionTransaction, connection: Any) -> None:
+        # On this connection only, which ends with the transaction: other sessions pay
+        # nothing for it.
+        event.listen(connection, "before_execute", held.before_execute)
+
+    event.listen(session.sync_session, "after_begin", begun)
+    return held
+
+
+def held_by(session: AsyncSession) -> HeldWrites | None:
+    held: HeldWrites | None = session.info.get(WRITE_BUFFER)
+    return held
+
+
+def draws_ids(session: AsyncSession) -> HeldWrites | None:
+    """The session's held writes when its inserts may take ids drawn ahead (PostgreSQL's
     sequences); None otherwise, and the INSERT runs at once and returns its id."""
     held = held_by(session)
-    if held is None or session.bind is None or session.bind.dialect.name != "postgresql":
-        return None
-    return held
-
-
-def install(session: AsyncSession) -> WriteBehind:
-    held = WriteBehind()
-    session.info[_KEY] = held
-    return held
-
-
-def held_by(session: AsyncSession) -> WriteBehind | None:
-    held: WriteBehind | None = session.info.get(_KEY)
-    return held
-
-
-async def write(
-    session: AsyncSession,
-    key: Hashable,
-    stmt: Any,
-    values: dict[str, Any],
-    *,
-    row: Hashable | None = None,
-) -> None:
-    """Run ``stmt`` with ``values`` now, or hold it for the batch's flush.
-
-    ``key`` names the statement (its values are grouped under it), ``row`` the row it writes
-    (table and key), for the rule that a row's second statement flushes first.
-    """
-    held = held_by(session)
-    if held is not None:
-        await held.add(session, key, stmt, values, row)
-        return
-    connection = await session.connection()
-    await connection.execute(stmt, values)
+    return held if held is not None and held.draws_ids else None
 
 
 async def flush(session: AsyncSession) -> None:
-    """Send the held writes before a read of their tables (a no-op without any)."""
+    """Send the held writes (a no-op without any): the worker's, at a batch's end."""
     held = held_by(session)
     if held is not None:
         await held.flush(session)

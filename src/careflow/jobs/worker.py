@@ -9,9 +9,9 @@ done exactly when its effects are durable.
 
 Jobs of kinds that share (``registry.Sharing``) run up to ``worker_batch_size`` at a time in
 one transaction with one fenced DELETE: one commit for the batch instead of one per job,
-the kind's ``read_ahead`` reads for the whole batch at once, and the writes the jobs leave
-for the end (``kit.write_behind``) go as one statement per kind of write. Jobs that only
-write rows share plainly: if any of them fails, the batch is rolled back and each job runs
+the kind's prefetch reads for the whole batch at once (``jobs.prefetch``), and the writes
+the jobs leave for the end (``jobs.held_writes``) go as one statement per kind of write.
+Jobs that only write rows share plainly: if any of them fails, the batch is rolled back and each job runs
 again alone. Jobs that act outside the database (an email) do not: one that fails gives
 back the writes it held and gets its own outcome once the rest have committed, so the
 others do not act twice. If a lease in the batch was lost, or the batch itself fails, it
@@ -41,9 +41,10 @@ from careflow.config import Settings
 from careflow.jobs import queue, store
 from careflow.jobs.errors import DeferJob, JobError, PermanentJobError, RetryableJobError
 from careflow.jobs.listener import NotifyListener, asyncpg_dsn
-from careflow.jobs.registry import HANDLERS, READ_AHEAD, JobContext, Sharing, sharing
+from careflow.jobs import held_writes
+from careflow.jobs.prefetch import prefetch
+from careflow.jobs.registry import HANDLERS, JobContext, Sharing, sharing_of
 from careflow.jobs.store import ClaimedJob
-from careflow.kit import write_behind
 from careflow.kit.clock import Clock, SystemClock
 from careflow.kit.idempotency import purge_expired
 from careflow.ops.metrics import JOB_LAG, JOBS, QUEUE_DEPTH
@@ -139,7 +140,7 @@ class Worker:
         # made at once (which fail the batch) by the statements its connection counted.
         self._counted = isinstance(bind, AsyncEngine)
         if isinstance(bind, AsyncEngine):
-            write_behind.count_statements(bind)
+            held_writes.count_statements(bind)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[list[str]]] = set()
@@ -335,8 +336,8 @@ class Worker:
         any lease was lost, and the caller runs them one by one."""
         try:
             async with self.sessionmaker() as session:
-                writes = write_behind.install(session)
-                read = await self._read_ahead(session, batch)
+                writes = held_writes.install(session)
+                read = await self._prefetch(session, batch)
                 for job in batch:
                     await self._call_handler(session, job, read.get(job.kind))
                 await writes.flush(session)
@@ -360,7 +361,7 @@ class Worker:
         ``effects_batch_seconds``: the outcomes of those that ran, and the jobs left for
         another transaction.
 
-        The jobs' writes are held (``kit.write_behind``) and sent once for the batch at its
+        The jobs' writes are held (``jobs.held_writes``) and sent once for the batch at its
         end. A job whose lease was already taken over when the batch began is left out
         ("lost"). A job that raises gives back the writes it held, and its failure is
         recorded after the others commit, as it would be had it run alone. A job that raises
@@ -377,10 +378,10 @@ class Worker:
         started = time.monotonic()
         try:
             async with self.sessionmaker() as session:
-                writes = write_behind.install(session)
+                writes = held_writes.install(session)
                 held = await store.still_held(session, batch)
                 mine = [job for job in batch if job.id in held]
-                read = await self._read_ahead(session, mine) if mine else {}
+                read = await self._prefetch(session, mine) if mine else {}
                 for job in mine:
                     if ran and time.monotonic() - started > self.effects_batch_seconds:
                         break
@@ -428,13 +429,9 @@ class Worker:
             finished.append((job, outcome))
         return finished, mine[len(ran) :]
 
-    async def _read_ahead(self, session: AsyncSession, batch: list[ClaimedJob]) -> dict[str, Any]:
-        """Each kind's ``read_ahead`` over its jobs in ``batch``, by kind."""
-        payloads: dict[str, list[dict[str, Any]]] = {}
-        for job in batch:
-            if job.kind in READ_AHEAD:
-                payloads.setdefault(job.kind, []).append(job.payload)
-        return {kind: await READ_AHEAD[kind](session, items) for kind, items in payloads.items()}
+    async def _prefetch(self, session: AsyncSession, batch: list[ClaimedJob]) -> dict[str, Any]:
+        """Each kind's prefetch over its jobs in ``batch``, by kind."""
+        return await prefetch(session, ((job.kind, job.payload) for job in batch))
 
     async def _execute(self, job: ClaimedJob) -> str:
         try:
@@ -442,7 +439,7 @@ class Worker:
                 # A job alone reads ahead as a batch of one does: the same statements as its
                 # own reads, and its locks taken in the order a batch takes them (a
                 # dispatch's journeys before the appointment and milestone rows it writes).
-                read = await self._read_ahead(session, [job])
+                read = await self._prefetch(session, [job])
                 await self._call_handler(session, job, read.get(job.kind))
                 await session.flush()
                 if not await store.complete(session, job):
@@ -458,7 +455,7 @@ class Worker:
             return await self._record_failure(job, exc)
         return "done"
 
-    async def _call_handler(self, session: AsyncSession, job: ClaimedJob, read_ahead: Any) -> None:
+    async def _call_handler(self, session: AsyncSession, job: ClaimedJob, prefetched: Any) -> None:
         handler = HANDLERS.get(job.kind)
         if handler is None:
             # Retryable, not dead: during a rolling deploy another worker may know the kind.
@@ -473,7 +470,7 @@ class Worker:
             attempt=job.attempt,
             max_attempts=job.max_attempts,
             services=self.services,
-            read_ahead=read_ahead,
+            prefetched=prefetched,
         )
         await handler(ctx, job.payload)
 
@@ -674,15 +671,15 @@ async def _usable(session: AsyncSession) -> bool:
     return not connection.invalidated
 
 
-async def _written(session: AsyncSession, writes: write_behind.WriteBehind) -> int:
+async def _written(session: AsyncSession, writes: held_writes.HeldWrites) -> int:
     """The statements other than reads the session's connection has run, less those of the
     write-behind's flushes: what a job of the batch wrote at once."""
-    return await write_behind.statements_run(session) - writes.statements_sent
+    return await held_writes.statements_run(session) - writes.statements_sent
 
 
 async def _given_back(
     session: AsyncSession,
-    writes: write_behind.WriteBehind,
+    writes: held_writes.HeldWrites,
     mark: int,
     written_before: int,
     exc: BaseException,
@@ -710,7 +707,7 @@ def _no_statement_failed(exc: BaseException) -> bool:
 
 
 def _sharing(job: ClaimedJob) -> Sharing:
-    return sharing(job.kind, job.payload) if job.attempt == 1 else Sharing.ALONE
+    return sharing_of(job.kind, job.payload) if job.attempt == 1 else Sharing.ALONE
 
 
 def _finished(job: ClaimedJob, outcome: str, pending: list[ClaimedJob]) -> None:
