@@ -28,8 +28,8 @@ from careflow.executions.models import Execution, ExecutionAction
 from careflow.executions.repository import insert_execution
 from careflow.forms import repository as forms_repository
 from careflow.forms.models import Form
-from careflow.jobs.worker import Worker, load_handlers
 from careflow.jobs import held_writes
+from careflow.jobs.worker import Worker, load_handlers
 from careflow.kit.clock import FrozenClock
 from careflow.pathways.models import Episode, EpisodeEvent
 from tests.engine.helpers import E2E_RULE, PATIENT, count, create_rule, onboarded, post_event

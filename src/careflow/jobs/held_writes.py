@@ -46,8 +46,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import CompoundSelect, Delete, Insert, Select, Update, event, text
-from sqlalchemy.dialects.postgresql import dml as pg_dml
-from sqlalchemy.dialects.sqlite import dml as sqlite_dml
+from sqlalchemy.dialects.postgresql.dml import OnConflictDoNothing as PgDoNothing
+from sqlalchemy.dialects.sqlite.dml import OnConflictDoNothing as SqliteDoNothing
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
@@ -335,34 +335,38 @@ def _read_access(statement: Any) -> _Access | None:
         return _NO_ACCESS
     if not isinstance(statement, Select | CompoundSelect | Insert | Update | Delete):
         return None
+    # Every table the statement names, in subqueries too (careflow maps no relationships,
+    # so no join hides a table behind an attribute).
     names = {
         table.name
         for table in find_tables(statement, check_columns=True, include_crud=True)
         if isinstance(table, TableClause)
     }
-    target = _target(statement)
-    if target is None:
+    if not isinstance(statement, Insert | Update | Delete):
         return frozenset(names), None, False, frozenset()
+    table: Any = statement.table  # a Table: careflow writes no join or alias
+    target: str = table.name
     # A plain INSERT's order among other INSERTs matters to unique indexes only; one that
-    # updates on conflict, or takes its rows from a SELECT, is also a read of the table.
+    # updates on conflict, or takes its rows from a SELECT, is also a read of its table.
     inserting = (
         isinstance(statement, Insert)
         and statement.select is None
-        and type(getattr(statement, "_post_values_clause", None)).__name__
-        in ("NoneType", "OnConflictDoNothing")
+        and isinstance(
+            getattr(statement, "_post_values_clause", None),
+            type(None) | PgDoNothing | SqliteDoNothing,
+        )
     )
-    if inserting:
+    if inserting or not isinstance(statement, Insert):
         names.discard(target)
-    elif isinstance(statement, Update | Delete):
-        names.discard(target)
-    parents = frozenset(fk.column.table.name for fk in statement.table.foreign_keys)
+    parents = frozenset(fk.column.table.name for fk in table.foreign_keys)
     return frozenset(names), target, inserting, parents
 
 
 def _target(stmt: Any) -> str | None:
     """The table an INSERT, UPDATE or DELETE writes; None for anything else."""
     if isinstance(stmt, Insert | Update | Delete):
-        name: str = stmt.table.name
+        table: Any = stmt.table
+        name: str = table.name
         return name
     return None
 

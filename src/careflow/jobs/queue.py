@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from careflow.db import dialect_of, prebuilt
-from careflow.jobs.models import Job, JobStatus
 from careflow.jobs import held_writes
+from careflow.jobs.models import Job, JobStatus
 
 NOTIFY_CHANNEL = "careflow_jobs"
 _NOTIFY = text(f"NOTIFY {NOTIFY_CHANNEL}")

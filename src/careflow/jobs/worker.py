@@ -38,10 +38,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from careflow.config import Settings
-from careflow.jobs import queue, store
+from careflow.jobs import held_writes, queue, store
 from careflow.jobs.errors import DeferJob, JobError, PermanentJobError, RetryableJobError
 from careflow.jobs.listener import NotifyListener, asyncpg_dsn
-from careflow.jobs import held_writes
 from careflow.jobs.prefetch import prefetch
 from careflow.jobs.registry import HANDLERS, JobContext, Sharing, sharing_of
 from careflow.jobs.store import ClaimedJob
