@@ -129,8 +129,8 @@ _FINISH = (
         finished_at=bindparam("finished_at"),
     )
 )
-# Keyed like the unique index, not by id: a row inserted earlier in the transaction through a
-# write-behind has no id yet.
+# Keyed like the unique index, not by id: a row inserted earlier in the transaction through
+# a held write (``db.write``) has no id yet.
 _UPDATE_ACTION = update(_actions).where(
     _actions.c.execution_id == bindparam("key_execution_id"),
     _actions.c.action_index == bindparam("key_action_index"),
@@ -221,7 +221,7 @@ async def save_action(
 ) -> ExecutionAction:
     """Insert or update the result of (execution, index), given the row already stored for
     it (the caller has read it); the unique index keeps it single. Returns ``row``, not added
-    to the session, with its id unless a write-behind holds the INSERT (nothing reads it)."""
+    to the session, with its id unless the session holds the INSERT back (nothing reads it)."""
     values = {name: getattr(row, name) for name in _ACTION_FIELDS}
     identity = ("execution_actions", row.execution_id, row.action_index)
     if existing is not None:
@@ -261,9 +261,9 @@ async def finish(
 ) -> bool:
     """Mark a running execution finished; False if someone else already finished it.
 
-    Under a write-behind the UPDATE is held and True is assumed: the batch holds the
-    execution's row lock (PostgreSQL) or the database's write lock (SQLite) from its
-    read-ahead on, so nobody else can have finished it meanwhile.
+    Where the session holds writes back (``db.defers_writes``) the UPDATE is held and True
+    is assumed: the batch holds the execution's row lock (PostgreSQL) or the database's
+    write lock (SQLite) from its prefetch on, so nobody else can have finished it meanwhile.
     """
     values = {
         "execution_id": execution.id,

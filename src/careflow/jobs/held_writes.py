@@ -52,6 +52,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql.elements import (
+    ClauseElement,
     ReleaseSavepointClause,
     RollbackToSavepointClause,
     SavepointClause,
@@ -312,21 +313,35 @@ class HeldWrites:
 # plain INSERT, the tables that table's foreign keys point at); None when not known.
 _Access = tuple[frozenset[str], str | None, bool, frozenset[str]]
 _NO_ACCESS: _Access = (frozenset(), None, False, frozenset())
-# Statement (kept alive by its entry, so its id is not reused) -> its access. The hot path's
-# statements are built once; statements built per call are read again, and the cache is
-# emptied when it grows past its bound.
-_ACCESS: dict[int, tuple[Any, _Access | None]] = {}
-_ACCESS_BOUND = 4096
+# What statements touch, found once per statement shape: by the statement object (kept
+# alive by its entry, so its id is not reused), for the hot path's statements built once;
+# else by its cache key, which SQLAlchemy computes for its compiled cache anyway and keeps
+# on the statement, so a statement built per call costs a lookup, not a walk of its tree.
+# Each is emptied when it grows past its bound.
+_BY_ID: dict[int, tuple[Any, _Access | None]] = {}
+_BY_SHAPE: dict[Any, _Access | None] = {}
+_BOUND = 4096
 
 
 def _access(statement: Any) -> _Access | None:
-    found = _ACCESS.get(id(statement))
+    found = _BY_ID.get(id(statement))
     if found is not None and found[0] is statement:
         return found[1]
-    access = _read_access(statement)
-    if len(_ACCESS) >= _ACCESS_BOUND:
-        _ACCESS.clear()
-    _ACCESS[id(statement)] = (statement, access)
+    if not isinstance(statement, ClauseElement):
+        return None  # SQL text given as a string
+    key = statement._generate_cache_key()
+    if key is None:  # a statement SQLAlchemy does not cache either
+        return _read_access(statement)
+    if key.key in _BY_SHAPE:
+        access = _BY_SHAPE[key.key]
+    else:
+        access = _read_access(statement)
+        if len(_BY_SHAPE) >= _BOUND:
+            _BY_SHAPE.clear()
+        _BY_SHAPE[key.key] = access
+    if len(_BY_ID) >= _BOUND:
+        _BY_ID.clear()
+    _BY_ID[id(statement)] = (statement, access)
     return access
 
 

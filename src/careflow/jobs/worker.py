@@ -66,7 +66,7 @@ class LeaseLostInBatch(JobError):
 
 
 class FailureNotIsolated(JobError):
-    """A job of a batch failed after writing at once (not through the write-behind), or on
+    """A job of a batch failed after writing at once (not through the held writes), or on
     a statement: only a rollback of the whole batch takes that back."""
 
 
@@ -672,7 +672,7 @@ async def _usable(session: AsyncSession) -> bool:
 
 async def _written(session: AsyncSession, writes: held_writes.HeldWrites) -> int:
     """The statements other than reads the session's connection has run, less those of the
-    write-behind's flushes: what a job of the batch wrote at once."""
+    held writes' flushes: what a job of the batch wrote at once."""
     return await held_writes.statements_run(session) - writes.statements_sent
 
 

@@ -296,9 +296,9 @@ async def insert_episode(
 ) -> Episode:
     """A new episode, built from what was written: one statement, no read back.
 
-    ``hold``: the caller does not go on after a refusal (``link_event``), so under a batch's
-    write-behind on PostgreSQL the INSERT takes an id drawn ahead and waits for the batch's
-    end. The journey's lock, taken before, keeps a second open episode from racing it.
+    ``hold``: the caller does not go on after a refusal (``link_event``), so where the
+    session draws ids ahead (``db.draws_ids``) the INSERT takes one and waits for the
+    batch's end. The journey's lock, taken before, keeps a second open episode from racing it.
     """
     if hold and db.draws_ids(session):
         row = await db.insert_with_drawn_id(
@@ -330,7 +330,7 @@ async def link_event(session: AsyncSession, values: dict[str, Any], *, hold: boo
     """The event's link to its episode; the unique index on ``event_pk`` keeps it single.
 
     ``hold``: the caller holds the event's row lock and does not go on after a refusal, so
-    the INSERT may wait for the batch's write-behind, if it has one.
+    the INSERT may be held for the batch's end (``db.write``).
     """
     if hold:
         row = ("episode_events", values["event_pk"])
