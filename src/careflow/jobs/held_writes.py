@@ -10,17 +10,17 @@ statement now. Domain code never names this module: it speaks to the session thr
 ``careflow.db``'s small interface (``write``, ``defers_writes``, ``draws_ids``,
 ``insert_with_drawn_id``, ``amend``, ``want_ids``, ``is_drawn``, ``savepoint``).
 
-Three rules keep the held writes equivalent to running them at once:
+Two rules keep the held writes equivalent to running them at once:
 - A row written twice by two different statements (an INSERT, then an UPDATE of it) sends
   what is held first, so the second statement finds the first one's row.
 - Every statement the session's connection runs goes through a hook (``before_execute``,
   on that connection only) that sends what is held first when the statement needs it: a
   read of a table with held writes; an UPDATE or DELETE of such a table; an INSERT into a
   table with held INSERTs (its unique indexes must see them) or whose foreign keys point
-  at a table with held INSERTs (the parent row must exist). Text statements, DDL and
-  anything else it cannot read the tables of send what is held first, whatever they touch.
-  The batch's own prefetch reads run before anything is held. So no caller ever flushes.
-- A held statement names its table; one without (a ``NOTIFY``) is sent with the rest.
+  at a table with held INSERTs (the parent row must exist); a DELETE from a table that
+  held rows may point at. Text statements, DDL and anything else whose tables it cannot
+  read send what is held first, whatever they touch; savepoints and the draw of ids never
+  do. So no caller ever flushes, and reads of other tables leave the writes held.
 
 On PostgreSQL a batch can also hold the INSERTs of rows whose ids the transaction goes on to
 use (an execution, then its results and jobs): ``take_id`` hands out ids drawn ahead from
@@ -373,8 +373,22 @@ def _read_access(statement: Any) -> _Access | None:
     )
     if inserting or not isinstance(statement, Insert):
         names.discard(target)
-    parents = frozenset(fk.column.table.name for fk in table.foreign_keys)
+    parents = frozenset(_referred(fk) for fk in table.foreign_keys)
+    if isinstance(statement, Delete):
+        # A held row that points at a deleted one goes first: the DELETE then cascades to
+        # it, or is refused, as it would have been with the row written at once.
+        names.update(
+            other.name
+            for other in table.metadata.tables.values()
+            if any(_referred(fk) == target for fk in other.foreign_keys)
+        )
     return frozenset(names), target, inserting, parents
+
+
+def _referred(fk: Any) -> str:
+    """The name of the table a foreign key points at (``executions.id``: executions)."""
+    name: str = fk.target_fullname.rsplit(".", 1)[0]
+    return name
 
 
 def _target(stmt: Any) -> str | None:
