@@ -46,14 +46,17 @@ _effects = Table(
 _INSERT = insert(_effects)
 _COUNT = select(func.count()).select_from(_effects)
 
-# What each job of the batch below counted, in the order they ran.
+# What each job of the batch below counted, in the order they ran, and whether its write
+# was held (it ran in a batch).
 _counted: list[int] = []
+_held: list[bool] = []
 
 
 @job_handler("test.held_then_read", sharing=Sharing.ROWS)
 async def held_then_read(ctx: JobContext, payload: dict[str, Any]) -> None:
     """Hold a row, then count the rows: plain data access, no flush anywhere."""
     values = {"job_id": ctx.job_id, "label": "held", "attempt": ctx.attempt}
+    _held.append(db.defers_writes(ctx.session))
     await db.write(ctx.session, "effects.insert", _INSERT, values)
     _counted.append(int(await ctx.session.scalar(_COUNT) or 0))
 
@@ -77,6 +80,7 @@ async def test_a_read_in_a_worker_batch_sees_the_writes_held_before_it(
     make_worker: MakeWorker, sessionmaker: Maker, clock: FrozenClock, engine: AsyncEngine
 ) -> None:
     _counted.clear()
+    _held.clear()
     for _ in range(3):
         await add_job(sessionmaker, clock, "test.held_then_read")
     worker = make_worker(services={})
@@ -84,8 +88,13 @@ async def test_a_read_in_a_worker_batch_sees_the_writes_held_before_it(
     assert await worker.run_batch(await worker.claim(3)) == ["done"] * 3
 
     # Each job saw its own held row and those of the jobs before it, in one transaction.
+    assert _held == [True, True, True]
     assert _counted == [1, 2, 3]
-    assert [(j, label) for j, label, _ in await effects(engine)] == [(1, "held"), (2, "held"), (3, "held")]
+    assert [(j, label) for j, label, _ in await effects(engine)] == [
+        (1, "held"),
+        (2, "held"),
+        (3, "held"),
+    ]
     assert await all_jobs(sessionmaker) == []
 
 
