@@ -144,3 +144,10 @@ async def test_an_update_of_a_held_row_runs_after_it(
         relabel = update(_effects).where(_effects.c.job_id == 1).values(label="changed")
         assert (await connection.execute(relabel)).rowcount == 1
     assert await effects(engine) == [(1, "changed", 1)]
+
+
+async def test_held_writes_are_installed_before_the_first_statement(sessionmaker: Maker) -> None:
+    async with sessionmaker() as session, session.begin():
+        await session.scalar(_COUNT)
+        with pytest.raises(RuntimeError, match="before the session's first statement"):
+            held_writes.install(session)

@@ -411,6 +411,10 @@ def install(session: AsyncSession) -> HeldWrites:
     """Hold the session's writes from now on, and send them by themselves before any
     statement of the session's connection that needs them. Call it before the session's
     first statement: the hook goes on the connection the session begins."""
+    transaction = session.sync_session.get_transaction()
+    if transaction is not None and getattr(transaction, "_connections", None):
+        # Its connection is already begun: the hook would never see its statements.
+        raise RuntimeError("held writes are installed before the session's first statement")
     held = HeldWrites(draws_ids=dialect_of(session) == "postgresql")
     session.info[WRITE_BUFFER] = held
 
