@@ -9,10 +9,10 @@ done exactly when its effects are durable.
 
 Jobs of kinds that share (``registry.Sharing``) run up to ``worker_batch_size`` at a time in
 one transaction with one fenced DELETE: one commit for the batch instead of one per job,
-the kind's prefetch reads for the whole batch at once (``jobs.prefetch``), and the writes
-the jobs leave for the end (``jobs.held_writes``) go as one statement per kind of write.
-Jobs that only write rows share plainly: if any of them fails, the batch is rolled back
-and each job runs again alone. Jobs that act outside the database (an email) do not: one that fails gives
+the kind's prefetch reads for the whole batch at once, and the writes the jobs leave for
+the end (``jobs.held_writes``) go as one statement per kind of write. Jobs that only
+write rows share plainly: if any of them fails, the batch is rolled back and each job runs
+again alone. Jobs that act outside the database (an email) do not: one that fails gives
 back the writes it held and gets its own outcome once the rest have committed, so the
 others do not act twice. If a lease in the batch was lost, or the batch itself fails, it
 is rolled back and each job runs again alone, so every job still gets its own outcome.
