@@ -1,10 +1,20 @@
-"""Engine, session maker and the declarative ``Base`` every model shares."""
+"""Engine, session maker and the declarative ``Base`` every model shares; and the small
+interface through which repositories write what a session may hold back.
+
+A session may carry a buffer of writes to send later (the worker's batches install one,
+``jobs.held_writes``). Repositories do not know whether it does: ``write`` runs a statement
+now or leaves it to the buffer, and the buffer sends what it holds by itself before any
+statement that needs it. The other functions let a repository make the most of a buffer
+when there is one (an INSERT with an id drawn ahead, a change made to a held INSERT) and
+fall back to plain statements when there is none.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -244,3 +254,139 @@ def pairs_of(columns: tuple[Any, Any], names: tuple[str, str], types: tuple[Any,
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+# --- Writes a session may hold back ---------------------------------------------------------
+
+WRITE_BUFFER = "careflow.write_buffer"  # session.info key of the session's buffer, if any
+
+
+class SentInSavepoint(RuntimeError):
+    """A step that failed in its savepoint (``savepoint``) had sent writes the buffer held
+    from before it: the savepoint's rollback took them too, so the transaction must fail as
+    a whole."""
+
+
+class WriteBuffer(Protocol):
+    """What a session's buffer of writes offers (``jobs.held_writes.HeldWrites``)."""
+
+    draws_ids: bool
+
+    async def add(
+        self,
+        session: AsyncSession,
+        key: Hashable,
+        stmt: Any,
+        values: dict[str, Any],
+        row: Hashable | None,
+        *,
+        once: bool = False,
+        parent: int = 0,
+    ) -> None: ...
+
+    async def insert(
+        self,
+        session: AsyncSession,
+        table: str,
+        key: Hashable,
+        stmt: Any,
+        values: dict[str, Any],
+        *,
+        rank: int = 1,
+    ) -> dict[str, Any]: ...
+
+    def amend(self, row: Hashable, key: Hashable, changes: dict[str, Any]) -> bool: ...
+
+    def want_ids(self, tables: Iterable[str], count: int) -> None: ...
+
+    def is_fresh(self, table: str, row_id: int) -> bool: ...
+
+    def savepoint(self, session: AsyncSession) -> AbstractAsyncContextManager[None]: ...
+
+
+def _buffer(session: AsyncSession) -> WriteBuffer | None:
+    buffer: WriteBuffer | None = session.info.get(WRITE_BUFFER)
+    return buffer
+
+
+async def write(
+    session: AsyncSession,
+    key: Hashable,
+    stmt: Any,
+    values: dict[str, Any],
+    *,
+    row: Hashable | None = None,
+) -> None:
+    """Run ``stmt`` with ``values`` now, or leave it to the session's buffer, which sends it
+    later with the other rows of the same ``key`` (the statement's name).
+
+    Only for a write whose result nothing reads back. ``row`` names the row it writes (table
+    and key): a second statement on a row the buffer holds sends what it holds first.
+    """
+    buffer = _buffer(session)
+    if buffer is not None:
+        await buffer.add(session, key, stmt, values, row)
+        return
+    connection = await session.connection()
+    await connection.execute(stmt, values)
+
+
+def defers_writes(session: AsyncSession) -> bool:
+    """Whether ``write`` leaves writes to a buffer (so a write's outcome is not known yet)."""
+    return _buffer(session) is not None
+
+
+def amend(session: AsyncSession, row: Hashable, key: Hashable, changes: dict[str, Any]) -> bool:
+    """Change the values of ``row``'s INSERT the buffer still holds under ``key``; False,
+    with nothing changed, when there is no such held INSERT (write the change instead)."""
+    buffer = _buffer(session)
+    return buffer is not None and buffer.amend(row, key, changes)
+
+
+def draws_ids(session: AsyncSession) -> bool:
+    """Whether ``insert_with_drawn_id`` can hold an INSERT with its id known before it is
+    sent (PostgreSQL's sequences, under a buffer)."""
+    buffer = _buffer(session)
+    return buffer is not None and buffer.draws_ids
+
+
+async def insert_with_drawn_id(
+    session: AsyncSession,
+    table: str,
+    key: Hashable,
+    stmt: Any,
+    values: dict[str, Any],
+    *,
+    rank: int = 1,
+) -> dict[str, Any]:
+    """Hold a plain INSERT of a row of ``table`` with an id drawn from its sequence ahead
+    (only where ``draws_ids``); the row's values, id included. ``rank``: other held writes
+    point at this row, so it is sent before them (rank 1 before rank 2)."""
+    buffer = _buffer(session)
+    if buffer is None or not buffer.draws_ids:
+        raise RuntimeError("this session draws no ids ahead")
+    return await buffer.insert(session, table, key, stmt, values, rank=rank)
+
+
+def want_ids(session: AsyncSession, tables: Iterable[str], count: int) -> None:
+    """About ``count`` rows of each of ``tables`` will be inserted with drawn ids: draw
+    them in one statement at the first need (a no-op where ids are not drawn ahead)."""
+    buffer = _buffer(session)
+    if buffer is not None and buffer.draws_ids:
+        buffer.want_ids(tables, count)
+
+
+def is_drawn(session: AsyncSession, table: str, row_id: int) -> bool:
+    """Whether ``row_id`` was drawn for an INSERT of this transaction: the row is new."""
+    buffer = _buffer(session)
+    return buffer is not None and buffer.is_fresh(table, row_id)
+
+
+@asynccontextmanager
+async def savepoint(session: AsyncSession) -> AsyncIterator[None]:
+    """``session.begin_nested()``, whose failure also gives back what the buffer held inside
+    it; ``SentInSavepoint`` when the buffer had to send earlier writes inside it."""
+    buffer = _buffer(session)
+    nested = buffer.savepoint(session) if buffer is not None else session.begin_nested()
+    async with nested:
+        yield

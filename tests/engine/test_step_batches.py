@@ -20,7 +20,7 @@ from careflow.config import Settings
 from careflow.db import create_sessionmaker
 from careflow.events.service import DISPATCH_KIND
 from careflow.executions.models import Execution
-from careflow.executions.read_ahead import StepReads
+from careflow.executions.prefetch import StepReads
 from careflow.executions.service import RUN_ACTION_KIND
 from careflow.jobs.models import Job
 from careflow.jobs.queue import enqueue

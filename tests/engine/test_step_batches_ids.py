@@ -28,8 +28,8 @@ from careflow.executions.models import Execution, ExecutionAction
 from careflow.executions.repository import insert_execution
 from careflow.forms import repository as forms_repository
 from careflow.forms.models import Form
+from careflow.jobs import held_writes
 from careflow.jobs.worker import Worker
-from careflow.kit import write_behind
 from careflow.kit.clock import FrozenClock
 from careflow.pathways.models import Episode, EpisodeEvent
 from tests.engine.helpers import E2E_RULE, PATIENT, count, create_rule, onboarded, post_event
@@ -255,7 +255,7 @@ async def test_a_form_for_a_patient_not_read_ahead_sends_its_execution_first(
     rule = await create_rule(client, auth, FORM_ONLY_RULE)
     now = clock.now()
     async with create_sessionmaker(engine)() as session, session.begin():
-        write_behind.install(session)
+        held_writes.install(session)
         execution = await insert_execution(
             session,
             {

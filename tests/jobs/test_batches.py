@@ -14,7 +14,7 @@ from careflow.config import Settings
 from careflow.events.service import DISPATCH_KIND
 from careflow.executions.service import RUN_ACTION_KIND
 from careflow.jobs.models import JobStatus
-from careflow.jobs.registry import JobContext, Sharing, is_batchable, job_handler, sharing
+from careflow.jobs.registry import JobContext, Sharing, job_handler, sharing_of
 from careflow.kit.clock import FrozenClock
 from tests.jobs.conftest import MakeWorker, add_job, all_jobs, effects, eventually, only_job
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("effects_table")
 Maker = async_sessionmaker[AsyncSession]
 
 
-@job_handler("test.batched", batchable=True)
+@job_handler("test.batched", sharing=Sharing.ROWS)
 async def batched(ctx: JobContext, payload: dict[str, Any]) -> None:
     """Write a row, remember the session it ran in, and fail when the payload says so."""
     await ctx.session.execute(
@@ -35,7 +35,10 @@ async def batched(ctx: JobContext, payload: dict[str, Any]) -> None:
         raise RuntimeError("this job fails")
 
 
-@job_handler("test.batched_if", batchable=lambda payload: bool(payload.get("db_only")))
+@job_handler(
+    "test.batched_if",
+    sharing=lambda payload: Sharing.ROWS if payload.get("db_only") else Sharing.ALONE,
+)
 async def batched_if(ctx: JobContext, payload: dict[str, Any]) -> None:
     """Batchable only for some payloads."""
 
@@ -186,12 +189,12 @@ def test_batches_are_dealt_over_the_free_slots_oldest_first(
     assert make_worker()._slots(batches[:1], 8) == [[batches[0]]]  # type: ignore[arg-type]
 
 
-def test_batchable_is_declared_per_kind_or_per_payload() -> None:
-    assert is_batchable("test.batched", {})
-    assert is_batchable("test.batched_if", {"db_only": True})
-    assert not is_batchable("test.batched_if", {})
-    assert not is_batchable("no.such.kind", {})
-    assert is_batchable("noop", {})
+def test_sharing_is_declared_per_kind_or_per_payload() -> None:
+    assert sharing_of("test.batched", {}) is Sharing.ROWS
+    assert sharing_of("test.batched_if", {"db_only": True}) is Sharing.ROWS
+    assert sharing_of("test.batched_if", {}) is Sharing.ALONE
+    assert sharing_of("no.such.kind", {}) is Sharing.ALONE
+    assert sharing_of("noop", {}) is Sharing.ROWS
 
 
 async def _drained(sessionmaker: Maker) -> bool:
@@ -200,18 +203,18 @@ async def _drained(sessionmaker: Maker) -> bool:
 
 def test_run_action_shares_plainly_for_row_writers_and_in_savepoints_for_messages() -> None:
     step = {"execution_id": 1, "action_index": 0}
-    assert sharing(RUN_ACTION_KIND, {**step, "type": "require_form"}) is Sharing.ROWS
-    assert sharing(RUN_ACTION_KIND, {**step, "type": "update_segment"}) is Sharing.ROWS
-    assert sharing(RUN_ACTION_KIND, {**step, "type": "send_email"}) is Sharing.EFFECTS
-    assert sharing(RUN_ACTION_KIND, {**step, "type": "send_sms"}) is Sharing.EFFECTS
-    assert not is_batchable(RUN_ACTION_KIND, {**step, "type": "send_email"})
+    assert sharing_of(RUN_ACTION_KIND, {**step, "type": "require_form"}) is Sharing.ROWS
+    assert sharing_of(RUN_ACTION_KIND, {**step, "type": "update_segment"}) is Sharing.ROWS
+    assert sharing_of(RUN_ACTION_KIND, {**step, "type": "send_email"}) is Sharing.EFFECTS
+    assert sharing_of(RUN_ACTION_KIND, {**step, "type": "send_sms"}) is Sharing.EFFECTS
+    assert sharing_of(RUN_ACTION_KIND, {**step, "type": "send_email"}) is not Sharing.ROWS
     # Enqueued before the type was recorded, or of a type this worker does not know.
-    assert sharing(RUN_ACTION_KIND, step) is Sharing.ALONE
-    assert sharing(RUN_ACTION_KIND, {**step, "type": "webhook"}) is Sharing.ALONE
-    assert is_batchable(DISPATCH_KIND, {"event_id": 1})
+    assert sharing_of(RUN_ACTION_KIND, step) is Sharing.ALONE
+    assert sharing_of(RUN_ACTION_KIND, {**step, "type": "webhook"}) is Sharing.ALONE
+    assert sharing_of(DISPATCH_KIND, {"event_id": 1}) is Sharing.ROWS
 
 
-@job_handler("test.batched_gate", batchable=True)
+@job_handler("test.batched_gate", sharing=Sharing.ROWS)
 async def batched_gate(ctx: JobContext, payload: dict[str, Any]) -> None:
     if payload.get("gate"):
         ctx.services["started"].set()

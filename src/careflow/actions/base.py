@@ -32,7 +32,7 @@ class PermanentActionError(Exception):
 
 
 class ReadsAhead(Protocol):
-    """Rows a batch of steps read before any of them ran (``executions.read_ahead``). Each
+    """Rows a batch of steps read before any of them ran (``executions.prefetch``). Each
     answers (True, row or None) when it was read ahead, (False, None) when it was not."""
 
     def take_message(self, execution_id: int, action_index: int) -> tuple[bool, Message | None]:

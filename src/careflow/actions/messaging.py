@@ -16,7 +16,6 @@ from careflow.actions.base import ActionContext, ActionOutcome, RetryableActionE
 from careflow.actions.common import contact_of, patient_of
 from careflow.db import built
 from careflow.delivery.errors import PermanentDeliveryError, TransientDeliveryError
-from careflow.kit import write_behind
 from careflow.messages.models import MAX_RECIPIENT_LENGTH, Message
 from careflow.messages.repository import get_for_action, new_message_id, save_for_action
 from careflow.templates.builtin import builtin_template
@@ -78,7 +77,6 @@ async def existing_message(ctx: ActionContext) -> Message | None:
         found, message = ctx.reads.take_message(ctx.execution_id, ctx.action_index)
         if found:
             return message
-    await write_behind.flush(ctx.session)
     return await get_for_action(ctx.session, ctx.execution_id, ctx.action_index)
 
 

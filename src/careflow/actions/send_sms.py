@@ -21,7 +21,6 @@ from careflow.actions.messaging import (
 from careflow.actions.quiet_hours import next_allowed_time
 from careflow.delivery.transports import get_transports
 from careflow.jobs.errors import DeferJob
-from careflow.kit import write_behind
 from careflow.messages.models import Message
 from careflow.organizations.service import effective_settings
 from careflow.templates.rendering import Rendered
@@ -43,8 +42,6 @@ def _sent_since(organization_id: int, since: datetime) -> ColumnElement[bool]:
 
 
 async def sms_sent_since(session: AsyncSession, organization_id: int, since: datetime) -> int:
-    # In a batch, the SMS sent by the steps before this one are still held: count them too.
-    await write_behind.flush(session)
     count = await session.scalar(
         select(func.count()).select_from(Message).where(_sent_since(organization_id, since))
     )

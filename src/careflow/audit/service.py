@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careflow import db
 from careflow.audit import repository
 from careflow.audit.models import AuditEntry
 from careflow.audit.repository import AuditFilters
 from careflow.auth import Principal
-from careflow.kit import write_behind
 from careflow.kit.context import current_request_id
 from careflow.kit.pagination import PageParams
 
@@ -101,7 +101,7 @@ async def record_by_system(
 ) -> None:
     """An entry for a change careflow made itself: the actor is careflow (``SYSTEM_SUB``,
     ``SYSTEM_ROLE``). Written with the change; in a worker's batch it is held with the
-    batch's other writes (``kit.write_behind``)."""
+    batch's other writes (``db.write``)."""
     values = _entry(
         organization_id,
         (SYSTEM_SUB, SYSTEM_ROLE),
@@ -112,7 +112,7 @@ async def record_by_system(
         after=after,
         now=now,
     )
-    await write_behind.write(session, "audit_log.insert", _INSERT, values)
+    await db.write(session, "audit_log.insert", _INSERT, values)
 
 
 async def list_entries(

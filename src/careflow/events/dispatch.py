@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careflow import db
 from careflow.automations.enabled import enabled_rules_for
 from careflow.entities.context import SnapshotReads, join_snapshots, patient_id_of, read_snapshots
 from careflow.entities.validation import entity_id_problem
@@ -26,7 +27,6 @@ from careflow.executions.models import Execution
 from careflow.executions.runner import Runtime, run_started
 from careflow.executions.service import start_execution
 from careflow.forms import repository as forms
-from careflow.kit import write_behind
 from careflow.kit.types import EntityRef, canonical_entity_id
 from careflow.pathways import episodes
 from careflow.scheduling.service import schedule_stored_appointment
@@ -223,10 +223,9 @@ async def read_dispatches(
         reads.contexts[event.id] = await join_snapshots(
             session, event.organization_id, event.data, read=read
         )
-    held = write_behind.draws_ids(session)
-    if held is not None and pending:
+    if pending and db.draws_ids(session):
         # What the batch inserts takes ids drawn ahead: a block of each, in one statement.
-        held.want_ids(("executions", "forms", "episodes"), len(pending))
+        db.want_ids(session, ("executions", "forms", "episodes"), len(pending))
         await forms.read_pending(session, await _form_patients(session, pending, reads.contexts))
     reads.routes = await episodes.read_routes(
         session,
@@ -248,9 +247,8 @@ async def dispatch_event(
     ``reads``, when the dispatch runs in a batch, holds what the batch read ahead for it."""
     event = reads.take(event_pk) if reads is not None else None
     if event is None:
-        # Not read ahead (a second dispatch of one event in a batch): read what the batch
-        # has written so far.
-        await write_behind.flush(session)
+        # Not prefetched (a second dispatch of one event in a batch): read it now, with what
+        # the batch has written so far.
         event = await repository.get_event_by_pk(session, event_pk)
     if event is None:
         log.warning("dispatch_event_missing", event_pk=event_pk)

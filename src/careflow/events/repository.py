@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careflow import db
 from careflow.db import built, insert_for, one_of
 from careflow.events.models import Event, PatientMilestone
 from careflow.executions.models import Execution
 from careflow.executions.repository import insert_if_absent
-from careflow.kit import write_behind
 from careflow.kit.types import EntityRef, canonical_entity_id
 
 _events: Table = Event.__table__  # type: ignore[assignment]
@@ -76,14 +76,14 @@ async def get_events_by_pk(session: AsyncSession, pks: Sequence[int]) -> list[Ev
 
 async def mark_processed(session: AsyncSession, event: Event) -> None:
     """Write the dispatch's outcome on the event: its status, when, and its episode (held
-    by the batch's write-behind, if it has one)."""
+    by the session's write buffer, if it has one)."""
     values = {
         "pk": event.id,
         "status": event.status,
         "processed_at": event.processed_at,
         "episode_id": event.episode_id,
     }
-    await write_behind.write(
+    await db.write(
         session, "events.processed", _MARK_PROCESSED, values, row=("events", event.id)
     )
 

@@ -8,10 +8,10 @@ from careflow.events.dispatch import dispatch_event, read_dispatches
 from careflow.events.service import DISPATCH_KIND
 from careflow.executions.runner import Runtime
 from careflow.jobs.errors import PermanentJobError
-from careflow.jobs.registry import JobContext, job_handler
+from careflow.jobs.registry import JobContext, Sharing, job_handler
 
 
-@job_handler(DISPATCH_KIND, batchable=True, read_ahead=read_dispatches)
+@job_handler(DISPATCH_KIND, sharing=Sharing.ROWS, prefetch=read_dispatches)
 async def handle_dispatch_event(ctx: JobContext, payload: dict[str, Any]) -> None:
     try:
         event_pk = int(payload["event_id"])
@@ -23,5 +23,5 @@ async def handle_dispatch_event(ctx: JobContext, payload: dict[str, Any]) -> Non
         event_pk=event_pk,
         now=ctx.clock.now(),
         runtime=runtime,
-        reads=ctx.read_ahead,
+        reads=ctx.prefetched,
     )

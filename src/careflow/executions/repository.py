@@ -11,9 +11,9 @@ from sqlalchemy import Select, Table, bindparam, delete, func, insert, select, u
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
+from careflow import db
 from careflow.db import built, one_of, prebuilt
 from careflow.executions.models import Execution, ExecutionAction
-from careflow.kit import write_behind
 
 
 def _locking(session: AsyncSession) -> bool:
@@ -62,17 +62,16 @@ async def insert_execution(
     """The new execution, or None when the rule already ran for this occurrence.
 
     ``hold``: the caller knows the occurrence has no execution yet (a dispatch of an event
-    it holds locked and unprocessed), so under a batch's write-behind on PostgreSQL the
-    INSERT takes an id drawn ahead and is held for the batch's end, without ON CONFLICT.
-    Were the unique index to refuse it there anyway, the batch fails and each of its jobs
-    runs again alone, down the path below.
+    it holds locked and unprocessed), so where the session draws ids ahead (``db.draws_ids``)
+    the INSERT takes one and is held for the batch's end, without ON CONFLICT. Were the
+    unique index to refuse it there anyway, the batch fails and each of its jobs runs again
+    alone, down the path below.
     """
-    held = write_behind.draws_ids(session) if hold else None
-    if held is not None:
-        return built(
-            Execution,
-            await held.insert(session, "executions", INSERT_HELD, _INSERT_EXECUTION, values),
+    if hold and db.draws_ids(session):
+        row = await db.insert_with_drawn_id(
+            session, "executions", INSERT_HELD, _INSERT_EXECUTION, values
         )
+        return built(Execution, row)
     new_id = await insert_if_absent(
         session, Execution, values, ["automation_rule_id", "occurrence_key"]
     )
@@ -130,8 +129,8 @@ _FINISH = (
         finished_at=bindparam("finished_at"),
     )
 )
-# Keyed like the unique index, not by id: a row inserted earlier in the transaction through a
-# write-behind has no id yet.
+# Keyed like the unique index, not by id: a row inserted earlier in the transaction through
+# a held write (``db.write``) has no id yet.
 _UPDATE_ACTION = update(_actions).where(
     _actions.c.execution_id == bindparam("key_execution_id"),
     _actions.c.action_index == bindparam("key_action_index"),
@@ -222,22 +221,20 @@ async def save_action(
 ) -> ExecutionAction:
     """Insert or update the result of (execution, index), given the row already stored for
     it (the caller has read it); the unique index keeps it single. Returns ``row``, not added
-    to the session, with its id unless a write-behind holds the INSERT (nothing reads it)."""
+    to the session, with its id unless the session holds the INSERT back (nothing reads it)."""
     values = {name: getattr(row, name) for name in _ACTION_FIELDS}
     identity = ("execution_actions", row.execution_id, row.action_index)
     if existing is not None:
         keyed = {"key_execution_id": row.execution_id, "key_action_index": row.action_index}
-        await write_behind.write(
+        await db.write(
             session, "actions.update", _UPDATE_ACTION, {**keyed, **values}, row=identity
         )
         row.id = existing.id
         return row
     values["execution_id"] = row.execution_id
     values["action_index"] = row.action_index
-    if write_behind.held_by(session) is not None:
-        await write_behind.write(
-            session, "actions.insert", _INSERT_ACTION_HELD, values, row=identity
-        )
+    if db.defers_writes(session):
+        await db.write(session, "actions.insert", _INSERT_ACTION_HELD, values, row=identity)
         return row
     connection = await session.connection()
     row.id = (await connection.execute(_INSERT_ACTION, values)).scalar_one()
@@ -264,9 +261,9 @@ async def finish(
 ) -> bool:
     """Mark a running execution finished; False if someone else already finished it.
 
-    Under a write-behind the UPDATE is held and True is assumed: the batch holds the
-    execution's row lock (PostgreSQL) or the database's write lock (SQLite) from its
-    read-ahead on, so nobody else can have finished it meanwhile.
+    Where the session holds writes back (``db.defers_writes``) the UPDATE is held and True
+    is assumed: the batch holds the execution's row lock (PostgreSQL) or the database's
+    write lock (SQLite) from its prefetch on, so nobody else can have finished it meanwhile.
     """
     values = {
         "execution_id": execution.id,
@@ -274,13 +271,12 @@ async def finish(
         "error_message": error_message,
         "finished_at": now,
     }
-    held = write_behind.held_by(session)
-    if held is not None:
+    if db.defers_writes(session):
         row = ("executions", execution.id)
         changes = {"status": status, "error_message": error_message, "finished_at": now}
         # Started in this batch and still held: the INSERT itself writes the outcome.
-        if not held.amend(row, INSERT_HELD, changes):
-            await held.add(session, "executions.finish", _FINISH, values, row)
+        if not db.amend(session, row, INSERT_HELD, changes):
+            await db.write(session, "executions.finish", _FINISH, values, row=row)
     else:
         connection = await session.connection()
         if not (await connection.execute(_FINISH, values)).rowcount:

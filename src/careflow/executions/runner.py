@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careflow import db
 from careflow.actions.base import (
     ActionContext,
     ActionOutcome,
@@ -30,13 +31,13 @@ from careflow.actions.base import (
 )
 from careflow.automations.time_triggers import delivery_skip_reason
 from careflow.config import Settings
-from careflow.db import built
+from careflow.db import SentInSavepoint, built
 from careflow.entities.catalog import ENTITY_TYPES
 from careflow.entities.context import SnapshotReads, join_snapshots
 from careflow.errors import error_origin
 from careflow.executions import repository
 from careflow.executions.models import Execution, ExecutionAction
-from careflow.executions.read_ahead import StepReads
+from careflow.executions.prefetch import StepReads
 from careflow.executions.service import (
     ExecutionStatus,
     action_dedupe_key,
@@ -46,7 +47,6 @@ from careflow.executions.service import (
 )
 from careflow.jobs.errors import DeferJob, RetryableJobError
 from careflow.jobs.queue import default_max_attempts
-from careflow.kit import write_behind
 from careflow.kit.clock import Clock, isoformat_z
 from careflow.ops.metrics import ACTIONS
 
@@ -105,14 +105,13 @@ async def run_action(
     reads: StepReads | None = None,
 ) -> None:
     """Run one step; ``reads``, when the step runs in a batch, holds what the batch read
-    for it ahead (``read_ahead.read_steps``)."""
+    for it ahead (``prefetch.prefetch_steps``)."""
     taken = reads.take(request.execution_id) if reads is not None else None
     if taken is not None:
         execution, rows = taken
     else:
-        # Not read ahead (a second step of one execution in a batch): read what the batch
-        # has written so far, not the rows before it.
-        await write_behind.flush(session)
+        # Not prefetched (a second step of one execution in a batch): read it now, with
+        # what the batch has written so far.
         found = await repository.get_for_run(session, request.execution_id)
         if found is None:
             log.info("run_action_not_running", execution_id=request.execution_id)
@@ -299,7 +298,7 @@ async def _execute(
     if reason is not None:
         return ActionOutcome(status="skipped", reason=reason)
     try:
-        batched = write_behind.held_by(ctx.session) is not None
+        batched = db.defers_writes(ctx.session)
         if (
             executor.single_write
             and not request.is_last_attempt
@@ -336,27 +335,12 @@ async def _execute(
         return ActionOutcome(status="failure", error=f"unexpected error ({type(exc).__name__})")
 
 
-class SentInSavepoint(RuntimeError):
-    """An executor that failed in its savepoint had sent writes held before it (a flush):
-    the savepoint's rollback took them too, so its batch must fail and run each job alone."""
-
-
 async def _in_savepoint(ctx: ActionContext, executor: Any) -> ActionOutcome:
-    """``executor.execute`` in a savepoint. If it raises, the writes it held are given back
-    with its rows; if it had also flushed, the earlier jobs' writes that went with it were
-    rolled back too, and only failing the whole batch keeps them (``SentInSavepoint``)."""
-    held = write_behind.held_by(ctx.session)
-    mark = held.mark() if held is not None else 0
-    sent = held.sent if held is not None else 0
-    try:
-        async with ctx.session.begin_nested():
-            return await executor.execute(ctx)  # type: ignore[no-any-return]
-    except BaseException as exc:
-        if held is not None:
-            if held.sent != sent:
-                raise SentInSavepoint() from exc
-            held.discard_since(mark)
-        raise
+    """``executor.execute`` in a savepoint. If it raises, the writes it left to the session's
+    buffer go with its rows; if earlier jobs' writes were sent inside it, they were rolled
+    back too, and only failing the whole batch keeps them (``SentInSavepoint``)."""
+    async with db.savepoint(ctx.session):
+        return await executor.execute(ctx)  # type: ignore[no-any-return]
 
 
 async def _defer(

@@ -20,7 +20,6 @@ from careflow.executions import repository
 from careflow.executions.models import Execution, ExecutionAction
 from careflow.executions.repository import ExecutionFilters
 from careflow.jobs.queue import enqueue
-from careflow.kit import write_behind
 from careflow.kit.pagination import PageParams
 from careflow.kit.types import EntityRef
 from careflow.ops.metrics import EXECUTIONS
@@ -189,7 +188,6 @@ async def finish_execution(
     """Close the execution with the status its action results add up to (read here unless
     the caller already holds them)."""
     if rows is None:
-        await write_behind.flush(session)
         rows = (await repository.actions_of(session, [execution.id]))[execution.id]
     status, message = summarise(rows)
     if await repository.finish(session, execution, status=status, error_message=message, now=now):

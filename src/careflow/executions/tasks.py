@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from careflow.executions.read_ahead import MESSAGE_CHANNELS, read_steps
+from careflow.executions.prefetch import MESSAGE_CHANNELS, prefetch_steps
 from careflow.executions.runner import RunRequest, Runtime, run_action
 from careflow.executions.service import RUN_ACTION_KIND
 from careflow.jobs.errors import PermanentJobError
@@ -24,7 +24,7 @@ def _sharing(payload: dict[str, Any]) -> Sharing:
     return Sharing.ALONE
 
 
-@job_handler(RUN_ACTION_KIND, batchable=_sharing, read_ahead=read_steps)
+@job_handler(RUN_ACTION_KIND, sharing=_sharing, prefetch=prefetch_steps)
 async def handle_run_action(ctx: JobContext, payload: dict[str, Any]) -> None:
     try:
         execution_id = int(payload["execution_id"])
@@ -42,5 +42,5 @@ async def handle_run_action(ctx: JobContext, payload: dict[str, Any]) -> None:
             retry=str(retry) if retry else None,
         ),
         Runtime(settings=ctx.settings, clock=ctx.clock, services=ctx.services),
-        reads=ctx.read_ahead,
+        reads=ctx.prefetched,
     )

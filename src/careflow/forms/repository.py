@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careflow import db
 from careflow.db import one_of, prebuilt
 from careflow.forms.models import Form, FormStatus
-from careflow.kit import write_behind
 from careflow.kit.types import EntityRef
 
 _forms: Table = Form.__table__  # type: ignore[assignment]
@@ -56,9 +56,9 @@ class PendingForms:
 
 async def read_pending(session: AsyncSession, patients: Iterable[tuple[int, EntityRef]]) -> None:
     """Read the pending forms of ``patients`` (organisation, patient), one statement per
-    organisation, for ``open_pending`` to decide in memory within this batch. Only under a
-    write-behind that draws ids: elsewhere each form is one INSERT anyway."""
-    if write_behind.draws_ids(session) is None:
+    organisation, for ``open_pending`` to decide in memory within this batch. Only where the
+    session draws ids ahead (``db.draws_ids``): elsewhere each form is one INSERT anyway."""
+    if not db.draws_ids(session):
         return
     by_org: dict[int, set[EntityRef]] = {}
     for organization_id, patient_id in patients:
@@ -110,24 +110,24 @@ async def open_pending(
         "action_index": action_index,
         "created_at": now,
     }
-    held = write_behind.draws_ids(session)
     pending: PendingForms | None = session.info.get(_PENDING_KEY)
     covered = pending is not None and (organization_id, patient_id) in pending.patients
-    fresh = held is not None and held.is_fresh("executions", execution_id)
-    if held is not None and pending is not None and covered and fresh:
+    # An execution the batch itself started (its id drawn here) has no form from before.
+    fresh = db.is_drawn(session, "executions", execution_id)
+    if pending is not None and covered and fresh:
         key = (organization_id, patient_id, form_template_id)
         existing = pending.forms.get(key)
         if existing is not None:
             return existing, True
         # Rank 2: a form points at its execution, itself held with rank 1.
-        row = await held.insert(session, "forms", "forms.insert", _INSERT_HELD, values, rank=2)
+        row = await db.insert_with_drawn_id(
+            session, "forms", "forms.insert", _INSERT_HELD, values, rank=2
+        )
         form_id = int(row["id"])
         pending.forms[key] = form_id
         return form_id, False
-    # Send what is held first when the INSERT needs it: the execution's row (the form's
-    # foreign key), or a form the batch holds for this patient (the unique index must see it).
-    if held is not None and (fresh or covered):
-        await held.flush(session)
+    # What the batch holds goes first by itself where this INSERT needs it: the execution's
+    # row (the form's foreign key), or a form held for this patient (the unique index).
     inserted = await _insert_pending(session, values)
     if covered and pending is not None:
         # The map no longer knows this patient's forms for sure (this INSERT, or a form

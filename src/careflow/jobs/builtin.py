@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from careflow.jobs.registry import JobContext, job_handler
+from careflow.jobs.registry import JobContext, Sharing, job_handler
 
 PROBE_TABLE_DDL = (
     "CREATE TABLE IF NOT EXISTS job_probe "
@@ -26,12 +26,12 @@ PROBE_TABLE_DDL = (
 _PROCESS = f"{socket.gethostname()}:{os.getpid()}"
 
 
-@job_handler("noop", batchable=True)
+@job_handler("noop", sharing=Sharing.ROWS)
 async def noop(ctx: JobContext, payload: dict[str, Any]) -> None:
     """Does nothing: measures the queue's own cost."""
 
 
-@job_handler("probe", batchable=True)
+@job_handler("probe", sharing=Sharing.ROWS)
 async def probe(ctx: JobContext, payload: dict[str, Any]) -> None:
     await ctx.session.execute(
         text("INSERT INTO job_probe (job_id, worker, attempt) VALUES (:job_id, :worker, :attempt)"),

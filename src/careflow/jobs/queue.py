@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from careflow.db import dialect_of, prebuilt
+from careflow.jobs import held_writes
 from careflow.jobs.models import Job, JobStatus
-from careflow.kit import write_behind
 
 NOTIFY_CHANNEL = "careflow_jobs"
 _NOTIFY = text(f"NOTIFY {NOTIFY_CHANNEL}")
@@ -106,7 +106,7 @@ async def _insert(session: AsyncSession, rows: list[dict[str, Any]], *, due_now:
         lambda insert: insert(_jobs).on_conflict_do_nothing(index_elements=["dedupe_key"]),
     )
     session.info["careflow_jobs_enqueued"] = True
-    held = write_behind.held_by(session)
+    held = held_writes.held_by(session)
     if held is not None:
         # A batch's jobs go in with its other held writes; so does its one NOTIFY, which a
         # job that fails takes back with the rest of what it held.

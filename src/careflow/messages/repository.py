@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from sqlalchemy import Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careflow import db
 from careflow.db import built, dialect_of, one_of
-from careflow.kit import write_behind
 from careflow.kit.types import EntityRef
 from careflow.messages.models import Message
 
@@ -119,11 +119,11 @@ async def get_for_actions(
 
 async def save_for_action(session: AsyncSession, message: Message, *, new: bool) -> None:
     """Insert the action's message row, or write every field of the one read before (held by
-    the batch's write-behind, if it has one)."""
+    the session's write buffer, if it has one)."""
     values = {name: getattr(message, name) for name in _COLUMNS}
     identity = ("messages", message.id)
     if new:
-        await write_behind.write(session, "messages.insert", _INSERT, values, row=identity)
+        await db.write(session, "messages.insert", _INSERT, values, row=identity)
     else:
         keyed = {"message_id": values.pop("id"), **values}
-        await write_behind.write(session, "messages.update", _UPDATE, keyed, row=identity)
+        await db.write(session, "messages.update", _UPDATE, keyed, row=identity)

@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careflow.audit.service import changed_fields, record, record_by_system
 from careflow.auth import Principal
 from careflow.errors import ValidationError, not_found
-from careflow.kit import write_behind
 from careflow.kit.types import EntityRef, canonical_entity_id
 from careflow.pathways import repository
 from careflow.pathways.catalog import TRIGGERS, BaseConfig, TriggerType
@@ -140,7 +139,6 @@ async def route_event(
         if reads is not None and journey in reads.open:
             episode = reads.open[journey]  # locked ahead, and kept current by the batch
         else:
-            await write_behind.flush(session)  # the batch's episodes, if any are held
             await repository.lock_journey(session, *journey)
             episode = await repository.find_open_episode(session, *journey)
     opened = episode is None

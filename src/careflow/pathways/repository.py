@@ -23,8 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from careflow import db
 from careflow.db import built
-from careflow.kit import write_behind
 from careflow.kit.types import EntityRef
 from careflow.pathways.models import Episode, EpisodeEvent, PathwayConfig, PathwayRule
 
@@ -296,13 +296,14 @@ async def insert_episode(
 ) -> Episode:
     """A new episode, built from what was written: one statement, no read back.
 
-    ``hold``: the caller does not go on after a refusal (``link_event``), so under a batch's
-    write-behind on PostgreSQL the INSERT takes an id drawn ahead and waits for the batch's
-    end. The journey's lock, taken before, keeps a second open episode from racing it.
+    ``hold``: the caller does not go on after a refusal (``link_event``), so where the
+    session draws ids ahead (``db.draws_ids``) the INSERT takes one and waits for the
+    batch's end. The journey's lock, taken before, keeps a second open episode from racing it.
     """
-    held = write_behind.draws_ids(session) if hold else None
-    if held is not None:
-        row = await held.insert(session, "episodes", _EPISODE_HELD, _INSERT_EPISODE_HELD, values)
+    if hold and db.draws_ids(session):
+        row = await db.insert_with_drawn_id(
+            session, "episodes", _EPISODE_HELD, _INSERT_EPISODE_HELD, values
+        )
         return built(Episode, row)
     connection = await session.connection()
     new_id = (await connection.execute(_INSERT_EPISODE, values)).scalar_one()
@@ -314,12 +315,11 @@ async def touch_episode(
 ) -> None:
     """An event joined the episode: it was updated now (``hold``: as ``insert_episode``'s;
     an episode whose INSERT is still held gets the time in its INSERT)."""
-    held = write_behind.held_by(session) if hold else None
-    if held is not None:
+    if hold and db.defers_writes(session):
         identity = ("episodes", episode.id)
-        if not held.amend(identity, _EPISODE_HELD, {"updated_at": now}):
+        if not db.amend(session, identity, _EPISODE_HELD, {"updated_at": now}):
             values = {"episode_id": episode.id, "now": now}
-            await held.add(session, "episodes.touch", _TOUCH_EPISODE, values, identity)
+            await db.write(session, "episodes.touch", _TOUCH_EPISODE, values, row=identity)
     else:
         connection = await session.connection()
         await connection.execute(_TOUCH_EPISODE, {"episode_id": episode.id, "now": now})
@@ -330,11 +330,11 @@ async def link_event(session: AsyncSession, values: dict[str, Any], *, hold: boo
     """The event's link to its episode; the unique index on ``event_pk`` keeps it single.
 
     ``hold``: the caller holds the event's row lock and does not go on after a refusal, so
-    the INSERT may wait for the batch's write-behind, if it has one.
+    the INSERT may be held for the batch's end (``db.write``).
     """
     if hold:
         row = ("episode_events", values["event_pk"])
-        await write_behind.write(session, "episodes.link", _INSERT_LINK, values, row=row)
+        await db.write(session, "episodes.link", _INSERT_LINK, values, row=row)
         return
     connection = await session.connection()
     await connection.execute(_INSERT_LINK, values)

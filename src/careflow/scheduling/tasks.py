@@ -6,11 +6,11 @@ from datetime import datetime
 from typing import Any
 
 from careflow.automations.time_triggers import RESCHEDULE_RULE_KIND
-from careflow.jobs.registry import JobContext, job_handler
+from careflow.jobs.registry import JobContext, Sharing, job_handler
 from careflow.scheduling import service
 
 
-@job_handler(service.FIRE_KIND, batchable=True)
+@job_handler(service.FIRE_KIND, sharing=Sharing.ROWS)
 async def fire_time_trigger(ctx: JobContext, payload: dict[str, Any]) -> None:
     await service.fire(
         ctx.session,
@@ -22,7 +22,7 @@ async def fire_time_trigger(ctx: JobContext, payload: dict[str, Any]) -> None:
     )
 
 
-@job_handler(RESCHEDULE_RULE_KIND, batchable=True)
+@job_handler(RESCHEDULE_RULE_KIND, sharing=Sharing.ROWS)
 async def reschedule_rule(ctx: JobContext, payload: dict[str, Any]) -> None:
     await service.reschedule_rule(
         ctx.session, int(payload["organization_id"]), int(payload["rule_id"]), ctx.clock.now()

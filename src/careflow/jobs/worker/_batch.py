@@ -6,8 +6,8 @@ worker's ``concurrency`` tasks; it runs its batches in turn under one heartbeat 
 the leases of every job it still holds.
 
 Jobs that share run in one transaction with one fenced DELETE: one commit for the batch
-instead of one per job, the kind's ``read_ahead`` reads for the whole batch at once, and
-the writes the jobs leave for the end (``kit.write_behind``) go as one statement per kind
+instead of one per job, the kind's prefetch reads for the whole batch at once, and
+the writes the jobs leave for the end (``jobs.held_writes``) go as one statement per kind
 of write. Jobs that only write rows share plainly: if any of them fails, the batch is
 rolled back and each job runs again alone. Jobs that act outside the database (an email)
 do not: one that fails gives back the writes it held and gets its own outcome once the
@@ -28,12 +28,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from careflow.config import Settings
-from careflow.jobs import store
+from careflow.jobs import held_writes, store
 from careflow.jobs.errors import JobError, RetryableJobError
-from careflow.jobs.registry import HANDLERS, READ_AHEAD, JobContext, Sharing, sharing
+from careflow.jobs.prefetch import prefetch
+from careflow.jobs.registry import HANDLERS, JobContext, Sharing, sharing_of
 from careflow.jobs.store import ClaimedJob
 from careflow.jobs.worker._outcomes import Outcomes, finished, job_log
-from careflow.kit import write_behind
 from careflow.kit.clock import Clock
 from careflow.ops.metrics import JOBS
 
@@ -48,7 +48,7 @@ class LeaseLostInBatch(JobError):
 
 
 class FailureNotIsolated(JobError):
-    """A job of a batch failed after writing at once (not through the write-behind), or on
+    """A job of a batch failed after writing at once (not through the held writes), or on
     a statement: only a rollback of the whole batch takes that back."""
 
 
@@ -81,7 +81,7 @@ class BatchRunner:
         # made at once (which fail the batch) by the statements its connection counted.
         self._counted = isinstance(bind, AsyncEngine)
         if isinstance(bind, AsyncEngine):
-            write_behind.count_statements(bind)
+            held_writes.count_statements(bind)
         self.outcomes = Outcomes(sessionmaker, settings, clock)
 
     async def run_slot(self, batches: list[list[ClaimedJob]]) -> list[str]:
@@ -137,8 +137,8 @@ class BatchRunner:
         any lease was lost, and the caller runs them one by one."""
         try:
             async with self.sessionmaker() as session:
-                writes = write_behind.install(session)
-                read = await self._read_ahead(session, batch)
+                writes = held_writes.install(session)
+                read = await self._prefetch(session, batch)
                 for job in batch:
                     await self._call_handler(session, job, read.get(job.kind))
                 await writes.flush(session)
@@ -162,7 +162,7 @@ class BatchRunner:
         ``effects_batch_seconds``: the outcomes of those that ran, and the jobs left for
         another transaction.
 
-        The jobs' writes are held (``kit.write_behind``) and sent once for the batch at its
+        The jobs' writes are held (``jobs.held_writes``) and sent once for the batch at its
         end. A job whose lease was already taken over when the batch began is left out
         ("lost"). A job that raises gives back the writes it held, and its failure is
         recorded after the others commit, as it would be had it run alone. A job that raises
@@ -179,10 +179,10 @@ class BatchRunner:
         started = time.monotonic()
         try:
             async with self.sessionmaker() as session:
-                writes = write_behind.install(session)
+                writes = held_writes.install(session)
                 held = await store.still_held(session, batch)
                 mine = [job for job in batch if job.id in held]
-                read = await self._read_ahead(session, mine) if mine else {}
+                read = await self._prefetch(session, mine) if mine else {}
                 for job in mine:
                     if ran and time.monotonic() - started > self.effects_batch_seconds:
                         break
@@ -230,13 +230,9 @@ class BatchRunner:
             outcomes.append((job, outcome))
         return outcomes, mine[len(ran) :]
 
-    async def _read_ahead(self, session: AsyncSession, batch: list[ClaimedJob]) -> dict[str, Any]:
-        """Each kind's ``read_ahead`` over its jobs in ``batch``, by kind."""
-        payloads: dict[str, list[dict[str, Any]]] = {}
-        for job in batch:
-            if job.kind in READ_AHEAD:
-                payloads.setdefault(job.kind, []).append(job.payload)
-        return {kind: await READ_AHEAD[kind](session, items) for kind, items in payloads.items()}
+    async def _prefetch(self, session: AsyncSession, batch: list[ClaimedJob]) -> dict[str, Any]:
+        """Each kind's prefetch over its jobs in ``batch``, by kind."""
+        return await prefetch(session, ((job.kind, job.payload) for job in batch))
 
     async def _execute_alone(self, job: ClaimedJob) -> str:
         try:
@@ -244,7 +240,7 @@ class BatchRunner:
                 # A job alone reads ahead as a batch of one does: the same statements as its
                 # own reads, and its locks taken in the order a batch takes them (a
                 # dispatch's journeys before the appointment and milestone rows it writes).
-                read = await self._read_ahead(session, [job])
+                read = await self._prefetch(session, [job])
                 await self._call_handler(session, job, read.get(job.kind))
                 await session.flush()
                 if not await store.complete(session, job):
@@ -260,7 +256,7 @@ class BatchRunner:
             return await self.outcomes.record_failure(job, exc)
         return "done"
 
-    async def _call_handler(self, session: AsyncSession, job: ClaimedJob, read_ahead: Any) -> None:
+    async def _call_handler(self, session: AsyncSession, job: ClaimedJob, prefetched: Any) -> None:
         handler = HANDLERS.get(job.kind)
         if handler is None:
             # Retryable, not dead: during a rolling deploy another worker may know the kind.
@@ -275,7 +271,7 @@ class BatchRunner:
             attempt=job.attempt,
             max_attempts=job.max_attempts,
             services=self.services,
-            read_ahead=read_ahead,
+            prefetched=prefetched,
         )
         await handler(ctx, job.payload)
 
@@ -303,7 +299,7 @@ class BatchRunner:
 def job_sharing(job: ClaimedJob) -> Sharing:
     """How ``job`` may share a batch: as its kind says on a first attempt; a job on a later
     attempt runs alone."""
-    return sharing(job.kind, job.payload) if job.attempt == 1 else Sharing.ALONE
+    return sharing_of(job.kind, job.payload) if job.attempt == 1 else Sharing.ALONE
 
 
 async def _usable(session: AsyncSession) -> bool:
@@ -319,15 +315,15 @@ async def _usable(session: AsyncSession) -> bool:
     return not connection.invalidated
 
 
-async def _written(session: AsyncSession, writes: write_behind.WriteBehind) -> int:
+async def _written(session: AsyncSession, writes: held_writes.HeldWrites) -> int:
     """The statements other than reads the session's connection has run, less those of the
-    write-behind's flushes: what a job of the batch wrote at once."""
-    return await write_behind.statements_run(session) - writes.statements_sent
+    held writes' flushes: what a job of the batch wrote at once."""
+    return await held_writes.statements_run(session) - writes.statements_sent
 
 
 async def _given_back(
     session: AsyncSession,
-    writes: write_behind.WriteBehind,
+    writes: held_writes.HeldWrites,
     mark: int,
     written_before: int,
     exc: BaseException,

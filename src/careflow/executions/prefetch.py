@@ -1,4 +1,4 @@
-"""Reads for a batch of action steps, done once for the whole batch.
+"""``run_action``'s prefetch: the reads of a batch of action steps, done once for the batch.
 
 A step alone reads its execution, the execution's results, the entities' snapshots, the
 message its action may already have sent and the template it sends: five statements. A
@@ -75,7 +75,7 @@ def _execution_ids(payloads: Sequence[Mapping[str, Any]]) -> list[int]:
     return sorted(ids)
 
 
-async def read_steps(session: AsyncSession, payloads: Sequence[Mapping[str, Any]]) -> StepReads:
+async def prefetch_steps(session: AsyncSession, payloads: Sequence[Mapping[str, Any]]) -> StepReads:
     """The reads of ``payloads``' steps (``run_action`` jobs), one statement per table."""
     reads = StepReads()
     executions = await repository.get_many_for_run(session, _execution_ids(payloads))

@@ -1,4 +1,4 @@
-"""Writes held to a batch's end (``kit.write_behind``): sent once per statement, in order,
+"""Writes held to a batch's end (``jobs.held_writes``): sent once per statement, in order,
 and given back by a job that fails, unless it also wrote at once."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from careflow import db
+from careflow.jobs import held_writes
 from careflow.jobs.models import JobStatus
 from careflow.jobs.registry import JobContext, Sharing, job_handler
-from careflow.kit import write_behind
 from careflow.kit.clock import FrozenClock
 from tests.jobs.conftest import MakeWorker, add_job, all_jobs, effects
 
@@ -25,13 +26,13 @@ _INSERT = text("INSERT INTO test_job_effects (job_id, label, attempt) VALUES (:j
 _RELABEL = text("UPDATE test_job_effects SET label = :l WHERE job_id = :j")
 
 
-@job_handler("test.held", batchable=Sharing.EFFECTS)
+@job_handler("test.held", sharing=Sharing.EFFECTS)
 async def held(ctx: JobContext, payload: dict[str, Any]) -> None:
     """Hold a row's INSERT; then fail, or write at once and fail, as the payload says."""
     if payload.get("flush_first"):
-        await write_behind.flush(ctx.session)  # what the jobs before it held (an SMS count)
+        await held_writes.flush(ctx.session)  # what the jobs before it held (an SMS count)
     values = {"j": ctx.job_id, "l": "held", "a": ctx.attempt}
-    await write_behind.write(ctx.session, "effects.insert", _INSERT, values)
+    await db.write(ctx.session, "effects.insert", _INSERT, values)
     if payload.get("write_now") and ctx.attempt == 1:
         connection = await ctx.session.connection()
         await connection.execute(_INSERT, {"j": ctx.job_id, "l": "now", "a": ctx.attempt})
@@ -152,13 +153,13 @@ async def test_a_row_written_by_a_second_statement_flushes_the_first(
     sessionmaker: Maker, engine: AsyncEngine
 ) -> None:
     async with sessionmaker() as session, session.begin():
-        writes = write_behind.install(session)
+        writes = held_writes.install(session)
         row = ("test_job_effects", 1)
-        await write_behind.write(session, "a", _INSERT, {"j": 1, "l": "first", "a": 1}, row=row)
-        await write_behind.write(session, "b", _INSERT, {"j": 2, "l": "other", "a": 1})
+        await db.write(session, "a", _INSERT, {"j": 1, "l": "first", "a": 1}, row=row)
+        await db.write(session, "b", _INSERT, {"j": 2, "l": "other", "a": 1})
         assert len(writes) == 2
         # The UPDATE of row 1 is another statement: what is held goes first, so it finds it.
-        await write_behind.write(session, "c", _RELABEL, {"j": 1, "l": "second"}, row=row)
+        await db.write(session, "c", _RELABEL, {"j": 1, "l": "second"}, row=row)
         assert len(writes) == 1
         await writes.flush(session)
 
@@ -167,11 +168,11 @@ async def test_a_row_written_by_a_second_statement_flushes_the_first(
 
 async def test_discarded_writes_are_not_sent(sessionmaker: Maker, engine: AsyncEngine) -> None:
     async with sessionmaker() as session, session.begin():
-        writes = write_behind.install(session)
-        await write_behind.write(session, "a", _INSERT, {"j": 1, "l": "kept", "a": 1}, row=1)
+        writes = held_writes.install(session)
+        await db.write(session, "a", _INSERT, {"j": 1, "l": "kept", "a": 1}, row=1)
         mark = writes.mark()
-        await write_behind.write(session, "a", _INSERT, {"j": 2, "l": "gone", "a": 1}, row=2)
-        await write_behind.write(session, "c", _RELABEL, {"j": 1, "l": "gone"}, row=3)
+        await db.write(session, "a", _INSERT, {"j": 2, "l": "gone", "a": 1}, row=2)
+        await db.write(session, "c", _RELABEL, {"j": 1, "l": "gone"}, row=3)
         writes.discard_since(mark)
         assert len(writes) == 1
         await writes.flush(session)
@@ -181,20 +182,20 @@ async def test_discarded_writes_are_not_sent(sessionmaker: Maker, engine: AsyncE
 
 async def test_writes_already_sent_cannot_be_discarded(sessionmaker: Maker) -> None:
     async with sessionmaker() as session, session.begin():
-        writes = write_behind.install(session)
+        writes = held_writes.install(session)
         mark = writes.mark()
-        await write_behind.write(session, "a", _INSERT, {"j": 1, "l": "sent", "a": 1}, row=1)
-        await write_behind.write(session, "c", _RELABEL, {"j": 1, "l": "again"}, row=1)
+        await db.write(session, "a", _INSERT, {"j": 1, "l": "sent", "a": 1}, row=1)
+        await db.write(session, "c", _RELABEL, {"j": 1, "l": "again"}, row=1)
         with pytest.raises(RuntimeError, match="already sent"):
             writes.discard_since(mark)
         await session.rollback()
 
 
-async def test_without_a_write_behind_a_write_runs_at_once(
+async def test_without_held_writes_a_write_runs_at_once(
     sessionmaker: Maker, engine: AsyncEngine
 ) -> None:
     async with sessionmaker() as session, session.begin():
-        await write_behind.write(session, "a", _INSERT, {"j": 1, "l": "now", "a": 1})
+        await db.write(session, "a", _INSERT, {"j": 1, "l": "now", "a": 1})
         result = await session.execute(text("SELECT count(*) FROM test_job_effects"))
         assert result.scalar_one() == 1
 
@@ -203,9 +204,9 @@ async def test_a_change_to_a_held_insert_is_made_in_its_values(
     sessionmaker: Maker, engine: AsyncEngine
 ) -> None:
     async with sessionmaker() as session, session.begin():
-        writes = write_behind.install(session)
+        writes = held_writes.install(session)
         row = ("test_job_effects", 1)
-        await write_behind.write(session, "a", _INSERT, {"j": 1, "l": "first", "a": 1}, row=row)
+        await db.write(session, "a", _INSERT, {"j": 1, "l": "first", "a": 1}, row=row)
         assert writes.amend(row, "a", {"l": "amended"})
         # Only the write that holds the row, under its own key, is amended.
         assert not writes.amend(row, "b", {"l": "wrong key"})
@@ -220,9 +221,9 @@ async def test_a_change_to_a_held_insert_is_made_in_its_values(
 
 async def test_a_discarded_insert_cannot_be_amended(sessionmaker: Maker) -> None:
     async with sessionmaker() as session, session.begin():
-        writes = write_behind.install(session)
+        writes = held_writes.install(session)
         mark = writes.mark()
-        await write_behind.write(session, "a", _INSERT, {"j": 1, "l": "gone", "a": 1}, row=1)
+        await db.write(session, "a", _INSERT, {"j": 1, "l": "gone", "a": 1}, row=1)
         writes.discard_since(mark)
         assert not writes.amend(1, "a", {"l": "amended"})
         await session.rollback()
@@ -232,8 +233,8 @@ async def test_ids_are_drawn_ahead_a_block_of_each_wanted_table_in_one_statement
     sessionmaker: Maker, engine: AsyncEngine
 ) -> None:
     async with sessionmaker() as session, session.begin():
-        writes = write_behind.install(session)
-        if write_behind.draws_ids(session) is None:
+        writes = held_writes.install(session)
+        if held_writes.draws_ids(session) is None:
             assert engine.dialect.name == "sqlite"  # no sequences: inserts return their ids
             await session.rollback()
             return
@@ -258,16 +259,16 @@ async def test_ids_are_drawn_ahead_a_block_of_each_wanted_table_in_one_statement
 
 def test_only_careflow_table_names_go_into_the_draw() -> None:
     with pytest.raises(ValueError, match="not a table name"):
-        write_behind.WriteBehind().want_ids(["x'); DROP TABLE jobs; --"], 1)
+        held_writes.HeldWrites().want_ids(["x'); DROP TABLE jobs; --"], 1)
 
 
 async def test_inserts_other_writes_point_at_are_sent_first(
     sessionmaker: Maker, engine: AsyncEngine
 ) -> None:
     async with sessionmaker() as session, session.begin():
-        writes = write_behind.install(session)
+        writes = held_writes.install(session)
         # A child held before its parent (an earlier event's link, a later event's episode).
-        await write_behind.write(session, "child", _RELABEL, {"j": 1, "l": "child"}, row=1)
+        await db.write(session, "child", _RELABEL, {"j": 1, "l": "child"}, row=1)
         await writes.add(session, "parent", _INSERT, {"j": 1, "l": "p", "a": 1}, 2, parent=True)
         with _sent(engine) as seen:
             await writes.flush(session)
@@ -281,7 +282,7 @@ class _FlushThenFail:
     """An action that sends what the batch holds (as an SMS count does), then fails."""
 
     async def execute(self, ctx: Any) -> Any:
-        await write_behind.flush(ctx.session)
+        await held_writes.flush(ctx.session)
         raise RuntimeError("after the flush")
 
 
@@ -289,7 +290,7 @@ class _HoldThenFail:
     """An action that holds a write of its own, then fails."""
 
     async def execute(self, ctx: Any) -> Any:
-        await write_behind.write(ctx.session, "a", _INSERT, {"j": 9, "l": "mine", "a": 1})
+        await db.write(ctx.session, "a", _INSERT, {"j": 9, "l": "mine", "a": 1})
         raise RuntimeError("after holding")
 
 
@@ -316,8 +317,8 @@ async def test_a_step_that_flushed_in_its_savepoint_and_failed_fails_its_batch(
     from careflow.executions.runner import SentInSavepoint, _in_savepoint
 
     async with sessionmaker() as session, session.begin():
-        writes = write_behind.install(session)
-        await write_behind.write(session, "a", _INSERT, {"j": 1, "l": "earlier", "a": 1})
+        writes = held_writes.install(session)
+        await db.write(session, "a", _INSERT, {"j": 1, "l": "earlier", "a": 1})
         # Its savepoint's rollback took the earlier job's row with it: the batch must not
         # commit as if that row were written.
         with pytest.raises(SentInSavepoint):
@@ -333,8 +334,8 @@ async def test_a_step_that_failed_in_its_savepoint_gives_back_what_it_held(
     from careflow.executions.runner import _in_savepoint
 
     async with sessionmaker() as session, session.begin():
-        writes = write_behind.install(session)
-        await write_behind.write(session, "a", _INSERT, {"j": 1, "l": "earlier", "a": 1})
+        writes = held_writes.install(session)
+        await db.write(session, "a", _INSERT, {"j": 1, "l": "earlier", "a": 1})
         with pytest.raises(RuntimeError, match="after holding"):
             await _in_savepoint(_ctx(session, settings, clock), _HoldThenFail())
         assert len(writes) == 1  # the earlier job's write stays; the failed step's went
@@ -346,7 +347,7 @@ async def test_parents_go_by_rank_whichever_was_held_first(
     sessionmaker: Maker, engine: AsyncEngine
 ) -> None:
     async with sessionmaker() as session, session.begin():
-        writes = write_behind.install(session)
+        writes = held_writes.install(session)
         # A form-like row (rank 2) held before its execution-like parent (rank 1).
         await writes.add(session, "second", _INSERT, {"j": 2, "l": "r2", "a": 1}, 2, parent=2)
         await writes.add(session, "first", _INSERT, {"j": 1, "l": "r1", "a": 1}, 1, parent=1)
