@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp
 
+import careflow.tasks  # noqa: F401  (registers every job kind's handler)
 from careflow.auth import access_problem
 from careflow.config import Settings, get_settings
 from careflow.db import create_engine, create_sessionmaker

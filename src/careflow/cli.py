@@ -48,7 +48,7 @@ def worker(
     ] = None,
 ) -> None:
     """Run a job worker until SIGTERM/SIGINT (finishes or releases in-flight jobs)."""
-    from careflow.jobs.worker import run_worker_process
+    from careflow.worker_process import run_worker_process
 
     _run(run_worker_process(concurrency=concurrency))
 

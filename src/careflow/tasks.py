@@ -1,5 +1,5 @@
 """The modules that register job handlers: importing this module registers every job kind
-(the worker does, in ``jobs.worker``)."""
+(``app.py`` and ``worker_process.py`` do, before any worker runs)."""
 
 from __future__ import annotations
 

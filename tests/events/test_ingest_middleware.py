@@ -21,7 +21,7 @@ from careflow.db import create_engine, create_sessionmaker
 from careflow.events.ingest_middleware import IngestMiddleware
 from careflow.events.models import Event
 from careflow.kit.clock import FrozenClock
-from careflow.ops.metrics import REGISTRY
+from careflow.kit.metrics import REGISTRY
 
 Auth = Callable[..., dict[str, str]]
 

@@ -16,7 +16,7 @@ from careflow.jobs.models import JobStatus
 from careflow.jobs.queue import enqueue
 from careflow.jobs.registry import JobContext, job_handler
 from careflow.kit.clock import FrozenClock
-from careflow.ops.metrics import REGISTRY
+from careflow.kit.metrics import REGISTRY
 from tests.jobs.conftest import MakeWorker, add_job, all_jobs, effects, eventually, only_job
 
 pytestmark = pytest.mark.usefixtures("effects_table")

@@ -18,8 +18,8 @@ from careflow.kit.deps import SessionDep, request_transaction
 from careflow.kit.idempotency import HEADER as IDEMPOTENCY_HEADER
 from careflow.kit.idempotency import idempotent
 from careflow.kit.ids import row_id, row_id_path
+from careflow.kit.metrics import EVENTS_INGESTED
 from careflow.kit.schemas import DataEnvelope
-from careflow.ops.metrics import EVENTS_INGESTED
 
 router = APIRouter(tags=["events"])
 

@@ -48,7 +48,7 @@ from careflow.executions.service import (
 from careflow.jobs.errors import DeferJob, RetryableJobError
 from careflow.jobs.queue import default_max_attempts
 from careflow.kit.clock import Clock, isoformat_z
-from careflow.ops.metrics import ACTIONS
+from careflow.kit.metrics import ACTIONS
 
 log = structlog.get_logger("careflow.executions.runner")
 

@@ -20,9 +20,9 @@ from careflow.executions import repository
 from careflow.executions.models import Execution, ExecutionAction
 from careflow.executions.repository import ExecutionFilters
 from careflow.jobs.queue import enqueue
+from careflow.kit.metrics import EXECUTIONS
 from careflow.kit.pagination import PageParams
 from careflow.kit.types import EntityRef
-from careflow.ops.metrics import EXECUTIONS
 
 log = structlog.get_logger("careflow.executions")
 

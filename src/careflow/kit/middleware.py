@@ -215,7 +215,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        from careflow.ops.metrics import HTTP_LATENCY
+        from careflow.kit.metrics import HTTP_LATENCY
 
         started = time.perf_counter()
         status = 500

@@ -66,7 +66,7 @@ async def readyz(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    from careflow.ops.metrics import REGISTRY
+    from careflow.kit.metrics import REGISTRY
 
     if getattr(request.app.state, "worker", None) is None:
         # No worker in this process (`serve --no-worker`) samples the queue: read it now, so
@@ -77,7 +77,7 @@ async def metrics(request: Request) -> Response:
 
 async def _sample_queue_depth(request: Request) -> None:
     from careflow.jobs.service import depth_by_status
-    from careflow.ops.metrics import QUEUE_DEPTH
+    from careflow.kit.metrics import QUEUE_DEPTH
 
     try:
         async with asyncio.timeout(QUEUE_SAMPLE_SECONDS):

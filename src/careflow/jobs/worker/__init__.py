@@ -10,18 +10,18 @@ done exactly when its effects are durable.
 One vocabulary throughout: a *claim* is the jobs one claim statement returned; a *batch*
 is what runs as one (jobs that share, in one transaction, or a single job); a *slot* is
 one of the worker's ``concurrency`` tasks, running its batches in turn under one
-heartbeat. The public interface is ``Worker`` and ``run_worker_process``; the files
-behind it:
+heartbeat. The public interface is ``Worker``; the files behind it:
 
 - ``_loop.py``: ``Worker``: start and stop, the claim loop, housekeeping, and dealing a
   claim into batches and slots.
 - ``_batch.py``: running a slot's batches: together, as a batch of effects, or alone.
 - ``_outcomes.py``: what a failed or interrupted job's next step is, and each outcome's
   count.
-- ``_startup.py``: the ``careflow worker`` process.
+
+The worker runs the handlers that are registered (``jobs.registry``); whoever starts one
+imports ``careflow.tasks`` first, as ``app.py`` and ``careflow.worker_process`` do.
 """
 
 from careflow.jobs.worker._loop import Worker
-from careflow.jobs.worker._startup import run_worker_process
 
-__all__ = ["Worker", "run_worker_process"]
+__all__ = ["Worker"]

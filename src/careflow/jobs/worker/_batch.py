@@ -35,7 +35,7 @@ from careflow.jobs.registry import HANDLERS, JobContext, Sharing, sharing_of
 from careflow.jobs.store import ClaimedJob
 from careflow.jobs.worker._outcomes import Outcomes, finished, job_log
 from careflow.kit.clock import Clock
-from careflow.ops.metrics import JOBS
+from careflow.kit.metrics import JOBS
 
 log = structlog.get_logger("careflow.jobs")
 

@@ -7,8 +7,6 @@ one task per slot (``_batch.BatchRunner.run_slot``). It never exits on a databas
 it backs off and claims again. A housekeeping loop rescues expired leases on its own beat
 and samples the queue's depth. ``stop()`` stops claiming, lets in-flight slots finish for
 up to a lease, then cancels the rest, whose jobs go back to the queue uncounted.
-
-Importing this module imports ``careflow.tasks``, which registers every job kind.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ import structlog
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-import careflow.tasks  # noqa: F401  (registers every job kind's handler)
 from careflow.config import Settings
 from careflow.jobs import queue, store
 from careflow.jobs.listener import NotifyListener, asyncpg_dsn
@@ -34,7 +31,7 @@ from careflow.jobs.store import ClaimedJob
 from careflow.jobs.worker._batch import BatchRunner, job_sharing
 from careflow.kit.clock import Clock
 from careflow.kit.idempotency import purge_expired
-from careflow.ops.metrics import JOB_LAG, QUEUE_DEPTH
+from careflow.kit.metrics import JOB_LAG, QUEUE_DEPTH
 
 log = structlog.get_logger("careflow.jobs")
 

@@ -21,7 +21,7 @@ from careflow.jobs import store
 from careflow.jobs.errors import DeferJob, JobError, PermanentJobError, RetryableJobError
 from careflow.jobs.store import ClaimedJob
 from careflow.kit.clock import Clock
-from careflow.ops.metrics import JOBS
+from careflow.kit.metrics import JOBS
 
 log = structlog.get_logger("careflow.jobs")
 

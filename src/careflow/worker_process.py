@@ -1,5 +1,8 @@
 """``careflow worker``: one process that runs a ``Worker`` until it is told to stop.
 
+Like ``app.py`` for the API, it stands above the domains: it imports ``careflow.tasks``, so
+every domain's job handlers are registered before the worker claims anything.
+
 The process reads its settings, logs as configured, serves metrics if asked to, and runs
 the worker until SIGTERM or SIGINT; then it lets in-flight jobs finish (or releases them)
 and closes the shared transports and the engine.
@@ -12,8 +15,9 @@ import signal
 
 import structlog
 
+import careflow.tasks  # noqa: F401  (registers every job kind's handler)
 from careflow.jobs import queue
-from careflow.jobs.worker._loop import Worker
+from careflow.jobs.worker import Worker
 from careflow.kit.clock import SystemClock
 
 log = structlog.get_logger("careflow.jobs")
@@ -37,7 +41,7 @@ async def run_worker_process(concurrency: int | None = None) -> None:
     if settings.worker_metrics_port:
         from prometheus_client import start_http_server
 
-        from careflow.ops.metrics import REGISTRY
+        from careflow.kit.metrics import REGISTRY
 
         start_http_server(settings.worker_metrics_port, addr="0.0.0.0", registry=REGISTRY)
     engine = create_engine(settings.database_url)
