@@ -242,6 +242,7 @@ def appointment_event_processed(api: Api, world: World) -> dict[str, Any]:
 
 # --- the pathway rules of organisation 1 ----------------------------------------------------
 
+
 @pytest.fixture(scope="package")
 def pathway_world(api: Api, world: World) -> PathwayWorld:
     """The seed's VIP rule and four more (two trigger types), then a VIP booking routed by them."""

@@ -161,7 +161,7 @@ class Serve:
 
 @contextlib.contextmanager
 def running_serve(workdir: Path, env: dict[str, str]) -> Iterator[Serve]:
-    """``careflow migrate`` unless SQLite (serve migrates SQLite itself), then ``careflow serve``."""
+    """``careflow migrate`` (serve migrates only SQLite itself), then ``careflow serve``."""
     careflow = careflow_command()
     if not env["CAREFLOW_DATABASE_URL"].startswith("sqlite"):
         subprocess.run(

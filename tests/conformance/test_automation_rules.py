@@ -124,9 +124,7 @@ class TestRead:
     def test_paging_page_2_limit_2(self, api: Api) -> None:
         r = api("GET", "/v1/automations/rules", params={"page": 2, "limit": 2})
         b = body(r)
-        assert page_meta_ok(b, 2, 2) and len(b["data"]) == min(2, WORLD_RULE_COUNT - 2), (
-            describe(r)
-        )
+        assert page_meta_ok(b, 2, 2) and len(b["data"]) == min(2, WORLD_RULE_COUNT - 2), describe(r)
 
     def test_limit_101_is_400(self, api: Api) -> None:
         r = api("GET", "/v1/automations/rules", params={"limit": 101})

@@ -74,7 +74,8 @@ class TestTriggers:
         assert (
             bs.get("category") == "appointment_lifecycle"
             and bs.get("entity_type") == "appointment"
-            and hours == {"type": "integer", "default": 24, "min": 1, "max": 168, "description": None}
+            and hours
+            == {"type": "integer", "default": 24, "min": 1, "max": 168, "description": None}
         ), bs
 
     def test_after_end_hours_after(self, triggers: dict[str, Any]) -> None:

@@ -23,9 +23,7 @@ def race(send: Callable[[], httpx.Response]) -> list[httpx.Response]:
 
 def test_same_event_id_concurrently_is_one_event(api: Api) -> None:
     event = onboarded_event("evt-dup-conc", 110, "dup@example.com")
-    rs = race(
-        lambda: api("POST", "/v1/events", role="service", org=CONCURRENCY_ORG, json=event)
-    )
+    rs = race(lambda: api("POST", "/v1/events", role="service", org=CONCURRENCY_ORG, json=event))
     codes = sorted(r.status_code for r in rs)
     ids = {(body(r) or {}).get("data", {}).get("id") for r in rs}
     assert codes == [200] * (RACERS - 1) + [202] and len(ids) == 1, codes

@@ -1,4 +1,4 @@
-"""Entity snapshots (PUT /v1/entities/…) and the rule dry run (POST /v1/automations/rules/{id}/test).
+"""Entity snapshots (PUT /v1/entities/…) and the rule dry run (POST …/rules/{id}/test).
 
 The dry run reads a patient that only this module writes (200), so the world's events about
 patient 100 cannot change the address it would send to.
@@ -64,8 +64,8 @@ class TestEntities:
 
 class TestDryRun:
     def test_dry_run_200_data(self, dry_run: httpx.Response) -> None:
-        assert dry_run.status_code == 200 and set(body(dry_run) or {}) == {"data"}, (
-            describe(dry_run)
+        assert dry_run.status_code == 200 and set(body(dry_run) or {}) == {"data"}, describe(
+            dry_run
         )
 
     def test_dry_run_would_execute(self, dry_run: httpx.Response) -> None:

@@ -60,8 +60,8 @@ class TestList:
     def test_filter_patient_id(self, api: Api, episodes: httpx.Response) -> None:
         r = api("GET", "/v1/episodes", params={"patient_id": 100})
         got = (body(r) or {}).get("data") or []
-        assert r.status_code == 200 and got and all(x["patient_id"] == 100 for x in got), (
-            describe(r)
+        assert r.status_code == 200 and got and all(x["patient_id"] == 100 for x in got), describe(
+            r
         )
 
     def test_filter_suggested_priority(self, api: Api, pathway_world: PathwayWorld) -> None:

@@ -54,7 +54,9 @@ class TestList:
 
     def test_execution_fields(self, api: Api, worker_results: WorkerResults) -> None:
         executions = (body(api("GET", "/v1/automations/executions")) or {}).get("data", [])
-        missing = [sorted(EXECUTION_FIELDS - set(e)) for e in executions if not set(e) >= EXECUTION_FIELDS]
+        missing = [
+            sorted(EXECUTION_FIELDS - set(e)) for e in executions if not set(e) >= EXECUTION_FIELDS
+        ]
         assert not missing, missing
 
     def test_timestamps_z(self, api: Api, worker_results: WorkerResults) -> None:
@@ -109,7 +111,9 @@ class TestVideoExecutions:
         assert (
             "apt-x" in video_executions
             and 50 in video_executions
-            and all(x.get("trigger_entity_type") == "appointment" for x in video_executions.values())
+            and all(
+                x.get("trigger_entity_type") == "appointment" for x in video_executions.values()
+            )
         ), list(video_executions)
 
     def test_success_for_appointment_50(self, video_executions: dict[Any, dict[str, Any]]) -> None:
@@ -124,9 +128,10 @@ class TestVideoExecutions:
         self, api: Api, video_executions: dict[Any, dict[str, Any]]
     ) -> None:
         e = video_executions.get(50) or {}
-        acts = data(api("GET", f"/v1/automations/executions/{e.get('id', 0)}")).get(
-            "actions_executed"
-        ) or []
+        acts = (
+            data(api("GET", f"/v1/automations/executions/{e.get('id', 0)}")).get("actions_executed")
+            or []
+        )
         em = [a for a in acts if a.get("action") == "send_email"]
         assert (
             em
@@ -151,9 +156,7 @@ class TestFilters:
             describe(r)
         )
 
-    def test_trigger_event(
-        self, api: Api, video_executions: dict[Any, dict[str, Any]]
-    ) -> None:
+    def test_trigger_event(self, api: Api, video_executions: dict[Any, dict[str, Any]]) -> None:
         r = api(
             "GET",
             "/v1/automations/executions",
@@ -244,9 +247,7 @@ class TestRuleCounters:
         assert TS_Z.match(str(rule.get("last_executed_at"))), rule.get("last_executed_at")
 
 
-def test_execution_for_failing_mailbox_exists(
-    world: World, executions_for: ExecutionsFor
-) -> None:
+def test_execution_for_failing_mailbox_exists(world: World, executions_for: ExecutionsFor) -> None:
     def failing() -> dict[str, Any] | None:
         ex = [x for x in executions_for(world.rule_id) if x.get("trigger_entity_id") == 103]
         return ex[0] if ex else None

@@ -59,8 +59,7 @@ def pending(api: Api, worker_results: WorkerResults) -> Pending:
 @pytest.fixture(scope="module")
 def completed(api: Api, pending: Pending) -> list[tuple[dict[str, Any], httpx.Response]]:
     return [
-        (f, api("POST", f"/v1/forms/{f['id']}/complete", role="service"))
-        for f in pending.form_list
+        (f, api("POST", f"/v1/forms/{f['id']}/complete", role="service")) for f in pending.form_list
     ]
 
 
@@ -133,4 +132,6 @@ class TestCompletion:
     def test_gate_string_patient_id_echoed(self, api: Api, worker_results: WorkerResults) -> None:
         r = api("GET", "/v1/patients/p-str/gate")
         g = data(r)
-        assert r.status_code == 200 and g.get("patient_id") == "p-str" and g.get("blocked") is True, g
+        assert (
+            r.status_code == 200 and g.get("patient_id") == "p-str" and g.get("blocked") is True
+        ), g

@@ -48,7 +48,9 @@ def test_replay_answers_the_first_answer(
 def test_key_reused_with_another_body_is_422(
     api: Api, first_and_replay: tuple[httpx.Response, httpx.Response]
 ) -> None:
-    r = api("POST", "/v1/automations/rules", org=SCRATCH, json=dict(RULE, name="Other"), headers=KEY)
+    r = api(
+        "POST", "/v1/automations/rules", org=SCRATCH, json=dict(RULE, name="Other"), headers=KEY
+    )
     assert r.status_code == 422 and (body(r) or {}).get("error", {}).get("code") in (
         "idempotency_key_reused",
     ), describe(r)

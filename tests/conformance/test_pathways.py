@@ -80,12 +80,16 @@ class TestConfigs:
         assert pathway_error(r, 404, "NOT_FOUND"), describe(r)
 
     def test_put_200(self, api: Api, booked_config: httpx.Response) -> None:
-        new = {k: data(booked_config).get(k) for k in CONFIG_FIELDS} | {"suggested_priority": "high"}
+        new = {k: data(booked_config).get(k) for k in CONFIG_FIELDS} | {
+            "suggested_priority": "high"
+        }
         r = api("PUT", "/v1/pathway-configs/appointment.booked", json=new)
         assert r.status_code == 200 and data(r).get("suggested_priority") == "high", describe(r)
 
     def test_put_invalid_enum_400(self, api: Api, booked_config: httpx.Response) -> None:
-        new = {k: data(booked_config).get(k) for k in CONFIG_FIELDS} | {"suggested_priority": "ASAP"}
+        new = {k: data(booked_config).get(k) for k in CONFIG_FIELDS} | {
+            "suggested_priority": "ASAP"
+        }
         r = api("PUT", "/v1/pathway-configs/appointment.booked", json=new)
         assert pathway_error(r, 400, "VALIDATION_ERROR"), describe(r)
 
@@ -128,7 +132,9 @@ class TestCreate:
 
 class TestCreateRefusals:
     def test_idempotency_key_replay(self, api: Api, pathway_world: PathwayWorld) -> None:
-        r = api("POST", "/v1/pathway-rules", json=SEED, headers={"Idempotency-Key": PATHWAY_SEED_KEY})
+        r = api(
+            "POST", "/v1/pathway-rules", json=SEED, headers={"Idempotency-Key": PATHWAY_SEED_KEY}
+        )
         assert (
             r.status_code == 201
             and r.json().get("data") == pathway_world.rule
@@ -157,7 +163,9 @@ class TestCreateRefusals:
         assert pathway_error(r, 400, "VALIDATION_ERROR"), describe(r)
 
     def test_missing_rule_name_400(self, api: Api) -> None:
-        r = api("POST", "/v1/pathway-rules", json={"trigger_type": "appointment.booked", "priority": 3})
+        r = api(
+            "POST", "/v1/pathway-rules", json={"trigger_type": "appointment.booked", "priority": 3}
+        )
         assert pathway_error(r, 400, "VALIDATION_ERROR"), describe(r)
 
     def test_suggested_priority_enum_400(self, api: Api) -> None:
@@ -165,12 +173,18 @@ class TestCreateRefusals:
         assert pathway_error(r, 400, "VALIDATION_ERROR"), describe(r)
 
     def test_expected_next_actor_enum_400(self, api: Api) -> None:
-        r = api("POST", "/v1/pathway-rules", json=dict(SEED, priority=4, expected_next_actor="robot"))
+        r = api(
+            "POST", "/v1/pathway-rules", json=dict(SEED, priority=4, expected_next_actor="robot")
+        )
         assert pathway_error(r, 400, "VALIDATION_ERROR"), describe(r)
 
     @pytest.mark.parametrize(
         ("field", "value"),
-        [("journey_type", "Not A Slug"), ("inbox_visibility", "sometimes"), ("creation_mode", "maybe")],
+        [
+            ("journey_type", "Not A Slug"),
+            ("inbox_visibility", "sometimes"),
+            ("creation_mode", "maybe"),
+        ],
     )
     def test_enum_or_slug_field_400(self, api: Api, field: str, value: str) -> None:
         r = api("POST", "/v1/pathway-rules", json=dict(SEED, priority=4, **{field: value}))

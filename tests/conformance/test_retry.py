@@ -98,14 +98,12 @@ def test_retry_as_specialist_403(api: Api, failed: Failed) -> None:
 
 
 def test_retry_accepted(retried: httpx.Response) -> None:
-    assert retried.status_code in (200, 202) and set(body(retried) or {}) == {"data"}, (
-        describe(retried)
+    assert retried.status_code in (200, 202) and set(body(retried) or {}) == {"data"}, describe(
+        retried
     )
 
 
-def test_retried_execution_ends_success(
-    api: Api, failed: Failed, retried: httpx.Response
-) -> None:
+def test_retried_execution_ends_success(api: Api, failed: Failed, retried: httpx.Response) -> None:
     path = f"/v1/automations/executions/{failed.execution.get('id', 0)}"
     assert poll(lambda: data(api("GET", path, org=RETRY_ORG)).get("status") == "success", 30)
 

@@ -23,7 +23,9 @@ class TestTemplates:
     def test_list_has_built_ins(self, api: Api) -> None:
         r = api("GET", "/v1/templates")
         listed = (body(r) or {}).get("data")
-        keys = {x.get("key") or x.get("name") for x in listed} if isinstance(listed, list) else set()
+        keys = (
+            {x.get("key") or x.get("name") for x in listed} if isinstance(listed, list) else set()
+        )
         assert r.status_code == 200 and keys >= BUILT_INS, describe(r)
 
     def test_override_put_get_delete(self, api: Api) -> None:
@@ -85,7 +87,9 @@ class TestAuditLog:
         r = api("GET", "/v1/audit-log", params={"object_type": "pathway_rule"})
         got = (body(r) or {}).get("data") or []
         assert (
-            r.status_code == 200 and got and all("pathway" in str(x.get("object_type")) for x in got)
+            r.status_code == 200
+            and got
+            and all("pathway" in str(x.get("object_type")) for x in got)
         ), describe(r)
 
     def test_entries_carry_no_emails(self, audit_log: httpx.Response) -> None:

@@ -106,9 +106,7 @@ class TestReminder:
 class TestDelayedEmail:
     def test_execution_running_with_nothing_listed_while_waiting(self, world: World) -> None:
         pending = world.delayed_pending
-        assert pending.get("status") == "running" and pending.get("actions_executed") == [], (
-            pending
-        )
+        assert pending.get("status") == "running" and pending.get("actions_executed") == [], pending
 
     def test_not_sent_early(self, world: World) -> None:
         assert world.delayed_sent_early == 0
@@ -118,8 +116,6 @@ class TestDelayedEmail:
     ) -> None:
         assert delayed.execution, executions_for(world.id_of("create_delayed"))
 
-    def test_email_arrived_after_the_delay(
-        self, delayed: Delayed, smtp_sink: RefusingSink
-    ) -> None:
+    def test_email_arrived_after_the_delay(self, delayed: Delayed, smtp_sink: RefusingSink) -> None:
         count = smtp_sink.count_to("delay@example.com")
         assert count == 1 and delayed.waited >= 55, f"count={count} waited={delayed.waited:.0f}s"
