@@ -11,7 +11,7 @@ from careflow.actions.registry import EXECUTORS
 from careflow.config import Settings
 from careflow.forms.models import Form, FormStatus
 from careflow.kit.clock import FrozenClock
-from tests.actions.factories import create_execution, create_form, make_context
+from tests.fixtures.factories import create_execution, create_form, make_context
 
 CONFIG = {"type": "require_form", "form_template_id": 42, "blocking": True, "description": "GDPR"}
 executor = EXECUTORS["require_form"]

@@ -12,8 +12,8 @@ from careflow.automations.models import Template
 from careflow.config import Settings
 from careflow.kit.clock import FrozenClock
 from careflow.messages.models import Message
-from tests.actions.factories import create_execution, make_context
 from tests.conftest import make_settings
+from tests.fixtures.factories import create_execution, make_context
 from tests.fixtures.smtp import SmtpServer
 
 CONFIG = {"type": "send_email", "template": "welcome_patient"}

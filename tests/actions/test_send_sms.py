@@ -16,8 +16,8 @@ from careflow.jobs.errors import DeferJob
 from careflow.kit.clock import FrozenClock
 from careflow.kit.models import OrganizationSettings
 from careflow.messages.models import Message
-from tests.actions.factories import create_execution, make_context
 from tests.conftest import make_settings
+from tests.fixtures.factories import create_execution, make_context
 from tests.fixtures.twilio import TwilioFake
 
 CONFIG = {"type": "send_sms", "template": "welcome_patient"}

@@ -11,7 +11,7 @@ from careflow.actions.registry import EXECUTORS
 from careflow.config import Settings
 from careflow.kit.clock import FrozenClock
 from careflow.segments.models import SegmentMember
-from tests.actions.factories import create_execution, make_context
+from tests.fixtures.factories import create_execution, make_context
 
 executor = EXECUTORS["update_segment"]
 

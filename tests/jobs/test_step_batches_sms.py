@@ -23,7 +23,8 @@ from careflow.jobs.worker import Worker, load_handlers
 from careflow.kit.clock import FrozenClock
 from careflow.kit.models import OrganizationSettings
 from tests.conftest import make_settings
-from tests.engine.helpers import PATIENT, count, create_rule, onboarded, post_event
+from tests.fixtures.database import count
+from tests.fixtures.factories import PATIENT, create_rule, onboarded, post_event
 from tests.fixtures.twilio import TwilioFake
 
 Auth = Callable[..., dict[str, str]]
