@@ -16,8 +16,9 @@ from careflow.jobs.errors import DeferJob
 from careflow.kit.clock import FrozenClock
 from careflow.kit.models import OrganizationSettings
 from careflow.messages.models import Message
+from tests.actions.conftest import ContextFor
 from tests.conftest import make_settings
-from tests.fixtures.factories import create_execution, make_context
+from tests.fixtures.factories import create_execution
 from tests.fixtures.twilio import TwilioFake
 
 CONFIG = {"type": "send_sms", "template": "welcome_patient"}
@@ -45,27 +46,14 @@ Run = Callable[..., Any]
 
 
 @pytest.fixture
-def run_sms(
-    twilio_settings: Settings, clock: FrozenClock, services: dict[str, Any]
-) -> Callable[..., Any]:
-    async def run(
-        session: AsyncSession,
-        execution: Execution,
-        *,
-        patient: dict[str, Any] | None = PATIENT,
-        **kwargs: Any,
-    ) -> Any:
+def run_sms(twilio_settings: Settings, context_for: ContextFor) -> Callable[..., Any]:
+    """``await run_sms(session, execution, **overrides)``: the executor run once on ``CONFIG``
+    for ``PATIENT`` through the Twilio fake; ``overrides`` replace any part of the context."""
+
+    async def run(session: AsyncSession, execution: Execution, **overrides: Any) -> Any:
+        defaults = {"settings": twilio_settings, "config": CONFIG, "patient": PATIENT}
         return await executor.execute(
-            make_context(
-                session,
-                settings=twilio_settings,
-                clock=clock,
-                services=services,
-                execution=execution,
-                config=kwargs.pop("config", CONFIG),
-                patient=patient,
-                **kwargs,
-            )
+            context_for(session, execution, **{**defaults, **overrides})
         )
 
     return run
@@ -325,24 +313,14 @@ class TestHourlyLimit:
         maker: async_sessionmaker[AsyncSession],
         database_url: str,
         clock: FrozenClock,
-        services: dict[str, Any],
+        run_sms: Run,
     ) -> None:
         settings = make_settings(database_url, sms_hourly_limit=1)
         async with maker() as session:
             await self.add_sent_sms(session, 1, clock.now() - timedelta(minutes=1))
             execution = await create_execution(session, now=clock.now())
             with pytest.raises(DeferJob) as deferred:
-                await executor.execute(
-                    make_context(
-                        session,
-                        settings=settings,
-                        clock=clock,
-                        services=services,
-                        execution=execution,
-                        config=CONFIG,
-                        patient=PATIENT,
-                    )
-                )
+                await run_sms(session, execution, settings=settings)
         assert deferred.value.until == clock.now() + timedelta(minutes=59)
 
 
