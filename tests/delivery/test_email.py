@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from email.message import Message
 from typing import Any
 
@@ -44,14 +44,6 @@ class _RefuseRecipients:
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
     ) -> str:
         return "550 5.1.1 No such user"
-
-
-@pytest.fixture
-async def transport(settings: Settings) -> AsyncIterator[SmtpTransport]:
-    """A transport to the test's SMTP server; what it keeps open is closed at teardown."""
-    sending = SmtpTransport(settings)
-    yield sending
-    await sending.aclose()
 
 
 @pytest.fixture(scope="module")
