@@ -118,6 +118,19 @@ def settings(database_url: str, smtp: SmtpServer) -> Settings:
 
 
 @pytest.fixture
+def twilio_settings(database_url: str, twilio: TwilioFake) -> Settings:
+    """Settings that send SMS through the Twilio fake."""
+    return make_settings(
+        database_url,
+        sms_provider="twilio",
+        twilio_account_sid="AC123",
+        twilio_auth_token="secret-token",
+        twilio_from="+15550001111",
+        twilio_base_url=twilio.base_url,
+    )
+
+
+@pytest.fixture
 def app(settings: Settings, engine: AsyncEngine, clock: FrozenClock) -> FastAPI:
     return create_app(settings, engine=engine, clock=clock, migrate_sqlite=False)
 

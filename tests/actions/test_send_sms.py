@@ -26,18 +26,6 @@ PATIENT = {"id": 100, "first_name": "Alex", "phone": "+447700900123", "timezone"
 executor = EXECUTORS["send_sms"]
 
 
-@pytest.fixture
-def twilio_settings(database_url: str, twilio: TwilioFake) -> Settings:
-    return make_settings(
-        database_url,
-        sms_provider="twilio",
-        twilio_account_sid="AC123",
-        twilio_auth_token="secret-token",
-        twilio_from="+15550001111",
-        twilio_base_url=twilio.base_url,
-    )
-
-
 async def messages(session: AsyncSession) -> list[Message]:
     return list((await session.execute(select(Message))).scalars())
 
