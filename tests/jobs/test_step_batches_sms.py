@@ -22,6 +22,7 @@ from careflow.jobs.models import Job, JobStatus
 from careflow.jobs.worker import Worker, load_handlers
 from careflow.kit.clock import FrozenClock
 from careflow.kit.models import OrganizationSettings
+from tests.conftest import make_settings
 from tests.fixtures.database import count
 from tests.fixtures.factories import PATIENT, create_rule, onboarded, post_event
 from tests.fixtures.twilio import TwilioFake
@@ -43,8 +44,15 @@ RULE = {
 
 
 @pytest.fixture
-def settings(twilio_settings: Settings) -> Settings:
-    return twilio_settings
+def settings(database_url: str, twilio: TwilioFake) -> Settings:
+    return make_settings(
+        database_url,
+        sms_provider="twilio",
+        twilio_account_sid="AC123",
+        twilio_auth_token="secret-token",
+        twilio_from="+15550001111",
+        twilio_base_url=twilio.base_url,
+    )
 
 
 async def _org_settings(engine: AsyncEngine, clock: FrozenClock, **fields: Any) -> None:
