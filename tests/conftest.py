@@ -1,27 +1,40 @@
-"""Shared fixtures: a real database, a real SMTP server, a real HTTP Twilio fake."""
+"""Shared fixtures: a real database, a real SMTP server, a real HTTP Twilio fake, the app
+with its client and callers, and ``drain``, which runs the job queue at the frozen clock's
+time."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from careflow.app import create_app
 from careflow.auth import issue_token
 from careflow.config import Settings
+from careflow.db import create_sessionmaker
+from careflow.jobs.models import Job, JobStatus
+from careflow.jobs.worker import Worker
 from careflow.kit.clock import FrozenClock
 from careflow.kit.rulesets import clear_all as clear_rulesets
-from tests.fixtures.database import make_engine, reset_schema, test_database_url, truncate_all
+from tests.fixtures.database import (
+    count,
+    make_engine,
+    reset_schema,
+    test_database_url,
+    truncate_all,
+)
 from tests.fixtures.smtp import SmtpServer
 from tests.fixtures.twilio import TwilioFake
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256"
 T0 = datetime(2025, 2, 15, 10, 0, tzinfo=UTC)
+
+Drain = Callable[..., Awaitable[int]]
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +48,11 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await reset_schema(eng)
     yield eng
     await eng.dispose()
+
+
+@pytest.fixture
+def maker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_sessionmaker(engine)
 
 
 @pytest.fixture(autouse=True)
@@ -100,6 +118,19 @@ def settings(database_url: str, smtp: SmtpServer) -> Settings:
 
 
 @pytest.fixture
+def twilio_settings(database_url: str, twilio: TwilioFake) -> Settings:
+    """Settings that send SMS through the Twilio fake."""
+    return make_settings(
+        database_url,
+        sms_provider="twilio",
+        twilio_account_sid="AC123",
+        twilio_auth_token="secret-token",
+        twilio_from="+15550001111",
+        twilio_base_url=twilio.base_url,
+    )
+
+
+@pytest.fixture
 def app(settings: Settings, engine: AsyncEngine, clock: FrozenClock) -> FastAPI:
     return create_app(settings, engine=engine, clock=clock, migrate_sqlite=False)
 
@@ -127,3 +158,25 @@ def auth(token: Callable[..., str]) -> Callable[..., dict[str, str]]:
         return {"Authorization": f"Bearer {token(role, org, sub, **extra)}"}
 
     return make
+
+
+@pytest.fixture
+def drain(app: FastAPI, settings: Settings, clock: FrozenClock) -> Drain:
+    """``await drain()`` runs every job due now; ``drain(until_settled=True)`` also moves the
+    clock on five minutes at a time (past retry backoff) until no job is left at all."""
+
+    async def run(
+        *, until_settled: bool = False, step_minutes: float = 5, max_steps: int = 50
+    ) -> int:
+        worker = Worker(app.state.sessionmaker, settings, clock, services=app.state.services)
+        ran = await worker.run_until_idle()
+        if not until_settled:
+            return ran
+        for _ in range(max_steps):
+            if await count(app.state.engine, Job, Job.status == JobStatus.QUEUED) == 0:
+                break
+            clock.advance(minutes=step_minutes)
+            ran += await worker.run_until_idle()
+        return ran
+
+    return run

@@ -1,18 +1,22 @@
+"""Fixtures of the executor tests: the worker's shared clients, and action contexts bound to
+the test's settings, clock and clients."""
+
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from careflow.db import create_sessionmaker
+from careflow.actions.base import ActionContext
+from careflow.config import Settings
 from careflow.delivery.transports import SERVICES_KEY
+from careflow.kit.clock import FrozenClock
+from careflow.models import Execution
+from tests.fixtures.factories import make_context
 
-
-@pytest.fixture
-def maker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return create_sessionmaker(engine)
+ContextFor = Callable[..., ActionContext]
 
 
 @pytest.fixture
@@ -23,3 +27,19 @@ async def services() -> AsyncIterator[dict[str, Any]]:
     transports = shared.get(SERVICES_KEY)
     if transports is not None:
         await transports.aclose()
+
+
+@pytest.fixture
+def context_for(settings: Settings, clock: FrozenClock, services: dict[str, Any]) -> ContextFor:
+    """``context_for(session, execution, config, **overrides)``: the context an executor runs
+    in, with this test's settings, clock and clients unless ``overrides`` name others."""
+
+    def make(
+        session: AsyncSession, execution: Execution, config: Mapping[str, Any], **overrides: Any
+    ) -> ActionContext:
+        bound: dict[str, Any] = {"settings": settings, "clock": clock, "services": services}
+        return make_context(
+            session, execution=execution, config=config, **{**bound, **overrides}
+        )
+
+    return make

@@ -8,10 +8,10 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from careflow.actions.registry import EXECUTORS
-from careflow.config import Settings
 from careflow.forms.models import Form, FormStatus
 from careflow.kit.clock import FrozenClock
-from tests.actions.factories import create_execution, create_form, make_context
+from tests.actions.conftest import ContextFor
+from tests.fixtures.factories import create_execution, create_form
 
 CONFIG = {"type": "require_form", "form_template_id": 42, "blocking": True, "description": "GDPR"}
 executor = EXECUTORS["require_form"]
@@ -28,22 +28,12 @@ class TestRequireForm:
     async def test_creates_a_pending_form_keyed_by_the_action(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        context_for: ContextFor,
     ) -> None:
         async with maker() as session:
             execution = await create_execution(session, now=clock.now())
-            ctx = make_context(
-                session,
-                settings=settings,
-                clock=clock,
-                services=services,
-                execution=execution,
-                config=CONFIG,
-                action_index=1,
-                patient={"id": 100},
-            )
+            ctx = context_for(session, execution, CONFIG, action_index=1, patient={"id": 100})
             outcome = await executor.execute(ctx)
             await session.commit()
         assert outcome.status == "success"
@@ -60,21 +50,12 @@ class TestRequireForm:
     async def test_rerun_of_the_same_action_finds_its_form(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        context_for: ContextFor,
     ) -> None:
         async with maker() as session:
             execution = await create_execution(session, now=clock.now())
-            ctx = make_context(
-                session,
-                settings=settings,
-                clock=clock,
-                services=services,
-                execution=execution,
-                config=CONFIG,
-                patient={"id": 100},
-            )
+            ctx = context_for(session, execution, CONFIG, patient={"id": 100})
             first = await executor.execute(ctx)
             await session.commit()
             # Even after the patient completed it, the action's own form is its result.
@@ -91,20 +72,14 @@ class TestRequireForm:
     async def test_never_a_second_pending_form_of_one_template(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        context_for: ContextFor,
     ) -> None:
         async with maker() as session:
             one = await create_execution(session, now=clock.now())
             two = await create_execution(session, now=clock.now())
-            common: dict[str, Any] = {"settings": settings, "clock": clock, "services": services}
-            first = await executor.execute(
-                make_context(session, execution=one, config=CONFIG, **common)
-            )
-            second = await executor.execute(
-                make_context(session, execution=two, config=CONFIG, **common)
-            )
+            first = await executor.execute(context_for(session, one, CONFIG))
+            second = await executor.execute(context_for(session, two, CONFIG))
             await session.commit()
             assert second.status == "success"
             assert second.result == {"form_id": first.result["form_id"], "reused": True}
@@ -113,23 +88,15 @@ class TestRequireForm:
     async def test_another_template_or_patient_gets_its_own_form(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        context_for: ContextFor,
     ) -> None:
         async with maker() as session:
-            common: dict[str, Any] = {"settings": settings, "clock": clock, "services": services}
             ids = set()
             for patient_id, template_id in ((100, 42), (100, 43), (101, 42)):
                 execution = await create_execution(session, patient_id=patient_id, now=clock.now())
-                outcome = await executor.execute(
-                    make_context(
-                        session,
-                        execution=execution,
-                        config={**CONFIG, "form_template_id": template_id},
-                        **common,
-                    )
-                )
+                config = {**CONFIG, "form_template_id": template_id}
+                outcome = await executor.execute(context_for(session, execution, config))
                 assert "reused" not in outcome.result
                 ids.add(outcome.result["form_id"])
             assert len(ids) == 3
@@ -137,68 +104,38 @@ class TestRequireForm:
     async def test_a_completed_form_does_not_stop_a_new_one(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        context_for: ContextFor,
     ) -> None:
         async with maker() as session:
             done = await create_form(session, now=clock.now(), status=FormStatus.COMPLETED)
             execution = await create_execution(session, now=clock.now())
-            outcome = await executor.execute(
-                make_context(
-                    session,
-                    settings=settings,
-                    clock=clock,
-                    services=services,
-                    execution=execution,
-                    config=CONFIG,
-                )
-            )
+            outcome = await executor.execute(context_for(session, execution, CONFIG))
             assert outcome.status == "success"
             assert outcome.result["form_id"] != done.id
 
     async def test_pending_form_of_another_organisation_is_not_reused(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        context_for: ContextFor,
     ) -> None:
         async with maker() as session:
             theirs = await create_form(session, org=2, now=clock.now())
             execution = await create_execution(session, now=clock.now())
-            outcome = await executor.execute(
-                make_context(
-                    session,
-                    settings=settings,
-                    clock=clock,
-                    services=services,
-                    execution=execution,
-                    config=CONFIG,
-                )
-            )
+            outcome = await executor.execute(context_for(session, execution, CONFIG))
             assert outcome.result["form_id"] != theirs.id
             assert "reused" not in outcome.result
 
     async def test_no_patient_is_skipped(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        context_for: ContextFor,
     ) -> None:
         async with maker() as session:
             execution = await create_execution(session, patient_id=None, now=clock.now())
-            outcome = await executor.execute(
-                make_context(
-                    session,
-                    settings=settings,
-                    clock=clock,
-                    services=services,
-                    execution=execution,
-                    config=CONFIG,
-                )
-            )
+            outcome = await executor.execute(context_for(session, execution, CONFIG))
             assert (outcome.status, outcome.reason) == ("skipped", "no patient")
             assert await count_forms(session) == 0
 
@@ -221,9 +158,8 @@ class TestRequireFormConcurrency:
         self,
         engine: AsyncEngine,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        context_for: ContextFor,
     ) -> None:
         if engine.dialect.name != "postgresql":
             pytest.skip("SQLite has a single writer: the race needs PostgreSQL")
@@ -231,16 +167,12 @@ class TestRequireFormConcurrency:
             one = await create_execution(setup, now=clock.now())
             two = await create_execution(setup, now=clock.now())
             await setup.commit()
-        common: dict[str, Any] = {"settings": settings, "clock": clock, "services": services}
-
         async with maker() as first, maker() as second, maker() as observer:
-            won = await executor.execute(
-                make_context(first, execution=one, config=CONFIG, **common)
-            )
+            won = await executor.execute(context_for(first, one, CONFIG))
             # The second sees no pending form yet (uncommitted), so it inserts and waits on
             # the partial unique index until the first transaction ends.
             racing = asyncio.create_task(
-                executor.execute(make_context(second, execution=two, config=CONFIG, **common))
+                executor.execute(context_for(second, two, CONFIG))
             )
             for _ in range(1000):
                 waiting = await observer.scalar(

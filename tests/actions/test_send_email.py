@@ -1,53 +1,57 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from careflow.actions.base import RetryableActionError
+from careflow.actions.base import ActionOutcome, RetryableActionError
 from careflow.actions.registry import EXECUTORS
-from careflow.config import Settings
 from careflow.kit.clock import FrozenClock
 from careflow.messages.models import Message
-from careflow.templates.models import Template
-from tests.actions.factories import create_execution, make_context
+from tests.actions.conftest import ContextFor
 from tests.conftest import make_settings
+from tests.fixtures.factories import create_execution, create_template
 from tests.fixtures.smtp import SmtpServer
 
 CONFIG = {"type": "send_email", "template": "welcome_patient"}
 PATIENT = {"id": 100, "first_name": "Alex", "email": "alex@example.com"}
 executor = EXECUTORS["send_email"]
 
+SendEmail = Callable[..., Awaitable[ActionOutcome]]
+
 
 async def messages(session: AsyncSession) -> list[Message]:
     return list((await session.execute(select(Message))).scalars())
+
+
+@pytest.fixture
+def send_email(context_for: ContextFor) -> SendEmail:
+    """``await send_email(session, execution, **overrides)``: the executor run once on
+    ``CONFIG`` for ``PATIENT``; ``overrides`` replace any part of the context."""
+
+    async def send(session: AsyncSession, execution: Any, **overrides: Any) -> ActionOutcome:
+        return await executor.execute(
+            context_for(session, execution, **{"config": CONFIG, "patient": PATIENT, **overrides})
+        )
+
+    return send
 
 
 class TestSendEmail:
     async def test_sends_once_with_a_deterministic_message_id(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        send_email: SendEmail,
         smtp: SmtpServer,
     ) -> None:
         async with maker() as session:
             execution = await create_execution(session, now=clock.now())
             await session.commit()
-            ctx = make_context(
-                session,
-                settings=settings,
-                clock=clock,
-                services=services,
-                execution=execution,
-                config=CONFIG,
-                action_index=2,
-                patient=PATIENT,
-            )
-            outcome = await executor.execute(ctx)
+            outcome = await send_email(session, execution, action_index=2)
             await session.commit()
 
         assert outcome.status == "success"
@@ -74,18 +78,7 @@ class TestSendEmail:
             assert row.sent_at == clock.now()
 
             # The job runs again (a crash after the commit): nothing is sent twice.
-            again = await executor.execute(
-                make_context(
-                    session,
-                    settings=settings,
-                    clock=clock,
-                    services=services,
-                    execution=execution,
-                    config=CONFIG,
-                    action_index=2,
-                    patient=PATIENT,
-                )
-            )
+            again = await send_email(session, execution, action_index=2)
             assert again.status == "success"
             assert again.result == {"email_id": email_id}
         assert len(smtp.sink.messages) == 1
@@ -105,26 +98,15 @@ class TestSendEmail:
     async def test_skips_without_a_reachable_address(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        send_email: SendEmail,
         smtp: SmtpServer,
         patient: dict[str, Any] | None,
         reason: str,
     ) -> None:
         async with maker() as session:
             execution = await create_execution(session, now=clock.now())
-            outcome = await executor.execute(
-                make_context(
-                    session,
-                    settings=settings,
-                    clock=clock,
-                    services=services,
-                    execution=execution,
-                    config=CONFIG,
-                    patient=patient,
-                )
-            )
+            outcome = await send_email(session, execution, patient=patient)
             assert (outcome.status, outcome.reason) == ("skipped", reason)
             assert await messages(session) == []
         assert smtp.sink.messages == []
@@ -132,41 +114,21 @@ class TestSendEmail:
     async def test_temporary_smtp_failure_is_retried(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        send_email: SendEmail,
         smtp: SmtpServer,
     ) -> None:
         smtp.sink.fail_next = 1
         async with maker() as session:
             execution = await create_execution(session, now=clock.now())
             await session.commit()
-            ctx = make_context(
-                session,
-                settings=settings,
-                clock=clock,
-                services=services,
-                execution=execution,
-                config=CONFIG,
-                patient=PATIENT,
-            )
             with pytest.raises(RetryableActionError, match="451"):
-                await executor.execute(ctx)
+                await send_email(session, execution)
             await session.rollback()  # what the job runner does when the error propagates
             await session.refresh(execution)
             assert await messages(session) == []
 
-            retry = make_context(
-                session,
-                settings=settings,
-                clock=clock,
-                services=services,
-                execution=execution,
-                config=CONFIG,
-                patient=PATIENT,
-                attempt=2,
-            )
-            outcome = await executor.execute(retry)
+            outcome = await send_email(session, execution, attempt=2)
             assert outcome.status == "success"
             [row] = await messages(session)
             assert (row.status, row.attempts, row.error) == ("sent", 2, None)
@@ -175,27 +137,14 @@ class TestSendEmail:
     async def test_temporary_failure_on_the_last_attempt_is_a_failure(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        send_email: SendEmail,
         smtp: SmtpServer,
     ) -> None:
         smtp.sink.fail_next = 1
         async with maker() as session:
             execution = await create_execution(session, now=clock.now())
-            outcome = await executor.execute(
-                make_context(
-                    session,
-                    settings=settings,
-                    clock=clock,
-                    services=services,
-                    execution=execution,
-                    config=CONFIG,
-                    patient=PATIENT,
-                    attempt=5,
-                    is_last_attempt=True,
-                )
-            )
+            outcome = await send_email(session, execution, attempt=5, is_last_attempt=True)
             await session.commit()
         assert outcome.status == "failure"
         assert outcome.error is not None and "451" in outcome.error
@@ -209,26 +158,17 @@ class TestSendEmail:
     async def test_a_failed_message_is_sent_again_by_a_later_run(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        send_email: SendEmail,
         smtp: SmtpServer,
     ) -> None:
         smtp.sink.fail_next = 1
         async with maker() as session:
             execution = await create_execution(session, now=clock.now())
-            common: dict[str, Any] = {
-                "settings": settings,
-                "clock": clock,
-                "services": services,
-                "execution": execution,
-                "config": CONFIG,
-                "patient": PATIENT,
-            }
-            failed = await executor.execute(make_context(session, is_last_attempt=True, **common))
+            failed = await send_email(session, execution, is_last_attempt=True)
             await session.commit()
             # An execution retry runs the failed action again: the same row is reused.
-            retried = await executor.execute(make_context(session, **common))
+            retried = await send_email(session, execution)
             await session.commit()
             assert failed.status == "failure"
             assert retried.status == "success"
@@ -240,35 +180,16 @@ class TestSendEmail:
     async def test_render_error_records_a_failed_message(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        send_email: SendEmail,
         smtp: SmtpServer,
     ) -> None:
         async with maker() as session:
-            session.add(
-                Template(
-                    organization_id=1,
-                    key="welcome_patient",
-                    channel="email",
-                    subject="Hi",
-                    body="{{ patient.age / 0 }}",
-                    created_at=clock.now(),
-                    updated_at=clock.now(),
-                )
+            await create_template(
+                session, now=clock.now(), subject="Hi", body="{{ patient.age / 0 }}"
             )
             execution = await create_execution(session, now=clock.now())
-            outcome = await executor.execute(
-                make_context(
-                    session,
-                    settings=settings,
-                    clock=clock,
-                    services=services,
-                    execution=execution,
-                    config=CONFIG,
-                    patient={**PATIENT, "age": 30},
-                )
-            )
+            outcome = await send_email(session, execution, patient={**PATIENT, "age": 30})
             assert outcome.status == "failure"
             assert outcome.error is not None and "failed to render" in outcome.error
             [row] = await messages(session)
@@ -278,35 +199,19 @@ class TestSendEmail:
     async def test_organisation_override_is_used(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        send_email: SendEmail,
         smtp: SmtpServer,
     ) -> None:
         async with maker() as session:
-            session.add(
-                Template(
-                    organization_id=1,
-                    key="welcome_patient",
-                    channel="email",
-                    subject="Our own welcome",
-                    body="Dear {{ patient.first_name }}",
-                    created_at=clock.now(),
-                    updated_at=clock.now(),
-                )
+            await create_template(
+                session,
+                now=clock.now(),
+                subject="Our own welcome",
+                body="Dear {{ patient.first_name }}",
             )
             execution = await create_execution(session, now=clock.now())
-            outcome = await executor.execute(
-                make_context(
-                    session,
-                    settings=settings,
-                    clock=clock,
-                    services=services,
-                    execution=execution,
-                    config=CONFIG,
-                    patient=PATIENT,
-                )
-            )
+            outcome = await send_email(session, execution)
             assert outcome.status == "success"
         [received] = smtp.sink.messages
         assert received.message["Subject"] == "Our own welcome"
@@ -315,23 +220,14 @@ class TestSendEmail:
     async def test_unknown_template_is_a_failure(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        send_email: SendEmail,
         smtp: SmtpServer,
     ) -> None:
         async with maker() as session:
             execution = await create_execution(session, now=clock.now())
-            outcome = await executor.execute(
-                make_context(
-                    session,
-                    settings=settings,
-                    clock=clock,
-                    services=services,
-                    execution=execution,
-                    config={"type": "send_email", "template": "no_such_template"},
-                    patient=PATIENT,
-                )
+            outcome = await send_email(
+                session, execution, config={"type": "send_email", "template": "no_such_template"}
             )
             assert outcome.status == "failure"
             assert outcome.error == "unknown email template 'no_such_template'"
@@ -342,22 +238,12 @@ class TestSendEmail:
         maker: async_sessionmaker[AsyncSession],
         database_url: str,
         clock: FrozenClock,
-        services: dict[str, Any],
+        send_email: SendEmail,
     ) -> None:
         settings = make_settings(database_url)
         async with maker() as session:
             execution = await create_execution(session, now=clock.now())
-            outcome = await executor.execute(
-                make_context(
-                    session,
-                    settings=settings,
-                    clock=clock,
-                    services=services,
-                    execution=execution,
-                    config=CONFIG,
-                    patient=PATIENT,
-                )
-            )
+            outcome = await send_email(session, execution, settings=settings)
             assert outcome.status == "success"
             [row] = await messages(session)
             assert (row.provider, row.status) == ("log", "sent")

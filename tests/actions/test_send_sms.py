@@ -16,25 +16,14 @@ from careflow.jobs.errors import DeferJob
 from careflow.kit.clock import FrozenClock
 from careflow.messages.models import Message
 from careflow.organizations.models import OrganizationSettings
-from tests.actions.factories import create_execution, make_context
+from tests.actions.conftest import ContextFor
 from tests.conftest import make_settings
+from tests.fixtures.factories import create_execution
 from tests.fixtures.twilio import TwilioFake
 
 CONFIG = {"type": "send_sms", "template": "welcome_patient"}
 PATIENT = {"id": 100, "first_name": "Alex", "phone": "+447700900123", "timezone": "Europe/London"}
 executor = EXECUTORS["send_sms"]
-
-
-@pytest.fixture
-def twilio_settings(database_url: str, twilio: TwilioFake) -> Settings:
-    return make_settings(
-        database_url,
-        sms_provider="twilio",
-        twilio_account_sid="AC123",
-        twilio_auth_token="secret-token",
-        twilio_from="+15550001111",
-        twilio_base_url=twilio.base_url,
-    )
 
 
 async def messages(session: AsyncSession) -> list[Message]:
@@ -45,27 +34,14 @@ Run = Callable[..., Any]
 
 
 @pytest.fixture
-def run_sms(
-    twilio_settings: Settings, clock: FrozenClock, services: dict[str, Any]
-) -> Callable[..., Any]:
-    async def run(
-        session: AsyncSession,
-        execution: Execution,
-        *,
-        patient: dict[str, Any] | None = PATIENT,
-        **kwargs: Any,
-    ) -> Any:
+def run_sms(twilio_settings: Settings, context_for: ContextFor) -> Callable[..., Any]:
+    """``await run_sms(session, execution, **overrides)``: the executor run once on ``CONFIG``
+    for ``PATIENT`` through the Twilio fake; ``overrides`` replace any part of the context."""
+
+    async def run(session: AsyncSession, execution: Execution, **overrides: Any) -> Any:
+        defaults = {"settings": twilio_settings, "config": CONFIG, "patient": PATIENT}
         return await executor.execute(
-            make_context(
-                session,
-                settings=twilio_settings,
-                clock=clock,
-                services=services,
-                execution=execution,
-                config=kwargs.pop("config", CONFIG),
-                patient=patient,
-                **kwargs,
-            )
+            context_for(session, execution, **{**defaults, **overrides})
         )
 
     return run
@@ -325,24 +301,14 @@ class TestHourlyLimit:
         maker: async_sessionmaker[AsyncSession],
         database_url: str,
         clock: FrozenClock,
-        services: dict[str, Any],
+        run_sms: Run,
     ) -> None:
         settings = make_settings(database_url, sms_hourly_limit=1)
         async with maker() as session:
             await self.add_sent_sms(session, 1, clock.now() - timedelta(minutes=1))
             execution = await create_execution(session, now=clock.now())
             with pytest.raises(DeferJob) as deferred:
-                await executor.execute(
-                    make_context(
-                        session,
-                        settings=settings,
-                        clock=clock,
-                        services=services,
-                        execution=execution,
-                        config=CONFIG,
-                        patient=PATIENT,
-                    )
-                )
+                await run_sms(session, execution, settings=settings)
         assert deferred.value.until == clock.now() + timedelta(minutes=59)
 
 

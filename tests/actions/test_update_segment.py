@@ -8,10 +8,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from careflow.actions.base import PermanentActionError
 from careflow.actions.registry import EXECUTORS
-from careflow.config import Settings
 from careflow.kit.clock import FrozenClock
 from careflow.segments.models import SegmentMember
-from tests.actions.factories import create_execution, make_context
+from tests.actions.conftest import ContextFor
+from tests.fixtures.factories import create_execution
 
 executor = EXECUTORS["update_segment"]
 
@@ -27,17 +27,14 @@ class TestUpdateSegment:
     async def test_add_then_remove_is_idempotent(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        context_for: ContextFor,
     ) -> None:
         async with maker() as session:
             execution = await create_execution(session, now=clock.now())
-            common: dict[str, Any] = {"settings": settings, "clock": clock, "services": services}
-
             async def run(action: str) -> dict[str, Any]:
                 config = {"type": "update_segment", "segment_id": 7, "action": action}
-                ctx = make_context(session, execution=execution, config=config, **common)
+                ctx = context_for(session, execution, config)
                 outcome = await executor.execute(ctx)
                 assert outcome.status == "success"
                 return outcome.result
@@ -52,59 +49,39 @@ class TestUpdateSegment:
     async def test_membership_is_per_organisation(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        context_for: ContextFor,
     ) -> None:
         async with maker() as session:
-            common: dict[str, Any] = {"settings": settings, "clock": clock, "services": services}
             config = {"type": "update_segment", "segment_id": 7, "action": "add"}
             for org in (1, 2):
                 execution = await create_execution(session, org=org, now=clock.now())
-                outcome = await executor.execute(
-                    make_context(session, execution=execution, config=config, **common)
-                )
+                outcome = await executor.execute(context_for(session, execution, config))
                 assert outcome.result["membership"] == "added"
             assert sorted(await members(session)) == [(1, 7, 100), (2, 7, 100)]
 
     async def test_no_patient_is_skipped(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        context_for: ContextFor,
     ) -> None:
         async with maker() as session:
             execution = await create_execution(session, patient_id=None, now=clock.now())
-            outcome = await executor.execute(
-                make_context(
-                    session,
-                    settings=settings,
-                    clock=clock,
-                    services=services,
-                    execution=execution,
-                    config={"type": "update_segment", "segment_id": 7, "action": "add"},
-                )
-            )
+            config = {"type": "update_segment", "segment_id": 7, "action": "add"}
+            outcome = await executor.execute(context_for(session, execution, config))
             assert (outcome.status, outcome.reason) == ("skipped", "no patient")
 
     async def test_a_bad_action_is_permanent(
         self,
         maker: async_sessionmaker[AsyncSession],
-        settings: Settings,
         clock: FrozenClock,
-        services: dict[str, Any],
+        context_for: ContextFor,
     ) -> None:
         async with maker() as session:
             execution = await create_execution(session, now=clock.now())
-            ctx = make_context(
-                session,
-                settings=settings,
-                clock=clock,
-                services=services,
-                execution=execution,
-                config={"type": "update_segment", "segment_id": 7, "action": "toggle"},
-            )
+            config = {"type": "update_segment", "segment_id": 7, "action": "toggle"}
+            ctx = context_for(session, execution, config)
             with pytest.raises(PermanentActionError):
                 await executor.execute(ctx)
 

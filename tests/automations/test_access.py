@@ -13,7 +13,7 @@ import jwt
 import pytest
 
 from careflow.config import Settings
-from tests.automations.factories import RULES, create_rule, rule_body
+from tests.fixtures.factories import RULES, create_rule, rule_body
 
 Auth = Callable[..., dict[str, str]]
 

@@ -13,7 +13,7 @@ from careflow.automations.catalog import TEMPLATE_KEY_MESSAGE
 from careflow.automations.enabled import RuleSnapshot, enabled_rules_for
 from careflow.db import create_sessionmaker
 from careflow.kit.clock import FrozenClock
-from tests.automations.factories import (
+from tests.fixtures.factories import (
     RULES,
     SEED_FIRST_VIDEO,
     SEED_GDPR_WELCOME,

@@ -54,9 +54,8 @@ def refusing_smtp() -> Iterator[str]:
 
 class TestSmtpTransport:
     async def test_delivers_with_the_given_message_id(
-        self, smtp: SmtpServer, settings: Settings
+        self, smtp: SmtpServer, settings: Settings, transport: SmtpTransport
     ) -> None:
-        transport = SmtpTransport(settings)
         message_id = message_id_for(12, 1)
         provider_id = await transport.send(
             to=RECIPIENT,
@@ -78,13 +77,15 @@ class TestSmtpTransport:
         assert received.message["X-Careflow-Execution"] == "12"
         assert "café at 10:00" in text_of(received.message)
 
-    async def test_sends_a_rendered_builtin(self, smtp: SmtpServer, settings: Settings) -> None:
+    async def test_sends_a_rendered_builtin(
+        self, smtp: SmtpServer, transport: SmtpTransport
+    ) -> None:
         source = builtin_template("appointment_reminder", "email")
         assert source is not None
         rendered = render(source, SAMPLE_CONTEXT)
         assert rendered.subject is not None
 
-        await SmtpTransport(settings).send(
+        await transport.send(
             to=RECIPIENT, subject=rendered.subject, body=rendered.body, message_id="<m1@careflow>"
         )
 
@@ -94,9 +95,8 @@ class TestSmtpTransport:
         assert "Main clinic" in text_of(received.message)
 
     async def test_a_451_is_transient_and_the_retry_goes_through(
-        self, smtp: SmtpServer, settings: Settings
+        self, smtp: SmtpServer, transport: SmtpTransport
     ) -> None:
-        transport = SmtpTransport(settings)
         smtp.sink.fail_next = 1
 
         with pytest.raises(TransientDeliveryError) as failed:
@@ -130,10 +130,10 @@ class TestSmtpTransport:
         assert RECIPIENT not in str(failed.value)
 
     async def test_a_header_injection_is_refused_before_sending(
-        self, smtp: SmtpServer, settings: Settings
+        self, smtp: SmtpServer, transport: SmtpTransport
     ) -> None:
         with pytest.raises(PermanentDeliveryError):
-            await SmtpTransport(settings).send(
+            await transport.send(
                 to=f"{RECIPIENT}\r\nBcc: someone@example.com",
                 subject="s",
                 body="b",
@@ -275,9 +275,8 @@ class TestMessages:
 
 class TestSmtpConnections:
     async def test_messages_share_one_connection(
-        self, smtp: SmtpServer, settings: Settings
+        self, smtp: SmtpServer, transport: SmtpTransport
     ) -> None:
-        transport = SmtpTransport(settings)
         for n in range(3):
             await transport.send(to=RECIPIENT, subject="s", body="b", message_id=f"<c{n}@careflow>")
         await transport.aclose()
@@ -286,10 +285,8 @@ class TestSmtpConnections:
         assert len({m.peer for m in smtp.sink.messages}) == 1
 
     async def test_concurrent_messages_each_get_a_connection_and_keep_it(
-        self, smtp: SmtpServer, settings: Settings
+        self, smtp: SmtpServer, transport: SmtpTransport
     ) -> None:
-        transport = SmtpTransport(settings)
-
         async def send_two(n: int) -> None:
             for k in range(2):
                 await transport.send(
@@ -321,9 +318,8 @@ class TestSmtpConnections:
         assert second.sink.message_ids() == ["<d2@careflow>"]
 
     async def test_an_error_closes_its_connection(
-        self, smtp: SmtpServer, settings: Settings
+        self, smtp: SmtpServer, transport: SmtpTransport
     ) -> None:
-        transport = SmtpTransport(settings)
         await transport.send(to=RECIPIENT, subject="s", body="b", message_id="<e1@careflow>")
         smtp.sink.fail_next = 1
         with pytest.raises(TransientDeliveryError):

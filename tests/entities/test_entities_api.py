@@ -11,7 +11,8 @@ from careflow.db import create_sessionmaker
 from careflow.entities.models import Entity
 from careflow.events.models import Event
 from careflow.jobs.models import Job
-from tests.engine.helpers import count, onboarded, post_event
+from tests.fixtures.database import count
+from tests.fixtures.factories import onboarded, post_event
 
 
 def _fields(body: dict[str, Any]) -> list[str]:

@@ -12,7 +12,8 @@ from careflow.entities.models import Entity
 from careflow.events import service
 from careflow.events.schemas import EventIn
 from careflow.kit.clock import FrozenClock
-from tests.engine.helpers import PATIENT, booked, count, onboarded, post_event
+from tests.fixtures.database import count
+from tests.fixtures.factories import PATIENT, booked, onboarded, post_event
 
 
 class TestSnapshots:

@@ -15,7 +15,8 @@ from careflow.events.models import Event
 from careflow.events.schemas import EventIn
 from careflow.jobs.models import Job
 from tests.conftest import T0
-from tests.engine.helpers import EVENTS, PATIENT, count, onboarded, post_event
+from tests.fixtures.database import count
+from tests.fixtures.factories import EVENTS, PATIENT, onboarded, post_event
 
 
 class TestIngest:
@@ -265,7 +266,7 @@ class TestValidation:
 
 class TestGetEvent:
     async def test_shows_executions_and_episode(self, client, auth, drain) -> None:
-        from tests.engine.helpers import GDPR_WELCOME, create_rule
+        from tests.fixtures.factories import GDPR_WELCOME, create_rule
 
         rule = await create_rule(client, auth, GDPR_WELCOME)
         posted = await post_event(client, auth, "patient.onboarded", onboarded(), event_id="g")

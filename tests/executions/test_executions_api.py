@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 
 from careflow.forms.models import Form
-from tests.engine.helpers import (
+from tests.fixtures.database import count
+from tests.fixtures.factories import (
     EXECUTIONS,
     GDPR_WELCOME,
     PATIENT,
-    count,
     create_rule,
     executions,
     onboarded,
     post_event,
-    rule,
+    rule_body,
 )
 
 
@@ -28,7 +28,7 @@ class TestList:
     async def test_filters_sort_and_paging(self, client, auth, drain, clock) -> None:
         welcome = await create_rule(client, auth, GDPR_WELCOME)
         vip = await create_rule(
-            client, auth, rule(GDPR_WELCOME, name="VIP", conditions={"patient.tags": "vip"})
+            client, auth, rule_body(GDPR_WELCOME, name="VIP", conditions={"patient.tags": "vip"})
         )
         await _onboard(client, auth, 1)
         await drain()
@@ -155,7 +155,7 @@ class TestGet:
         await create_rule(
             client,
             auth,
-            rule(
+            rule_body(
                 GDPR_WELCOME,
                 actions=[{"type": "update_segment", "segment_id": 4, "action": "add"}],
             ),
@@ -236,10 +236,10 @@ class TestRetry:
         assert (await executions(client, auth))[0]["status"] == "success"
 
     async def test_not_retryable(self, client, auth, drain, clock) -> None:
-        body = rule(GDPR_WELCOME)
+        body = rule_body(GDPR_WELCOME)
         body["actions"][2]["delay_minutes"] = 5
         await create_rule(client, auth, body)
-        await create_rule(client, auth, rule(GDPR_WELCOME, conditions={"patient.tags": "vip"}))
+        await create_rule(client, auth, rule_body(GDPR_WELCOME, conditions={"patient.tags": "vip"}))
         await _onboard(client, auth, 100)
         await drain()
         rows = {r["status"]: r for r in await executions(client, auth)}

@@ -15,7 +15,7 @@ from careflow.events.models import Event
 from careflow.forms.models import Form, FormStatus
 from careflow.jobs.models import Job
 from careflow.kit.clock import FrozenClock
-from tests.actions.factories import create_execution, create_form
+from tests.fixtures.factories import create_execution, create_form
 
 Auth = Callable[..., dict[str, str]]
 

@@ -7,7 +7,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from careflow.kit.clock import FrozenClock
-from tests.actions.factories import create_form
+from tests.fixtures.factories import create_form
 
 Auth = Callable[..., dict[str, str]]
 

@@ -28,7 +28,8 @@ from careflow.kit.idempotency import (
 from careflow.kit.models import IdempotencyKey
 from careflow.pathways.models import PathwayRule
 from tests.conftest import T0
-from tests.pathways.helpers import RULES, AuthFn, assert_pathway_error, rule_body
+from tests.fixtures.assertions import assert_pathway_error
+from tests.fixtures.factories import PATHWAY_RULES, Auth, pathway_rule_body
 
 ENDPOINT = "pathway-rules.create"
 
@@ -48,7 +49,7 @@ async def insert_key(engine: AsyncEngine, **values: Any) -> None:
         "organization_id": 1,
         "endpoint": ENDPOINT,
         "key": "k1",
-        "fingerprint": fingerprint(rule_body()),
+        "fingerprint": fingerprint(pathway_rule_body()),
         "status": IN_FLIGHT,
         "response_body": None,
         "created_at": T0,
@@ -61,12 +62,13 @@ async def insert_key(engine: AsyncEngine, **values: Any) -> None:
 
 
 def post(
-    client: httpx.AsyncClient, auth: AuthFn, key: str | None, body: Any = None, **kw: Any
+    client: httpx.AsyncClient, auth: Auth, key: str | None, body: Any = None, **kw: Any
 ) -> Any:
     headers = {**auth(kw.pop("role", "admin"), org=kw.pop("org", 1))}
     if key is not None:
         headers["Idempotency-Key"] = key
-    return client.post(RULES, json=rule_body() if body is None else body, headers=headers)
+    body = pathway_rule_body() if body is None else body
+    return client.post(PATHWAY_RULES, json=body, headers=headers)
 
 
 class TestFingerprint:
@@ -81,7 +83,7 @@ class TestFingerprint:
 
 class TestIdempotentCreate:
     async def test_same_key_same_body_replays_the_first_response(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
         first = await post(client, auth, "k1")
         assert first.status_code == 201
@@ -91,9 +93,9 @@ class TestIdempotentCreate:
         assert again.json() == first.json()
         assert again.headers["idempotent-replayed"] == "true"
         # Same JSON, other key order and spacing: still the same request.
-        reordered = json.dumps(dict(reversed(list(rule_body().items()))), indent=2)
+        reordered = json.dumps(dict(reversed(list(pathway_rule_body().items()))), indent=2)
         third = await client.post(
-            RULES,
+            PATHWAY_RULES,
             content=reordered,
             headers={**auth(), "Idempotency-Key": "k1", "Content-Type": "application/json"},
         )
@@ -109,28 +111,28 @@ class TestIdempotentCreate:
         )
 
     async def test_same_key_other_body_is_422(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
         assert (await post(client, auth, "k1")).status_code == 201
-        r = await post(client, auth, "k1", rule_body(priority=1))
+        r = await post(client, auth, "k1", pathway_rule_body(priority=1))
         assert_pathway_error(r, 422, "IDEMPOTENCY_KEY_REUSED")
         assert await count(engine, PathwayRule) == 1
 
     async def test_same_key_in_flight_is_409(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
         await insert_key(engine)
         r = await post(client, auth, "k1")
         assert_pathway_error(r, 409, "IDEMPOTENCY_KEY_IN_USE")
         assert await count(engine, PathwayRule) == 0
         # A different body under a key in flight is still a misuse of the key.
-        r = await post(client, auth, "k1", rule_body(priority=3))
+        r = await post(client, auth, "k1", pathway_rule_body(priority=3))
         assert_pathway_error(r, 422, "IDEMPOTENCY_KEY_REUSED")
 
     async def test_expired_key_is_treated_as_new(
         self,
         client: httpx.AsyncClient,
-        auth: AuthFn,
+        auth: Auth,
         engine: AsyncEngine,
         clock: FrozenClock,
     ) -> None:
@@ -138,16 +140,16 @@ class TestIdempotentCreate:
         assert first.status_code == 201
         clock.advance(hours=25)
         # A different body is no longer a conflict: the old key is gone.
-        r = await post(client, auth, "k1", rule_body(priority=1))
+        r = await post(client, auth, "k1", pathway_rule_body(priority=1))
         assert r.status_code == 201, r.text
         assert "idempotent-replayed" not in r.headers
         assert r.json()["data"]["id"] != first.json()["data"]["id"]
         [stored] = await keys(engine)
-        assert stored.fingerprint == fingerprint(rule_body(priority=1))
+        assert stored.fingerprint == fingerprint(pathway_rule_body(priority=1))
         assert stored.created_at == T0 + timedelta(hours=25)
 
     async def test_a_stale_in_flight_claim_is_taken_over(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine, clock: FrozenClock
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine, clock: FrozenClock
     ) -> None:
         # Its holder died without finishing: the lease ran out.
         await insert_key(engine)
@@ -157,7 +159,7 @@ class TestIdempotentCreate:
         assert (await keys(engine))[0].status == COMPLETED
 
     async def test_failed_work_releases_the_key(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
         blocker = await post(client, auth, None)
         assert blocker.status_code == 201
@@ -165,13 +167,13 @@ class TestIdempotentCreate:
         assert_pathway_error(r, 409, "CONFLICT")
         assert await keys(engine) == []
         # The failure was not stored: once the cause is gone, the same retry succeeds.
-        await client.delete(f"{RULES}/{blocker.json()['data']['id']}", headers=auth())
+        await client.delete(f"{PATHWAY_RULES}/{blocker.json()['data']['id']}", headers=auth())
         r = await post(client, auth, "k1")
         assert r.status_code == 201, r.text
         assert "idempotent-replayed" not in r.headers
 
     async def test_keys_are_scoped_to_the_organisation(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
         one = await post(client, auth, "k1")
         two = await post(client, auth, "k1", org=2)
@@ -181,7 +183,7 @@ class TestIdempotentCreate:
         assert await count(engine, IdempotencyKey) == 2
 
     async def test_a_key_is_the_organisations_across_endpoints(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
         assert (await post(client, auth, "k1")).status_code == 201
         automation = {
@@ -214,7 +216,9 @@ class TestIdempotentCreate:
         assert r.status_code == 202, r.text
         for key in ("k2", "k3"):
             assert_pathway_error(
-                await post(client, auth, key, rule_body(priority=5)), 422, "IDEMPOTENCY_KEY_REUSED"
+                await post(client, auth, key, pathway_rule_body(priority=5)),
+                422,
+                "IDEMPOTENCY_KEY_REUSED",
             )
         r = await client.post(
             "/v1/automations/rules",
@@ -224,7 +228,7 @@ class TestIdempotentCreate:
         assert r.status_code == 201, r.text
 
     async def test_a_key_expired_on_another_endpoint_is_free(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine, clock: FrozenClock
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine, clock: FrozenClock
     ) -> None:
         await insert_key(
             engine, endpoint="events.ingest", status=COMPLETED, expires_at=T0 - timedelta(1)
@@ -232,29 +236,29 @@ class TestIdempotentCreate:
         assert (await post(client, auth, "k1")).status_code == 201
 
     async def test_without_a_key_nothing_is_stored(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
         assert (await post(client, auth, None)).status_code == 201
         assert await keys(engine) == []
 
     @pytest.mark.parametrize("key", ["", "   ", "k" * 256])
     async def test_malformed_key_is_400(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine, key: str
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine, key: str
     ) -> None:
         r = await post(client, auth, key)
         assert_pathway_error(r, 400, "VALIDATION_ERROR")
         assert await count(engine, PathwayRule) == 0
 
     async def test_refused_requests_claim_nothing(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
         assert_pathway_error(await post(client, auth, "k1", role="specialist"), 403, "FORBIDDEN")
-        bad = await post(client, auth, "k1", rule_body(priority=-1))
+        bad = await post(client, auth, "k1", pathway_rule_body(priority=-1))
         assert_pathway_error(bad, 400, "VALIDATION_ERROR")
         assert await keys(engine) == []
 
     async def test_concurrent_retries_do_the_work_once(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
         results = await asyncio.gather(*(post(client, auth, "k1") for _ in range(3)))
         statuses = [r.status_code for r in results]

@@ -19,7 +19,8 @@ from careflow.pathways.catalog import (
     PRIORITIES,
     TRIGGERS,
 )
-from tests.pathways.helpers import AuthFn, assert_pathway_error, error_fields
+from tests.fixtures.assertions import assert_pathway_error, error_fields
+from tests.fixtures.factories import Auth
 
 TRIGGERS_URL = "/v1/pathway-triggers"
 CONFIGS = "/v1/pathway-configs"
@@ -68,7 +69,7 @@ def assert_valid_config(config: dict[str, Any]) -> None:
 
 class TestPathwayTriggers:
     async def test_every_event_type_with_defaults_and_named_fields(
-        self, client: httpx.AsyncClient, auth: AuthFn
+        self, client: httpx.AsyncClient, auth: Auth
     ) -> None:
         r = await client.get(TRIGGERS_URL, headers=auth("specialist"))
         assert r.status_code == 200
@@ -115,13 +116,13 @@ class TestPathwayTriggers:
         ],
     )
     async def test_named_condition_fields(
-        self, client: httpx.AsyncClient, auth: AuthFn, trigger_type: str, fields: dict[str, str]
+        self, client: httpx.AsyncClient, auth: Auth, trigger_type: str, fields: dict[str, str]
     ) -> None:
         r = await client.get(TRIGGERS_URL, headers=auth())
         [trigger] = [t for t in r.json()["data"] if t["trigger_type"] == trigger_type]
         assert {f["name"]: f["maps_to"] for f in trigger["condition_fields"]} == fields
 
-    async def test_documented_defaults(self, client: httpx.AsyncClient, auth: AuthFn) -> None:
+    async def test_documented_defaults(self, client: httpx.AsyncClient, auth: Auth) -> None:
         r = await client.get(TRIGGERS_URL, headers=auth())
         by_type = {t["trigger_type"]: t["default_config"] for t in r.json()["data"]}
         assert by_type["message.received"] == {
@@ -138,19 +139,19 @@ class TestPathwayTriggers:
         assert by_type["appointment.booked"]["creation_mode"] == "reuse_open"
         assert by_type["invoice.created"]["journey_type"] == "billing"
 
-    async def test_paging(self, client: httpx.AsyncClient, auth: AuthFn) -> None:
+    async def test_paging(self, client: httpx.AsyncClient, auth: Auth) -> None:
         r = await client.get(TRIGGERS_URL, params={"limit": 5, "offset": 10}, headers=auth())
         assert len(r.json()["data"]) == 4
         assert r.json()["meta"]["total"] == 14
 
     @pytest.mark.parametrize("role", ["patient", "support", "service"])
-    async def test_staff_only(self, client: httpx.AsyncClient, auth: AuthFn, role: str) -> None:
+    async def test_staff_only(self, client: httpx.AsyncClient, auth: Auth, role: str) -> None:
         assert_pathway_error(await client.get(TRIGGERS_URL, headers=auth(role)), 403, "FORBIDDEN")
 
 
 class TestPathwayConfigs:
     async def test_list_starts_with_every_default(
-        self, client: httpx.AsyncClient, auth: AuthFn
+        self, client: httpx.AsyncClient, auth: Auth
     ) -> None:
         r = await client.get(CONFIGS, headers=auth("specialist"))
         assert r.status_code == 200
@@ -170,7 +171,7 @@ class TestPathwayConfigs:
             expected = dict(TRIGGERS[config["trigger_type"]].default_config)
             assert {f: config[f] for f in CONFIG_FIELDS} == expected
 
-    async def test_list_paging(self, client: httpx.AsyncClient, auth: AuthFn) -> None:
+    async def test_list_paging(self, client: httpx.AsyncClient, auth: Auth) -> None:
         r = await client.get(CONFIGS, params={"limit": 3, "offset": 12}, headers=auth())
         assert [c["trigger_type"] for c in r.json()["data"]] == sorted(SPEC_EVENT_TYPES)[12:]
         assert r.json()["meta"]["limit"] == 3
@@ -180,7 +181,7 @@ class TestPathwayConfigs:
             "VALIDATION_ERROR",
         )
 
-    async def test_get_default(self, client: httpx.AsyncClient, auth: AuthFn) -> None:
+    async def test_get_default(self, client: httpx.AsyncClient, auth: Auth) -> None:
         r = await client.get(f"{CONFIGS}/message.received", headers=auth("specialist"))
         assert r.status_code == 200
         assert r.json() == {
@@ -201,7 +202,7 @@ class TestPathwayConfigs:
     async def test_put_then_get_and_list(
         self,
         client: httpx.AsyncClient,
-        auth: AuthFn,
+        auth: Auth,
         clock: FrozenClock,
         engine: AsyncEngine,
     ) -> None:
@@ -252,7 +253,7 @@ class TestPathwayConfigs:
 
     @pytest.mark.parametrize("field", CONFIG_FIELDS)
     async def test_put_requires_every_field(
-        self, client: httpx.AsyncClient, auth: AuthFn, field: str
+        self, client: httpx.AsyncClient, auth: Auth, field: str
     ) -> None:
         body = dict(VALID_CONFIG)
         del body[field]
@@ -279,7 +280,7 @@ class TestPathwayConfigs:
         ],
     )
     async def test_put_validates(
-        self, client: httpx.AsyncClient, auth: AuthFn, field: str, value: Any
+        self, client: httpx.AsyncClient, auth: Auth, field: str, value: Any
     ) -> None:
         body = {**VALID_CONFIG, field: value}
         r = await client.put(f"{CONFIGS}/appointment.booked", json=body, headers=auth())
@@ -287,7 +288,7 @@ class TestPathwayConfigs:
         assert error_fields(r) == {field}
 
     async def test_unknown_trigger_type_is_404(
-        self, client: httpx.AsyncClient, auth: AuthFn
+        self, client: httpx.AsyncClient, auth: Auth
     ) -> None:
         assert_pathway_error(
             await client.get(f"{CONFIGS}/appointment.exploded", headers=auth()), 404, "NOT_FOUND"
@@ -297,21 +298,21 @@ class TestPathwayConfigs:
 
     @pytest.mark.parametrize("role", ["specialist", "patient", "support", "service"])
     async def test_put_is_admin_only(
-        self, client: httpx.AsyncClient, auth: AuthFn, role: str
+        self, client: httpx.AsyncClient, auth: Auth, role: str
     ) -> None:
         r = await client.put(f"{CONFIGS}/appointment.booked", json=VALID_CONFIG, headers=auth(role))
         assert_pathway_error(r, 403, "FORBIDDEN")
 
     @pytest.mark.parametrize("role", ["patient", "support", "service"])
     async def test_reads_are_staff_only(
-        self, client: httpx.AsyncClient, auth: AuthFn, role: str
+        self, client: httpx.AsyncClient, auth: Auth, role: str
     ) -> None:
         assert_pathway_error(await client.get(CONFIGS, headers=auth(role)), 403, "FORBIDDEN")
         r = await client.get(f"{CONFIGS}/appointment.booked", headers=auth(role))
         assert_pathway_error(r, 403, "FORBIDDEN")
 
     async def test_configs_are_per_organisation(
-        self, client: httpx.AsyncClient, auth: AuthFn
+        self, client: httpx.AsyncClient, auth: Auth
     ) -> None:
         await client.put(f"{CONFIGS}/appointment.booked", json=VALID_CONFIG, headers=auth())
         r = await client.get(f"{CONFIGS}/appointment.booked", headers=auth(org=2))

@@ -15,7 +15,7 @@ from careflow.kit.clock import FrozenClock
 from careflow.pathways.episodes import route_event
 from careflow.pathways.models import Episode, EpisodeEvent
 from tests.conftest import T0
-from tests.pathways.helpers import AuthFn, create_rule
+from tests.fixtures.factories import Auth, create_pathway_rule
 
 EPISODES = "/v1/episodes"
 EPISODE_KEYS = {
@@ -179,10 +179,10 @@ class TestRouteEvent:
         assert await count(engine, EpisodeEvent) == 0
 
     async def test_rules_decide_the_mode_and_fields(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
-        await create_rule(client, auth, creation_mode="create_new", journey_type="vip")
-        await create_rule(
+        await create_pathway_rule(client, auth, creation_mode="create_new", journey_type="vip")
+        await create_pathway_rule(
             client,
             auth,
             trigger_type="invoice.created",
@@ -248,7 +248,7 @@ async def seed_inbox(engine: AsyncEngine) -> dict[str, int]:
 
 class TestListEpisodes:
     async def test_newest_first_with_page_meta(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
         ids = await seed_inbox(engine)
         r = await client.get(EPISODES, headers=auth("specialist"))
@@ -279,7 +279,7 @@ class TestListEpisodes:
         }
 
     async def test_paging(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
         ids = await seed_inbox(engine)
         r = await client.get(EPISODES, params={"page": 2, "limit": 3}, headers=auth())
@@ -302,7 +302,7 @@ class TestListEpisodes:
     async def test_filters(
         self,
         client: httpx.AsyncClient,
-        auth: AuthFn,
+        auth: Auth,
         engine: AsyncEngine,
         query: dict[str, str],
         expected: list[str],
@@ -318,21 +318,21 @@ class TestListEpisodes:
         [{"status": "pending"}, {"suggested_priority": "critical"}, {"limit": "0"}, {"page": "0"}],
     )
     async def test_bad_query_is_400(
-        self, client: httpx.AsyncClient, auth: AuthFn, query: dict[str, str]
+        self, client: httpx.AsyncClient, auth: Auth, query: dict[str, str]
     ) -> None:
         r = await client.get(EPISODES, params=query, headers=auth())
         assert r.status_code == 400
         assert r.json()["error"]["code"] == "validation_error"
 
     async def test_only_own_organisation(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
         ids = await seed_inbox(engine)
         r = await client.get(EPISODES, headers=auth(org=2))
         assert [e["id"] for e in r.json()["data"]] == [ids["foreign"]]
 
     @pytest.mark.parametrize("role", ["patient", "support", "service"])
-    async def test_staff_only(self, client: httpx.AsyncClient, auth: AuthFn, role: str) -> None:
+    async def test_staff_only(self, client: httpx.AsyncClient, auth: Auth, role: str) -> None:
         r = await client.get(EPISODES, headers=auth(role))
         assert r.status_code == 403
         assert r.json() == {
@@ -342,7 +342,7 @@ class TestListEpisodes:
 
 class TestGetEpisode:
     async def test_with_events_in_occurred_order(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
         # Routed in one order, occurred in another: the episode lists them as they happened.
         _, episode_id = await route(
@@ -378,14 +378,14 @@ class TestGetEpisode:
 
     @pytest.mark.parametrize("episode_id", ["999999", "abc", "-1"])
     async def test_missing_is_404(
-        self, client: httpx.AsyncClient, auth: AuthFn, episode_id: str
+        self, client: httpx.AsyncClient, auth: Auth, episode_id: str
     ) -> None:
         r = await client.get(f"{EPISODES}/{episode_id}", headers=auth())
         assert r.status_code == 404
         assert r.json()["error"]["code"] == "episode_not_found"
 
     async def test_other_organisation_is_404(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
         ids = await seed_inbox(engine)
         r = await client.get(f"{EPISODES}/{ids['booking']}", headers=auth(org=2))
@@ -397,7 +397,7 @@ class TestUpdateEpisode:
     async def test_patch_status_assignee_priority(
         self,
         client: httpx.AsyncClient,
-        auth: AuthFn,
+        auth: Auth,
         engine: AsyncEngine,
         clock: FrozenClock,
     ) -> None:
@@ -435,7 +435,7 @@ class TestUpdateEpisode:
         assert next_episode != ids["booking"]
 
     async def test_unassign(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
         ids = await seed_inbox(engine)
         r = await client.patch(
@@ -458,7 +458,7 @@ class TestUpdateEpisode:
         ],
     )
     async def test_invalid_is_400(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine, body: dict[str, Any]
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine, body: dict[str, Any]
     ) -> None:
         ids = await seed_inbox(engine)
         r = await client.patch(f"{EPISODES}/{ids['booking']}", json=body, headers=auth())
@@ -467,7 +467,7 @@ class TestUpdateEpisode:
         assert "meta" not in r.json()
 
     async def test_missing_and_foreign_are_404(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
         ids = await seed_inbox(engine)
         for url, headers in (
@@ -480,7 +480,7 @@ class TestUpdateEpisode:
 
     @pytest.mark.parametrize("role", ["patient", "support", "service"])
     async def test_staff_only(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine, role: str
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine, role: str
     ) -> None:
         ids = await seed_inbox(engine)
         r = await client.patch(

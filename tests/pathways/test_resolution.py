@@ -12,9 +12,10 @@ from careflow.db import create_sessionmaker
 from careflow.kit.models import IdempotencyKey
 from careflow.pathways.models import Episode, PathwayConfig, PathwayRule
 from careflow.pathways.resolution import CompiledConditionCache, resolve
-from tests.pathways.helpers import RULES, AuthFn, assert_pathway_error, create_rule
+from tests.fixtures.assertions import assert_pathway_error
+from tests.fixtures.factories import PATHWAY_RULES, Auth, create_pathway_rule
 
-RESOLVE = f"{RULES}/resolve"
+RESOLVE = f"{PATHWAY_RULES}/resolve"
 VIP_BOOKING = {
     "appointment": {
         "id": 50,
@@ -39,7 +40,7 @@ BOOKED_DEFAULT = {
 
 
 async def explain(
-    client: httpx.AsyncClient, auth: AuthFn, data: dict[str, Any], **kw: Any
+    client: httpx.AsyncClient, auth: Auth, data: dict[str, Any], **kw: Any
 ) -> dict[str, Any]:
     body = {"trigger_type": kw.pop("trigger_type", "appointment.booked"), "data": data}
     r = await client.post(RESOLVE, json=body, headers=auth(kw.pop("role", "specialist")))
@@ -51,9 +52,9 @@ async def explain(
 
 class TestResolveSeedExamples:
     async def test_vip_bookings_become_urgent_for_the_team_lead(
-        self, client: httpx.AsyncClient, auth: AuthFn
+        self, client: httpx.AsyncClient, auth: Auth
     ) -> None:
-        rule = await create_rule(client, auth)  # the seed's example rule
+        rule = await create_pathway_rule(client, auth)  # the seed's example rule
         result = await explain(client, auth, VIP_BOOKING)
         assert result == {
             "trigger_type": "appointment.booked",
@@ -80,9 +81,9 @@ class TestResolveSeedExamples:
         assert result["evaluations"][0]["failed_conditions"] == ["appointment_type_ids"]
 
     async def test_silencing_billing_episodes_for_insurance_invoices(
-        self, client: httpx.AsyncClient, auth: AuthFn
+        self, client: httpx.AsyncClient, auth: Auth
     ) -> None:
-        rule = await create_rule(
+        rule = await create_pathway_rule(
             client,
             auth,
             trigger_type="invoice.created",
@@ -115,10 +116,10 @@ class TestResolveSeedExamples:
 
 class TestResolveOrder:
     async def test_first_enabled_match_wins_and_every_rule_is_listed(
-        self, client: httpx.AsyncClient, auth: AuthFn
+        self, client: httpx.AsyncClient, auth: Auth
     ) -> None:
         # Priorities with gaps, created out of order; one disabled rule that would match.
-        catch_all = await create_rule(
+        catch_all = await create_pathway_rule(
             client,
             auth,
             rule_name="catch-all",
@@ -127,7 +128,7 @@ class TestResolveOrder:
             suggested_assignment="usr_anyone",
             suggested_priority="low",
         )
-        disabled = await create_rule(
+        disabled = await create_pathway_rule(
             client,
             auth,
             rule_name="disabled",
@@ -136,7 +137,7 @@ class TestResolveOrder:
             suggested_assignment="usr_disabled",
             enabled=False,
         )
-        video = await create_rule(
+        video = await create_pathway_rule(
             client,
             auth,
             rule_name="video",
@@ -145,7 +146,7 @@ class TestResolveOrder:
             suggested_assignment="usr_video",
             suggested_priority="high",
         )
-        vip = await create_rule(
+        vip = await create_pathway_rule(
             client,
             auth,
             rule_name="vip and new",
@@ -153,7 +154,7 @@ class TestResolveOrder:
             conditions={"appointment_type_ids": ["type_vip_consultation"], "patient.tags": "new"},
             suggested_assignment="usr_vip",
         )
-        await create_rule(client, auth, trigger_type="appointment.cancelled", priority=0)
+        await create_pathway_rule(client, auth, trigger_type="appointment.cancelled", priority=0)
 
         result = await explain(client, auth, VIP_BOOKING)
         assert result["matched_rule_id"] == video["id"]
@@ -198,12 +199,12 @@ class TestResolveOrder:
         # Both entries fail, named in the order the rule's conditions are stored (JSONB on
         # PostgreSQL keeps its own key order, so read it back rather than assume it).
         vip_eval = routine["evaluations"][1]
-        stored = (await client.get(f"{RULES}/{vip['id']}", headers=auth())).json()["data"]
+        stored = (await client.get(f"{PATHWAY_RULES}/{vip['id']}", headers=auth())).json()["data"]
         assert vip_eval["failed_conditions"] == list(stored["conditions"])
         assert set(vip_eval["failed_conditions"]) == {"appointment_type_ids", "patient.tags"}
 
     async def test_no_rules_gives_the_base_config(
-        self, client: httpx.AsyncClient, auth: AuthFn
+        self, client: httpx.AsyncClient, auth: Auth
     ) -> None:
         result = await explain(client, auth, VIP_BOOKING, role="admin")
         assert result == {
@@ -214,12 +215,12 @@ class TestResolveOrder:
         }
 
     async def test_the_organisations_base_config_is_the_starting_point(
-        self, client: httpx.AsyncClient, auth: AuthFn
+        self, client: httpx.AsyncClient, auth: Auth
     ) -> None:
         stored = {**BOOKED_DEFAULT, "journey_type": "bookings", "suggested_assignment": "usr_desk"}
         r = await client.put("/v1/pathway-configs/appointment.booked", json=stored, headers=auth())
         assert r.status_code == 200
-        await create_rule(client, auth)
+        await create_pathway_rule(client, auth)
         result = await explain(client, auth, VIP_BOOKING)
         assert result["config"] == {
             **stored,
@@ -228,33 +229,33 @@ class TestResolveOrder:
         }
         assert (await explain(client, auth, ROUTINE_BOOKING))["config"] == stored
 
-    async def test_an_update_is_seen_at_once(self, client: httpx.AsyncClient, auth: AuthFn) -> None:
-        rule = await create_rule(client, auth)
+    async def test_an_update_is_seen_at_once(self, client: httpx.AsyncClient, auth: Auth) -> None:
+        rule = await create_pathway_rule(client, auth)
         assert (await explain(client, auth, VIP_BOOKING))["matched_rule_id"] == rule["id"]
         r = await client.patch(
-            f"{RULES}/{rule['id']}",
+            f"{PATHWAY_RULES}/{rule['id']}",
             json={"conditions": {"appointment_type_ids": ["other"]}},
             headers=auth(),
         )
         assert r.status_code == 200
         assert (await explain(client, auth, VIP_BOOKING))["matched_rule_id"] is None
-        await client.patch(f"{RULES}/{rule['id']}", json={"enabled": False}, headers=auth())
+        await client.patch(f"{PATHWAY_RULES}/{rule['id']}", json={"enabled": False}, headers=auth())
         evaluation = (await explain(client, auth, VIP_BOOKING))["evaluations"][0]
         assert (evaluation["enabled"], evaluation["matched"]) == (False, False)
 
     async def test_after_delete_the_base_config_applies(
-        self, client: httpx.AsyncClient, auth: AuthFn
+        self, client: httpx.AsyncClient, auth: Auth
     ) -> None:
-        rule = await create_rule(client, auth)
-        await client.delete(f"{RULES}/{rule['id']}", headers=auth())
+        rule = await create_pathway_rule(client, auth)
+        await client.delete(f"{PATHWAY_RULES}/{rule['id']}", headers=auth())
         result = await explain(client, auth, VIP_BOOKING)
         assert result["config"] == BOOKED_DEFAULT
         assert result["evaluations"] == []
 
     async def test_other_organisations_rules_do_not_apply(
-        self, client: httpx.AsyncClient, auth: AuthFn
+        self, client: httpx.AsyncClient, auth: Auth
     ) -> None:
-        await create_rule(client, auth)
+        await create_pathway_rule(client, auth)
         r = await client.post(
             RESOLVE,
             json={"trigger_type": "appointment.booked", "data": VIP_BOOKING},
@@ -266,9 +267,9 @@ class TestResolveOrder:
 
 class TestResolveEndpoint:
     async def test_stores_nothing(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
-        await create_rule(client, auth)
+        await create_pathway_rule(client, auth)
 
         async def counts() -> list[int]:
             async with create_sessionmaker(engine)() as s:
@@ -288,12 +289,12 @@ class TestResolveEndpoint:
         assert await counts() == before
 
     async def test_the_data_is_joined_with_stored_snapshots_as_routing_joins_it(
-        self, client: httpx.AsyncClient, auth: AuthFn
+        self, client: httpx.AsyncClient, auth: Auth
     ) -> None:
         """An appointment that carries only its patient's id brings the stored patient, and a
         cancellation that carries only the appointment's id brings the stored appointment."""
-        vip = await create_rule(client, auth, conditions={"patient.tags": "vip"})
-        by_type = await create_rule(
+        vip = await create_pathway_rule(client, auth, conditions={"patient.tags": "vip"})
+        by_type = await create_pathway_rule(
             client,
             auth,
             trigger_type="appointment.cancelled",
@@ -334,20 +335,20 @@ class TestResolveEndpoint:
         ],
     )
     async def test_invalid_request_is_400(
-        self, client: httpx.AsyncClient, auth: AuthFn, body: dict[str, Any]
+        self, client: httpx.AsyncClient, auth: Auth, body: dict[str, Any]
     ) -> None:
         assert_pathway_error(
             await client.post(RESOLVE, json=body, headers=auth()), 400, "VALIDATION_ERROR"
         )
 
-    async def test_data_defaults_to_empty(self, client: httpx.AsyncClient, auth: AuthFn) -> None:
-        rule = await create_rule(client, auth)
+    async def test_data_defaults_to_empty(self, client: httpx.AsyncClient, auth: Auth) -> None:
+        rule = await create_pathway_rule(client, auth)
         r = await client.post(RESOLVE, json={"trigger_type": "appointment.booked"}, headers=auth())
         assert r.status_code == 200
         assert r.json()["data"]["evaluations"][0]["rule_id"] == rule["id"]
         assert r.json()["data"]["evaluations"][0]["matched"] is False
 
-    async def test_resolve_is_not_a_rule_id(self, client: httpx.AsyncClient, auth: AuthFn) -> None:
+    async def test_resolve_is_not_a_rule_id(self, client: httpx.AsyncClient, auth: Auth) -> None:
         assert_pathway_error(await client.get(RESOLVE, headers=auth()), 404, "NOT_FOUND")
 
 
@@ -366,9 +367,9 @@ class TestCompiledConditionCache:
         assert len(cache) == 2
 
     async def test_resolve_function_directly(
-        self, client: httpx.AsyncClient, auth: AuthFn, engine: AsyncEngine
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:
-        rule = await create_rule(client, auth)
+        rule = await create_pathway_rule(client, auth)
         async with create_sessionmaker(engine)() as s:
             resolution = await resolve(s, 1, "appointment.booked", VIP_BOOKING)
         assert resolution.matched_rule_id == rule["id"]

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.engine.conftest import Drain, drain  # noqa: F401  (fixture re-exported here)
+from tests.conftest import Drain
 
 Auth = Callable[..., dict[str, str]]
 
@@ -154,5 +154,5 @@ async def seed_world(
 
 
 @pytest.fixture
-async def world(client: httpx.AsyncClient, auth: Auth, drain: Drain) -> World:  # noqa: F811
+async def world(client: httpx.AsyncClient, auth: Auth, drain: Drain) -> World:
     return await seed_world(client, auth, drain, org=1)

@@ -15,7 +15,7 @@ from careflow.automations.models import AutomationRule
 from careflow.config import Settings
 from careflow.pathways.models import PathwayRule
 from tests.conftest import make_settings
-from tests.engine.helpers import count
+from tests.fixtures.database import count
 from tests.fixtures.smtp import SmtpServer
 from tests.security.conftest import Auth
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from careflow.entities.models import Entity
 from careflow.events.models import Event
 from careflow.pathways.models import PathwayRule
-from tests.engine.helpers import count
+from tests.fixtures.database import count
 from tests.security.conftest import Auth
 
 QUERIES = [

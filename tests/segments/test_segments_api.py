@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from careflow.actions.registry import EXECUTORS
 from careflow.config import Settings
 from careflow.kit.clock import FrozenClock
-from tests.actions.factories import create_execution, make_context
+from tests.fixtures.factories import create_execution, make_context
 
 Auth = Callable[..., dict[str, str]]
 

@@ -32,7 +32,8 @@ from careflow.jobs import held_writes
 from careflow.jobs.worker import Worker
 from careflow.kit.clock import FrozenClock
 from careflow.pathways.models import Episode, EpisodeEvent
-from tests.engine.helpers import E2E_RULE, PATIENT, count, create_rule, onboarded, post_event
+from tests.fixtures.database import count
+from tests.fixtures.factories import E2E_RULE, PATIENT, create_rule, onboarded, post_event
 from tests.fixtures.smtp import SmtpServer
 
 Auth = Callable[..., dict[str, str]]

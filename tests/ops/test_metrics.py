@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import httpx
 
-from tests.engine.conftest import Drain
-from tests.engine.helpers import GDPR_WELCOME, create_rule, onboarded, post_event
+from tests.conftest import Drain
+from tests.fixtures.factories import GDPR_WELCOME, create_rule, onboarded, post_event
 
 Auth = Callable[..., dict[str, str]]
 

@@ -23,7 +23,8 @@ from careflow.jobs.worker import Worker
 from careflow.kit.clock import FrozenClock
 from careflow.organizations.models import OrganizationSettings
 from tests.conftest import make_settings
-from tests.engine.helpers import PATIENT, count, create_rule, onboarded, post_event
+from tests.fixtures.database import count
+from tests.fixtures.factories import PATIENT, create_rule, onboarded, post_event
 from tests.fixtures.twilio import TwilioFake
 
 Auth = Callable[..., dict[str, str]]

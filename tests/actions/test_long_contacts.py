@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from careflow.db import create_sessionmaker
 from careflow.executions.models import Execution, ExecutionAction
 from careflow.messages.models import Message
-from tests.engine.conftest import Drain
-from tests.engine.helpers import PATIENT, count, create_rule, onboarded, post_event
+from tests.conftest import Drain
+from tests.fixtures.database import count
+from tests.fixtures.factories import PATIENT, create_rule, onboarded, post_event
 from tests.fixtures.smtp import SmtpServer
 
 Auth = Callable[..., dict[str, str]]

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from careflow.app import create_app
 from careflow.config import Settings
-from tests.engine.helpers import PATIENT, create_rule, post_event
+from tests.fixtures.factories import PATIENT, create_rule, post_event
 from tests.fixtures.smtp import SmtpServer
 
 Auth = Callable[..., dict[str, str]]

@@ -8,17 +8,17 @@ from careflow.executions.models import Execution
 from careflow.forms.models import Form
 from careflow.jobs.models import Job
 from careflow.messages.models import Message
-from tests.engine.helpers import (
+from tests.fixtures.database import count
+from tests.fixtures.factories import (
     FIRST_VIDEO,
     GDPR_WELCOME,
     PATIENT,
     RULES,
     booked,
-    count,
     create_rule,
     onboarded,
     post_event,
-    rule,
+    rule_body,
 )
 
 
@@ -76,7 +76,7 @@ class TestRuleTest:
         created = await create_rule(
             client,
             auth,
-            rule(FIRST_VIDEO, conditions={"appointment.type": "video", "patient.tags": "vip"}),
+            rule_body(FIRST_VIDEO, conditions={"appointment.type": "video", "patient.tags": "vip"}),
         )
         await _put(client, auth, "patient", PATIENT)
         await _put(client, auth, "appointment", booked(50)["appointment"])
@@ -102,7 +102,7 @@ class TestRuleTest:
         assert await _side_effects(engine) == (0, 0, 0, 0)
 
     async def test_disabled_rule_would_not_execute(self, client, auth) -> None:
-        created = await create_rule(client, auth, rule(GDPR_WELCOME, enabled=False))
+        created = await create_rule(client, auth, rule_body(GDPR_WELCOME, enabled=False))
         await _put(client, auth, "patient", PATIENT)
         response = await client.post(
             f"{RULES}/{created['id']}/test",
@@ -178,7 +178,7 @@ class TestMessagePreviewTemplate:
         created = await create_rule(
             client,
             auth,
-            rule(GDPR_WELCOME, actions=[{"type": f"send_{channel}", "template": key}]),
+            rule_body(GDPR_WELCOME, actions=[{"type": f"send_{channel}", "template": key}]),
         )
         await _put(client, auth, "patient", PATIENT)
         return int(created["id"])

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.engine.helpers import E2E_RULE, PATIENT, create_rule, onboarded, post_event
+from tests.fixtures.factories import E2E_RULE, PATIENT, create_rule, onboarded, post_event
 
 RULE = E2E_RULE
 

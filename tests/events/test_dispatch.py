@@ -13,18 +13,18 @@ from careflow.executions.models import Execution, ExecutionAction
 from careflow.forms.models import Form
 from careflow.jobs.models import Job
 from careflow.messages.models import Message
-from tests.engine.helpers import (
+from tests.fixtures.database import count
+from tests.fixtures.factories import (
     FIRST_VIDEO,
     GDPR_WELCOME,
     PATIENT,
     RULES,
     booked,
-    count,
     create_rule,
     executions,
     onboarded,
     post_event,
-    rule,
+    rule_body,
 )
 
 
@@ -85,7 +85,7 @@ class TestNewPatientRule:
     async def test_delayed_action_keeps_execution_running(
         self, client, auth, drain, smtp, clock
     ) -> None:
-        body = rule(GDPR_WELCOME)
+        body = rule_body(GDPR_WELCOME)
         body["actions"][2]["delay_minutes"] = 5
         await create_rule(client, auth, body)
         await post_event(client, auth, "patient.onboarded", onboarded())
@@ -107,7 +107,7 @@ class TestNewPatientRule:
         self, client, auth, drain, engine
     ) -> None:
         await create_rule(client, auth, GDPR_WELCOME, org=2)
-        await create_rule(client, auth, rule(GDPR_WELCOME, enabled=False))
+        await create_rule(client, auth, rule_body(GDPR_WELCOME, enabled=False))
         await post_event(client, auth, "patient.onboarded", onboarded())
         await drain()
         assert await count(engine, Execution) == 0
@@ -119,7 +119,9 @@ class TestConditions:
         self, client, auth, drain, engine
     ) -> None:
         vip = await create_rule(
-            client, auth, rule(GDPR_WELCOME, name="VIP only", conditions={"patient.tags": "vip"})
+            client,
+            auth,
+            rule_body(GDPR_WELCOME, name="VIP only", conditions={"patient.tags": "vip"}),
         )
         await post_event(client, auth, "patient.onboarded", onboarded())
         await drain()

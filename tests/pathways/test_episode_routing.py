@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from tests.engine.conftest import Drain
-from tests.engine.helpers import PATIENT, post_event
+from tests.conftest import Drain
+from tests.fixtures.factories import PATIENT, post_event
 
 Auth = Callable[..., dict[str, str]]
 

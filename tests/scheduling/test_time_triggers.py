@@ -18,8 +18,9 @@ from careflow.jobs.models import Job, JobStatus
 from careflow.jobs.worker import Worker
 from careflow.kit.clock import FrozenClock
 from careflow.scheduling.service import FIRE_KIND
-from tests.engine.conftest import Drain
-from tests.engine.helpers import PATIENT, count, create_rule, post_event
+from tests.conftest import Drain
+from tests.fixtures.database import count
+from tests.fixtures.factories import PATIENT, create_rule, post_event
 from tests.fixtures.smtp import SmtpServer
 
 Auth = Callable[..., dict[str, str]]

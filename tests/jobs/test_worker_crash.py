@@ -21,7 +21,7 @@ from careflow.db import create_sessionmaker
 from careflow.executions.models import Execution
 from careflow.forms.models import Form
 from tests.conftest import TEST_SECRET
-from tests.engine.helpers import PATIENT, create_rule, post_event
+from tests.fixtures.factories import PATIENT, create_rule, post_event
 from tests.fixtures.smtp import SmtpServer
 
 Auth = Callable[..., dict[str, str]]

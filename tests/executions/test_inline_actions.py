@@ -21,7 +21,7 @@ from careflow.forms.models import Form
 from careflow.jobs.models import Job, JobStatus
 from careflow.jobs.queue import default_max_attempts
 from careflow.kit import rulesets
-from tests.engine.helpers import PATIENT, create_rule, executions, onboarded, post_event
+from tests.fixtures.factories import PATIENT, create_rule, executions, onboarded, post_event
 
 FORM_THEN_EMAIL: dict[str, Any] = {
     "name": "Consent, then welcome",

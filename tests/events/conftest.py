@@ -1,3 +1,0 @@
-from tests.engine.conftest import drain
-
-__all__ = ["drain"]
