@@ -9,6 +9,7 @@ from careflow.automations.endpoints import router as automations_router
 from careflow.automations.simulation import router as rule_test_router
 from careflow.events.endpoints import router as events_router
 from careflow.events.entity_endpoints import router as entities_router
+from careflow.events.form_endpoints import router as form_completion_router
 from careflow.executions.endpoints import router as executions_router
 from careflow.forms.endpoints import router as forms_router
 from careflow.jobs.endpoints import router as jobs_router
@@ -30,6 +31,7 @@ def include_routers(app: FastAPI) -> None:
         events_router,
         entities_router,
         forms_router,
+        form_completion_router,
         patients_router,
         segments_router,
         messages_router,

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.automations import repository
-from careflow.automations.compiled import compiled_conditions
+from careflow.conditions.cache import compiled_conditions
 from careflow.kit.rulesets import RevisionCache, current_revision
 
 

@@ -26,12 +26,12 @@ from careflow.automations.catalog import (
 from careflow.automations.enabled import ruleset_scope
 from careflow.automations.models import AutomationRule
 from careflow.automations.schemas import parse_body
-from careflow.automations.time_triggers import RESCHEDULE_RULE_KIND, TIME_TRIGGERS
 from careflow.conditions import validate_condition
 from careflow.errors import ValidationError, not_found
 from careflow.jobs.queue import enqueue
 from careflow.kit.pagination import PageParams
 from careflow.kit.rulesets import bump
+from careflow.kit.time_triggers import RESCHEDULE_RULE_KIND, TIME_TRIGGERS
 from careflow.templates.service import template_exists
 
 OBJECT_TYPE = "automation_rule"

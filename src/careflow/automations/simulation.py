@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.auth import AdminDep, Principal
-from careflow.automations.compiled import compiled_conditions
 from careflow.automations.service import get_rule
+from careflow.conditions.cache import compiled_conditions
 from careflow.entities.context import entity_context
 from careflow.entities.validation import entity_id_problem
 from careflow.errors import not_found

@@ -19,7 +19,7 @@ PostgreSQL, alternating the two variants (the same app with and without this lay
 app alone (raw ASGI calls, 64 at a time, no HTTP client, six rounds of 2,000 events) spent
 0.51 ms of CPU an event with it (0.44-0.61 ms) and 0.87 ms without it (0.76-0.99 ms):
 routing, dependency solving and the middleware stack would add about 70 % to the cost of an
-accepted event, and the ingestion figure is bound by that CPU. ``bench/bench_ingest.py`` on
+accepted event, and the ingestion figure is bound by that CPU. ``bench/perf/ingest.py`` on
 a shared two-core machine (load average 10-17) showed the same direction in server CPU per
 request (4.22 against 4.60 ms over eight pairs, events unbatched at 6-42 req/s), while its
 req/s ratios there (0.45-1.00 against 0.36-0.95) were within the machine's noise.

@@ -21,6 +21,10 @@ from careflow.events.models import Event
 from careflow.events.schemas import EventIn
 from careflow.events.validation import validate_event
 from careflow.executions.models import Execution
+from careflow.forms import service as forms
+from careflow.forms.models import Form
+from careflow.forms.schemas import form_snapshot
+from careflow.forms.service import FORM_COMPLETED
 from careflow.jobs.queue import enqueue_many
 from careflow.kit.types import canonical_entity_id
 from careflow.scheduling.service import schedule_appointment
@@ -176,3 +180,28 @@ async def put_entity(
         "entity_stored", entity_type=entity_type, entity_id=str(path_id), org_id=principal.org_id
     )
     return dict(stored.data)
+
+
+async def complete_form(
+    session: AsyncSession, principal: Principal, form_id: int, now: datetime
+) -> Form:
+    """Mark a pending form completed (``forms.service``) and emit ``form.completed``.
+
+    The event row and its ``dispatch_event`` job are written in the caller's transaction,
+    so a completion that does not commit triggers nothing.
+    """
+    form = await forms.complete_form(session, principal, form_id, now)
+    # Through the one ingestion path, so the form's snapshot is stored like any producer's
+    # and the event is dispatched to rules exactly as a posted one would be.
+    await ingest_event(
+        session,
+        principal.org_id,
+        EventIn(
+            # One completion per form, so the form id alone names this occurrence.
+            event_id=f"form-completed:{form.id}",
+            type=FORM_COMPLETED,
+            data={"form": form_snapshot(form), "patient": {"id": form.patient_id}},
+        ),
+        now=now,
+    )
+    return form

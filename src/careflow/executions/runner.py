@@ -29,7 +29,7 @@ from careflow.actions.base import (
     PermanentActionError,
     RetryableActionError,
 )
-from careflow.automations.time_triggers import delivery_skip_reason
+from careflow.actions.registry import EXECUTORS, is_database_only
 from careflow.config import Settings
 from careflow.db import SentInSavepoint, built
 from careflow.entities.catalog import ENTITY_TYPES
@@ -49,6 +49,7 @@ from careflow.jobs.errors import DeferJob, RetryableJobError
 from careflow.jobs.queue import default_max_attempts
 from careflow.kit.clock import Clock, isoformat_z
 from careflow.kit.metrics import ACTIONS
+from careflow.kit.time_triggers import delivery_skip_reason
 
 log = structlog.get_logger("careflow.executions.runner")
 
@@ -142,8 +143,6 @@ async def run_action(
 def runs_inline(action: Mapping[str, Any]) -> bool:
     """An action the transaction that reaches it may run there and then: it only writes
     careflow's own rows and has no delay."""
-    from careflow.actions.registry import is_database_only
-
     return is_database_only(action.get("type")) and not delay_of(action)
 
 
@@ -287,8 +286,6 @@ async def _execute(
     ctx: ActionContext, action_type: str, request: RunRequest, *, after_delay: bool = False
 ) -> ActionOutcome:
     """The executor's outcome; transient failures become a job retry until the last attempt."""
-    from careflow.actions.registry import EXECUTORS
-
     executor = EXECUTORS.get(action_type)
     if executor is None:
         return ActionOutcome(status="failure", error=f"unknown action type {action_type!r}")

@@ -5,16 +5,14 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.auth import Principal
-from careflow.automations.compiled import compiled_conditions
-from careflow.automations.enabled import RuleSnapshot
-from careflow.automations.models import AutomationRule
 from careflow.conditions import ConditionError
+from careflow.conditions.cache import compiled_conditions
 from careflow.errors import ConflictError, ValidationError, not_found
 from careflow.executions import repository
 from careflow.executions.models import Execution, ExecutionAction
@@ -81,10 +79,33 @@ async def enqueue_action(
     )
 
 
+class RuleToRun(Protocol):
+    """What starting an execution reads of a rule: a stored automation rule or the
+    dispatcher's snapshot of one (``automations.enabled.RuleSnapshot``)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def organization_id(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def conditions(self) -> Any: ...
+
+    @property
+    def actions(self) -> Any: ...
+
+
 async def start_execution(
     session: AsyncSession,
     *,
-    rule: AutomationRule | RuleSnapshot,
+    rule: RuleToRun,
     trigger_event: str,
     occurrence_key: str,
     trigger_entity_type: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from careflow.actions.registry import is_database_only
 from careflow.executions.prefetch import MESSAGE_CHANNELS, prefetch_steps
 from careflow.executions.runner import RunRequest, Runtime, run_action
 from careflow.executions.service import RUN_ACTION_KIND
@@ -12,10 +13,8 @@ from careflow.jobs.registry import JobContext, Sharing, job_handler
 
 
 def _sharing(payload: dict[str, Any]) -> Sharing:
-    """Steps that only write rows share plainly; message steps share, each in a savepoint;
-    unknown or older jobs (no type recorded) run alone."""
-    from careflow.actions.registry import is_database_only
-
+    """Steps that only write rows share plainly; message steps share with failures kept
+    apart (``Sharing.EFFECTS``); unknown or older jobs (no type recorded) run alone."""
     action_type = payload.get("type")
     if is_database_only(action_type):
         return Sharing.ROWS

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from careflow.auth import FormsReadDep, IngestDep
+from careflow.auth import FormsReadDep
 from careflow.forms import service
 from careflow.forms.schemas import FormOut, FormStatusParam
-from careflow.kit.deps import ClockDep, SessionDep
+from careflow.kit.deps import SessionDep
 from careflow.kit.ids import row_id, row_id_path
 from careflow.kit.pagination import PageDep
 from careflow.kit.schemas import DataEnvelope, ListEnvelope, PageMeta
@@ -43,16 +43,4 @@ async def get_form(
     session: SessionDep, principal: FormsReadDep, form_id: FormIdPath
 ) -> DataEnvelope[FormOut]:
     form = await service.get_form(session, principal, row_id(form_id, "form"))
-    return DataEnvelope(data=FormOut.of(form))
-
-
-@router.post(
-    "/{form_id}/complete",
-    summary="Mark a pending form completed",
-    responses={409: {"description": "`form_already_completed`"}},
-)
-async def complete_form(
-    session: SessionDep, principal: IngestDep, clock: ClockDep, form_id: FormIdPath
-) -> DataEnvelope[FormOut]:
-    form = await service.complete_form(session, principal, row_id(form_id, "form"), clock)
     return DataEnvelope(data=FormOut.of(form))

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.audit import service as audit
 from careflow.auth import Principal
 from careflow.errors import ConflictError, not_found
-from careflow.events.schemas import EventIn
-from careflow.events.service import ingest_event
 from careflow.forms import repository as repo
 from careflow.forms.models import Form, FormStatus
-from careflow.forms.schemas import form_snapshot
-from careflow.kit.clock import Clock, isoformat_z
+from careflow.kit.clock import isoformat_z
 from careflow.kit.pagination import PageParams
 from careflow.kit.types import EntityRef
 
@@ -47,14 +45,10 @@ async def get_form(session: AsyncSession, principal: Principal, form_id: int) ->
 
 
 async def complete_form(
-    session: AsyncSession, principal: Principal, form_id: int, clock: Clock
+    session: AsyncSession, principal: Principal, form_id: int, now: datetime
 ) -> Form:
-    """Mark a pending form completed, audit it, and emit ``form.completed`` for dispatch.
-
-    The event row and its ``dispatch_event`` job are written in the caller's transaction,
-    so a completion that does not commit triggers nothing.
-    """
-    now = clock.now()
+    """Mark a pending form completed and audit it; ``events.service.complete_form`` then
+    emits ``form.completed`` in the same transaction."""
     form = await get_form(session, principal, form_id)
     if not await repo.mark_completed(session, principal.org_id, form_id, now):
         raise ConflictError("Form is already completed", code="form_already_completed")
@@ -71,19 +65,6 @@ async def complete_form(
         now=now,
     )
 
-    # Through the one ingestion path, so the form's snapshot is stored like any producer's
-    # and the event is dispatched to rules exactly as a posted one would be.
-    await ingest_event(
-        session,
-        principal.org_id,
-        EventIn(
-            # One completion per form, so the form id alone names this occurrence.
-            event_id=f"form-completed:{form.id}",
-            type=FORM_COMPLETED,
-            data={"form": form_snapshot(form), "patient": {"id": form.patient_id}},
-        ),
-        now=now,
-    )
     return form
 
 

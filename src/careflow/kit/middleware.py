@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from careflow.errors import error_body, request_id_of
 from careflow.kit.context import new_request_id, request_id_var
+from careflow.kit.metrics import HTTP_LATENCY
 
 # Visible ASCII, no spaces: trace ids such as AWS's "Root=1-…;Parent=…;Sampled=1" or a W3C
 # traceparent come back as sent, and nothing that could break a log line gets in.
@@ -215,8 +216,6 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        from careflow.kit.metrics import HTTP_LATENCY
-
         started = time.perf_counter()
         status = 500
 

@@ -7,8 +7,11 @@ import asyncio
 import structlog
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from careflow.jobs.service import depth_by_status
+from careflow.kit.metrics import QUEUE_DEPTH, REGISTRY
 from careflow.migrate import current_revision, head_revision
 
 router = APIRouter(tags=["operations"])
@@ -64,10 +67,6 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics", summary="Prometheus metrics of this process")
 async def metrics(request: Request) -> Response:
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    from careflow.kit.metrics import REGISTRY
-
     if getattr(request.app.state, "worker", None) is None:
         # No worker in this process (`serve --no-worker`) samples the queue: read it now, so
         # the API's /metrics shows queue depth whatever the topology.
@@ -76,9 +75,6 @@ async def metrics(request: Request) -> Response:
 
 
 async def _sample_queue_depth(request: Request) -> None:
-    from careflow.jobs.service import depth_by_status
-    from careflow.kit.metrics import QUEUE_DEPTH
-
     try:
         async with asyncio.timeout(QUEUE_SAMPLE_SECONDS):
             async with request.app.state.sessionmaker() as session:

@@ -1,7 +1,7 @@
 """The reads scheduling makes that no other domain's repository offers.
 
 Scheduling owns no table: its fires are jobs (removed through ``jobs.store``), its rules are
-read through ``automations.repository`` and one appointment through ``events.repository``.
+read through ``automations.repository`` and one appointment through ``entities.repository``.
 What is left is the walk over an organisation's appointments when a rule's fires are
 recomputed. Reads only, scoped to the organisation.
 """

@@ -27,18 +27,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careflow.automations import repository as automation_rules
 from careflow.automations.enabled import RuleSnapshot, enabled_rules_for
 from careflow.automations.models import AutomationRule
-from careflow.automations.time_triggers import (
-    TIME_TRIGGERS,
-    fire_time,
-    is_cancelled,
-    still_due,
-)
 from careflow.entities import repository as entities
 from careflow.entities.context import join_snapshots
 from careflow.entities.models import Entity
 from careflow.executions.service import start_execution
 from careflow.jobs import store as jobs
 from careflow.jobs.queue import enqueue
+from careflow.kit.time_triggers import (
+    TIME_TRIGGERS,
+    fire_time,
+    is_cancelled,
+    still_due,
+)
 from careflow.kit.types import EntityRef, canonical_entity_id
 from careflow.scheduling import repository
 

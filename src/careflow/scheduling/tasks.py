@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from careflow.automations.time_triggers import RESCHEDULE_RULE_KIND
 from careflow.jobs.registry import JobContext, Sharing, job_handler
+from careflow.kit.time_triggers import RESCHEDULE_RULE_KIND
 from careflow.scheduling import service
 
 

@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
-from careflow.automations.compiled import clear_cache, compiled_conditions
 from careflow.automations.models import AutomationRule
 from careflow.conditions import ConditionError
+from careflow.conditions.cache import clear_cache, compiled_conditions
 
 T = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -64,7 +64,7 @@ class TestCompiledConditions:
             compiled_conditions(make_rule(conditions={"a": {"bogus": 1}}))
 
     def test_bounded(self) -> None:
-        from careflow.automations import compiled as module
+        from careflow.conditions import cache as module
 
         for i in range(module.MAX_ENTRIES + 10):
             compiled_conditions(make_rule(rule_id=i, conditions={}))

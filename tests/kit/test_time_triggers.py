@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from careflow.automations.enabled import RuleSnapshot
-from careflow.automations.time_triggers import delivery_skip_reason, fire_time, still_due
+from careflow.kit.time_triggers import delivery_skip_reason, fire_time, still_due
 
 STARTS = "2026-12-10T09:00:00Z"
 ENDS = "2026-12-10T09:30:00Z"

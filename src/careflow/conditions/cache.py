@@ -1,14 +1,17 @@
-"""Compiled rule conditions, cached per rule version so no event re-parses them."""
+"""Compiled rule conditions, cached per rule version so no event re-parses them.
+
+Any rule with an ``id``, a ``version`` and its ``conditions`` (an automation rule, stored or
+as the dispatcher's snapshot) is compiled once per (id, version).
+"""
 
 from __future__ import annotations
 
 import copy
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Protocol
 
-from careflow.automations.models import AutomationRule
-from careflow.conditions import CompiledCondition, compile_condition
+from careflow.conditions.compiler import CompiledCondition, compile_condition
 
 MAX_ENTRIES = 4096
 
@@ -16,7 +19,20 @@ _lock = threading.Lock()
 _cache: OrderedDict[tuple[int, int], CompiledCondition] = OrderedDict()
 
 
-def compiled_conditions(rule: AutomationRule | Any) -> CompiledCondition:
+class VersionedConditions(Protocol):
+    """What the cache reads of a rule."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def conditions(self) -> Any: ...
+
+
+def compiled_conditions(rule: VersionedConditions) -> CompiledCondition:
     """The rule's conditions as a ``CompiledCondition``, compiled once per (id, version).
 
     A hit is also checked against the rule's stored conditions: SQLite may hand a deleted
