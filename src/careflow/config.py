@@ -6,7 +6,7 @@ import warnings
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "careflow-development-secret-change-me"
@@ -65,6 +65,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    @field_validator("database_pooler", "database_listen_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object, info: ValidationInfo) -> object:
+        # An exported but empty variable (VAR= in an env file) means "not set".
+        if value == "":
+            return "none" if info.field_name == "database_pooler" else None
+        return value
+
     @model_validator(mode="after")
     def _refuse_nonsensical_database_settings(self) -> Settings:
         if self.behind_pooler and not self.is_postgresql:
@@ -120,16 +128,6 @@ class Settings(BaseSettings):
     def behind_pooler(self) -> bool:
         """Whether a transaction-mode pooler stands between careflow and PostgreSQL."""
         return self.database_pooler != "none"
-
-    @property
-    def listen_url(self) -> str | None:
-        """Where a worker LISTENs for new jobs: the direct URL when one is set, else the
-        database URL unless a pooler is in front (then nowhere: polling alone)."""
-        if not self.is_postgresql:
-            return None
-        if self.database_listen_url is not None:
-            return self.database_listen_url
-        return None if self.behind_pooler else self.database_url
 
 
 @lru_cache

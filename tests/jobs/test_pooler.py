@@ -93,6 +93,12 @@ class TestPoolerSettings:
         with pytest.raises(ValueError, match=refusal):
             settings_of(**values)
 
+    def test_empty_variables_mean_unset(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("CAREFLOW_DATABASE_POOLER", "")
+        monkeypatch.setenv("CAREFLOW_DATABASE_LISTEN_URL", "")
+        settings = settings_of(database_url=DIRECT)
+        assert not settings.behind_pooler and settings.database_listen_url is None
+
     def test_the_pooler_is_read_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("CAREFLOW_DATABASE_URL", POOLED)
         monkeypatch.setenv("CAREFLOW_DATABASE_POOLER", "pgbouncer")
