@@ -76,7 +76,7 @@ class TestPoolerSettings:
             ),
             (
                 {"database_url": DIRECT, "database_listen_url": "mysql://db.example/careflow"},
-                "postgresql:// or postgresql+asyncpg://",
+                "must be a postgresql:// or",
             ),
             (
                 {
