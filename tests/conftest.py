@@ -4,6 +4,7 @@ time."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,7 @@ from careflow.kit.clock import FrozenClock
 from careflow.kit.rulesets import clear_all as clear_rulesets
 from tests.fixtures.database import (
     count,
+    database_settings,
     make_engine,
     reset_schema,
     test_database_url,
@@ -108,6 +110,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "log_json": True,
         "job_backoff_base_seconds": 1.0,
     }
+    if database_url == os.environ.get("CAREFLOW_TEST_DATABASE_URL"):
+        # The test database behind a pooler: careflow is told so, as an operator would.
+        values.update(database_settings(database_url))
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 

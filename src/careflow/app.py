@@ -62,7 +62,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None
-        eng = engine or create_engine(settings.database_url)
+        eng = engine or create_engine(
+            settings.database_url, behind_pooler=settings.behind_pooler
+        )
         app.state.engine = eng
         app.state.sessionmaker = create_sessionmaker(eng)
         if migrate_sqlite and settings.is_sqlite:

@@ -61,7 +61,8 @@ def migrate() -> None:
     from careflow.migrate import upgrade_head
 
     async def run() -> None:
-        engine = create_engine(get_settings().database_url)
+        settings = get_settings()
+        engine = create_engine(settings.database_url, behind_pooler=settings.behind_pooler)
         try:
             await upgrade_head(engine)
         finally:

@@ -6,10 +6,11 @@ import warnings
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "careflow-development-secret-change-me"
+_POSTGRESQL_SCHEMES = ("postgresql://", "postgresql+asyncpg://", "postgres://")
 
 
 class Settings(BaseSettings):
@@ -17,6 +18,16 @@ class Settings(BaseSettings):
 
     env: Literal["development", "test", "production"] = "development"
     database_url: str = "sqlite+aiosqlite:///./careflow.db"
+    # What sits between careflow and PostgreSQL. "none": careflow talks to PostgreSQL itself
+    # (prepared statements cached per connection, session settings at connect). "transaction"
+    # (or "pgbouncer", its most common instance): a pooler in transaction mode, which hands
+    # each transaction whatever server connection is free, so nothing may outlive one:
+    # no cached prepared statements, no startup parameters but application_name, LISTEN
+    # only on ``database_listen_url``.
+    database_pooler: Literal["none", "transaction", "pgbouncer"] = "none"
+    # A direct connection to PostgreSQL (not through the pooler) for the workers' LISTEN.
+    # Unset behind a pooler: workers poll alone (``job_poll_interval_seconds``).
+    database_listen_url: str | None = None
 
     jwt_secret: str = DEV_JWT_SECRET
     jwt_public_key: str | None = None
@@ -54,6 +65,41 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    @field_validator("database_pooler", "database_listen_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object, info: ValidationInfo) -> object:
+        # An exported but empty variable (VAR= in an env file) means "not set".
+        if value == "":
+            return "none" if info.field_name == "database_pooler" else None
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_nonsensical_database_settings(self) -> Settings:
+        if self.behind_pooler and not self.is_postgresql:
+            raise ValueError(
+                "CAREFLOW_DATABASE_POOLER applies to PostgreSQL only: "
+                "CAREFLOW_DATABASE_URL is not a postgresql+asyncpg URL"
+            )
+        listen = self.database_listen_url
+        if listen is not None:
+            if not self.is_postgresql:
+                raise ValueError(
+                    "CAREFLOW_DATABASE_LISTEN_URL applies to PostgreSQL only: "
+                    "CAREFLOW_DATABASE_URL is not a postgresql+asyncpg URL"
+                )
+            if not listen.startswith(_POSTGRESQL_SCHEMES):
+                raise ValueError(
+                    "CAREFLOW_DATABASE_LISTEN_URL must be a postgresql:// or "
+                    "postgresql+asyncpg:// URL"
+                )
+            if self.behind_pooler and listen == self.database_url:
+                # LISTEN through a transaction pooler is lost with the transaction.
+                raise ValueError(
+                    "CAREFLOW_DATABASE_LISTEN_URL must reach PostgreSQL directly, "
+                    "not through the pooler of CAREFLOW_DATABASE_URL"
+                )
+        return self
+
     @model_validator(mode="after")
     def _refuse_dev_secret_in_production(self) -> Settings:
         if self.jwt_secret == DEV_JWT_SECRET and self.jwt_public_key is None:
@@ -73,6 +119,15 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+    @property
+    def behind_pooler(self) -> bool:
+        """Whether a transaction-mode pooler stands between careflow and PostgreSQL."""
+        return self.database_pooler != "none"
 
 
 @lru_cache

@@ -147,8 +147,49 @@ def _ping_on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         raise exc.InvalidatePoolError(f"ping failed: {type(error).__name__}") from error
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+# A process frozen mid-transaction (SIGSTOP, a stuck host) must not hold its row locks for
+# ever: past this, PostgreSQL ends its session. Longer than any job holds a transaction open
+# (a lease, an SMTP timeout). Behind a pooler it is the role's setting instead (a pooler
+# refuses it as a startup parameter): docs/operations.md.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 120_000
+
+
+def _unnamed_statement() -> str:
+    # asyncpg's empty name: the unnamed statement, which the next Parse replaces, so it can
+    # neither collide with another client's nor pile up on a pooled server connection.
+    return ""
+
+
+def postgresql_connect_args(*, behind_pooler: bool) -> dict[str, Any]:
+    """asyncpg's connect arguments for careflow's engines.
+
+    Direct: prepared statements cached per connection (SQLAlchemy's cache and asyncpg's),
+    and the session settings sent at connect. Behind a transaction-mode pooler each
+    transaction may run on another server connection, so nothing may outlive one: no
+    cached statement (each is parsed again in the transaction that runs it, unnamed) and
+    no startup parameter but ``application_name``, the one poolers pass on.
+    """
+    if not behind_pooler:
+        return {
+            "server_settings": {
+                "application_name": "careflow",
+                "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_TIMEOUT_MS),
+            }
+        }
+    return {
+        "server_settings": {"application_name": "careflow"},
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _unnamed_statement,
+    }
+
+
+def create_engine(url: str, *, behind_pooler: bool = False, **kwargs: Any) -> AsyncEngine:
+    """careflow's engine for ``url``. ``behind_pooler``: PostgreSQL is reached through a
+    transaction-mode pooler (``CAREFLOW_DATABASE_POOLER``); see ``postgresql_connect_args``."""
     if url.startswith("sqlite"):
+        if behind_pooler:
+            raise ValueError("a pooler applies to PostgreSQL only")
         # SQLite has one writer at a time. One pooled connection makes the process's
         # transactions queue for it in order, instead of several connections polling
         # SQLite's busy handler (sleeps of up to 100 ms, in no order: a long latency tail).
@@ -162,18 +203,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     ping = kwargs.pop("pool_pre_ping", True)
-    kwargs.setdefault(
-        "connect_args",
-        {
-            "server_settings": {
-                "application_name": "careflow",
-                # A process frozen mid-transaction (SIGSTOP, a stuck host) must not hold its
-                # row locks for ever: past this, PostgreSQL ends its session. Longer than any
-                # job holds a transaction open (a lease, an SMTP timeout).
-                "idle_in_transaction_session_timeout": "120000",
-            }
-        },
-    )
+    kwargs.setdefault("connect_args", postgresql_connect_args(behind_pooler=behind_pooler))
     engine = create_async_engine(url, **kwargs)
     if ping:
         event.listen(engine.sync_engine.pool, "connect", _mark_fresh)

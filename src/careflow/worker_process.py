@@ -44,7 +44,7 @@ async def run_worker_process(concurrency: int | None = None) -> None:
         from careflow.kit.metrics import REGISTRY
 
         start_http_server(settings.worker_metrics_port, addr="0.0.0.0", registry=REGISTRY)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, behind_pooler=settings.behind_pooler)
     worker = Worker(
         create_sessionmaker(engine), settings, SystemClock(), services={}, concurrency=concurrency
     )

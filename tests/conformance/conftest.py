@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.conformance.envelopes import body, data, poll
 from tests.conformance.seed import (
@@ -60,6 +61,7 @@ from tests.conformance.world import (
     WorkerResults,
     World,
 )
+from tests.fixtures.database import database_env
 
 
 @pytest.fixture(scope="package")
@@ -100,6 +102,9 @@ def serve(
     serve_workdir: Path, serve_database: str, mail_server: ConformanceSmtp
 ) -> Iterator[Serve]:
     env = serve_environment(serve_database, mail_server.url)
+    test_url = os.environ.get("CAREFLOW_TEST_DATABASE_URL")
+    if test_url:
+        env.update(database_env(test_url, database=make_url(serve_database).database))
     with running_serve(serve_workdir, env) as server:
         yield server
 

@@ -95,8 +95,14 @@ async def fresh_postgres_database(test_url: str, serve_url: str) -> None:
 
     async def connect(url: str) -> asyncpg.Connection:
         u = make_url(url)
+        # No statement cache: the URL may lead through a transaction-mode pooler.
         return await asyncpg.connect(
-            host=u.host, port=u.port, user=u.username, password=u.password, database=u.database
+            host=u.host,
+            port=u.port,
+            user=u.username,
+            password=u.password,
+            database=u.database,
+            statement_cache_size=0,
         )
 
     name = make_url(serve_url).database

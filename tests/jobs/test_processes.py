@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from careflow.jobs.queue import enqueue
 from careflow.kit.clock import SystemClock
 from tests.conftest import TEST_SECRET
+from tests.fixtures.database import database_env
 from tests.jobs.conftest import eventually
 
 Maker = async_sessionmaker[AsyncSession]
@@ -31,6 +32,7 @@ class WorkerProcesses:
         env = {
             **os.environ,
             "CAREFLOW_DATABASE_URL": self.database_url,
+            **database_env(self.database_url),
             "CAREFLOW_ENV": "test",
             "CAREFLOW_JWT_SECRET": TEST_SECRET,
             "CAREFLOW_LOG_LEVEL": "WARNING",

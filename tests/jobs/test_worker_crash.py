@@ -21,6 +21,7 @@ from careflow.db import create_sessionmaker
 from careflow.executions.models import Execution
 from careflow.forms.models import Form
 from tests.conftest import TEST_SECRET
+from tests.fixtures.database import database_env
 from tests.fixtures.factories import PATIENT, create_rule, post_event
 from tests.fixtures.smtp import SmtpServer
 
@@ -48,6 +49,7 @@ def spawn_worker(
         env = {
             **os.environ,
             "CAREFLOW_DATABASE_URL": database_url,
+            **database_env(database_url),
             "CAREFLOW_ENV": "test",
             "CAREFLOW_JWT_SECRET": TEST_SECRET,
             "CAREFLOW_SMTP_URL": smtp.url,

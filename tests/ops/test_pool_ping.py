@@ -14,13 +14,18 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from careflow.db import create_engine
+from tests.fixtures.database import direct_url
 
 
 @pytest.fixture
 async def one_connection_engine(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
     if engine.dialect.name != "postgresql":
         pytest.skip("the checkout ping is PostgreSQL's")
-    url = engine.url.render_as_string(hide_password=False)
+    # The ping's contract is with PostgreSQL's own sessions: behind a pooler, the tests
+    # hold one on the direct URL (a pooler's client connection has no backend pid).
+    url = direct_url(engine.url.render_as_string(hide_password=False))
+    if url is None:
+        pytest.skip("a server session's pid needs a direct connection (no listen URL set)")
     pooled = create_engine(url, pool_size=1, max_overflow=0)
     yield pooled
     await pooled.dispose()
@@ -77,7 +82,10 @@ async def test_without_the_ping_the_dead_connection_fails_the_statement(
 ) -> None:
     if engine.dialect.name != "postgresql":
         pytest.skip("the checkout ping is PostgreSQL's")
-    url = engine.url.render_as_string(hide_password=False)
+    # Through a pooler the next statement would just get another server connection.
+    url = direct_url(engine.url.render_as_string(hide_password=False))
+    if url is None:
+        pytest.skip("a server session's end needs a direct connection (no listen URL set)")
     unpinged = create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=False)
     try:
         pid = await backend_pid(unpinged)

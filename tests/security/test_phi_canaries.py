@@ -27,6 +27,7 @@ from careflow.audit.models import AuditEntry
 from careflow.config import Settings
 from careflow.db import create_sessionmaker
 from tests.conftest import TEST_SECRET, make_settings
+from tests.fixtures.database import database_env
 from tests.fixtures.smtp import SmtpServer
 from tests.fixtures.twilio import TwilioFake
 from tests.jobs.conftest import eventually
@@ -274,6 +275,7 @@ def spawn_worker(
     env = {
         **os.environ,
         "CAREFLOW_DATABASE_URL": database_url,
+        **database_env(database_url),
         "CAREFLOW_ENV": "test",
         "CAREFLOW_JWT_SECRET": TEST_SECRET,
         "CAREFLOW_LOG_LEVEL": "DEBUG",

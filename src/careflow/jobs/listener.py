@@ -2,6 +2,9 @@
 
 Polling stays the fallback that always works: losing this connection only costs latency,
 so it is re-established in the background and never stops the worker.
+
+LISTEN needs a session of its own: behind a transaction-mode pooler it is made on
+``CAREFLOW_DATABASE_LISTEN_URL`` (a direct connection), or not at all (``listen_dsn``).
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from typing import Any
 
 import asyncpg
 import structlog
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 
+from careflow.config import Settings
 from careflow.jobs.queue import NOTIFY_CHANNEL
 
 log = structlog.get_logger("careflow.jobs")
@@ -26,6 +30,22 @@ MAX_RECONNECT_DELAY_SECONDS = 30.0
 def asyncpg_dsn(url: URL) -> str:
     """The SQLAlchemy URL as a plain ``postgresql://`` DSN asyncpg understands."""
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def listen_dsn(engine_url: URL, settings: Settings) -> str | None:
+    """Where a worker whose engine reaches ``engine_url`` LISTENs, or None (polling alone).
+
+    ``CAREFLOW_DATABASE_LISTEN_URL`` when set; else the engine's own server, unless a pooler
+    is in front of it: a transaction-mode pooler gives the LISTEN's session to other
+    clients as soon as its transaction ends, and the notifications go with it.
+    """
+    if engine_url.get_backend_name() != "postgresql":
+        return None
+    if settings.database_listen_url is not None:
+        return asyncpg_dsn(make_url(settings.database_listen_url))
+    if settings.behind_pooler:
+        return None
+    return asyncpg_dsn(engine_url)
 
 
 class NotifyListener:

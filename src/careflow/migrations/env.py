@@ -27,8 +27,12 @@ def _configure_and_run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
-    engine = create_engine(url)
+    url = config.get_main_option("sqlalchemy.url")
+    if url:
+        engine = create_engine(url)
+    else:
+        settings = get_settings()
+        engine = create_engine(settings.database_url, behind_pooler=settings.behind_pooler)
     async with engine.connect() as connection:
         await connection.run_sync(_configure_and_run)
         await connection.commit()

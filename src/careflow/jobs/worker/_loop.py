@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from careflow.config import Settings
 from careflow.jobs import queue, store
-from careflow.jobs.listener import NotifyListener, asyncpg_dsn
+from careflow.jobs.listener import NotifyListener, listen_dsn
 from careflow.jobs.registry import Sharing
 from careflow.jobs.store import ClaimedJob
 from careflow.jobs.worker._batch import BatchRunner, job_sharing
@@ -120,9 +120,12 @@ class Worker:
         self._stopping.clear()
         self._loop = asyncio.get_running_loop()
         queue.add_wake_callback(self._on_enqueue)
-        if self.dialect == "postgresql":
-            self._listener = NotifyListener(asyncpg_dsn(self._url), self.wake)
+        dsn = listen_dsn(self._url, self.settings)
+        if dsn is not None:
+            self._listener = NotifyListener(dsn, self.wake)
             self._listener.start()
+        elif self.dialect == "postgresql":
+            log.info("jobs.polling_only", reason="pooler without CAREFLOW_DATABASE_LISTEN_URL")
         self._background = [
             asyncio.create_task(self._claim_loop(), name=f"careflow-jobs-claim-{self.name}"),
             asyncio.create_task(self._housekeeping_loop(), name="careflow-jobs-housekeeping"),
