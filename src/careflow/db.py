@@ -258,6 +258,29 @@ def prebuilt(session: AsyncSession, key: Hashable, build: Callable[[Any], Any]) 
     return stmt
 
 
+async def insert_if_absent(
+    session: AsyncSession, model: Any, values: dict[str, Any], index_elements: list[str]
+) -> int | None:
+    """INSERT … ON CONFLICT DO NOTHING on a unique index: the new row's id, or None if taken.
+
+    Preferred to a savepoint around a plain INSERT: no aborted transaction to recover on
+    PostgreSQL, and on SQLite the statement opens the transaction itself, where a leading
+    SAVEPOINT would have started (and on release committed) one of its own.
+    """
+    table = model.__table__
+    stmt = prebuilt(
+        session,
+        ("insert_if_absent", table.name, tuple(index_elements)),
+        lambda insert: (
+            insert(table)
+            .on_conflict_do_nothing(index_elements=index_elements)
+            .returning(table.c.id)
+        ),
+    )
+    connection = await session.connection()
+    return (await connection.execute(stmt, values)).scalar()  # type: ignore[no-any-return]
+
+
 def one_of(column: Any, name: str, *, postgresql_array: bool) -> Any:
     """``column IN (:name…)`` for a list parameter ``name``.
 

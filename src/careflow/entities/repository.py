@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Select, String, Table, bindparam, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careflow.db import insert_for, one_of, pairs_of, prebuilt
+from careflow.db import insert_for, insert_if_absent, one_of, pairs_of
 from careflow.entities.models import Entity
 from careflow.kit.types import EntityRef, canonical_entity_id
 
@@ -136,20 +136,6 @@ def _sort_key(key: tuple[str, EntityRef]) -> tuple[str, str]:
 _KEY = ["organization_id", "entity_type", "entity_id"]
 
 
-async def _insert_if_absent(session: AsyncSession, values: dict[str, Any]) -> int | None:
-    """The new snapshot's id, or None when one with its key is stored (ON CONFLICT DO NOTHING,
-    so no aborted transaction to recover on PostgreSQL)."""
-    stmt = prebuilt(
-        session,
-        "entities.insert_if_absent",
-        lambda insert: (
-            insert(_entities).on_conflict_do_nothing(index_elements=_KEY).returning(_entities.c.id)
-        ),
-    )
-    connection = await session.connection()
-    return (await connection.execute(stmt, values)).scalar()  # type: ignore[no-any-return]
-
-
 async def upsert_entity(
     session: AsyncSession,
     organization_id: int,
@@ -164,8 +150,9 @@ async def upsert_entity(
     key = canonical_entity_id(entity_id)
     stored = await get_entity(session, organization_id, entity_type, key, for_update=True)
     if stored is None:
-        new_id = await _insert_if_absent(
+        new_id = await insert_if_absent(
             session,
+            Entity,
             {
                 "organization_id": organization_id,
                 "entity_type": entity_type,
@@ -173,6 +160,7 @@ async def upsert_entity(
                 "data": dict(data),
                 "updated_at": as_of,
             },
+            _KEY,
         )
         if new_id is not None:
             return Entity(

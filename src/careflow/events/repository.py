@@ -10,10 +10,9 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow import db
-from careflow.db import built, insert_for, one_of
+from careflow.db import built, insert_for, insert_if_absent, one_of
 from careflow.events.models import Event, PatientMilestone
 from careflow.executions.models import Execution
-from careflow.executions.repository import insert_if_absent
 from careflow.kit.types import EntityRef, canonical_entity_id
 
 _events: Table = Event.__table__  # type: ignore[assignment]

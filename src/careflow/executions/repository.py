@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from careflow import db
-from careflow.db import built, one_of, prebuilt
+from careflow.db import built, insert_if_absent, one_of
 from careflow.executions.models import Execution, ExecutionAction
 
 
@@ -31,29 +31,6 @@ class ExecutionFilters:
     trigger_event: str | None = None
     executed_from: datetime | None = None  # inclusive
     executed_before: datetime | None = None  # exclusive
-
-
-async def insert_if_absent(
-    session: AsyncSession, model: Any, values: dict[str, Any], index_elements: list[str]
-) -> int | None:
-    """INSERT … ON CONFLICT DO NOTHING on a unique index: the new row's id, or None if taken.
-
-    Preferred to a savepoint around a plain INSERT: no aborted transaction to recover on
-    PostgreSQL, and on SQLite the statement opens the transaction itself, where a leading
-    SAVEPOINT would have started (and on release committed) one of its own.
-    """
-    table = model.__table__
-    stmt = prebuilt(
-        session,
-        ("insert_if_absent", table.name, tuple(index_elements)),
-        lambda insert: (
-            insert(table)
-            .on_conflict_do_nothing(index_elements=index_elements)
-            .returning(table.c.id)
-        ),
-    )
-    connection = await session.connection()
-    return (await connection.execute(stmt, values)).scalar()  # type: ignore[no-any-return]
 
 
 async def insert_execution(
