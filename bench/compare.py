@@ -254,7 +254,9 @@ def main() -> None:
     parser.add_argument(
         "--database-url", required=True, help="careflow's PostgreSQL bench database"
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a few minutes")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: a smoke run of a few minutes"
+    )
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args()
     if not args.database_url.startswith("postgresql"):

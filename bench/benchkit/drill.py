@@ -44,6 +44,7 @@ from benchkit.common import (
     reset_database,
     wait_http,
 )
+from benchkit.pgbouncer import PgBouncer
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/careflow_drills"
 FORM_TEMPLATE_ID = 10
@@ -180,6 +181,9 @@ class Cluster:
     exited: dict[str, int | None] = field(default_factory=dict)
     killed: set[str] = field(default_factory=set)
     concurrency: int | None = None
+    # "off"; "listen": through a PgBouncer in transaction mode, the workers' LISTEN on the
+    # direct server; "polling": through PgBouncer, no listen URL (workers poll alone).
+    pgbouncer: str = "off"
 
     def __post_init__(self) -> None:
         self.kids = Children(self.workdir)
@@ -187,15 +191,23 @@ class Cluster:
         self.base = f"http://127.0.0.1:{self.api_port}"
         self.db = Db(plain_pg_dsn(self.database_url))
         self._n = 0
+        self.bouncer = PgBouncer(self.database_url) if self.pgbouncer != "off" else None
 
     def env(self) -> dict[str, str]:
         extra = {"CAREFLOW_SMTP_URL": self.sink.url, "CAREFLOW_LOG_LEVEL": "INFO"}
-        return careflow_env(self.database_url, **(extra | self.extra_env))
+        if self.bouncer is None:
+            return careflow_env(self.database_url, **(extra | self.extra_env))
+        extra["CAREFLOW_DATABASE_POOLER"] = "pgbouncer"
+        if self.pgbouncer == "listen":
+            extra["CAREFLOW_DATABASE_LISTEN_URL"] = self.database_url
+        return careflow_env(self.bouncer.url, **(extra | self.extra_env))
 
     def start(self, workers: int) -> None:
         self.load_before = loadavg()
         reset_database(self.database_url)
         self.sink.start()
+        if self.bouncer is not None:
+            self.bouncer.start(self.kids)
         self.admin = mint_token(self.database_url, "admin")
         self.service = mint_token(self.database_url, "service")
         self.serve = self.kids.start(
@@ -551,6 +563,13 @@ def common_args(parser: Any) -> None:
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     parser.add_argument("--seed", type=int, default=None, help="random seed (kills, jitter)")
+    parser.add_argument(
+        "--pgbouncer",
+        choices=["off", "listen", "polling"],
+        default="off",
+        help="careflow behind a PgBouncer in transaction mode that the drill starts: workers"
+        " LISTEN on the direct URL (listen) or poll alone (polling)",
+    )
 
 
 def seed(value: int | None) -> random.Random:

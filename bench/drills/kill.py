@@ -33,6 +33,7 @@ async def run(args: argparse.Namespace) -> Verdict:
     rng = seed(args.seed)
     cluster = Cluster(
         args.database_url,
+        pgbouncer=args.pgbouncer,
         extra_env={"CAREFLOW_JOB_LEASE_SECONDS": str(args.lease)},
     )
     kills: list[float] = []

@@ -51,7 +51,7 @@ PING_SQL = (
 
 
 async def run(args: argparse.Namespace) -> Verdict:
-    cluster = Cluster(args.database_url)
+    cluster = Cluster(args.database_url, pgbouncer=args.pgbouncer)
     verdict = Verdict()
 
     async def fault() -> dict[str, Any]:

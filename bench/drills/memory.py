@@ -30,7 +30,7 @@ def mb(kb: int) -> str:
 
 
 async def run(args: argparse.Namespace) -> Verdict:
-    cluster = Cluster(args.database_url)
+    cluster = Cluster(args.database_url, pgbouncer=args.pgbouncer)
     verdict = Verdict()
     try:
         await cluster.astart(2)

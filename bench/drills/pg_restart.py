@@ -85,7 +85,7 @@ def ensure_running() -> None:
 
 async def run(args: argparse.Namespace) -> tuple[Verdict, bool]:
     own_db = args.database_url.rsplit("/", 1)[1].split("?", 1)[0]
-    cluster = Cluster(args.database_url)
+    cluster = Cluster(args.database_url, pgbouncer=args.pgbouncer)
     verdict = Verdict()
 
     async def fault() -> dict[str, Any]:

@@ -29,6 +29,7 @@ from benchkit.drill import Cluster, Verdict, common_args, console, header
 async def run(args: argparse.Namespace) -> Verdict:
     cluster = Cluster(
         args.database_url,
+        pgbouncer=args.pgbouncer,
         extra_env={
             "CAREFLOW_JOB_BACKOFF_BASE_SECONDS": str(args.backoff_base),
             "CAREFLOW_JOB_MAX_ATTEMPTS": str(args.max_attempts),

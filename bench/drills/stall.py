@@ -39,6 +39,7 @@ REFUSALS = ("jobs.completion_refused", "jobs.failure_refused", "jobs.released")
 async def run(args: argparse.Namespace) -> Verdict:
     cluster = Cluster(
         args.database_url,
+        pgbouncer=args.pgbouncer,
         extra_env={
             "CAREFLOW_JOB_LEASE_SECONDS": str(args.lease),
             "CAREFLOW_LOG_LEVEL": "INFO",

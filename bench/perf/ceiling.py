@@ -363,7 +363,9 @@ def main() -> None:
         for batch in args.batch
     ]
     # Celery's no-op tasks (``peers/celery_drain.py``), as a reference beside the ceiling.
-    celery = None if args.no_celery else run_json_script("peers/celery_drain.py", "--tasks", "20000")
+    celery = (
+        None if args.no_celery else run_json_script("peers/celery_drain.py", "--tasks", "20000")
+    )
     title = (
         f"The ceiling: {args.events:,} executions of perf/e2e.py's workload (a form, an episode,"
         f" a message, an email each), set-based, asyncpg alone, {args.workers} workers x"

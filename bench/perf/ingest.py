@@ -82,7 +82,14 @@ def _loadgen_cmds(url: str, token: str, args: argparse.Namespace, prefix: str) -
             if args.warmup
             else [wrk(args.seconds, "run")]
         )
-    cmd = [sys.executable, str(BENCH_DIR / "benchkit" / "loadgen.py"), "--url", url, "--token", token]
+    cmd = [
+        sys.executable,
+        str(BENCH_DIR / "benchkit" / "loadgen.py"),
+        "--url",
+        url,
+        "--token",
+        token,
+    ]
     cmd += ["--concurrency", str(args.concurrency), "--seconds", str(args.seconds)]
     cmd += ["--warmup", str(args.warmup), "--prefix", prefix]
     return [cmd]
@@ -218,7 +225,9 @@ def main() -> None:
     results["careflow"]["stored"] = count_rows(url if not pg else plain_pg_dsn(url), "events")
 
     port = free_port()
-    bare = uvicorn_cmd("bare_insert_app:create_app", port, processes, app_dir=str(BENCH_DIR / "peers"))
+    bare = uvicorn_cmd(
+        "bare_insert_app:create_app", port, processes, app_dir=str(BENCH_DIR / "peers")
+    )
     bare_env = {**env, "BARE_DATABASE_URL": bare_url}
     results["bare"] = run_target("bare", bare, bare_env, token, args, workdir, port)
     results["bare"]["stored"] = count_rows(bare_url, "bare_events")
