@@ -717,6 +717,9 @@ def listener_rows(cluster: Cluster, verdict: Verdict) -> None:
                 )
             ),
         )
+    if cluster.pgbouncer == "polling":
+        verdict.add("workers' LISTEN", "none: behind PgBouncer with no listen URL, they poll")
+        return
     relistened = [
         n
         for n in alive

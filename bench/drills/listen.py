@@ -105,6 +105,8 @@ def main() -> None:
     parser.add_argument("--after", type=float, default=60.0)
     parser.add_argument("--probe-every", type=float, default=2.0)
     args = parser.parse_args()
+    if args.pgbouncer == "polling":
+        parser.error("--pgbouncer polling: the workers have no LISTEN connection to terminate")
     header("Drill 4: terminate the LISTEN connections", vars(args))
     verdict = asyncio.run(run(args))
     verdict.print("Drill 4: LISTEN connections terminated")

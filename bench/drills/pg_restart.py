@@ -1,7 +1,7 @@
 """Fault drill 5: restart PostgreSQL mid-run, only when nobody else is using it.
 
     python bench/drills/pg_restart.py [--database-url URL] [--rate 3] [--baseline 30]
-                                      [--after 60] [--quiet-wait 600]
+                                      [--after 60] [--quiet-wait 600] [--cluster main]
 
 Same load and probes as drill 4. At the fault the drill first waits (up to
 ``--quiet-wait`` s, polling every 2 s) until no other database has a client:
@@ -10,7 +10,9 @@ Same load and probes as drill 4. At the fault the drill first waits (up to
       where datname not in ('careflow_drills') and datname is not null
       and pid <> pg_backend_pid()"
 
-returns 0, then runs ``pg_ctlcluster --skip-systemctl-redirect <version> main restart``.
+returns 0, then runs ``pg_ctlcluster --skip-systemctl-redirect <version> <cluster> restart``
+(``--cluster``: the Debian cluster serving ``--database-url``'s port; a cluster of the
+drill's own, e.g. ``pg_createcluster 15 drills -p 5433``, has no other clients to wait for).
 If no quiet moment comes, the restart is skipped (exit code 3). Then: workers reconnect on
 their own, none exits, every accepted event ends ``success``, probe latency is back to
 normal within 30 s. PostgreSQL is started again if it is not up when the drill ends.
@@ -27,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # bench/, see benchkit/__init__.py
 
@@ -44,13 +47,13 @@ from benchkit.drill import (
 SKIPPED = 3
 
 
-def others_connected(own_db: str) -> int | None:
+def others_connected(own_db: str, port: int) -> int | None:
     sql = (
         "select count(*) from pg_stat_activity where datname not in"
         f" ('{own_db}') and datname is not null and pid <> pg_backend_pid()"
     )
     out = subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", sql],
+        ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-Atc", sql],
         capture_output=True,
         text=True,
         timeout=30,
@@ -67,16 +70,16 @@ def cluster_version() -> str:
     return versions[-1]
 
 
-def pg_ready() -> bool:
-    out = subprocess.run(["pg_isready", "-h", "127.0.0.1"], capture_output=True, timeout=30)
-    return out.returncode == 0
+def pg_ready(port: int) -> bool:
+    cmd = ["pg_isready", "-h", "127.0.0.1", "-p", str(port)]
+    return subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0
 
 
-def ensure_running() -> None:
+def ensure_running(cluster: str, port: int) -> None:
     deadline = time.monotonic() + 60
-    while not pg_ready() and time.monotonic() < deadline:
+    while not pg_ready(port) and time.monotonic() < deadline:
         subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", cluster_version(), "main", "start"],
+            ["pg_ctlcluster", "--skip-systemctl-redirect", cluster_version(), cluster, "start"],
             timeout=120,
             check=False,
         )
@@ -85,20 +88,22 @@ def ensure_running() -> None:
 
 async def run(args: argparse.Namespace) -> tuple[Verdict, bool]:
     own_db = args.database_url.rsplit("/", 1)[1].split("?", 1)[0]
+    port = urlsplit(args.database_url).port or 5432
     cluster = Cluster(args.database_url, pgbouncer=args.pgbouncer)
     verdict = Verdict()
 
     async def fault() -> dict[str, Any]:
         waited_from = time.monotonic()
         while time.monotonic() - waited_from < args.quiet_wait:
-            others = await asyncio.to_thread(others_connected, own_db)
+            others = await asyncio.to_thread(others_connected, own_db, port)
             if others == 0:
                 break
             await asyncio.sleep(2)
         else:
             return {"skipped": True, "waited": time.monotonic() - waited_from}
         began = time.monotonic()
-        cmd = ["pg_ctlcluster", "--skip-systemctl-redirect", cluster_version(), "main", "restart"]
+        cmd = ["pg_ctlcluster", "--skip-systemctl-redirect", cluster_version(), args.cluster]
+        cmd.append("restart")
         out = await asyncio.to_thread(
             subprocess.run, cmd, capture_output=True, text=True, timeout=180, check=False
         )
@@ -140,8 +145,9 @@ async def run(args: argparse.Namespace) -> tuple[Verdict, bool]:
     finally:
         await cluster.db.close()
         cluster.stop()
-        await asyncio.to_thread(ensure_running)
-        console.print(f"pg_isready: {'up' if pg_ready() else 'DOWN'}; logs: {cluster.workdir.path}")
+        await asyncio.to_thread(ensure_running, args.cluster, port)
+        up = "up" if pg_ready(port) else "DOWN"
+        console.print(f"pg_isready: {up}; logs: {cluster.workdir.path}")
 
 
 def main() -> None:
@@ -153,6 +159,7 @@ def main() -> None:
     parser.add_argument("--after", type=float, default=60.0)
     parser.add_argument("--probe-every", type=float, default=2.0)
     parser.add_argument("--quiet-wait", type=float, default=600.0)
+    parser.add_argument("--cluster", default="main", help="the Debian cluster to restart")
     args = parser.parse_args()
     header("Drill 5: restart PostgreSQL mid-run", vars(args))
     verdict, skipped = asyncio.run(run(args))
