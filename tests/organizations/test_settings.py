@@ -41,7 +41,7 @@ class TestOrganizationSettings:
             9,
             5,
         )
-        assert data["overrides"] == body
+        assert data["overrides"] == {**body, "default_region": None}
         assert data["updated_at"].endswith("Z")
         async with create_sessionmaker(engine)() as session:
             policy = await effective_settings(session, settings, 1)
@@ -176,4 +176,5 @@ class TestEffectiveSettings:
             "quiet_hours_start": None,
             "quiet_hours_end": 7,
             "sms_hourly_limit": None,
+            "default_region": None,
         }
