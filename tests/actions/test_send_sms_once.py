@@ -215,3 +215,24 @@ class TestPhoneNumbersInE164:
         assert (outcome.status, outcome.reason) == ("skipped", NOT_A_NUMBER)
         assert phone not in NOT_A_NUMBER
         assert twilio.requests == []
+
+
+class TestLogProvider:
+    async def test_an_sms_in_the_log_is_sent_at_once(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        clock: FrozenClock,
+        settings: Settings,
+        context_for: ContextFor,
+    ) -> None:
+        async with maker() as session:
+            execution = await create_execution(session, now=clock.now())
+            outcome = await run(context_for, session, execution, settings)
+            [row] = await messages(session)
+        assert outcome.result == {"sms_id": row.id, "delivery_status": "sent"}
+        assert (row.provider, row.status, row.queued_at, row.sent_at) == (
+            "log",
+            "sent",
+            clock.now(),
+            clock.now(),
+        )

@@ -122,10 +122,10 @@ async def record_attempt(
     }
     if provider_message_id is not None:
         changes["provider_message_id"] = provider_message_id
+        if channel == "sms":  # accepted: what the hourly cap counts
+            changes["queued_at"] = now
     if status == MessageStatus.SENT:
         changes["sent_at"] = now
-    elif status == MessageStatus.QUEUED:
-        changes["queued_at"] = now
     if existing is None:
         message = built(
             Message,

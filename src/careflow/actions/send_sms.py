@@ -175,7 +175,9 @@ class SendSmsExecutor:
             provider=transport.provider,
             send=send,
             result_key="sms_id",
-            accepted_status=MessageStatus.QUEUED,
+            accepted_status=(
+                MessageStatus.QUEUED if transport.reports_status else MessageStatus.SENT
+            ),
             message_id=message_id,
         )
 

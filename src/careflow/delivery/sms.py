@@ -35,6 +35,9 @@ LOOKUP_MAX_PAGES = 4
 class SmsTransport(Protocol):
     #: stored as the message's ``provider``
     provider: str
+    #: True when the provider reports delivery later (the message is ``queued`` until it
+    #: does); False when handing it over is all there is (``sent``)
+    reports_status: bool
 
     async def send(
         self, *, to: str, body: str, idempotency_key: str, status_callback: str | None = None
@@ -55,6 +58,7 @@ class LogSmsTransport:
     """Sends nothing: the message row in careflow's own log is the only record."""
 
     provider = "log"
+    reports_status = False
 
     async def send(
         self, *, to: str, body: str, idempotency_key: str, status_callback: str | None = None
@@ -71,6 +75,7 @@ class TwilioSmsTransport:
     ``To``, ``From`` and ``DateSent``, to look a message up."""
 
     provider = "twilio"
+    reports_status = True
 
     def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
         missing = [
