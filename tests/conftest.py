@@ -92,8 +92,7 @@ def twilio_server() -> Iterator[TwilioFake]:
 
 @pytest.fixture
 def twilio(twilio_server: TwilioFake) -> TwilioFake:
-    twilio_server.requests.clear()
-    twilio_server.fail_next = 0
+    twilio_server.reset()
     return twilio_server
 
 

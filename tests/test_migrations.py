@@ -136,3 +136,67 @@ async def test_0006_keeps_rules_executions_and_stops_sqlite_reusing_ids(tmp_path
             assert newest == 4
     finally:
         await engine.dispose()
+
+
+async def test_0009_keeps_sms_already_sent_under_the_hourly_cap(tmp_path: Any) -> None:
+    """An SMS handed to Twilio before 0009 keeps counting against the hourly cap (its
+    ``queued_at`` is its ``sent_at``); downgrading puts delivery statuses back to ``sent``."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from careflow.db import create_engine
+    from careflow.migrate import alembic_config
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'sms.db'}")
+
+    def migrate(connection: Connection, to: str, *, down: bool = False) -> None:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(cfg, to)
+
+    message = (
+        "INSERT INTO messages (id, organization_id, channel, recipient, template, body, status,"
+        " provider, provider_message_id, attempts, created_at, sent_at)"
+        " VALUES (:id, 1, :channel, '+447700900123', 'welcome_patient', 'Hi', :status,"
+        " 'twilio', :sid, 1, '2026-12-01 00:00:00', :sent_at)"
+    )
+    rows = [
+        {
+            "id": "sms_1",
+            "channel": "sms",
+            "status": "sent",
+            "sid": "SM1",
+            "sent_at": "2026-12-01 00:00:00",
+        },
+        {"id": "sms_2", "channel": "sms", "status": "failed", "sid": None, "sent_at": None},
+        {
+            "id": "msg_3",
+            "channel": "email",
+            "status": "sent",
+            "sid": "<m@x>",
+            "sent_at": "2026-12-01 00:00:00",
+        },
+    ]
+    select_steps = text("SELECT id, status, queued_at IS NOT NULL FROM messages ORDER BY id")
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(migrate, "0006")
+            for row in rows:
+                await conn.execute(text(message), row)
+        async with engine.begin() as conn:
+            await conn.run_sync(migrate, "0009")
+            steps = [tuple(r) for r in (await conn.execute(select_steps)).all()]
+            assert steps == [("msg_3", "sent", 0), ("sms_1", "sent", 1), ("sms_2", "failed", 0)]
+            await conn.execute(text("UPDATE messages SET status = 'delivered' WHERE id = 'sms_1'"))
+        async with engine.begin() as conn:
+            await conn.run_sync(migrate, "-1", down=True)
+            statuses = (
+                await conn.execute(text("SELECT id, status FROM messages ORDER BY id"))
+            ).all()
+            assert [tuple(r) for r in statuses] == [
+                ("msg_3", "sent"),
+                ("sms_1", "sent"),
+                ("sms_2", "failed"),
+            ]
+    finally:
+        await engine.dispose()

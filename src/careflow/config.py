@@ -6,6 +6,7 @@ import warnings
 from functools import lru_cache
 from typing import Literal
 
+import phonenumbers
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -42,6 +43,12 @@ class Settings(BaseSettings):
     twilio_auth_token: str | None = None
     twilio_from: str | None = None
     twilio_base_url: str = "https://api.twilio.com"
+    # The address the SMS provider reaches careflow at (its status callbacks); unset, no
+    # SMS asks for delivery status.
+    public_url: str | None = None
+    # Where phone numbers written without a country code are read from (ISO 3166 alpha-2);
+    # organisations may override it.
+    default_region: str = "GB"
 
     # SMS quiet hours in the patient's time zone; organisations may override them.
     quiet_hours_start: int = 21
@@ -65,13 +72,23 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
-    @field_validator("database_pooler", "database_listen_url", mode="before")
+    @field_validator("database_pooler", "database_listen_url", "public_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object, info: ValidationInfo) -> object:
         # An exported but empty variable (VAR= in an env file) means "not set".
         if value == "":
             return "none" if info.field_name == "database_pooler" else None
         return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        region = value.upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(
+                f"CAREFLOW_DEFAULT_REGION {value!r} is not a region phone numbers know"
+            )
+        return region
 
     @model_validator(mode="after")
     def _refuse_nonsensical_database_settings(self) -> Settings:

@@ -19,6 +19,7 @@ from careflow.organizations.endpoints import router as organizations_router
 from careflow.pathways.endpoints import router as pathways_router
 from careflow.pathways.episodes_endpoints import router as episodes_router
 from careflow.patients.endpoints import router as patients_router
+from careflow.providers.endpoints import router as providers_router
 from careflow.segments.endpoints import router as segments_router
 from careflow.templates.endpoints import router as templates_router
 
@@ -35,6 +36,7 @@ def include_routers(app: FastAPI) -> None:
         patients_router,
         segments_router,
         messages_router,
+        providers_router,
         templates_router,
         pathways_router,
         episodes_router,

@@ -48,7 +48,7 @@ def run_sms(twilio_settings: Settings, context_for: ContextFor) -> Callable[...,
 
 
 class TestSendSms:
-    async def test_sends_once_through_twilio_with_an_idempotency_key(
+    async def test_sends_once_through_twilio_and_records_it_queued(
         self,
         maker: async_sessionmaker[AsyncSession],
         clock: FrozenClock,
@@ -65,7 +65,7 @@ class TestSendSms:
 
             [request] = twilio.requests
             assert request["path"] == "/2010-04-01/Accounts/AC123/Messages.json"
-            assert request["idempotency_key"] == f"exec-{execution.id}-action-3"
+            assert not any(name.lower().startswith("i-twilio") for name in request["headers"])
             assert request["form"]["To"] == "+447700900123"
             assert request["form"]["From"] == "+15550001111"
             assert request["form"]["Body"].startswith("Hi Alex, welcome!")
@@ -75,9 +75,13 @@ class TestSendSms:
             assert (row.id, row.channel, row.status, row.provider) == (
                 sms_id,
                 "sms",
-                "sent",
+                "queued",  # accepted: the provider's callbacks tell the rest
                 "twilio",
             )
+            assert (row.queued_at, row.sent_at) == (clock.now(), None)
+            assert outcome.result == {"sms_id": sms_id, "delivery_status": "queued"}
+            # Without a public URL there is nowhere for the provider to report to.
+            assert "StatusCallback" not in request["form"]
             assert row.provider_message_id == request["sid"]
             assert (row.execution_id, row.action_index, row.recipient) == (
                 execution.id,
@@ -87,7 +91,7 @@ class TestSendSms:
             assert row.subject is None
 
             again = await run_sms(session, execution, action_index=3)
-            assert again.result == {"sms_id": sms_id}
+            assert again.result == {"sms_id": sms_id, "delivery_status": "queued"}
         assert len(twilio.requests) == 1
 
     @pytest.mark.parametrize(
@@ -243,11 +247,12 @@ class TestHourlyLimit:
                 recipient="+15550002222",
                 template="welcome_patient",
                 body="hello",
-                status="sent",
+                status="delivered",  # counted whatever became of it since
                 provider="twilio",
+                provider_message_id=f"SM{org}{sent_at.timestamp():.0f}",
                 attempts=1,
                 created_at=sent_at,
-                sent_at=sent_at,
+                queued_at=sent_at,
             )
         )
         await session.flush()

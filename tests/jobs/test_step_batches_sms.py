@@ -21,6 +21,7 @@ from careflow.executions.service import RUN_ACTION_KIND
 from careflow.jobs.models import Job, JobStatus
 from careflow.jobs.worker import Worker
 from careflow.kit.clock import FrozenClock
+from careflow.messages.models import Message
 from careflow.organizations.models import OrganizationSettings
 from tests.conftest import make_settings
 from tests.fixtures.database import count
@@ -76,7 +77,7 @@ async def _run_sms_batch(
     return await worker.run_batch(sends)
 
 
-async def test_sms_steps_in_one_batch_are_each_sent_once_with_their_own_key(
+async def test_sms_steps_in_one_batch_are_each_sent_once_and_keep_their_provider_id(
     client: httpx.AsyncClient,
     auth: Auth,
     app: FastAPI,
@@ -86,8 +87,11 @@ async def test_sms_steps_in_one_batch_are_each_sent_once_with_their_own_key(
     engine: AsyncEngine,
 ) -> None:
     assert await _run_sms_batch(client, auth, app, settings, clock) == ["done"] * STEPS
-    keys = [request["idempotency_key"] for request in twilio.requests]
-    assert len(keys) == STEPS and len(set(keys)) == STEPS
+    numbers = [request["form"]["To"] for request in twilio.requests]
+    assert len(numbers) == STEPS and len(set(numbers)) == STEPS
+    async with create_sessionmaker(engine)() as session:
+        sids = set(await session.scalars(select(Message.provider_message_id)))
+    assert sids == {request["sid"] for request in twilio.requests}
     assert await count(engine, ExecutionAction, ExecutionAction.status == "success") == 2 * STEPS
 
 

@@ -100,7 +100,11 @@ class TestListMessages:
             "action_index": 1,
             "patient_id": 100,
             "created_at": "2025-02-15T10:00:00Z",
+            "queued_at": None,
             "sent_at": "2025-02-15T10:00:00Z",
+            "delivered_at": None,
+            "failed_at": None,
+            "error_code": None,
         }
 
     async def test_filters(

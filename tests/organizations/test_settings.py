@@ -13,6 +13,7 @@ from careflow.db import create_sessionmaker
 from careflow.kit.clock import FrozenClock
 from careflow.organizations.models import MAX_SMS_HOURLY_LIMIT, OrganizationSettings
 from careflow.organizations.service import effective_settings, merged
+from tests.conftest import make_settings
 
 Auth = Callable[..., dict[str, str]]
 URL = "/v1/organization/settings"
@@ -41,7 +42,7 @@ class TestOrganizationSettings:
             9,
             5,
         )
-        assert data["overrides"] == body
+        assert data["overrides"] == {**body, "default_region": None}
         assert data["updated_at"].endswith("Z")
         async with create_sessionmaker(engine)() as session:
             policy = await effective_settings(session, settings, 1)
@@ -76,6 +77,10 @@ class TestOrganizationSettings:
             {"quiet_hours_start": "21"},
             {"timezone": "UTC"},
             {"organization_id": 2},
+            {"default_region": "gb"},
+            {"default_region": "UK"},  # not ISO 3166: the United Kingdom is GB
+            {"default_region": "GBR"},
+            {"default_region": 44},
         ],
     )
     async def test_bad_values_are_400(
@@ -103,7 +108,31 @@ class TestOrganizationSettings:
         assert r.status_code == put
 
 
-def stored(clock: FrozenClock, **values: int | None) -> OrganizationSettings:
+    async def test_default_region_is_the_service_default_until_set(
+        self, client: httpx.AsyncClient, auth: Auth, settings: Settings
+    ) -> None:
+        data = (await client.get(URL, headers=auth())).json()["data"]
+        assert (data["default_region"], settings.default_region) == ("GB", "GB")
+
+        r = await client.put(URL, json={"default_region": "US"}, headers=auth())
+        assert r.status_code == 200, r.text
+        data = r.json()["data"]
+        assert (data["default_region"], data["overrides"]["default_region"]) == ("US", "US")
+        audit = (
+            await client.get("/v1/audit-log?object_type=organization_settings", headers=auth())
+        ).json()["data"]
+        assert audit[0]["after"] == {"default_region": "US"}
+
+        r = await client.put(URL, json={"default_region": None}, headers=auth())
+        assert r.json()["data"]["default_region"] == "GB"
+
+    def test_the_service_default_region_is_checked(self, database_url: str) -> None:
+        assert make_settings(database_url, default_region="us").default_region == "US"
+        with pytest.raises(ValueError, match="CAREFLOW_DEFAULT_REGION"):
+            make_settings(database_url, default_region="XX")
+
+
+def stored(clock: FrozenClock, **values: int | str | None) -> OrganizationSettings:
     return OrganizationSettings(organization_id=1, updated_at=clock.now(), **values)
 
 
@@ -176,4 +205,5 @@ class TestEffectiveSettings:
             "quiet_hours_start": None,
             "quiet_hours_end": 7,
             "sms_hourly_limit": None,
+            "default_region": None,
         }

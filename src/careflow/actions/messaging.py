@@ -18,15 +18,10 @@ from careflow.db import built
 from careflow.delivery.errors import PermanentDeliveryError, TransientDeliveryError
 from careflow.messages.models import MAX_RECIPIENT_LENGTH, Message
 from careflow.messages.repository import get_for_action, new_message_id, save_for_action
+from careflow.messages.statuses import MessageStatus
 from careflow.templates.builtin import builtin_template
 from careflow.templates.rendering import Rendered, TemplateRenderError, TemplateSource, render
 from careflow.templates.service import resolve_template, source_from_row
-
-
-class MessageStatus:
-    SENT = "sent"
-    FAILED = "failed"
-    RETRYING = "retrying"
 
 
 async def contact_preview(
@@ -89,7 +84,9 @@ async def _template(ctx: ActionContext, key: str, channel: str) -> TemplateSourc
 
 
 def is_sent(message: Message | None) -> bool:
-    return message is not None and message.status == MessageStatus.SENT
+    """True once the provider accepted the message (it gave it an id), whatever became of
+    it since: such a message is never sent again."""
+    return message is not None and message.provider_message_id is not None
 
 
 async def record_attempt(
@@ -105,8 +102,12 @@ async def record_attempt(
     now: datetime,
     provider_message_id: str | None = None,
     error: str | None = None,
+    message_id: str | None = None,
 ) -> Message:
-    """Write the action's Message row (insert, or update the one an earlier run left)."""
+    """Write the action's Message row (insert, or update the one an earlier run left).
+
+    ``message_id`` names a new row (else a random id is drawn).
+    """
     # Within one job the runner's attempt number is the count; an execution retried later
     # adds to the attempts its earlier run recorded.
     changes: dict[str, Any] = {
@@ -121,13 +122,15 @@ async def record_attempt(
     }
     if provider_message_id is not None:
         changes["provider_message_id"] = provider_message_id
+        if channel == "sms":  # accepted: what the hourly cap counts
+            changes["queued_at"] = now
     if status == MessageStatus.SENT:
         changes["sent_at"] = now
     if existing is None:
         message = built(
             Message,
             {
-                "id": new_message_id(channel),
+                "id": message_id or new_message_id(channel),
                 "organization_id": ctx.organization_id,
                 "channel": channel,
                 "patient_id": ctx.patient_id,
@@ -135,7 +138,11 @@ async def record_attempt(
                 "action_index": ctx.action_index,
                 "created_at": now,
                 "provider_message_id": None,
+                "queued_at": None,
                 "sent_at": None,
+                "delivered_at": None,
+                "failed_at": None,
+                "error_code": None,
                 **changes,
             },
         )
@@ -157,8 +164,14 @@ async def render_and_send(
     provider: str,
     send: Callable[[Rendered], Awaitable[str]],
     result_key: str,
+    accepted_status: str = MessageStatus.SENT,
+    message_id: str | None = None,
 ) -> ActionOutcome:
     """Render the template, hand it to the transport, and record what happened.
+
+    ``accepted_status`` is the status of a message the transport took (``sent`` for an
+    email the SMTP server took, ``queued`` for an SMS, whose provider reports the rest);
+    ``message_id`` names the message when it is new.
 
     Failures that retrying cannot fix are returned as a failure outcome rather than
     raised: the runner rolls the transaction back when an exception escapes, and the
@@ -184,6 +197,7 @@ async def render_and_send(
             provider=provider,
             status=status,
             now=now,
+            message_id=message_id,
             **kwargs,
         )
 
@@ -209,5 +223,14 @@ async def render_and_send(
         message = await record(MessageStatus.FAILED, rendered, error=error)
         return ActionOutcome(status="failure", error=error, result={result_key: message.id})
 
-    message = await record(MessageStatus.SENT, rendered, provider_message_id=provider_id)
-    return ActionOutcome(status="success", result={result_key: message.id})
+    message = await record(accepted_status, rendered, provider_message_id=provider_id)
+    return ActionOutcome(status="success", result=outcome_result(result_key, message))
+
+
+def outcome_result(result_key: str, message: Message) -> dict[str, Any]:
+    """What an action's result says of its message: its id, and for an SMS the delivery
+    status (kept current by the provider's callbacks)."""
+    result: dict[str, Any] = {result_key: message.id}
+    if message.channel == "sms":
+        result["delivery_status"] = message.status
+    return result

@@ -1,4 +1,14 @@
-"""``send_sms``: render a template and text it to the patient, outside their quiet hours."""
+"""``send_sms``: render a template and text it to the patient, outside their quiet hours.
+
+The number goes out in E.164, read in the organisation's ``default_region`` when it has no
+country code; one that does not parse skips the action. At most one message is created at
+the provider per action: when a try may have reached the provider without careflow learning
+the outcome (no answer in time, a connection lost, a 5xx, or an earlier run of the action
+that did not commit), careflow first looks the message up in the provider's list and adopts
+the provider's id when it finds it; only a request known not to have been accepted is sent
+again. Each SMS asks for status callbacks naming careflow's message id, which is the same on
+every run of the action, so a callback for a message whose answer was lost still finds it.
+"""
 
 from __future__ import annotations
 
@@ -12,32 +22,43 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careflow.actions.base import ActionContext, ActionOutcome
 from careflow.actions.common import contact_of, opted_out, patient_of, required_str, skipped
 from careflow.actions.messaging import (
-    MessageStatus,
     contact_preview,
     existing_message,
     is_sent,
+    outcome_result,
     render_and_send,
 )
 from careflow.actions.quiet_hours import next_allowed_time
+from careflow.config import Settings
+from careflow.delivery.errors import AmbiguousDeliveryError
+from careflow.delivery.sms import SmsTransport
 from careflow.delivery.transports import get_transports
 from careflow.jobs.errors import DeferJob
+from careflow.kit.phones import to_e164
 from careflow.messages.models import Message
+from careflow.messages.repository import action_message_id, provider_ids_held
+from careflow.messages.statuses import MessageStatus
 from careflow.organizations.service import effective_settings
 from careflow.templates.rendering import Rendered
 
 NO_PHONE = "no phone number"
 OPTED_OUT = "patient opted out of SMS"
 HOURLY_LIMIT_REACHED = "SMS hourly limit reached"
+NOT_A_NUMBER = "phone number is not a valid number"
 HOURLY_WINDOW = timedelta(hours=1)
+# How far back the provider's list is searched for a message an earlier try may have made
+# (before the first recorded try, when there is one): longer than the job's retries take.
+LOOKUP_WINDOW = timedelta(days=1)
+STATUS_PATH = "/v1/providers/twilio/status"
 
 
 def _sent_since(organization_id: int, since: datetime) -> ColumnElement[bool]:
-    """The organisation's SMS sent after ``since``: those its hourly cap counts."""
+    """The organisation's SMS the provider accepted after ``since``: those its hourly cap
+    counts, whatever their delivery status since."""
     return and_(
         Message.organization_id == organization_id,
         Message.channel == "sms",
-        Message.status == MessageStatus.SENT,
-        Message.sent_at > since,
+        Message.queued_at > since,
     )
 
 
@@ -54,9 +75,9 @@ async def nth_sms_sent_since(
     """When the ``n``-th (from 0) oldest SMS sent after ``since`` was sent: once it is an
     hour old, the organisation is back under its cap."""
     sent_at = await session.scalar(
-        select(Message.sent_at)
+        select(Message.queued_at)
         .where(_sent_since(organization_id, since))
-        .order_by(Message.sent_at)
+        .order_by(Message.queued_at)
         .offset(n)
         .limit(1)
     )
@@ -89,10 +110,13 @@ class SendSmsExecutor:
         existing = await existing_message(ctx)
         if is_sent(existing):
             assert existing is not None
-            return ActionOutcome(status="success", result={"sms_id": existing.id})
+            return ActionOutcome(status="success", result=outcome_result("sms_id", existing))
 
         now = ctx.clock.now()
         policy = await effective_settings(ctx.session, ctx.settings, ctx.organization_id)
+        number = to_e164(recipient, policy.default_region)
+        if number is None:
+            return skipped(NOT_A_NUMBER)
         resume_at = next_allowed_time(
             now, patient.get("timezone"), policy.quiet_hours_start, policy.quiet_hours_end
         )
@@ -110,23 +134,51 @@ class SendSmsExecutor:
             raise DeferJob(until=(oldest or now) + HOURLY_WINDOW, reason=HOURLY_LIMIT_REACHED)
 
         transport = get_transports(ctx.services, ctx.settings).sms
-        # The provider folds a retried request with this key into the message it already made.
+        # Names the action's send in careflow's logs, the same on every run of it.
         idempotency_key = f"exec-{ctx.execution_id}-action-{ctx.action_index}"
+        message_id = (
+            existing.id
+            if existing is not None
+            else action_message_id("sms", ctx.execution_id, ctx.action_index)
+        )
+        callback = status_callback_url(ctx.settings, message_id)
+        # A job on a later attempt, or an action with a message row but no provider id, may
+        # follow a try whose request reached the provider.
+        earlier_try = ctx.attempt > 1 or existing is not None
+        since = min(now, existing.created_at if existing is not None else now) - LOOKUP_WINDOW
 
         async def send(rendered: Rendered) -> str:
-            return await transport.send(
-                to=recipient, body=rendered.body, idempotency_key=idempotency_key
-            )
+            if earlier_try:
+                found = await _adoptable(ctx.session, transport, number, rendered.body, since)
+                if found is not None:
+                    return found
+            try:
+                return await transport.send(
+                    to=number,
+                    body=rendered.body,
+                    idempotency_key=idempotency_key,
+                    status_callback=callback,
+                )
+            except AmbiguousDeliveryError:
+                # Ask at once: when the provider made it, this try has its id after all.
+                found = await _adoptable(ctx.session, transport, number, rendered.body, since)
+                if found is not None:
+                    return found
+                raise
 
         return await render_and_send(
             ctx,
             channel="sms",
             template_key=template_key,
-            recipient=recipient,
+            recipient=number,
             existing=existing,
             provider=transport.provider,
             send=send,
             result_key="sms_id",
+            accepted_status=(
+                MessageStatus.QUEUED if transport.reports_status else MessageStatus.SENT
+            ),
+            message_id=message_id,
         )
 
     async def preview(
@@ -145,3 +197,23 @@ class SendSmsExecutor:
             field="phone",
             skip_reason=_skip_reason,
         )
+
+
+def status_callback_url(settings: Settings, message_id: str) -> str | None:
+    """Where the provider reports this message's status: careflow's public address, or
+    None when it has none (the message then stays ``queued``)."""
+    if not settings.public_url:
+        return None
+    return f"{settings.public_url.rstrip('/')}{STATUS_PATH}?message_id={message_id}"
+
+
+async def _adoptable(
+    session: AsyncSession, transport: SmsTransport, to: str, body: str, since: datetime
+) -> str | None:
+    """The provider's id of the message an earlier try of this action made, if it made one:
+    the oldest with this body to this number that no other message of careflow's holds."""
+    found = await transport.find_sent(to=to, body=body, since=since)
+    if not found:
+        return None
+    held = await provider_ids_held(session, found)
+    return next((sid for sid in found if sid not in held), None)

@@ -21,3 +21,9 @@ class TransientDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """Retrying will not help: the provider refused this message or recipient."""
+
+
+class AmbiguousDeliveryError(TransientDeliveryError):
+    """The request reached the provider, but careflow did not learn what became of it (no
+    answer in time, the connection lost after the request went, a 5xx): the provider may
+    have created the message. Before sending again, careflow looks for it there."""

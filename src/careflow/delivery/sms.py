@@ -1,25 +1,56 @@
-"""SMS transports: Twilio's REST Messages API, and a log-only one for the embedded default."""
+"""SMS transports: Twilio's REST Messages API, and a log-only one for the embedded default.
+
+Twilio's Messages resource has no idempotency key: a create request it accepted but whose
+answer careflow lost would, sent again, text the patient twice. So a transport tells
+apart a failure that proves the provider did not accept the request (it could not be
+reached, it answered 429 or 4xx) from one that leaves it unknown
+(``AmbiguousDeliveryError``), and can look a message up in the provider's list
+(``find_sent``) so the caller adopts it instead of creating a second one.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
 import structlog
 
 from careflow.config import Settings
-from careflow.delivery.errors import PermanentDeliveryError, TransientDeliveryError
+from careflow.delivery.errors import (
+    AmbiguousDeliveryError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
 
 log = structlog.get_logger("careflow.delivery.sms")
+
+# Pages of the provider's list read when looking a message up: 50 messages each, newest
+# first, from careflow's number to one patient since the first try.
+LOOKUP_PAGE_SIZE = 50
+LOOKUP_MAX_PAGES = 4
 
 
 class SmsTransport(Protocol):
     #: stored as the message's ``provider``
     provider: str
+    #: True when the provider reports delivery later (the message is ``queued`` until it
+    #: does); False when handing it over is all there is (``sent``)
+    reports_status: bool
 
-    async def send(self, *, to: str, body: str, idempotency_key: str) -> str:
-        """Hand one SMS to the provider and return the provider's id for it."""
+    async def send(
+        self, *, to: str, body: str, idempotency_key: str, status_callback: str | None = None
+    ) -> str:
+        """Hand one SMS to the provider and return the provider's id for it.
+
+        Raises ``AmbiguousDeliveryError`` when the provider may have created it all the same.
+        """
+        ...
+
+    async def find_sent(self, *, to: str, body: str, since: datetime) -> list[str]:
+        """The provider's ids of the messages with this body it holds to ``to`` from
+        careflow's number since ``since`` (the day of it), oldest first."""
         ...
 
 
@@ -27,20 +58,24 @@ class LogSmsTransport:
     """Sends nothing: the message row in careflow's own log is the only record."""
 
     provider = "log"
+    reports_status = False
 
-    async def send(self, *, to: str, body: str, idempotency_key: str) -> str:
+    async def send(
+        self, *, to: str, body: str, idempotency_key: str, status_callback: str | None = None
+    ) -> str:
         log.info("sms_logged", idempotency_key=idempotency_key)
         return f"log-{idempotency_key}"
 
+    async def find_sent(self, *, to: str, body: str, since: datetime) -> list[str]:
+        return []  # sending to the log cannot half-fail
+
 
 class TwilioSmsTransport:
-    """POST to ``/2010-04-01/Accounts/{sid}/Messages.json``.
-
-    The idempotency header makes Twilio answer a retried request with the message it
-    already created, so a job rerun after a lost response does not text twice.
-    """
+    """POST to ``/2010-04-01/Accounts/{sid}/Messages.json`` to send; GET it, filtered by
+    ``To``, ``From`` and ``DateSent``, to look a message up."""
 
     provider = "twilio"
+    reports_status = True
 
     def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
         missing = [
@@ -57,8 +92,10 @@ class TwilioSmsTransport:
         self.account_sid: str = settings.twilio_account_sid  # type: ignore[assignment]
         self.auth_token: str = settings.twilio_auth_token  # type: ignore[assignment]
         self.sender: str = settings.twilio_from  # type: ignore[assignment]
-        base = settings.twilio_base_url.rstrip("/")
-        self.url = f"{base}/2010-04-01/Accounts/{quote(self.account_sid, safe='')}/Messages.json"
+        self.base = settings.twilio_base_url.rstrip("/")
+        self.url = (
+            f"{self.base}/2010-04-01/Accounts/{quote(self.account_sid, safe='')}/Messages.json"
+        )
         self._owns_client = client is None
         self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0))
 
@@ -66,34 +103,88 @@ class TwilioSmsTransport:
         if self._owns_client:
             await self.client.aclose()
 
-    async def send(self, *, to: str, body: str, idempotency_key: str) -> str:
+    async def send(
+        self, *, to: str, body: str, idempotency_key: str, status_callback: str | None = None
+    ) -> str:
+        form = {"To": to, "From": self.sender, "Body": body}
+        if status_callback is not None:
+            form["StatusCallback"] = status_callback
         try:
             response = await self.client.post(
-                self.url,
-                data={"To": to, "From": self.sender, "Body": body},
-                auth=(self.account_sid, self.auth_token),
-                headers={"I-Twilio-Idempotency-Token": idempotency_key},
+                self.url, data=form, auth=(self.account_sid, self.auth_token)
             )
-        except httpx.TimeoutException:
-            raise TransientDeliveryError("Twilio did not answer in time") from None
-        except httpx.TransportError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # No connection, so no request: Twilio cannot have created anything.
             raise TransientDeliveryError(f"Twilio unreachable ({type(exc).__name__})") from None
+        except httpx.TimeoutException:
+            raise AmbiguousDeliveryError("Twilio did not answer in time") from None
+        except httpx.TransportError as exc:
+            raise AmbiguousDeliveryError(
+                f"connection to Twilio lost ({type(exc).__name__})"
+            ) from None
         status = response.status_code
-        if status == 429 or status >= 500:
-            raise TransientDeliveryError(f"Twilio is unavailable (HTTP {status})")
+        if status == 429:
+            raise TransientDeliveryError("Twilio is rate limiting (HTTP 429)")
+        if status >= 500:
+            raise AmbiguousDeliveryError(f"Twilio is unavailable (HTTP {status})")
         if status >= 400:
             # Twilio's message text can quote the phone number; its numeric code cannot.
             raise PermanentDeliveryError(
                 f"Twilio refused the message (HTTP {status}, code {_twilio_code(response)})"
             )
-        try:
-            sid = response.json().get("sid")
-        except (ValueError, AttributeError):
-            sid = None
-        if not isinstance(sid, str) or not sid:
-            raise TransientDeliveryError(f"Twilio answered HTTP {status} without a message sid")
+        sid = _field(response, "sid")
+        if sid is None:
+            raise AmbiguousDeliveryError(f"Twilio answered HTTP {status} without a message sid")
         log.info("sms_sent", idempotency_key=idempotency_key, provider=self.provider)
         return sid
+
+    async def find_sent(self, *, to: str, body: str, since: datetime) -> list[str]:
+        params: dict[str, Any] | None = {
+            "To": to,
+            "From": self.sender,
+            # Twilio's "on or after this day" filter (DateSent>=YYYY-MM-DD).
+            "DateSent>": since.date().isoformat(),
+            "PageSize": LOOKUP_PAGE_SIZE,
+        }
+        url = self.url
+        found: list[str] = []
+        for _ in range(LOOKUP_MAX_PAGES):
+            try:
+                response = await self.client.get(
+                    url, params=params, auth=(self.account_sid, self.auth_token)
+                )
+            except httpx.TransportError as exc:
+                raise TransientDeliveryError(
+                    f"Twilio's message list unreachable ({type(exc).__name__})"
+                ) from None
+            if response.status_code != 200:
+                raise TransientDeliveryError(
+                    f"Twilio's message list answered HTTP {response.status_code}"
+                )
+            try:
+                page = response.json()
+                messages = page.get("messages") or []
+            except (ValueError, AttributeError):
+                raise TransientDeliveryError("Twilio's message list was not JSON") from None
+            found.extend(
+                m["sid"]
+                for m in messages
+                if isinstance(m, dict) and m.get("body") == body and isinstance(m.get("sid"), str)
+            )
+            next_page = page.get("next_page_uri")
+            if not isinstance(next_page, str) or not next_page:
+                break
+            url, params = f"{self.base}{next_page}", None
+        found.reverse()  # Twilio lists newest first
+        return found
+
+
+def _field(response: httpx.Response, name: str) -> str | None:
+    try:
+        value = response.json().get(name)
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None
 
 
 def _twilio_code(response: httpx.Response) -> str:

@@ -279,3 +279,24 @@ async def reopen(session: AsyncSession, execution: Execution, from_statuses: Seq
     execution.error_message = None
     execution.finished_at = None
     return True
+
+
+async def merge_action_result(
+    session: AsyncSession,
+    execution_id: int,
+    action_index: int,
+    expected: dict[str, Any],
+    fields: dict[str, Any],
+) -> bool:
+    """Add ``fields`` to the result of (execution, index) when its result holds ``expected``
+    (the message a provider reports on is the one the action recorded). True if it did."""
+    query = select(ExecutionAction).where(
+        ExecutionAction.execution_id == execution_id, ExecutionAction.action_index == action_index
+    )
+    row = (await session.execute(query)).scalar_one_or_none()
+    result = dict(row.result or {}) if row is not None else {}
+    if row is None or any(result.get(k) != v for k, v in expected.items()):
+        return False
+    row.result = {**result, **fields}
+    await session.flush()
+    return True

@@ -322,3 +322,13 @@ def _not_retryable(status: str) -> ConflictError:
         f"Only a finished execution with failed actions can be retried (status: {status})",
         code="execution_not_retryable",
     )
+
+
+async def record_delivery_status(
+    session: AsyncSession, execution_id: int, action_index: int, *, sms_id: str, status: str
+) -> None:
+    """Show an SMS's current delivery status on the action that sent it. Not org-scoped:
+    the caller holds the message, which names its execution."""
+    await repository.merge_action_result(
+        session, execution_id, action_index, {"sms_id": sms_id}, {"delivery_status": status}
+    )

@@ -19,6 +19,8 @@ class Message(Base):
     __table_args__ = (
         Index("uq_messages_exec_action", "execution_id", "action_index", unique=True),
         Index("ix_messages_org_created", "organization_id", "created_at"),
+        # Which message a provider's id is already held by (adopting one after a lost answer).
+        Index("ix_messages_provider_message_id", "provider_message_id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -39,4 +41,11 @@ class Message(Base):
     )
     action_index: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # The steps of delivery, each when it happened: accepted by the provider (an SMS's
+    # ``queued``), sent on, delivered, and undelivered or failed (``failed_at``).
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The provider's error code for an undelivered or failed message (Twilio's ErrorCode).
+    error_code: Mapped[str | None] = mapped_column(String(16))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,11 +20,27 @@ _PREFIXES = {"email": "msg_", "sms": "sms_"}
 
 def new_message_id(channel: str) -> str:
     """``msg_<hex>`` for an email, ``sms_<hex>`` for an SMS (the ids executions report)."""
+    return _prefix(channel) + secrets.token_hex(12)
+
+
+def action_message_id(channel: str, execution_id: int, action_index: int) -> str:
+    """The id of the message an action sends, the same on every run of the action.
+
+    An SMS names it in its status callback before the run that sent it has committed: if
+    that run is rolled back (a lost answer, a worker gone), the run that follows writes the
+    row under the same id, and the provider's callbacks still find it.
+    """
+    digest = hashlib.blake2b(
+        f"{channel}:{execution_id}:{action_index}".encode(), digest_size=12, person=b"careflow-msg"
+    )
+    return _prefix(channel) + digest.hexdigest()
+
+
+def _prefix(channel: str) -> str:
     try:
-        prefix = _PREFIXES[channel]
+        return _PREFIXES[channel]
     except KeyError:
         raise ValueError(f"unknown channel {channel!r}") from None
-    return prefix + secrets.token_hex(12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +82,27 @@ async def list_for_org(
 async def get(session: AsyncSession, organization_id: int, message_id: str) -> Message | None:
     result = await session.execute(_org_query(organization_id).where(Message.id == message_id))
     return result.scalar_one_or_none()
+
+
+async def get_to_update(session: AsyncSession, message_id: str) -> Message | None:
+    """A message its provider reports on, locked until the transaction ends (PostgreSQL), so
+    two callbacks for it apply one after the other.
+
+    Not org-scoped: the caller is the provider, whose signed request names careflow's
+    message id, and that id belongs to exactly one organisation.
+    """
+    query = select(Message).where(Message.id == message_id).with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def provider_ids_held(session: AsyncSession, provider_message_ids: Sequence[str]) -> set[str]:
+    """Which of these provider ids a message of careflow's already holds."""
+    if not provider_message_ids:
+        return set()
+    query = select(Message.provider_message_id).where(
+        Message.provider_message_id.in_(list(provider_message_ids))
+    )
+    return {sid for sid in (await session.execute(query)).scalars() if sid is not None}
 
 
 _messages: Table = Message.__table__  # type: ignore[assignment]

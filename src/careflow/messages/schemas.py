@@ -26,7 +26,14 @@ class MessageOut(BaseModel):
     action_index: int | None
     patient_id: EntityIdField | None
     created_at: UTCDatetime
+    # The steps of delivery, each when it happened (statuses.py): the provider accepted it
+    # (an SMS's ``queued``), sent it on, delivered it, or gave up (undelivered or failed).
+    queued_at: UTCDatetime | None
     sent_at: UTCDatetime | None
+    delivered_at: UTCDatetime | None
+    failed_at: UTCDatetime | None
+    # The provider's error code for an undelivered or failed message.
+    error_code: str | None
 
     @classmethod
     def of(cls, row: Message) -> MessageOut:

@@ -1,4 +1,5 @@
-"""GET/PUT /v1/organization/settings: the caller's organisation's SMS quiet hours and cap."""
+"""GET/PUT /v1/organization/settings: the caller's organisation's SMS quiet hours, cap and
+phone region."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ def _out(effective: service.EffectiveSettings) -> DataEnvelope[SettingsOut]:
             quiet_hours_start=effective.quiet_hours_start,
             quiet_hours_end=effective.quiet_hours_end,
             sms_hourly_limit=effective.sms_hourly_limit,
+            default_region=effective.default_region,
             overrides=effective.overrides,
             updated_at=effective.updated_at,
         )

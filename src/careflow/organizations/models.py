@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer
+from sqlalchemy import Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from careflow.db import Base, UTCDateTime
@@ -16,7 +16,7 @@ MAX_SMS_HOURLY_LIMIT = 1_000_000
 
 
 class OrganizationSettings(Base):
-    """Per-organisation overrides of the service defaults (quiet hours, SMS cap)."""
+    """Per-organisation overrides of the service defaults (quiet hours, SMS cap, phone region)."""
 
     __tablename__ = "organization_settings"
 
@@ -24,4 +24,6 @@ class OrganizationSettings(Base):
     quiet_hours_start: Mapped[int | None] = mapped_column(Integer)
     quiet_hours_end: Mapped[int | None] = mapped_column(Integer)
     sms_hourly_limit: Mapped[int | None] = mapped_column(Integer)
+    # ISO 3166 alpha-2: where phone numbers without a country code are read from.
+    default_region: Mapped[str | None] = mapped_column(String(2))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from careflow.kit.phones import is_region
 from careflow.kit.schemas import StrictInput, UTCDatetime
 from careflow.organizations.models import FIRST_HOUR, LAST_HOUR, MAX_SMS_HOURLY_LIMIT
 
@@ -24,11 +25,27 @@ class SettingsIn(StrictInput):
     sms_hourly_limit: Annotated[int, Field(ge=0, le=MAX_SMS_HOURLY_LIMIT)] | None = Field(
         None, description="SMS the organisation may send per hour"
     )
+    default_region: str | None = Field(
+        None,
+        description=(
+            "ISO 3166 alpha-2 region (GB, US, …) phone numbers without a country code are "
+            "read in before they are sent in E.164"
+        ),
+        examples=["GB"],
+    )
+
+    @field_validator("default_region")
+    @classmethod
+    def _known_region(cls, value: str | None) -> str | None:
+        if value is not None and not is_region(value):
+            raise ValueError("must be an ISO 3166 alpha-2 region code, in capitals (GB, US, …)")
+        return value
 
 
 class SettingsOut(BaseModel):
     quiet_hours_start: int
     quiet_hours_end: int
     sms_hourly_limit: int
-    overrides: dict[str, int | None]
+    default_region: str
+    overrides: dict[str, int | str | None]
     updated_at: UTCDatetime | None

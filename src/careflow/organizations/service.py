@@ -1,4 +1,5 @@
-"""An organisation's own settings: SMS quiet hours and hourly cap, over the service defaults.
+"""An organisation's own settings: SMS quiet hours, hourly cap and the region phone numbers
+without a country code are read in, over the service defaults.
 
 ``effective_settings`` is the one place the defaults and the organisation's stored values
 are merged: the API shows what it returns and ``send_sms`` applies it, so what an admin
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careflow.audit.service import changed_fields, record
 from careflow.auth import Principal
 from careflow.config import Settings
+from careflow.kit.phones import is_region
 from careflow.organizations import repository
 from careflow.organizations.models import (
     FIRST_HOUR,
@@ -25,7 +27,7 @@ from careflow.organizations.models import (
     OrganizationSettings,
 )
 
-FIELDS = ("quiet_hours_start", "quiet_hours_end", "sms_hourly_limit")
+FIELDS = ("quiet_hours_start", "quiet_hours_end", "sms_hourly_limit", "default_region")
 _RANGES = {
     "quiet_hours_start": (FIRST_HOUR, LAST_HOUR),
     "quiet_hours_end": (FIRST_HOUR, LAST_HOUR),
@@ -38,31 +40,36 @@ class EffectiveSettings:
     quiet_hours_start: int
     quiet_hours_end: int
     sms_hourly_limit: int
+    default_region: str
     # The organisation's values that apply, by field; None where the default applies.
-    overrides: dict[str, int | None]
+    overrides: dict[str, int | str | None]
     updated_at: datetime | None
 
 
-def _applies(field: str, value: int | None) -> bool:
+def _applies(field: str, value: int | str | None) -> bool:
+    if field == "default_region":
+        return isinstance(value, str) and is_region(value)
     low, high = _RANGES[field]
-    return value is not None and low <= value <= high
+    return isinstance(value, int) and low <= value <= high
 
 
 def merged(settings: Settings, row: OrganizationSettings | None) -> EffectiveSettings:
     """The service defaults with the organisation's stored values where they apply."""
-    overrides: dict[str, int | None] = {}
+    overrides: dict[str, int | str | None] = {}
     for field in FIELDS:
         value = getattr(row, field) if row is not None else None
         overrides[field] = value if _applies(field, value) else None
 
     def pick(field: str) -> int:
         value = overrides[field]
-        return int(getattr(settings, field)) if value is None else value
+        return int(getattr(settings, field)) if value is None else int(value)
 
+    region = overrides["default_region"]
     return EffectiveSettings(
         quiet_hours_start=pick("quiet_hours_start"),
         quiet_hours_end=pick("quiet_hours_end"),
         sms_hourly_limit=pick("sms_hourly_limit"),
+        default_region=str(region) if region is not None else settings.default_region,
         overrides=overrides,
         updated_at=row.updated_at if row is not None else None,
     )
@@ -85,7 +92,7 @@ async def put_settings(
     session: AsyncSession,
     principal: Principal,
     settings: Settings,
-    values: dict[str, int | None],
+    values: dict[str, int | str | None],
     *,
     now: datetime,
 ) -> EffectiveSettings:

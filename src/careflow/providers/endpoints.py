@@ -1,0 +1,47 @@
+"""``POST /v1/providers/twilio/status``: Twilio's status callbacks for careflow's SMS.
+
+No bearer token: Twilio proves the request with ``X-Twilio-Signature`` (see ``service``).
+Answers 204 when applied (or a step careflow does not track), 403 when the signature is
+missing or wrong, 404 for a message careflow does not have; only a 204 changed anything.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Header, Query, Request, Response
+
+from careflow.kit.deps import ClockDep, SessionDep, SettingsDep
+from careflow.providers import service
+
+router = APIRouter(prefix="/v1/providers", tags=["providers"])
+
+
+@router.post(
+    "/twilio/status",
+    status_code=204,
+    summary="Twilio's status callback for an SMS (signed with X-Twilio-Signature)",
+    responses={403: {"description": "missing or invalid signature"}},
+)
+async def twilio_status(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    message_id: Annotated[str, Query(min_length=1, max_length=40)],
+    x_twilio_signature: Annotated[str | None, Header()] = None,
+) -> Response:
+    form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+    query = request.url.query
+    path_and_query = request.url.path + (f"?{query}" if query else "")
+    await service.twilio_status(
+        session,
+        settings,
+        message_id=message_id,
+        path_and_query=path_and_query,
+        form=form,
+        signature=x_twilio_signature,
+        now=clock.now(),
+    )
+    return Response(status_code=204)
