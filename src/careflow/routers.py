@@ -21,6 +21,7 @@ from careflow.pathways.episodes_endpoints import router as episodes_router
 from careflow.patients.endpoints import router as patients_router
 from careflow.segments.endpoints import router as segments_router
 from careflow.templates.endpoints import router as templates_router
+from careflow.unsubscribe.endpoints import router as unsubscribe_router
 
 
 def include_routers(app: FastAPI) -> None:
@@ -36,6 +37,7 @@ def include_routers(app: FastAPI) -> None:
         segments_router,
         messages_router,
         templates_router,
+        unsubscribe_router,
         pathways_router,
         episodes_router,
         organizations_router,

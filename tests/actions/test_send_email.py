@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from careflow.actions.base import ActionOutcome, RetryableActionError
 from careflow.actions.registry import EXECUTORS
+from careflow.installation.models import Installation
 from careflow.kit.clock import FrozenClock
 from careflow.messages.models import Message
 from tests.actions.conftest import ContextFor
@@ -57,7 +58,11 @@ class TestSendEmail:
         assert outcome.status == "success"
         email_id = outcome.result["email_id"]
         assert email_id.startswith("msg_")
-        assert smtp.sink.message_ids() == [f"<exec-{execution.id}.action-2@careflow>"]
+        async with maker() as session:
+            installation = await session.scalar(select(Installation.installation_id))
+        assert installation is not None and len(installation) == 16
+        message_id = f"<exec-{execution.id}.action-2.{installation}@careflow.local>"
+        assert smtp.sink.message_ids() == [message_id]
         received = smtp.sink.messages[0]
         assert received.rcpt_tos == ["alex@example.com"]
         assert received.message["Subject"] == "Welcome, Alex"
@@ -72,7 +77,7 @@ class TestSendEmail:
             )
             assert (row.status, row.provider, row.attempts) == ("sent", "smtp", 1)
             assert (row.execution_id, row.action_index, row.patient_id) == (execution.id, 2, 100)
-            assert row.provider_message_id == f"exec-{execution.id}.action-2@careflow"
+            assert row.provider_message_id == message_id.strip("<>")
             assert row.subject == "Welcome, Alex"
             assert "Hello Alex" in row.body
             assert row.sent_at == clock.now()
@@ -215,7 +220,9 @@ class TestSendEmail:
             assert outcome.status == "success"
         [received] = smtp.sink.messages
         assert received.message["Subject"] == "Our own welcome"
-        assert str(received.message.get_payload()).strip() == "Dear Alex"
+        assert received.text.strip() == "Dear Alex"
+        # Given no HTML, the organisation's text is the HTML part too, escaped.
+        assert received.html is not None and "<p>Dear Alex</p>" in received.html
 
     async def test_unknown_template_is_a_failure(
         self,

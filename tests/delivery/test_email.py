@@ -28,6 +28,8 @@ from tests.conftest import make_settings
 from tests.fixtures.smtp import SmtpServer, free_port
 
 RECIPIENT = "pat@example.com"
+INSTALLATION = "0123456789abcdef"
+DOMAIN = "careflow.local"
 PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
 PINNED = {"message_id": "<exec-1.action-1@careflow>", "sender": "no-reply@careflow.local"}
 
@@ -60,7 +62,7 @@ class TestSmtpTransport:
     async def test_delivers_with_the_given_message_id(
         self, smtp: SmtpServer, settings: Settings, transport: SmtpTransport
     ) -> None:
-        message_id = message_id_for(12, 1)
+        message_id = message_id_for(INSTALLATION, 12, 1, DOMAIN)
         provider_id = await transport.send(
             to=RECIPIENT,
             subject="Your appointment",
@@ -69,8 +71,8 @@ class TestSmtpTransport:
             headers={"X-Careflow-Execution": "12"},
         )
 
-        assert message_id == "<exec-12.action-1@careflow>"
-        assert provider_id == "exec-12.action-1@careflow"
+        assert message_id == "<exec-12.action-1.0123456789abcdef@careflow.local>"
+        assert provider_id == "exec-12.action-1.0123456789abcdef@careflow.local"
         [received] = smtp.sink.messages
         assert received.message_id == message_id
         assert received.rcpt_tos == [RECIPIENT]
@@ -153,7 +155,7 @@ class TestPlainMessages:
         self, smtp: SmtpServer, settings: Settings
     ) -> None:
         transport = SmtpTransport(settings)
-        message_id = message_id_for(7, 1)
+        message_id = message_id_for(INSTALLATION, 7, 1, DOMAIN)
         body = "Hello Ada,\n\nYour registration form is waiting.\nSee you soon.\n"
         await transport.send(to=RECIPIENT, subject="Welcome", body=body, message_id=message_id)
 
@@ -283,7 +285,13 @@ class TestPlainMessages:
         subject=st.one_of(st.text(max_size=90), st.text(PRINTABLE, max_size=90)),
         body=st.one_of(st.text(max_size=300), st.text(st.characters(codec="ascii"), max_size=300)),
         message_id=st.one_of(
-            st.builds(message_id_for, st.integers(1, 2**62), st.integers(0, 50)),
+            st.builds(
+                message_id_for,
+                st.text("0123456789abcdef", min_size=16, max_size=16),
+                st.integers(1, 2**62),
+                st.integers(0, 50),
+                st.sampled_from([DOMAIN, "mail.practice.example.org"]),
+            ),
             st.builds("<{}>".format, st.text(PRINTABLE, max_size=20)),
         ),
         sender=st.one_of(
@@ -499,7 +507,10 @@ class TestSmtpConfig:
 class TestLogEmailTransport:
     async def test_returns_a_log_id_and_sends_nothing(self, smtp: SmtpServer) -> None:
         provider_id = await LogEmailTransport().send(
-            to=RECIPIENT, subject="s", body="b", message_id=message_id_for(3, 0)
+            to=RECIPIENT,
+            subject="s",
+            body="b",
+            message_id=message_id_for(INSTALLATION, 3, 0, DOMAIN),
         )
-        assert provider_id == "log-exec-3.action-0@careflow"
+        assert provider_id == "log-exec-3.action-0.0123456789abcdef@careflow.local"
         assert smtp.sink.messages == []
