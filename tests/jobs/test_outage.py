@@ -38,4 +38,3 @@ class TestDatabaseOutage:
         finally:
             await worker.stop()
             await engine.dispose()
-
