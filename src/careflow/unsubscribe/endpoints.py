@@ -9,6 +9,9 @@ following a link never unsubscribes anyone by itself. A token careflow did not s
 
 from __future__ import annotations
 
+import email.policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from typing import Annotated
 from urllib.parse import parse_qs
 
@@ -83,14 +86,9 @@ async def confirm_page(session: SessionDep, clock: ClockDep, token: TokenParam) 
 async def unsubscribe(
     request: Request, session: SessionDep, clock: ClockDep, token: TokenParam
 ) -> HTMLResponse:
-    # The body RFC 8058 prescribes, as a form (application/x-www-form-urlencoded, or
-    # multipart/form-data which some providers send): read without a form parser's extra.
     now = clock.now()
     await service.check(session, token, now)
-    body = (await request.body()).decode("utf-8", "replace")
-    if ONE_CLICK not in parse_qs(body).get("List-Unsubscribe", []) and not _multipart_one_click(
-        body
-    ):
+    if not _is_one_click(request.headers.get("content-type", ""), await request.body()):
         raise ValidationError(
             "The body must be List-Unsubscribe=One-Click",
             details=[{"field": "List-Unsubscribe", "message": "must be One-Click"}],
@@ -99,6 +97,21 @@ async def unsubscribe(
     return _page("You are unsubscribed", "You will no longer receive these emails.")
 
 
-def _multipart_one_click(body: str) -> bool:
-    """A multipart/form-data body with the field ``List-Unsubscribe`` set to ``One-Click``."""
-    return 'name="List-Unsubscribe"' in body and f"\r\n\r\n{ONE_CLICK}\r\n" in body
+def _is_one_click(content_type: str, body: bytes) -> bool:
+    """Whether the form holds ``List-Unsubscribe=One-Click``: RFC 8058 lets the sender post it
+    as ``application/x-www-form-urlencoded`` or as ``multipart/form-data``."""
+    if content_type.lower().startswith("multipart/form-data"):
+        # The standard library's MIME parser reads the parts; no form parser is needed.
+        form = BytesParser(policy=email.policy.HTTP).parsebytes(
+            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+        )
+        if not isinstance(form, EmailMessage) or not form.is_multipart():
+            return False
+        return any(
+            part.get_param("name", header="content-disposition") == "List-Unsubscribe"
+            and str(part.get_content()).strip() == ONE_CLICK
+            for part in form.iter_parts()
+            if isinstance(part, EmailMessage)
+        )
+    values = parse_qs(body.decode("utf-8", "replace")).get("List-Unsubscribe", [])
+    return ONE_CLICK in values
