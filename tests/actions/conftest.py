@@ -38,6 +38,8 @@ def context_for(settings: Settings, clock: FrozenClock, services: dict[str, Any]
         session: AsyncSession, execution: Execution, config: Mapping[str, Any], **overrides: Any
     ) -> ActionContext:
         bound: dict[str, Any] = {"settings": settings, "clock": clock, "services": services}
-        return make_context(session, execution=execution, config=config, **{**bound, **overrides})
+        return make_context(
+            session, execution=execution, config=config, **{**bound, **overrides}
+        )
 
     return make

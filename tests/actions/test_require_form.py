@@ -171,7 +171,9 @@ class TestRequireFormConcurrency:
             won = await executor.execute(context_for(first, one, CONFIG))
             # The second sees no pending form yet (uncommitted), so it inserts and waits on
             # the partial unique index until the first transaction ends.
-            racing = asyncio.create_task(executor.execute(context_for(second, two, CONFIG)))
+            racing = asyncio.create_task(
+                executor.execute(context_for(second, two, CONFIG))
+            )
             for _ in range(1000):
                 waiting = await observer.scalar(
                     text("SELECT count(*) FROM pg_locks WHERE NOT granted")

@@ -40,7 +40,9 @@ def run_sms(twilio_settings: Settings, context_for: ContextFor) -> Callable[...,
 
     async def run(session: AsyncSession, execution: Execution, **overrides: Any) -> Any:
         defaults = {"settings": twilio_settings, "config": CONFIG, "patient": PATIENT}
-        return await executor.execute(context_for(session, execution, **{**defaults, **overrides}))
+        return await executor.execute(
+            context_for(session, execution, **{**defaults, **overrides})
+        )
 
     return run
 

@@ -32,7 +32,6 @@ class TestUpdateSegment:
     ) -> None:
         async with maker() as session:
             execution = await create_execution(session, now=clock.now())
-
             async def run(action: str) -> dict[str, Any]:
                 config = {"type": "update_segment", "segment_id": 7, "action": action}
                 ctx = context_for(session, execution, config)

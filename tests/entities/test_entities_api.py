@@ -74,3 +74,5 @@ class TestPutEntity:
     async def test_roles(self, client, auth, role) -> None:
         response = await client.put("/v1/entities/patient/1", json={}, headers=auth(role))
         assert response.status_code == 403
+
+

@@ -14,7 +14,9 @@ REF = "appointment:1:apt-a"
 OTHER_REF = "appointment:1:apt-b"
 
 
-async def _fires(sessionmaker: async_sessionmaker[AsyncSession], clock: FrozenClock) -> None:
+async def _fires(
+    sessionmaker: async_sessionmaker[AsyncSession], clock: FrozenClock
+) -> None:
     for rule_id, ref in ((1, REF), (2, REF), (1, OTHER_REF)):
         await add_job(sessionmaker, clock, "test.fire", {"rule_id": rule_id}, ref=ref)
     await add_job(sessionmaker, clock, "test.other", {"rule_id": 1}, ref=REF)

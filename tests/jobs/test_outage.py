@@ -38,3 +38,4 @@ class TestDatabaseOutage:
         finally:
             await worker.stop()
             await engine.dispose()
+

@@ -64,7 +64,9 @@ class TestDeliverySkipReason:
         context = {"appointment": APPOINTMENT, "trigger": self.TRIGGER}
         assert delivery_skip_reason("appointment.before_start", {}, context) is None
         moved = {"appointment": {**APPOINTMENT, "starts_at": ENDS}, "trigger": self.TRIGGER}
-        assert delivery_skip_reason("appointment.before_start", {}, moved) == ("appointment moved")
+        assert delivery_skip_reason("appointment.before_start", {}, moved) == (
+            "appointment moved"
+        )
 
     def test_a_delayed_action_is_skipped_once_the_appointment_is_cancelled(self) -> None:
         context = {"appointment": {**APPOINTMENT, "status": "cancelled"}}

@@ -172,12 +172,8 @@ class TestEffectiveSettings:
             policy = await effective_settings(session, settings, 1)
         assert data["quiet_hours_start"] == policy.quiet_hours_start == settings.quiet_hours_start
         assert data["quiet_hours_end"] == policy.quiet_hours_end == 7
-        assert (
-            data["overrides"]
-            == policy.overrides
-            == {
-                "quiet_hours_start": None,
-                "quiet_hours_end": 7,
-                "sms_hourly_limit": None,
-            }
-        )
+        assert data["overrides"] == policy.overrides == {
+            "quiet_hours_start": None,
+            "quiet_hours_end": 7,
+            "sms_hourly_limit": None,
+        }

@@ -287,7 +287,9 @@ class TestPathwayConfigs:
         assert_pathway_error(r, 400, "VALIDATION_ERROR")
         assert error_fields(r) == {field}
 
-    async def test_unknown_trigger_type_is_404(self, client: httpx.AsyncClient, auth: Auth) -> None:
+    async def test_unknown_trigger_type_is_404(
+        self, client: httpx.AsyncClient, auth: Auth
+    ) -> None:
         assert_pathway_error(
             await client.get(f"{CONFIGS}/appointment.exploded", headers=auth()), 404, "NOT_FOUND"
         )

@@ -278,7 +278,9 @@ class TestListEpisodes:
             "updated_at": "2025-02-15T10:00:00Z",
         }
 
-    async def test_paging(self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine) -> None:
+    async def test_paging(
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
+    ) -> None:
         ids = await seed_inbox(engine)
         r = await client.get(EPISODES, params={"page": 2, "limit": 3}, headers=auth())
         assert [e["id"] for e in r.json()["data"]] == [ids["booking"]]

@@ -146,7 +146,9 @@ class TestCreatePathwayRule:
         ):
             assert rule[field] is None
 
-    async def test_every_override_and_disabled(self, client: httpx.AsyncClient, auth: Auth) -> None:
+    async def test_every_override_and_disabled(
+        self, client: httpx.AsyncClient, auth: Auth
+    ) -> None:
         body = pathway_rule_body(
             creation_mode="create_new",
             inbox_visibility="hidden",
@@ -161,7 +163,9 @@ class TestCreatePathwayRule:
             assert rule[key] == value
 
     @pytest.mark.parametrize("field", ["trigger_type", "rule_name", "priority"])
-    async def test_required_fields(self, client: httpx.AsyncClient, auth: Auth, field: str) -> None:
+    async def test_required_fields(
+        self, client: httpx.AsyncClient, auth: Auth, field: str
+    ) -> None:
         body = pathway_rule_body()
         del body[field]
         r = await client.post(PATHWAY_RULES, json=body, headers=auth())

@@ -2,9 +2,10 @@
 
 A step alone reads its execution, the execution's results, the entities' snapshots, the
 message its action may already have sent, the template it sends and, for an email, whether
-its patient unsubscribed: five or six statements. A batch of steps that share a transaction reads each of those once, for every step in it,
-before any step runs. Each step then takes what it needs from here, and reads for itself
-anything it does not find (what an earlier step of the batch may have changed).
+its patient unsubscribed: five or six statements. A batch of steps that share a transaction
+reads each of those once, for every step in it, before any step runs. Each step then takes
+what it needs from here, and reads for itself anything it does not find (what an earlier
+step of the batch may have changed).
 """
 
 from __future__ import annotations

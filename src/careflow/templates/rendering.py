@@ -20,6 +20,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import html_text
+import lxml.etree
 import lxml.html
 from jinja2 import (
     ChainableUndefined,
@@ -340,7 +341,10 @@ def html_to_text(html: str) -> str:
     """The text alternative of an HTML-only template: its text, a link's address after it."""
     if not html.strip():
         return ""
-    tree = lxml.html.fromstring(html)
+    try:
+        tree = lxml.html.fromstring(html)
+    except (lxml.etree.ParserError, ValueError):  # no element at all ("<!-- -->")
+        return ""
     for link in tree.iter("a"):
         href = (link.get("href") or "").strip()
         label = link.text_content().strip()
