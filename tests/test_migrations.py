@@ -200,3 +200,30 @@ async def test_0009_keeps_sms_already_sent_under_the_hourly_cap(tmp_path: Any) -
             ]
     finally:
         await engine.dispose()
+
+
+async def test_each_database_draws_its_own_installation_identity(tmp_path: Any) -> None:
+    """Two deployments never share the id their Message-IDs carry, nor a signing key."""
+    from sqlalchemy import text
+
+    from careflow.db import create_engine
+    from careflow.migrate import upgrade_head
+
+    identities = []
+    for name in ("one", "two"):
+        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / name}.db")
+        try:
+            await upgrade_head(engine)
+            async with engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        text("SELECT id, installation_id, signing_key FROM installation")
+                    )
+                ).all()
+        finally:
+            await engine.dispose()
+        [(row_id, installation_id, signing_key)] = rows
+        assert row_id == 1 and len(installation_id) == 16 and len(signing_key) >= 32
+        identities.append((installation_id, signing_key))
+    (first_id, first_key), (second_id, second_key) = identities
+    assert first_id != second_id and first_key != second_key

@@ -73,9 +73,16 @@ RULE = {
 console = Console(width=130)
 
 
-def message_id_for(execution_id: int, action_index: int = EMAIL_ACTION_INDEX) -> str:
-    """The Message-ID careflow gives an action's email (``careflow.delivery.email``)."""
-    return f"<exec-{execution_id}.action-{action_index}@careflow>"
+# The domain of the Message-IDs: the drills leave CAREFLOW_EMAIL_FROM at its default.
+EMAIL_DOMAIN = "careflow.local"
+
+
+def message_id_for(
+    installation_id: str, execution_id: int, action_index: int = EMAIL_ACTION_INDEX
+) -> str:
+    """The Message-ID careflow gives an action's email (``careflow.delivery.email``), in
+    the deployment whose ``installation`` row names ``installation_id``."""
+    return f"<exec-{execution_id}.action-{action_index}.{installation_id}@{EMAIL_DOMAIN}>"
 
 
 # -- SMTP sink ------------------------------------------------------------------------------
@@ -437,8 +444,9 @@ class Cluster:
             0,
         )
 
+        installation_id = str(await db.val("SELECT installation_id FROM installation"))
         expected_ids = {
-            message_id_for(r[0])
+            message_id_for(installation_id, r[0])
             for r in await db.fetch(
                 "SELECT id FROM executions WHERE trigger_event = 'patient.onboarded'"
             )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import warnings
+from email.utils import parseaddr
 from functools import lru_cache
 from typing import Literal
 
@@ -11,6 +13,8 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "careflow-development-secret-change-me"
+# A URL that goes into a header as it is: printable ASCII, no space.
+_PRINTABLE_URL = re.compile(r"[!-~]+")
 _POSTGRESQL_SCHEMES = ("postgresql://", "postgresql+asyncpg://", "postgres://")
 
 
@@ -37,15 +41,21 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     smtp_timeout_seconds: float = 10.0
     email_from: str = "no-reply@careflow.local"
+    # Where replies to careflow's emails go (``Reply-To``); unset: no Reply-To header.
+    email_reply_to: str | None = None
+    # The right-hand side of every Message-ID; unset: the domain of ``email_from``.
+    message_id_domain: str | None = None
+    # careflow's address as patients' mail clients and the SMS provider reach it, without a
+    # trailing slash (``https://careflow.example.com``): the base of unsubscribe links and of
+    # the SMS status callbacks. Unset: emails carry no List-Unsubscribe header and no SMS
+    # asks for delivery status.
+    public_url: str | None = None
 
     sms_provider: Literal["log", "twilio"] = "log"
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = None
     twilio_from: str | None = None
     twilio_base_url: str = "https://api.twilio.com"
-    # The address the SMS provider reaches careflow at (its status callbacks); unset, no
-    # SMS asks for delivery status.
-    public_url: str | None = None
     # Where phone numbers written without a country code are read from (ISO 3166 alpha-2);
     # organisations may override it.
     default_region: str = "GB"
@@ -72,7 +82,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
-    @field_validator("database_pooler", "database_listen_url", "public_url", mode="before")
+    @field_validator(
+        "database_pooler",
+        "database_listen_url",
+        "email_reply_to",
+        "message_id_domain",
+        "public_url",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object, info: ValidationInfo) -> object:
         # An exported but empty variable (VAR= in an env file) means "not set".
@@ -117,6 +134,16 @@ class Settings(BaseSettings):
                 )
         return self
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_a_base(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.rstrip("/")
+        if not value.startswith(("https://", "http://")) or not _PRINTABLE_URL.fullmatch(value):
+            raise ValueError("CAREFLOW_PUBLIC_URL must be an http:// or https:// URL")
+        return value
+
     @model_validator(mode="after")
     def _refuse_dev_secret_in_production(self) -> Settings:
         if self.jwt_secret == DEV_JWT_SECRET and self.jwt_public_key is None:
@@ -132,6 +159,15 @@ class Settings(BaseSettings):
                     stacklevel=2,
                 )
         return self
+
+    @property
+    def email_domain(self) -> str:
+        """The domain of careflow's Message-IDs: ``message_id_domain``, else the sender's."""
+        if self.message_id_domain:
+            return self.message_id_domain
+        _, address = parseaddr(self.email_from)
+        domain = address.rpartition("@")[2].strip().lower()
+        return domain or "careflow.local"
 
     @property
     def is_sqlite(self) -> bool:

@@ -7,11 +7,13 @@ from careflow.entities.models import Entity
 from careflow.events.models import Event, PatientMilestone
 from careflow.executions.models import Execution, ExecutionAction
 from careflow.forms.models import Form
+from careflow.installation.models import Installation
 from careflow.jobs.models import Job
 from careflow.kit.models import IdempotencyKey, RuleRevision
 from careflow.messages.models import Message
 from careflow.organizations.models import OrganizationSettings
 from careflow.pathways.models import Episode, EpisodeEvent, PathwayConfig, PathwayRule
+from careflow.patients.models import PatientOptOut
 from careflow.segments.models import SegmentMember
 from careflow.templates.models import Template
 
@@ -27,12 +29,14 @@ __all__ = [
     "ExecutionAction",
     "Form",
     "IdempotencyKey",
+    "Installation",
     "Job",
     "Message",
     "OrganizationSettings",
     "PathwayConfig",
     "PathwayRule",
     "PatientMilestone",
+    "PatientOptOut",
     "RuleRevision",
     "SegmentMember",
     "Template",

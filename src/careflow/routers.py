@@ -22,6 +22,7 @@ from careflow.patients.endpoints import router as patients_router
 from careflow.providers.endpoints import router as providers_router
 from careflow.segments.endpoints import router as segments_router
 from careflow.templates.endpoints import router as templates_router
+from careflow.unsubscribe.endpoints import router as unsubscribe_router
 
 
 def include_routers(app: FastAPI) -> None:
@@ -38,6 +39,7 @@ def include_routers(app: FastAPI) -> None:
         messages_router,
         providers_router,
         templates_router,
+        unsubscribe_router,
         pathways_router,
         episodes_router,
         organizations_router,

@@ -9,8 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from careflow.actions.base import ActionOutcome, RetryableActionError
 from careflow.actions.registry import EXECUTORS
+from careflow.installation import service as installation
+from careflow.installation.models import Installation
 from careflow.kit.clock import FrozenClock
 from careflow.messages.models import Message
+from careflow.patients import service as patients
 from tests.actions.conftest import ContextFor
 from tests.conftest import make_settings
 from tests.fixtures.factories import create_execution, create_template
@@ -57,7 +60,11 @@ class TestSendEmail:
         assert outcome.status == "success"
         email_id = outcome.result["email_id"]
         assert email_id.startswith("msg_")
-        assert smtp.sink.message_ids() == [f"<exec-{execution.id}.action-2@careflow>"]
+        async with maker() as session:
+            installation = await session.scalar(select(Installation.installation_id))
+        assert installation is not None and len(installation) == 16
+        message_id = f"<exec-{execution.id}.action-2.{installation}@careflow.local>"
+        assert smtp.sink.message_ids() == [message_id]
         received = smtp.sink.messages[0]
         assert received.rcpt_tos == ["alex@example.com"]
         assert received.message["Subject"] == "Welcome, Alex"
@@ -72,7 +79,7 @@ class TestSendEmail:
             )
             assert (row.status, row.provider, row.attempts) == ("sent", "smtp", 1)
             assert (row.execution_id, row.action_index, row.patient_id) == (execution.id, 2, 100)
-            assert row.provider_message_id == f"exec-{execution.id}.action-2@careflow"
+            assert row.provider_message_id == message_id.strip("<>")
             assert row.subject == "Welcome, Alex"
             assert "Hello Alex" in row.body
             assert row.sent_at == clock.now()
@@ -215,7 +222,9 @@ class TestSendEmail:
             assert outcome.status == "success"
         [received] = smtp.sink.messages
         assert received.message["Subject"] == "Our own welcome"
-        assert str(received.message.get_payload()).strip() == "Dear Alex"
+        assert received.text.strip() == "Dear Alex"
+        # Given no HTML, the organisation's text is the HTML part too, escaped.
+        assert received.html is not None and "<p>Dear Alex</p>" in received.html
 
     async def test_unknown_template_is_a_failure(
         self,
@@ -269,3 +278,117 @@ class TestSendEmailPreview:
             "would_send_to": None,
             "skip_reason": "patient opted out of email",
         }
+
+
+class TestTrustedHeaders:
+    """What the executor adds to every email: checked at the SMTP server it reaches."""
+
+    async def test_the_message_id_is_the_same_when_a_rolled_back_send_is_retried(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        clock: FrozenClock,
+        send_email: SendEmail,
+        smtp: SmtpServer,
+    ) -> None:
+        async with maker() as session:
+            await installation.identity(session, clock.now())  # as the migration leaves it
+            execution = await create_execution(session, now=clock.now())
+            await session.commit()
+            first = await send_email(session, execution, action_index=1)
+            await session.rollback()  # a crash after the SMTP server's 250, before the commit
+            await session.refresh(execution)
+            second = await send_email(session, execution, action_index=1, attempt=2)
+            await session.commit()
+        assert (first.status, second.status) == ("success", "success")
+        sent, resent = smtp.sink.message_ids()
+        assert sent == resent and sent is not None and sent.startswith(f"<exec-{execution.id}.")
+
+    async def test_without_a_public_url_or_reply_to_those_headers_are_left_out(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        clock: FrozenClock,
+        send_email: SendEmail,
+        smtp: SmtpServer,
+    ) -> None:
+        async with maker() as session:
+            execution = await create_execution(session, now=clock.now())
+            assert (await send_email(session, execution)).status == "success"
+        [received] = smtp.sink.messages
+        parsed = received.parsed()
+        assert parsed["Auto-Submitted"] == "auto-generated"
+        for absent in ("Reply-To", "List-Unsubscribe", "List-Unsubscribe-Post"):
+            assert parsed[absent] is None
+        assert received.message_id is not None
+        assert received.message_id.endswith("@careflow.local>")  # the sender's domain
+
+    async def test_the_message_id_domain_setting_wins_over_the_senders(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        clock: FrozenClock,
+        send_email: SendEmail,
+        smtp: SmtpServer,
+        database_url: str,
+    ) -> None:
+        settings = make_settings(
+            database_url, smtp_url=smtp.url, message_id_domain="mail.practice.example.org"
+        )
+        async with maker() as session:
+            execution = await create_execution(session, now=clock.now())
+            assert (await send_email(session, execution, settings=settings)).status == "success"
+        [received] = smtp.sink.messages
+        assert received.message_id is not None
+        assert received.message_id.endswith("@mail.practice.example.org>")
+
+    async def test_a_patient_careflow_recorded_as_unsubscribed_gets_nothing(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        clock: FrozenClock,
+        send_email: SendEmail,
+        smtp: SmtpServer,
+    ) -> None:
+        async with maker() as session:
+            await patients.record_opt_out(
+                session, 1, 100, channel="email", source="unsubscribe_link", now=clock.now()
+            )
+            execution = await create_execution(session, now=clock.now())
+            outcome = await send_email(session, execution)
+            assert (outcome.status, outcome.reason) == (
+                "skipped",
+                "patient unsubscribed from email",
+            )
+            preview = await executor.preview(session, 1, CONFIG, {"patient": PATIENT})
+            assert preview["skip_reason"] == "patient unsubscribed from email"
+            # Another organisation's patient 100 is someone else.
+            other = await create_execution(session, org=2, now=clock.now())
+            assert (await send_email(session, other)).status == "success"
+        assert [m.rcpt_tos for m in smtp.sink.messages] == [["alex@example.com"]]
+
+    async def test_an_organisation_html_template_is_sent_escaped_with_a_text_made_from_it(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        clock: FrozenClock,
+        send_email: SendEmail,
+        smtp: SmtpServer,
+    ) -> None:
+        async with maker() as session:
+            await create_template(
+                session,
+                now=clock.now(),
+                subject="Hi",
+                body="",
+                html_body=(
+                    "<p>Dear {{ patient.first_name }},</p>"
+                    '<p><a href="https://portal.example.com/book">Book online</a></p>'
+                ),
+            )
+            execution = await create_execution(session, now=clock.now())
+            patient = {**PATIENT, "first_name": "<script>x</script>"}
+            assert (await send_email(session, execution, patient=patient)).status == "success"
+        [received] = smtp.sink.messages
+        assert received.html is not None
+        assert "<p>Dear &lt;script&gt;x&lt;/script&gt;,</p>" in received.html
+        assert received.text.splitlines() == [
+            "Dear <script>x</script>,",
+            "",
+            "Book online (https://portal.example.com/book)",
+        ]

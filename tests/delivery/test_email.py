@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import email
+import email.message
+import email.policy
 import re
 from collections.abc import Iterator
 from email.message import Message
@@ -19,6 +22,7 @@ from careflow.delivery.email import (
     SmtpConfig,
     SmtpTransport,
     message_id_for,
+    new_boundary,
     plain_message,
 )
 from careflow.delivery.errors import PermanentDeliveryError, TransientDeliveryError
@@ -28,6 +32,8 @@ from tests.conftest import make_settings
 from tests.fixtures.smtp import SmtpServer, free_port
 
 RECIPIENT = "pat@example.com"
+INSTALLATION = "0123456789abcdef"
+DOMAIN = "careflow.local"
 PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
 PINNED = {"message_id": "<exec-1.action-1@careflow>", "sender": "no-reply@careflow.local"}
 
@@ -60,7 +66,7 @@ class TestSmtpTransport:
     async def test_delivers_with_the_given_message_id(
         self, smtp: SmtpServer, settings: Settings, transport: SmtpTransport
     ) -> None:
-        message_id = message_id_for(12, 1)
+        message_id = message_id_for(INSTALLATION, 12, 1, DOMAIN)
         provider_id = await transport.send(
             to=RECIPIENT,
             subject="Your appointment",
@@ -69,8 +75,8 @@ class TestSmtpTransport:
             headers={"X-Careflow-Execution": "12"},
         )
 
-        assert message_id == "<exec-12.action-1@careflow>"
-        assert provider_id == "exec-12.action-1@careflow"
+        assert message_id == "<exec-12.action-1.0123456789abcdef@careflow.local>"
+        assert provider_id == "exec-12.action-1.0123456789abcdef@careflow.local"
         [received] = smtp.sink.messages
         assert received.message_id == message_id
         assert received.rcpt_tos == [RECIPIENT]
@@ -153,7 +159,7 @@ class TestPlainMessages:
         self, smtp: SmtpServer, settings: Settings
     ) -> None:
         transport = SmtpTransport(settings)
-        message_id = message_id_for(7, 1)
+        message_id = message_id_for(INSTALLATION, 7, 1, DOMAIN)
         body = "Hello Ada,\n\nYour registration form is waiting.\nSee you soon.\n"
         await transport.send(to=RECIPIENT, subject="Welcome", body=body, message_id=message_id)
 
@@ -283,7 +289,13 @@ class TestPlainMessages:
         subject=st.one_of(st.text(max_size=90), st.text(PRINTABLE, max_size=90)),
         body=st.one_of(st.text(max_size=300), st.text(st.characters(codec="ascii"), max_size=300)),
         message_id=st.one_of(
-            st.builds(message_id_for, st.integers(1, 2**62), st.integers(0, 50)),
+            st.builds(
+                message_id_for,
+                st.text("0123456789abcdef", min_size=16, max_size=16),
+                st.integers(1, 2**62),
+                st.integers(0, 50),
+                st.sampled_from([DOMAIN, "mail.practice.example.org"]),
+            ),
             st.builds("<{}>".format, st.text(PRINTABLE, max_size=20)),
         ),
         sender=st.one_of(
@@ -316,6 +328,172 @@ class TestPlainMessages:
         )
         for cte_type in ("8bit", "7bit"):  # with and without the server's 8BITMIME
             assert raw == aiosmtplib.email.flatten_message(built, cte_type=cte_type)
+
+
+UNSUBSCRIBE = (
+    "<https://careflow.practice.example.org/v1/unsubscribe/"
+    "WzEsMTAwLCJlbWFpbCJd.Qh3c0tY6m3n8Xl7dJk2pV9sR1aBcDeFgHiJ>"
+)
+TRUSTED_HEADERS = {
+    "Auto-Submitted": "auto-generated",
+    "Reply-To": "care@practice.example.org",
+    "List-Unsubscribe": UNSUBSCRIBE,
+    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+}
+URL_CHARS = st.characters(codec="ascii", categories=["L", "N"], include_characters="-._~")
+
+
+def well_formed(raw: bytes) -> email.message.EmailMessage:
+    """The DATA as the standard library's strict parser reads it, with no defect found."""
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(parsed, email.message.EmailMessage)
+    assert parsed.defects == []
+    for part in parsed.walk():
+        assert part.defects == []
+    return parsed
+
+
+class TestMultipartMessages:
+    """Text with an HTML alternative and the headers of an automatic message, on both paths."""
+
+    async def test_a_plain_multipart_message_arrives_as_email_message_would_write_it(
+        self, smtp: SmtpServer, settings: Settings
+    ) -> None:
+        transport = SmtpTransport(settings)
+        message_id = message_id_for(INSTALLATION, 9, 0, DOMAIN)
+        body = "Hello Ada,\n\nYour form is waiting.\n"
+        html = "<p>Hello Ada,</p>\n<p>Your form is <b>waiting</b>.</p>\n"
+        await transport.send(
+            to=RECIPIENT,
+            subject="Welcome",
+            body=body,
+            message_id=message_id,
+            headers=TRUSTED_HEADERS,
+            html=html,
+        )
+        await transport.aclose()
+
+        [received] = smtp.sink.messages
+        assert "BODY=8BITMIME" not in received.mail_options  # it went the plain way
+        parsed = well_formed(received.raw)
+        assert parsed.get_content_type() == "multipart/alternative"
+        text_part, html_part = parsed.iter_parts()
+        assert text_part.get_content().replace("\r\n", "\n") == body
+        assert html_part.get_content_type() == "text/html"
+        assert html_part.get_content().replace("\r\n", "\n") == html
+        for name, value in TRUSTED_HEADERS.items():
+            assert parsed[name] == value
+        boundary = parsed.get_boundary()
+        assert boundary is not None
+        expected = aiosmtplib.email.flatten_message(
+            transport.build_message(
+                to=RECIPIENT,
+                subject="Welcome",
+                body=body,
+                message_id=message_id,
+                headers=TRUSTED_HEADERS,
+                date=received.message["Date"],
+                html=html,
+                boundary=boundary,
+            )
+        )
+        assert received.raw == expected
+
+    async def test_a_long_unsubscribe_link_stays_one_line_through_email_message(
+        self, smtp: SmtpServer, transport: SmtpTransport
+    ) -> None:
+        # A non-ASCII subject sends the message through EmailMessage, which would otherwise
+        # write a long List-Unsubscribe as encoded words that no mail client reads as a URL.
+        await transport.send(
+            to=RECIPIENT,
+            subject="Café",
+            body="Bonjour",
+            message_id="<long@careflow.local>",
+            headers=TRUSTED_HEADERS,
+            html="<p>Bonjour</p>",
+        )
+        [received] = smtp.sink.messages
+        assert f"\r\nList-Unsubscribe: {UNSUBSCRIBE}\r\n".encode() in received.raw
+        parsed = well_formed(received.raw)
+        assert parsed["List-Unsubscribe"] == UNSUBSCRIBE
+        assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
+
+    async def test_a_header_that_cannot_be_one_line_is_refused(
+        self, smtp: SmtpServer, transport: SmtpTransport
+    ) -> None:
+        for value in ("<https://x/a>\r\nBcc: x@example.com", "<https://x/" + "a" * 1000 + ">"):
+            with pytest.raises(PermanentDeliveryError):
+                await transport.send(
+                    to=RECIPIENT,
+                    subject="Hi",
+                    body="b",
+                    message_id="<v@careflow.local>",
+                    headers={"List-Unsubscribe": value},
+                    html="<p>b</p>",
+                )
+        assert smtp.sink.messages == []
+
+    @hypothesis_settings(max_examples=300, deadline=None)
+    @example(body="Hi", html="<p>Hi</p>", headers=TRUSTED_HEADERS, subject="Hi")
+    @example(body="a=b " * 40, html="<p>" + "x" * 200 + "</p>", headers={}, subject="Long")
+    @example(body="Hi", html="caf\u00e9", headers=TRUSTED_HEADERS, subject="Hi")
+    @example(body="Hi", html="x", headers={"Reply-To": "Care <c@example.org>"}, subject="Hi")
+    @given(
+        body=st.one_of(st.text(max_size=300), st.text(st.characters(codec="ascii"), max_size=300)),
+        html=st.one_of(st.text(max_size=300), st.text(st.characters(codec="ascii"), max_size=300)),
+        headers=st.dictionaries(
+            st.sampled_from(
+                ["Reply-To", "Auto-Submitted", "List-Unsubscribe", "List-Unsubscribe-Post", "X-A"]
+            ),
+            st.one_of(
+                st.emails(),
+                st.text(PRINTABLE, max_size=120),
+                st.builds(
+                    "<https://careflow.example.org/v1/unsubscribe/{}>".format,
+                    st.text(URL_CHARS, max_size=200),
+                ),
+            ),
+            max_size=5,
+        ),
+        subject=st.text(PRINTABLE, max_size=60),
+    )
+    def test_plain_multipart_bytes_are_email_message_bytes(
+        self, body: str, html: str, headers: dict[str, str], subject: str
+    ) -> None:
+        settings = make_settings("sqlite+aiosqlite://", smtp_url="smtp://h:25")
+        transport = SmtpTransport(settings)
+        assert transport._from_line is not None
+        date = "Wed, 02 Dec 2026 03:30:00 +0000"
+        message_id = message_id_for(INSTALLATION, 5, 2, DOMAIN)
+        boundary = new_boundary()
+        raw = plain_message(
+            sender_line=transport._from_line,
+            to=RECIPIENT,
+            subject=subject,
+            body=body,
+            message_id=message_id,
+            date=date,
+            headers=headers,
+            html=html,
+            boundary=boundary,
+        )
+        if raw is None:
+            return
+        built = transport.build_message(
+            to=RECIPIENT,
+            subject=subject,
+            body=body,
+            message_id=message_id,
+            date=date,
+            headers=headers,
+            html=html,
+            boundary=boundary,
+        )
+        for cte_type in ("8bit", "7bit"):
+            assert raw == aiosmtplib.email.flatten_message(built, cte_type=cte_type)
+        parsed = well_formed(raw)
+        parts = [part.get_content_type() for part in parsed.iter_parts()]
+        assert parts == ["text/plain", "text/html"]
 
 
 class TestSmtpConnections:
@@ -499,7 +677,10 @@ class TestSmtpConfig:
 class TestLogEmailTransport:
     async def test_returns_a_log_id_and_sends_nothing(self, smtp: SmtpServer) -> None:
         provider_id = await LogEmailTransport().send(
-            to=RECIPIENT, subject="s", body="b", message_id=message_id_for(3, 0)
+            to=RECIPIENT,
+            subject="s",
+            body="b",
+            message_id=message_id_for(INSTALLATION, 3, 0, DOMAIN),
         )
-        assert provider_id == "log-exec-3.action-0@careflow"
+        assert provider_id == "log-exec-3.action-0.0123456789abcdef@careflow.local"
         assert smtp.sink.messages == []

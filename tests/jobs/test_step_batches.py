@@ -96,7 +96,8 @@ async def test_message_steps_share_one_transaction_and_read_each_table_once(
     assert await _statuses(engine) == Counter({"success": STEPS})
     assert await count(engine, Message, Message.status == "sent") == STEPS
     # Ahead of the steps, once for all six: the leases still held, the executions (locked),
-    # their results, the patients' snapshots, the messages already sent and the templates.
+    # their results, the patients' snapshots, the messages already sent, the templates and
+    # the patients' own opt-outs; then the installation's identity, once for the process.
     selects = [s.split(" FROM ")[1].split()[0] for s in statements if s.startswith("SELECT")]
     assert selects == [
         "JOBS",
@@ -105,6 +106,8 @@ async def test_message_steps_share_one_transaction_and_read_each_table_once(
         "ENTITIES",
         "MESSAGES",
         "TEMPLATES",
+        "PATIENT_OPT_OUTS",
+        "INSTALLATION",
     ], statements
     # After them, each write once for all six (held by the batch's write-behind), and no
     # savepoint: the messages, the results, the executions finished, the jobs deleted.

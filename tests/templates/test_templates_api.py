@@ -51,6 +51,7 @@ class TestListTemplates:
             "channel",
             "subject",
             "body",
+            "html_body",
             "built_in",
             "created_at",
             "updated_at",
@@ -121,6 +122,7 @@ class TestPutTemplate:
             "channel": "email",
             "subject": WELCOME["subject"],
             "body": WELCOME["body"],
+            "html_body": None,
             "built_in": False,
             "created_at": "2025-02-15T10:00:00Z",
             "updated_at": "2025-02-15T10:00:00Z",
@@ -162,6 +164,10 @@ class TestPutTemplate:
             ("sms/x", {"body": ""}, "body"),
             ("sms/x", {"body": "   "}, "body"),
             ("sms/x", {"body": "ok", "colour": "red"}, "colour"),
+            ("sms/x", {"body": "ok", "html_body": "<p>ok</p>"}, "html_body"),
+            ("email/x", {"subject": "Hi"}, "body"),
+            ("email/x", {"subject": "Hi", "html_body": "  "}, "html_body"),
+            ("email/x", {"subject": "Hi", "html_body": "<p>{{ x.__class__ }}</p>"}, "html_body"),
         ],
     )
     async def test_invalid_templates_are_refused(
@@ -179,6 +185,36 @@ class TestPutTemplate:
         assert error["code"] == "validation_error"
         assert field in [d["field"] for d in error["details"]]
         assert await audit_entries(engine) == []
+
+    async def test_an_email_template_may_give_html_alone_or_with_its_text(
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
+    ) -> None:
+        html = "<p>Hi {{ patient.first_name }}</p>"
+        r = await put(client, auth, "email/welcome_patient", {"subject": "Hi", "html_body": html})
+        assert r.status_code == 201, r.text
+        assert (r.json()["data"]["body"], r.json()["data"]["html_body"]) == ("", html)
+
+        both = {"subject": "Hi", "body": "Hi {{ patient.first_name }}", "html_body": html}
+        r = await put(client, auth, "email/welcome_patient", both)
+        assert r.status_code == 200, r.text
+        got = await client.get("/v1/templates/email/welcome_patient", headers=auth())
+        assert {k: got.json()["data"][k] for k in ("body", "html_body")} == {
+            "body": both["body"],
+            "html_body": html,
+        }
+        created, updated = await audit_entries(engine)
+        assert created.after is not None and created.after["html_body"] == html
+        assert updated.after == {"key": "welcome_patient", "channel": "email", "body": both["body"]}
+
+    async def test_builtin_emails_have_html_variants(
+        self, client: httpx.AsyncClient, auth: Auth
+    ) -> None:
+        r = await client.get("/v1/templates?channel=email", headers=auth())
+        assert r.status_code == 200, r.text
+        for template in r.json()["data"]:
+            assert template["html_body"].startswith("<!DOCTYPE html>"), template["key"]
+        sms = await client.get("/v1/templates/sms/welcome_patient", headers=auth())
+        assert sms.json()["data"]["html_body"] is None
 
     @pytest.mark.parametrize("path", ["fax/welcome_patient", "sms/bad%20key", "sms/-x"])
     async def test_bad_channel_or_key_is_a_validation_error(

@@ -45,6 +45,10 @@ class ReadsAhead(Protocol):
         """The organisation's own template under ``key``."""
         ...
 
+    def email_opted_out(self, organization_id: int, patient_id: EntityRef) -> tuple[bool, bool]:
+        """Whether the patient unsubscribed from the organisation's emails through careflow."""
+        ...
+
 
 @dataclass(slots=True)
 class ActionContext:

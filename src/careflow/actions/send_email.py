@@ -1,4 +1,11 @@
-"""``send_email``: render a template and send it to the patient's email, once per action."""
+"""``send_email``: render a template and send it to the patient's email, once per action.
+
+Every email carries a Message-ID made of the action's key and this deployment's id, the
+headers of an automatic message (``Auto-Submitted``), the ``Reply-To`` when one is
+configured and, when careflow knows its public address, a one-click unsubscribe link
+(``List-Unsubscribe`` + ``List-Unsubscribe-Post``, RFC 8058). A patient who opted out in
+the host's snapshot, or through that link, gets nothing.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +19,15 @@ from careflow.actions.common import contact_of, opted_out, patient_of, required_
 from careflow.actions.messaging import contact_preview, existing_message, is_sent, render_and_send
 from careflow.delivery.email import message_id_for
 from careflow.delivery.transports import get_transports
+from careflow.installation import service as installation
+from careflow.kit.types import EntityRef
+from careflow.patients import service as patients
 from careflow.templates.rendering import Rendered
+from careflow.unsubscribe import service as unsubscribe
 
 NO_ADDRESS = "no email address"
 OPTED_OUT = "patient opted out of email"
+UNSUBSCRIBED = "patient unsubscribed from email"
 
 
 def _skip_reason(patient: Mapping[str, Any] | None) -> str | None:
@@ -24,6 +36,35 @@ def _skip_reason(patient: Mapping[str, Any] | None) -> str | None:
     if contact_of(patient, "email") is None:
         return NO_ADDRESS
     return None
+
+
+async def _unsubscribed(ctx: ActionContext, patient_id: EntityRef) -> bool:
+    if ctx.reads is not None:
+        found, opted_out = ctx.reads.email_opted_out(ctx.organization_id, patient_id)
+        if found:
+            return opted_out
+    return await patients.has_opted_out(ctx.session, ctx.organization_id, patient_id, "email")
+
+
+async def _headers(ctx: ActionContext) -> dict[str, str]:
+    """The headers every email of this action carries besides From, To, Subject and the
+    Message-ID: an automatic message's, the reply address, the unsubscribe link."""
+    settings = ctx.settings
+    headers = {"Auto-Submitted": "auto-generated"}
+    if settings.email_reply_to:
+        headers["Reply-To"] = settings.email_reply_to
+    if settings.public_url and ctx.patient_id is not None:
+        link = await unsubscribe.link_for(
+            ctx.session,
+            public_url=settings.public_url,
+            organization_id=ctx.organization_id,
+            patient_id=ctx.patient_id,
+            now=ctx.clock.now(),
+            services=ctx.services,
+        )
+        headers["List-Unsubscribe"] = f"<{link}>"
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return headers
 
 
 class SendEmailExecutor:
@@ -39,6 +80,8 @@ class SendEmailExecutor:
             return skipped(reason)
         recipient = contact_of(patient, "email")
         assert recipient is not None  # _skip_reason returned None
+        if ctx.patient_id is not None and await _unsubscribed(ctx, ctx.patient_id):
+            return skipped(UNSUBSCRIBED)
 
         existing = await existing_message(ctx)
         if is_sent(existing):
@@ -47,8 +90,16 @@ class SendEmailExecutor:
 
         transport = get_transports(ctx.services, ctx.settings).email
         # Derived from the action's key, so a mail re-sent after a crash carries the same
-        # Message-ID and the recipient's client can fold the duplicate.
-        message_id = message_id_for(ctx.execution_id, ctx.action_index)
+        # Message-ID and the recipient's client can fold the duplicate; and from this
+        # deployment's id, so no other careflow ever sends one with the same Message-ID.
+        identity = await installation.identity(ctx.session, ctx.clock.now(), ctx.services)
+        message_id = message_id_for(
+            identity.installation_id,
+            ctx.execution_id,
+            ctx.action_index,
+            ctx.settings.email_domain,
+        )
+        headers = await _headers(ctx)
 
         async def send(rendered: Rendered) -> str:
             return await transport.send(
@@ -56,6 +107,8 @@ class SendEmailExecutor:
                 subject=rendered.subject or "",
                 body=rendered.body,
                 message_id=message_id,
+                headers=headers,
+                html=rendered.html,
             )
 
         return await render_and_send(
@@ -76,6 +129,18 @@ class SendEmailExecutor:
         config: Mapping[str, Any],
         context: Mapping[str, Any],
     ) -> dict[str, Any]:
+        patient = patient_of(context)
+        patient_id = patient.get("id") if patient is not None else None
+        if (
+            _skip_reason(patient) is None
+            and isinstance(patient_id, int | str)
+            and await patients.has_opted_out(session, organization_id, patient_id, "email")
+        ):
+            return {
+                "template": config.get("template"),
+                "would_send_to": None,
+                "skip_reason": UNSUBSCRIBED,
+            }
         return await contact_preview(
             session,
             organization_id,

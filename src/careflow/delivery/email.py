@@ -1,8 +1,11 @@
 """Email transports: SMTP for real delivery, a log-only one for the embedded default.
 
-A plain message (an ASCII sender, a bare ASCII recipient, a short printable subject and
-Message-ID, an ASCII body) is written as bytes here (``plain_message``) and sent with MAIL,
-RCPT and DATA on a kept connection (``SmtpTransport._send_plain``): the same DATA that
+An email is its text, optionally with an HTML alternative (then ``multipart/alternative``,
+text first), and extra headers (``Reply-To``, ``Auto-Submitted``, ``List-Unsubscribe``…).
+
+A plain message (an ASCII sender, a bare ASCII recipient, short printable headers, an ASCII
+text and HTML) is written as bytes here (``plain_message``) and sent with MAIL, RCPT and
+DATA on a kept connection (``SmtpTransport._send_plain``): the same DATA that
 ``EmailMessage`` gives, without the standard library's header parsing and folding and
 without ``aiosmtplib``'s ``sendmail`` parsing each address twice. Every other message goes
 through ``EmailMessage`` and ``aiosmtplib``.
@@ -21,14 +24,17 @@ import asyncio
 import binascii
 import contextlib
 import re
+import secrets
 import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import quoprimime
+from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
+from email.policy import Policy
 from email.utils import format_datetime
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -54,14 +60,19 @@ class EmailTransport(Protocol):
         body: str,
         message_id: str,
         headers: Mapping[str, str] | None = None,
+        html: str | None = None,
     ) -> str:
-        """Hand one message to the provider and return the provider's id for it."""
+        """Hand one message to the provider and return the provider's id for it.
+
+        ``html``, when given, is the HTML alternative of ``body``.
+        """
         ...
 
 
-def message_id_for(execution_id: int, action_index: int, domain: str = "careflow") -> str:
-    """The Message-ID of an action's email: the same on every retry, so duplicates are visible."""
-    return f"<exec-{execution_id}.action-{action_index}@{domain}>"
+def message_id_for(installation_id: str, execution_id: int, action_index: int, domain: str) -> str:
+    """The Message-ID of an action's email: the same on every retry, so duplicates are
+    visible, and never another deployment's (``installation_id`` is this one's)."""
+    return f"<exec-{execution_id}.action-{action_index}.{installation_id}@{domain}>"
 
 
 def _bare(message_id: str) -> str:
@@ -81,6 +92,7 @@ class LogEmailTransport:
         body: str,
         message_id: str,
         headers: Mapping[str, str] | None = None,
+        html: str | None = None,
     ) -> str:
         log.info("email_logged", message_id=message_id)
         return f"log-{_bare(message_id)}"
@@ -156,25 +168,87 @@ _ADDR_SPEC = re.compile(_ADDR)
 _MESSAGE_ID = re.compile(f"<{_ADDR}>")
 
 
+# Headers whose value is one or more <URL>s (RFC 2369, RFC 8058): written on one line as
+# they are, up to SMTP's 998, since EmailMessage would turn a long one into encoded words,
+# which no mail client reads as a URL.
+VERBATIM_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+_VERBATIM_LIMIT = 998
+
+
+class _Verbatim(str):
+    """A header value that ``EmailMessage`` stores and writes exactly as given: the email
+    policy keeps a value that has a ``name`` and folds it with its own ``fold``."""
+
+    name: str
+
+    def __new__(cls, name: str, value: str) -> _Verbatim:
+        made = super().__new__(cls, value)
+        made.name = name
+        return made
+
+    def fold(self, *, policy: Policy) -> str:
+        return f"{self.name}: {self}{policy.linesep}"
+
+
+def _verbatim_value(name: str, value: str) -> str | None:
+    line = f"{name}: {value}"
+    plain = value and len(line) <= _VERBATIM_LIMIT and _PLAIN_VALUE.fullmatch(value)
+    return line if plain else None
+
+
 def _plain_header(name: str, value: str) -> str | None:
     """``Name: value`` when EmailMessage would write it so. Not an empty value (written
     "Name:"), and not one with "=?" in it: an encoded word, which it decodes and re-encodes."""
+    if name.lower() in VERBATIM_HEADERS:
+        return _verbatim_value(name, value)
     line = f"{name}: {value}"
     plain = value and len(line) <= _LINE_LIMIT and _PLAIN_VALUE.fullmatch(value)
     return line if plain and "=?" not in value else None
 
 
+# An extra header's name as EmailMessage keeps it: printable ASCII without a colon.
+_HEADER_NAME = re.compile(r"[!-9;-~]+")
+# Headers EmailMessage parses and writes back in its own form (addresses, dates, MIME): as
+# an extra header, only Reply-To with a bare address is plain; the rest are left to it.
+_STRUCTURED = frozenset(HeaderRegistry().registry)
+
+
+def _plain_extra(name: str, value: str) -> str | None:
+    lowered = name.lower()
+    if not _HEADER_NAME.fullmatch(name):
+        return None
+    if lowered in _STRUCTURED and not (lowered == "reply-to" and _ADDR_SPEC.fullmatch(value)):
+        return None
+    return _plain_header(name, value)
+
+
+def new_boundary() -> str:
+    """A multipart boundary: random, short enough for ``Content-Type`` to fit on one line."""
+    return "=_" + secrets.token_hex(12)
+
+
 def plain_message(
-    *, sender_line: str, to: str, subject: str, body: str, message_id: str, date: str
+    *,
+    sender_line: str,
+    to: str,
+    subject: str,
+    body: str,
+    message_id: str,
+    date: str,
+    headers: Mapping[str, str] | None = None,
+    html: str | None = None,
+    boundary: str = "",
 ) -> bytes | None:
     """The message's SMTP bytes when it is plain, else None.
 
-    Plain: the recipient is a bare ASCII address, the subject and Message-ID are short
-    printable ASCII, and the body is ASCII text (see ``_plain_payload``). The bytes
-    are then those ``EmailMessage`` + ``set_content`` would flatten to, header for header
-    (a property test holds the two equal). Anything else (a non-ASCII name or subject, a long
-    header, a CR or LF in a header) returns None, and the caller builds an ``EmailMessage``,
-    which encodes and folds what needs it and refuses what cannot be a header.
+    Plain: the recipient is a bare ASCII address, the subject, Message-ID and extra headers
+    are short printable ASCII, and the body (and HTML) are ASCII text (see
+    ``_plain_payload``). The bytes are then those ``build_message`` would flatten to
+    (``EmailMessage`` + ``set_content``, and ``add_alternative`` for the HTML with the same
+    ``boundary``), header for header (a property test holds the two equal). Anything else
+    (a non-ASCII name or subject, a long header, a CR or LF in a header) returns None, and
+    the caller builds an ``EmailMessage``, which encodes and folds what needs it and
+    refuses what cannot be a header.
 
     Why: an ``EmailMessage`` parses each header through the policy's header registry and its
     flattening walks the message again, 0.8 to 1.8 ms of CPU a message here; this takes
@@ -190,17 +264,49 @@ def plain_message(
             return None
         lines.append(line)
     lines.append(f"Date: {date}")
+    for name, value in (headers or {}).items():
+        line = _plain_extra(name, value)
+        if line is None:
+            return None
+        lines.append(line)
     payload = _plain_payload(body)
     if payload is None:
         return None
     cte, data = payload
-    lines += (
+    if html is None:
+        lines += (
+            'Content-Type: text/plain; charset="utf-8"',
+            f"Content-Transfer-Encoding: {cte}",
+            "MIME-Version: 1.0",
+        )
+        head = "\r\n".join(lines) + "\r\n\r\n"
+        return (head + data.replace("\n", "\r\n")).encode("ascii")
+    html_payload = _plain_payload(html)
+    if html_payload is None or not _PLAIN_VALUE.fullmatch(boundary) or not boundary:
+        return None
+    html_cte, html_data = html_payload
+    delimiter = f"--{boundary}"
+    if delimiter in data or delimiter in html_data:
+        return None  # a boundary must not occur in what it separates
+    content_type = f'Content-Type: multipart/alternative; boundary="{boundary}"'
+    if len(content_type) > _LINE_LIMIT:
+        return None  # EmailMessage folds it
+    lines += ("MIME-Version: 1.0", content_type)
+    parts = (
+        "\r\n".join(lines),
+        "",
+        delimiter,
         'Content-Type: text/plain; charset="utf-8"',
         f"Content-Transfer-Encoding: {cte}",
+        "",
+        data.replace("\n", "\r\n") + "\r\n" + delimiter,
+        'Content-Type: text/html; charset="utf-8"',
+        f"Content-Transfer-Encoding: {html_cte}",
         "MIME-Version: 1.0",
+        "",
+        html_data.replace("\n", "\r\n") + f"\r\n{delimiter}--\r\n",
     )
-    head = "\r\n".join(lines) + "\r\n\r\n"
-    return (head + data.replace("\n", "\r\n")).encode("ascii")
+    return "\r\n".join(parts).encode("ascii")
 
 
 def _plain_payload(body: str) -> tuple[str, str] | None:
@@ -274,6 +380,8 @@ class SmtpTransport:
         message_id: str,
         headers: Mapping[str, str] | None = None,
         date: str | None = None,
+        html: str | None = None,
+        boundary: str | None = None,
     ) -> EmailMessage:
         message = EmailMessage()
         try:
@@ -283,13 +391,21 @@ class SmtpTransport:
             message["Message-ID"] = message_id
             message["Date"] = date or _now_header()
             for name, value in (headers or {}).items():
-                message[name] = value
+                if name.lower() in VERBATIM_HEADERS:
+                    if _verbatim_value(name, value) is None:
+                        raise ValueError(name)
+                    message[name] = _Verbatim(name, value)
+                else:
+                    message[name] = value
         except (ValueError, TypeError) as exc:
             # A newline or malformed address in a header: the same input fails every time.
             raise PermanentDeliveryError(
                 f"email headers are not valid ({type(exc).__name__})"
             ) from None
         message.set_content(body)
+        if html is not None:
+            message.add_alternative(html, subtype="html")
+            message.set_boundary(boundary or new_boundary())
         return message
 
     async def _connect(self) -> aiosmtplib.SMTP:
@@ -415,10 +531,12 @@ class SmtpTransport:
         body: str,
         message_id: str,
         headers: Mapping[str, str] | None = None,
+        html: str | None = None,
     ) -> str:
         date = _now_header()
+        boundary = new_boundary() if html is not None else ""
         message: EmailMessage | bytes | None = None
-        if self._from_line is not None and not headers:
+        if self._from_line is not None:
             message = plain_message(
                 sender_line=self._from_line,
                 to=to,
@@ -426,6 +544,9 @@ class SmtpTransport:
                 body=body,
                 message_id=message_id,
                 date=date,
+                headers=headers,
+                html=html,
+                boundary=boundary,
             )
         if message is None:
             message = self.build_message(
@@ -435,6 +556,8 @@ class SmtpTransport:
                 message_id=message_id,
                 headers=headers,
                 date=date,
+                html=html,
+                boundary=boundary or None,
             )
         try:
             await self._deliver(message, to)

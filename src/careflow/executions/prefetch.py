@@ -1,10 +1,11 @@
 """``run_action``'s prefetch: the reads of a batch of action steps, done once for the batch.
 
 A step alone reads its execution, the execution's results, the entities' snapshots, the
-message its action may already have sent and the template it sends: five statements. A
-batch of steps that share a transaction reads each of those once, for every step in it,
-before any step runs. Each step then takes what it needs from here, and reads for itself
-anything it does not find (what an earlier step of the batch may have changed).
+message its action may already have sent, the template it sends and, for an email, whether
+its patient unsubscribed: five or six statements. A batch of steps that share a transaction
+reads each of those once, for every step in it, before any step runs. Each step then takes
+what it needs from here, and reads for itself anything it does not find (what an earlier
+step of the batch may have changed).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careflow.entities.context import SnapshotReads, read_snapshots
 from careflow.executions import repository
 from careflow.executions.models import Execution, ExecutionAction
+from careflow.kit.types import EntityRef
 from careflow.messages import repository as messages_repository
 from careflow.messages.models import Message
+from careflow.patients import service as patients
 from careflow.templates import repository as templates_repository
 from careflow.templates.models import Template
 
@@ -37,6 +40,9 @@ class StepReads:
     snapshots: dict[int, SnapshotReads] = field(default_factory=dict)  # by organisation
     messages: dict[tuple[int, int], Message | None] = field(default_factory=dict)
     templates: dict[tuple[int, str, str], Template | None] = field(default_factory=dict)
+    # The patients of the batch's email steps, and which of them unsubscribed.
+    email_patients: set[tuple[int, EntityRef]] = field(default_factory=set)
+    email_opt_outs: set[tuple[int, EntityRef]] = field(default_factory=set)
 
     def take(self, execution_id: int) -> tuple[Execution, list[ExecutionAction]] | None:
         """The execution (locked) and its results, or None if not read here or taken."""
@@ -63,6 +69,13 @@ class StepReads:
         if found not in self.templates:
             return False, None
         return True, self.templates[found]
+
+    def email_opted_out(self, organization_id: int, patient_id: EntityRef) -> tuple[bool, bool]:
+        """(True, whether the patient unsubscribed) if read here; (False, False) if not."""
+        key = (organization_id, patient_id)
+        if key not in self.email_patients:
+            return False, False
+        return True, key in self.email_opt_outs
 
 
 def _execution_ids(payloads: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -104,8 +117,13 @@ async def prefetch_steps(session: AsyncSession, payloads: Sequence[Mapping[str, 
         if channel is None:
             continue
         message_keys.append((step.id, index))
+        if channel == "email" and step.patient_id is not None:
+            reads.email_patients.add((step.organization_id, step.patient_id))
         if isinstance(action.get("template"), str):
             template_keys.add((step.organization_id, action["template"], channel))
     reads.messages = await messages_repository.get_for_actions(session, message_keys)
     reads.templates = await templates_repository.find_many(session, sorted(template_keys))
+    reads.email_opt_outs = await patients.opted_out_among(
+        session, patients.EMAIL, sorted(reads.email_patients, key=str)
+    )
     return reads

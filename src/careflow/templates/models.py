@@ -24,6 +24,9 @@ class Template(Base):
     key: Mapped[str] = mapped_column(String(100), nullable=False)
     channel: Mapped[str] = mapped_column(String(10), nullable=False)
     subject: Mapped[str | None] = mapped_column(Text)
+    # An email's text; empty when the template gives only HTML (the text is made from it).
     body: Mapped[str] = mapped_column(Text, nullable=False)
+    # An email's HTML alternative (autoescaped); None: made from the text.
+    html_body: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

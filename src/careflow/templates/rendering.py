@@ -10,6 +10,7 @@ the classic escapes (``''.__class__.__mro__``, ``cycler.__init__.__globals__``,
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+import html_text
+import lxml.etree
+import lxml.html
 from jinja2 import (
     ChainableUndefined,
     Environment,
@@ -30,6 +34,7 @@ from jinja2 import (
 )
 from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from markupsafe import Markup, escape
 
 Channel = Literal["email", "sms"]
 
@@ -73,12 +78,17 @@ class TemplateSource:
     organization_id: int | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # An email's HTML (Jinja2, autoescaped). An email template gives ``body``, this, or both;
+    # an empty ``body`` means "the text of the HTML".
+    html_body: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
     subject: str | None
     body: str
+    # An email's HTML alternative of ``body``; None for SMS.
+    html: str | None = None
 
 
 # Stand-in data for trying a template when it is saved, so sandbox violations that only
@@ -165,8 +175,8 @@ class CareflowSandbox(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "**"})
 
-    def __init__(self) -> None:
-        super().__init__(autoescape=False, undefined=ChainableUndefined)
+    def __init__(self, *, autoescape: bool = False) -> None:
+        super().__init__(autoescape=autoescape, undefined=ChainableUndefined)
         # Only what a message needs: no cycler/joiner/namespace/lipsum objects to climb.
         self.globals.clear()
         self.globals["range"] = ImmutableSandboxedEnvironment().globals["range"]
@@ -247,21 +257,23 @@ class CareflowSandbox(ImmutableSandboxedEnvironment):
 
 
 _env = CareflowSandbox()
+# HTML: every value a template prints is escaped unless the author marks it ``|safe``.
+_html_env = CareflowSandbox(autoescape=True)
 
 
 @lru_cache(maxsize=2048)
-def _compile(text: str) -> Template:
+def _compile(text: str, html: bool = False) -> Template:
     """Compiled once per distinct source text, so an edited template is recompiled on its own."""
     try:
-        return _env.from_string(text)
+        return (_html_env if html else _env).from_string(text)
     except TemplateSyntaxError as exc:
         raise TemplateRenderError(f"syntax error on line {exc.lineno}: {exc.message}") from None
     except SecurityError as exc:
         raise TemplateRenderError(f"not allowed in a template: {exc}") from None
 
 
-def _render_text(text: str, context: Mapping[str, Any], limit: int) -> str:
-    template = _compile(text)
+def _render_text(text: str, context: Mapping[str, Any], limit: int, *, html: bool = False) -> str:
+    template = _compile(text, html)
     out: list[str] = []
     size = 0
     budget = _iterations_left.set([MAX_LOOP_ITERATIONS])
@@ -292,21 +304,69 @@ def render(source: TemplateSource, context: Mapping[str, Any]) -> Rendered:
         raw = _render_text(source.subject, context, MAX_SUBJECT_CHARS)
         # One line, always: a newline in a subject would be a header injection.
         subject = " ".join(raw.split())
-    body = _render_text(source.body, context, MAX_BODY_CHARS)
-    return Rendered(subject=subject, body=body)
+    if source.channel != "email":
+        return Rendered(subject=subject, body=_render_text(source.body, context, MAX_BODY_CHARS))
+    html = None
+    if source.html_body:
+        html = _render_text(source.html_body, context, MAX_BODY_CHARS, html=True)
+    if source.body:
+        body = _render_text(source.body, context, MAX_BODY_CHARS)
+    else:
+        body = html_to_text(html or "")
+    if html is None:
+        html = text_to_html(body)
+    return Rendered(subject=subject, body=body, html=html)
 
 
-def check_source(channel: Channel, subject: str | None, body: str) -> list[dict[str, str]]:
+def text_to_html(text: str) -> str:
+    """An email's HTML made from its text: escaped, blank-line paragraphs, line breaks kept."""
+    paragraphs = [p for p in re.split(r"\n[ \t]*\n", text.strip()) if p.strip()]
+    inner = "\n".join(
+        f"<p>{escape(p).replace(chr(10), Markup('<br>' + chr(10)))}</p>" for p in paragraphs
+    )
+    return html_document(Markup(inner))
+
+
+def html_document(inner: Markup) -> str:
+    """A fragment of HTML as a whole document, as mail clients render it most alike."""
+    return (
+        '<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n</head>\n'
+        '<body style="font-family: sans-serif; line-height: 1.5">\n'
+        f"{inner}\n</body>\n</html>\n"
+    )
+
+
+def html_to_text(html: str) -> str:
+    """The text alternative of an HTML-only template: its text, a link's address after it."""
+    if not html.strip():
+        return ""
+    try:
+        tree = lxml.html.fromstring(html)
+    except (lxml.etree.ParserError, ValueError):  # no element at all ("<!-- -->")
+        return ""
+    for link in tree.iter("a"):
+        href = (link.get("href") or "").strip()
+        label = link.text_content().strip()
+        if href and not href.startswith("#") and href != label:
+            link.tail = f" ({href}){link.tail or ''}"
+    return str(html_text.extract_text(tree)) + "\n"
+
+
+def check_source(
+    channel: Channel, subject: str | None, body: str, html_body: str | None = None
+) -> list[dict[str, str]]:
     """Problems with a template's text, as validation details; empty when it is usable."""
     details: list[dict[str, str]] = []
-    parts: list[tuple[str, str | None, int]] = [("body", body, MAX_BODY_CHARS)]
+    parts: list[tuple[str, str | None, int, bool]] = [("body", body, MAX_BODY_CHARS, False)]
     if channel == "email":
-        parts.insert(0, ("subject", subject, MAX_SUBJECT_CHARS))
-    for field, text, limit in parts:
+        parts.insert(0, ("subject", subject, MAX_SUBJECT_CHARS, False))
+        parts.append(("html_body", html_body, MAX_BODY_CHARS, True))
+    for field, text, limit, html in parts:
         if text is None:
             continue
         try:
-            _render_text(text, SAMPLE_CONTEXT, limit)
+            _render_text(text, SAMPLE_CONTEXT, limit, html=html)
         except TemplateRenderError as exc:
             details.append({"field": field, "message": str(exc)})
     return details

@@ -18,7 +18,18 @@ class TemplateIn(StrictInput):
     subject: str | None = Field(
         default=None, max_length=2_000, description="Email subject (Jinja2); email only"
     )
-    body: str = Field(min_length=1, max_length=MAX_BODY_CHARS, description="Body (Jinja2)")
+    body: str = Field(
+        default="",
+        max_length=MAX_BODY_CHARS,
+        description="Body (Jinja2): an SMS's text, an email's text part. An email template "
+        "gives a body, an html_body, or both; without a body its text is made from the HTML",
+    )
+    html_body: str | None = Field(
+        default=None,
+        max_length=MAX_BODY_CHARS,
+        description="Email only: the HTML part (Jinja2, every printed value HTML-escaped); "
+        "without it the HTML is made from the body",
+    )
 
 
 class TemplateOut(BaseModel):
@@ -26,6 +37,7 @@ class TemplateOut(BaseModel):
     channel: ChannelParam
     subject: str | None
     body: str
+    html_body: str | None
     built_in: bool = Field(description="True for careflow's own text, false for the org's")
     created_at: UTCDatetime | None
     updated_at: UTCDatetime | None
@@ -37,6 +49,7 @@ class TemplateOut(BaseModel):
             channel=source.channel,
             subject=source.subject,
             body=source.body,
+            html_body=source.html_body,
             built_in=source.built_in,
             created_at=source.created_at,
             updated_at=source.updated_at,

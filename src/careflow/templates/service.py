@@ -25,6 +25,7 @@ def source_from_row(row: Template) -> TemplateSource:
         channel=row.channel,  # type: ignore[arg-type]
         subject=row.subject,
         body=row.body,
+        html_body=row.html_body,
         built_in=False,
         organization_id=row.organization_id,
         created_at=row.created_at,
@@ -78,20 +79,45 @@ async def get_template(
 
 def _validate(channel: str, data: TemplateIn) -> None:
     details: list[dict[str, str]] = []
-    if channel == "email" and not (data.subject or "").strip():
-        details.append({"field": "subject", "message": "An email template needs a subject"})
-    if channel == "sms" and data.subject is not None:
-        details.append({"field": "subject", "message": "An SMS template has no subject"})
-    if not data.body.strip():
-        details.append({"field": "body", "message": "The body must not be blank"})
+    blank_body = {"field": "body", "message": "The body must not be blank"}
+    if channel == "sms":
+        if data.subject is not None:
+            details.append({"field": "subject", "message": "An SMS template has no subject"})
+        if data.html_body is not None:
+            details.append({"field": "html_body", "message": "An SMS template has no HTML"})
+        if not data.body.strip():
+            details.append(blank_body)
+    else:
+        if not (data.subject or "").strip():
+            details.append({"field": "subject", "message": "An email template needs a subject"})
+        html = data.html_body
+        if data.body and not data.body.strip():
+            details.append(blank_body)
+        elif html is not None and not html.strip():
+            details.append({"field": "html_body", "message": "The HTML must not be blank"})
+        elif not data.body and html is None:
+            details.append(
+                {"field": "body", "message": "An email template needs a body, an html_body or both"}
+            )
     if not details:
-        details = check_source(channel, data.subject, data.body)  # type: ignore[arg-type]
+        details = check_source(
+            channel,  # type: ignore[arg-type]
+            data.subject,
+            data.body,
+            data.html_body,
+        )
     if details:
         raise ValidationError("The template is not valid", details=details)
 
 
 def _snapshot(row: Template) -> dict[str, Any]:
-    return {"key": row.key, "channel": row.channel, "subject": row.subject, "body": row.body}
+    return {
+        "key": row.key,
+        "channel": row.channel,
+        "subject": row.subject,
+        "body": row.body,
+        "html_body": row.html_body,
+    }
 
 
 async def put_template(
@@ -112,6 +138,7 @@ async def put_template(
             channel=channel,
             subject=data.subject,
             body=data.body,
+            html_body=data.html_body,
             created_at=now,
             updated_at=now,
         )
@@ -133,6 +160,7 @@ async def put_template(
     before = _snapshot(row)
     row.subject = data.subject
     row.body = data.body
+    row.html_body = data.html_body
     row.updated_at = now
     await session.flush()
     old, new = audit.changed_fields(before, _snapshot(row))
