@@ -26,7 +26,6 @@ from careflow.patients.endpoints import router as patients_router
 from careflow.segments.endpoints import router as segments_router
 from careflow.templates.endpoints import router as templates_router
 
-
 ROUTERS = (
         automations_router,
         rule_test_router,
