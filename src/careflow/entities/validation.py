@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from email.headerregistry import Address
 from typing import Any
@@ -38,10 +39,18 @@ INSTANT_FIELDS = {"appointment": ("starts_at", "ends_at")}
 INSTANT_MESSAGE = "must be an ISO 8601 date-time with a time zone, e.g. 2025-02-20T09:00:00Z"
 
 
+# RFC 5322's dot-atom on both sides of the @: what nearly every address looks like, and always
+# one address. Matched first, as the full parser costs about 0.1 ms, a fifth of an event's CPU.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@{_ATEXT}(?:\.{_ATEXT})*")
+
+
 def _one_address(value: Any) -> bool:
     """Whether ``value`` is one email address (``ada@example.com``): no display name, no list."""
     if not isinstance(value, str):
         return False
+    if _DOT_ATOM_ADDRESS.fullmatch(value):
+        return True
     try:
         # The standard library's RFC 5322 parser: it refuses lists, display names, a missing
         # domain, line breaks and more, each with an exception of its own kind.
