@@ -29,7 +29,7 @@ from careflow.kit.middleware import (
 )
 from careflow.kit.openapi import install_openapi
 from careflow.logging import configure_logging
-from careflow.routers import include_routers
+from careflow.routers import allowed_methods, include_routers
 
 
 class CareflowAPI(FastAPI):
@@ -113,7 +113,7 @@ def create_app(
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
 
-    install_error_handlers(app, access_problem=access_problem)
+    install_error_handlers(app, access_problem=access_problem, allowed_methods=allowed_methods)
     include_routers(app)
     install_openapi(app)
     app.add_middleware(NulGuardMiddleware)

@@ -69,7 +69,7 @@ def _events(clock: FrozenClock) -> list[dict[str, Any]]:
         {
             "event_id": "evt-demo-2",
             "type": "appointment.booked",
-            "data": {"appointment": appointment},
+            "data": {"appointment": appointment, "patient": PATIENT},
         },
     ]
 

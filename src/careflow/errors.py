@@ -7,7 +7,7 @@ Pathway family:     ``{"error": {"code": "UPPER", "message", "details"}, "meta":
 from __future__ import annotations
 
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -241,12 +241,21 @@ _STATUS_CODES = {
 
 #: The 401 or 403 the matched route would answer the request, or None (``auth``).
 AccessCheck = Callable[[Request], Awaitable[CareflowError | None]]
+#: Every method the app answers at a request's path (``routers.allowed_methods``).
+AllowedMethods = Callable[[FastAPI, Scope], Sequence[str]]
+
+# What FastAPI answers, before the route's dependencies run, for a body it could not read
+# as text (not UTF-8, say) rather than as JSON.
+_UNREADABLE_BODY = "There was an error parsing the body"
 
 
-def install_error_handlers(app: FastAPI, *, access_problem: AccessCheck) -> None:
+def install_error_handlers(
+    app: FastAPI, *, access_problem: AccessCheck, allowed_methods: AllowedMethods | None = None
+) -> None:
     """One handler per error family. ``access_problem`` is asked before a body FastAPI
-    could not read is judged, so the route's role checks keep their precedence; the app
-    passes it in, as this module sits below ``auth``."""
+    could not read is judged, so the route's role checks keep their precedence;
+    ``allowed_methods`` makes a 405's ``Allow`` list every method of the path. The app
+    passes both in, as this module sits below ``auth`` and the routers."""
 
     @app.exception_handler(CareflowError)
     async def _careflow(request: Request, exc: CareflowError) -> JSONResponse:
@@ -273,6 +282,16 @@ def install_error_handlers(app: FastAPI, *, access_problem: AccessCheck) -> None
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 400 and exc.detail == _UNREADABLE_BODY:
+            # As for a body that is not JSON: no token, or a refused role, outranks the body.
+            problem = await access_problem(request)
+            if problem is not None:
+                return render(request, problem)
+        if exc.status_code == 405 and allowed_methods is not None:
+            allowed = allowed_methods(request.app, request.scope)
+            if allowed:
+                headers = {**(headers or {}), "Allow": ", ".join(allowed)}
         code, pcode = _STATUS_CODES.get(exc.status_code, ("error", "ERROR"))
         message = exc.detail if isinstance(exc.detail, str) else code
         body = error_body(
@@ -284,9 +303,7 @@ def install_error_handlers(app: FastAPI, *, access_problem: AccessCheck) -> None
             [],
             request_id=request_id_of(request.scope),
         )
-        return JSONResponse(
-            body, status_code=exc.status_code, headers=getattr(exc, "headers", None)
-        )
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     from sqlalchemy.exc import DBAPIError, DisconnectionError
     from sqlalchemy.exc import TimeoutError as PoolTimeoutError

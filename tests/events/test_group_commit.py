@@ -129,6 +129,52 @@ class TestGroupCommit:
                 assert row is not None
                 assert (row.organization_id, row.data) == (org, item.data)
 
+    async def test_a_reused_event_id_in_one_batch_conflicts_alone(
+        self, engine: AsyncEngine, clock: FrozenClock
+    ) -> None:
+        """The first of two events with one event_id is written; the second is a replay when
+        it is the same event and a conflict when it is not, and the batch's other events are
+        written either way."""
+        first = EventIn.model_validate(onboarded(1))
+        changed = onboarded(1)
+        changed["data"]["patient"]["first_name"] = "Q"
+        items = [
+            (1, first),
+            (1, EventIn.model_validate(onboarded(2))),
+            (1, EventIn.model_validate(onboarded(1))),
+            (1, EventIn.model_validate(changed)),
+        ]
+        async with create_sessionmaker(engine)() as session:
+            results = await service.ingest_events(session, items, now=clock.now())
+            await session.commit()
+        assert [(r.created, r.conflict) for r in results] == [
+            (True, False),
+            (True, False),
+            (False, False),
+            (False, True),
+        ]
+        assert results[2].event.id == results[3].event.id == results[0].event.id
+        assert results[2].answer() is results[2]
+        with pytest.raises(Exception) as raised:
+            results[3].answer()
+        assert getattr(raised.value, "code", None) == "event_id_conflict"
+        assert await count(engine, Event) == 2
+
+    async def test_a_conflict_over_http_leaves_its_neighbours_alone(
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
+    ) -> None:
+        changed = onboarded(1)
+        changed["type"] = "patient.updated"
+        r = await client.post("/v1/events", json=onboarded(1), headers=auth("service"))
+        assert r.status_code == 202, r.text
+        sent = [changed, onboarded(2), onboarded(1), onboarded(3)]
+        answers = await asyncio.gather(
+            *(client.post("/v1/events", json=body, headers=auth("service")) for body in sent)
+        )
+        assert [a.status_code for a in answers] == [409, 202, 200, 202]
+        assert answers[0].json()["error"]["code"] == "event_id_conflict"
+        assert await count(engine, Event) == 3
+
     async def test_concurrent_anonymous_events_of_two_organisations_over_http(
         self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
     ) -> None:

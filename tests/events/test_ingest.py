@@ -50,17 +50,31 @@ class TestIngest:
     async def test_duplicate_event_id_returns_first(self, client, auth, engine) -> None:
         first = await post_event(client, auth, "patient.onboarded", onboarded(), event_id="dup")
         again = await post_event(
+            client, auth, "patient.onboarded", onboarded(), event_id="dup", expect=200
+        )
+        assert again == first
+        assert await count(engine, Event) == 1
+        assert await count(engine, Job) == 1
+
+    async def test_duplicate_event_id_with_another_body_is_a_conflict(
+        self, client, auth, engine
+    ) -> None:
+        first = await post_event(client, auth, "patient.onboarded", onboarded(), event_id="dup")
+        again = await post_event(
             client,
             auth,
             "patient.updated",
             onboarded({**PATIENT, "email": "other@example.com"}),
             event_id="dup",
-            expect=200,
+            expect=409,
         )
-        assert again == first
+        assert again["error"]["code"] == "event_id_conflict"
+        [detail] = again["error"]["details"]
+        assert detail["field"] == "event_id"
+        assert f"event {first['data']['id']} " in detail["message"]
         assert await count(engine, Event) == 1
         assert await count(engine, Job) == 1
-        # The duplicate's data is not stored either.
+        # The conflicting event's data is not stored either.
         async with create_sessionmaker(engine)() as session:
             patient = await session.scalar(select(Entity))
         assert patient is not None and patient.data["email"] == PATIENT["email"]

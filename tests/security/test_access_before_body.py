@@ -1,4 +1,4 @@
-"""A body that is not JSON never outranks the role checks (SPEC §2, §3).
+"""A body that is not JSON, or not even UTF-8 text, never outranks the role checks (SPEC §2, §3).
 
 FastAPI reads a JSON body before it runs a route's dependencies, so without care a caller
 with no token, or with a role the route refuses, would get a 400 about the body instead of
@@ -8,12 +8,17 @@ gets the 400 of its family.
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 
 from tests.security.conftest import Auth
 
 NOT_JSON = b"{not json"
+# Not text at all: FastAPI fails to decode it before it could even try it as JSON.
+NOT_UTF8 = b'\xff\xfe{"name": "\xe9"}'
+BODIES = pytest.mark.parametrize("body", [NOT_JSON, NOT_UTF8], ids=["not JSON", "not UTF-8"])
 HEADERS = {"Content-Type": "application/json"}
 
 # (method, path, a role the route refuses)
@@ -41,13 +46,38 @@ def _pathway(path: str) -> bool:
     return path.startswith("/v1/pathway-")
 
 
+def _path_pattern(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "{}", path)
+
+
+async def test_every_route_with_a_body_is_listed(client: httpx.AsyncClient) -> None:
+    """The table above holds every operation the API document gives a request body."""
+    document = (await client.get("/openapi.json")).json()
+    with_body = {
+        (method.upper(), _path_pattern(path))
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if isinstance(operation, dict) and "requestBody" in operation
+    }
+    missing = {
+        (method, pattern)
+        for method, pattern in with_body
+        if not any(
+            m == method and re.fullmatch(pattern.replace("{}", "[^/]+"), path)
+            for m, path, _ in ROUTES
+        )
+    }
+    assert not missing, missing
+
+
+@BODIES
 @pytest.mark.parametrize(("method", "path", "refused"), ROUTES)
-async def test_not_json_answers_401_403_before_400(
-    client: httpx.AsyncClient, auth: Auth, method: str, path: str, refused: str
+async def test_unreadable_body_answers_401_403_before_400(
+    client: httpx.AsyncClient, auth: Auth, method: str, path: str, refused: str, body: bytes
 ) -> None:
     pathway = _pathway(path)
 
-    r = await client.request(method, path, content=NOT_JSON, headers=HEADERS)
+    r = await client.request(method, path, content=body, headers=HEADERS)
     assert r.status_code == 401, r.text
     assert _code(r) == ("UNAUTHORIZED" if pathway else "unauthorized")
     assert r.headers["www-authenticate"] == "Bearer"
@@ -55,10 +85,10 @@ async def test_not_json_answers_401_403_before_400(
     if pathway:
         assert r.json()["meta"]["request_id"] == r.headers["x-request-id"]
 
-    r = await client.request(method, path, content=NOT_JSON, headers={**HEADERS, **auth(refused)})
+    r = await client.request(method, path, content=body, headers={**HEADERS, **auth(refused)})
     assert r.status_code == 403, r.text
     assert _code(r) == ("FORBIDDEN" if pathway else "forbidden")
 
-    r = await client.request(method, path, content=NOT_JSON, headers={**HEADERS, **auth()})
+    r = await client.request(method, path, content=body, headers={**HEADERS, **auth()})
     assert r.status_code == 400, r.text
     assert _code(r) == ("VALIDATION_ERROR" if pathway else "validation_error")

@@ -19,6 +19,7 @@ from careflow.auth import Principal
 from careflow.automations import repository
 from careflow.automations.catalog import (
     TEMPLATE_CHANNELS,
+    TRIGGERS_BY_EVENT,
     ErrorList,
     validate_actions,
     validate_trigger,
@@ -26,7 +27,8 @@ from careflow.automations.catalog import (
 from careflow.automations.enabled import ruleset_scope
 from careflow.automations.models import AutomationRule
 from careflow.automations.schemas import parse_body
-from careflow.conditions import validate_condition
+from careflow.conditions import SaveChecks, validate_condition
+from careflow.entities.catalog import context_entities
 from careflow.errors import ValidationError, not_found
 from careflow.jobs.queue import enqueue
 from careflow.kit.pagination import PageParams
@@ -91,6 +93,15 @@ async def _template_errors(
     return errors
 
 
+def condition_checks(trigger_event: Any) -> SaveChecks:
+    """What a rule on ``trigger_event`` may name in its conditions: the entities its events'
+    context holds (an unknown trigger is reported by itself, so its paths go unchecked)."""
+    trigger = TRIGGERS_BY_EVENT.get(trigger_event) if isinstance(trigger_event, str) else None
+    if trigger is None:
+        return SaveChecks(entities=None)
+    return SaveChecks(entities=context_entities(trigger["entity_type"]))
+
+
 async def _check_contents(
     session: AsyncSession,
     organization_id: int,
@@ -98,8 +109,14 @@ async def _check_contents(
     errors: ErrorList,
     *,
     templates: bool,
+    trigger_event: Any,
+    stored_conditions: Mapping[str, Any] | None = None,
 ) -> None:
     """Conditions and actions of a parsed body; problems are appended to ``errors``.
+
+    The conditions are checked against ``trigger_event``, the rule's trigger once saved:
+    those sent, else ``stored_conditions`` (an update that moves a rule to another trigger
+    must not leave it with paths the new trigger's context lacks).
 
     ``templates`` checks that each message action names a template the organisation has.
     SPEC §4 makes an unknown template a validation error *at rule creation*, and the seed's
@@ -108,7 +125,14 @@ async def _check_contents(
     """
     if "conditions" in fields:
         conditions = {} if fields["conditions"] is None else fields["conditions"]
-        errors.extend(validate_condition(conditions, prefix="conditions"))
+    else:
+        conditions = stored_conditions
+    if conditions is not None:
+        errors.extend(
+            validate_condition(
+                conditions, prefix="conditions", saving=condition_checks(trigger_event)
+            )
+        )
     if "actions" in fields:
         action_errors = validate_actions(fields["actions"])
         errors.extend(action_errors)
@@ -152,7 +176,14 @@ async def create_rule(
             fields["trigger_event"], fields.get("trigger_config")
         )
         errors.extend(trigger_errors)
-    await _check_contents(session, principal.org_id, fields, errors, templates=True)
+    await _check_contents(
+        session,
+        principal.org_id,
+        fields,
+        errors,
+        templates=True,
+        trigger_event=fields.get("trigger_event"),
+    )
     if errors:
         raise ValidationError(details=errors)
 
@@ -218,7 +249,16 @@ async def update_rule(
         errors.extend(trigger_errors)
         changes["trigger_event"] = event
         changes["trigger_config"] = trigger_config
-    await _check_contents(session, principal.org_id, fields, errors, templates=False)
+    new_trigger = changes.get("trigger_event", rule.trigger_event)
+    await _check_contents(
+        session,
+        principal.org_id,
+        fields,
+        errors,
+        templates=False,
+        trigger_event=new_trigger,
+        stored_conditions=rule.conditions if new_trigger != rule.trigger_event else None,
+    )
     if errors:
         raise ValidationError(details=errors)
 

@@ -10,6 +10,9 @@ context (or a named field that aliases one) and each value a matcher:
 ``all`` and ``any`` take lists of condition objects, ``not`` one. ``{}`` always matches.
 A missing (or null) field fails every matcher except ``{"exists": false}``, ``ne`` and
 ``not_in``.
+
+A rule's conditions are saved only if every path starts with an entity its trigger puts in
+the context, nest at most 8 levels and hold at most 100 entries (``SaveChecks``).
 """
 
 from careflow.conditions.compiler import CompiledCondition, compile_condition
@@ -18,6 +21,7 @@ from careflow.conditions.language import (
     OPERATORS,
     ConditionError,
     NamedFields,
+    SaveChecks,
     resolve_path,
     validate_condition,
 )
@@ -27,6 +31,7 @@ __all__ = [
     "CompiledCondition",
     "ConditionError",
     "NamedFields",
+    "SaveChecks",
     "compile_condition",
     "evaluate",
     "resolve_path",

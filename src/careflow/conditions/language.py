@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 OPERATORS = frozenset(
     {"eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "contains", "exists", "starts_with"}
 )
+# How deep the compiler follows a condition: a guard for conditions stored by any means.
 MAX_DEPTH = 16
 
 # A named field is an alias for a dotted path (pathway triggers' `appointment_type_ids` →
@@ -71,40 +73,108 @@ def ordered(a: Any, b: Any) -> bool:
     return (is_number(a) and is_number(b)) or (isinstance(a, str) and isinstance(b, str))
 
 
+# What a saved rule may hold: levels of nesting (the top object is level 1, each
+# ``all``/``any``/``not`` adds one) and entries (keys of every condition object, together).
+SAVED_MAX_DEPTH = 8
+SAVED_MAX_ENTRIES = 100
+
+
+@dataclass(frozen=True, slots=True)
+class SaveChecks:
+    """The checks of a condition being saved on a rule, beyond its syntax.
+
+    ``entities``: the entities the rule's trigger puts in the context; a path must start
+    with one of them (or be a named field). None when the trigger is unknown (a problem
+    reported on its own). The depth and entry bounds keep a rule readable and its
+    evaluation cheap.
+    """
+
+    entities: Collection[str] | None
+    max_depth: int = SAVED_MAX_DEPTH
+    max_entries: int = SAVED_MAX_ENTRIES
+
+
 def validate_condition(
-    condition: Any, *, named_fields: NamedFields | None = None, prefix: str = "conditions"
+    condition: Any,
+    *,
+    named_fields: NamedFields | None = None,
+    prefix: str = "conditions",
+    saving: SaveChecks | None = None,
 ) -> list[dict[str, str]]:
-    """Every problem in ``condition`` as ``{"field", "message"}``; empty when it is valid."""
+    """Every problem in ``condition`` as ``{"field", "message"}``; empty when it is valid.
+
+    With ``saving``, also the checks of a condition a rule is saved with (``SaveChecks``).
+    """
     errors: list[dict[str, str]] = []
-    _validate_object(condition, named_fields or {}, prefix, errors, 0)
+    walk = _Walk(named_fields or {}, saving, errors)
+    walk.object(condition, prefix, 1)
+    if saving is not None and walk.entries > saving.max_entries:
+        errors.append(
+            {
+                "field": prefix,
+                "message": f"holds {walk.entries} entries; at most {saving.max_entries}",
+            }
+        )
     return errors
 
 
-def _validate_object(
-    condition: Any, named: NamedFields, where: str, errors: list[dict[str, str]], depth: int
-) -> None:
-    if depth > MAX_DEPTH:
-        errors.append({"field": where, "message": f"nested deeper than {MAX_DEPTH} levels"})
-        return
-    if not isinstance(condition, Mapping):
-        errors.append({"field": where, "message": "must be an object"})
-        return
-    for key, matcher in condition.items():
-        at = f"{where}.{key}"
-        if key in ("all", "any"):
-            if not isinstance(matcher, list):
-                errors.append(
-                    {"field": at, "message": f"'{key}' takes a list of condition objects"}
-                )
-                continue
-            for i, sub in enumerate(matcher):
-                _validate_object(sub, named, f"{at}[{i}]", errors, depth + 1)
-        elif key == "not":
-            _validate_object(matcher, named, at, errors, depth + 1)
-        elif not isinstance(key, str) or not (key in named or _PATH.match(key)):
-            errors.append({"field": at, "message": "not a dotted field path"})
-        else:
-            _validate_matcher(matcher, at, errors)
+class _Walk:
+    __slots__ = ("entries", "errors", "named", "saving")
+
+    def __init__(
+        self, named: NamedFields, saving: SaveChecks | None, errors: list[dict[str, str]]
+    ) -> None:
+        self.named = named
+        self.saving = saving
+        self.errors = errors
+        self.entries = 0
+
+    def object(self, condition: Any, where: str, level: int) -> None:
+        errors = self.errors
+        max_depth = self.saving.max_depth if self.saving is not None else MAX_DEPTH + 1
+        if level > max_depth:
+            errors.append({"field": where, "message": f"nested deeper than {max_depth} levels"})
+            return
+        if not isinstance(condition, Mapping):
+            errors.append({"field": where, "message": "must be an object"})
+            return
+        self.entries += len(condition)
+        for key, matcher in condition.items():
+            at = f"{where}.{key}"
+            if key in ("all", "any"):
+                if not isinstance(matcher, list):
+                    errors.append(
+                        {"field": at, "message": f"'{key}' takes a list of condition objects"}
+                    )
+                    continue
+                for i, sub in enumerate(matcher):
+                    self.object(sub, f"{at}[{i}]", level + 1)
+            elif key == "not":
+                self.object(matcher, at, level + 1)
+            elif not isinstance(key, str) or not (key in self.named or _PATH.match(key)):
+                errors.append({"field": at, "message": "not a dotted field path"})
+            else:
+                if key not in self.named:
+                    self._entity(key, at)
+                _validate_matcher(matcher, at, errors)
+
+    def _entity(self, path: str, at: str) -> None:
+        if self.saving is None or self.saving.entities is None:
+            return
+        entities = self.saving.entities
+        entity = path.partition(".")[0]
+        if entity in entities:
+            return
+        offered = ", ".join(entities) or "nothing"
+        if self.named:
+            offered += f"; named fields: {', '.join(self.named)}"
+        self.errors.append(
+            {
+                "field": at,
+                "message": f"'{entity}' is not in this trigger's context, which offers "
+                f"{offered}",
+            }
+        )
 
 
 def _validate_matcher(matcher: Any, at: str, errors: list[dict[str, str]]) -> None:

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
+from email.headerregistry import Address
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from careflow.entities.catalog import ENTITY_TYPES, PATIENT_LINK
 from careflow.errors import ValidationError
@@ -31,19 +34,81 @@ def entity_id_problem(value: Any) -> str | None:
 
 
 # Fields careflow computes with, per entity type: each, when present and not null, must be an
-# ISO 8601 date-time with a time zone, or the time-based triggers would silently never fire.
+# ISO 8601 date-time with an offset, or the time-based triggers would silently never fire.
 INSTANT_FIELDS = {"appointment": ("starts_at", "ends_at")}
 INSTANT_MESSAGE = "must be an ISO 8601 date-time with a time zone, e.g. 2025-02-20T09:00:00Z"
 
 
-def instant_problems(
+# RFC 5322's dot-atom on both sides of the @: what nearly every address looks like, and always
+# one address. Matched first, as the full parser costs about 0.1 ms, a fifth of an event's CPU.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@{_ATEXT}(?:\.{_ATEXT})*")
+
+
+def _one_address(value: Any) -> bool:
+    """Whether ``value`` is one email address (``ada@example.com``): no display name, no list."""
+    if not isinstance(value, str):
+        return False
+    if _DOT_ATOM_ADDRESS.fullmatch(value):
+        return True
+    try:
+        # The standard library's RFC 5322 parser: it refuses lists, display names, a missing
+        # domain, line breaks and more, each with an exception of its own kind.
+        address = Address(addr_spec=value)
+    except Exception:
+        return False
+    return bool(address.username and address.domain)
+
+
+def _known_zone(value: Any) -> bool:
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        ZoneInfo(value)
+    except Exception:  # unknown, malformed (``../x``) or unreadable: not a zone careflow has
+        return False
+    return True
+
+
+def _is_string(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_boolean(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_instant(value: Any) -> bool:
+    return parse_instant(value) is not None
+
+
+FieldCheck = tuple[Callable[[Any], bool], str]
+
+# The fields careflow reads, per entity type, and what each must be when present and not null.
+# A value of another kind would not fail loudly later: the email would be "no email address",
+# the zone UTC, the opt-out ignored, the reminder never scheduled. The messages name the field
+# and what it must be, never the value (a producer's bad field may hold patient data).
+READ_FIELDS: dict[str, dict[str, FieldCheck]] = {
+    "patient": {
+        "email": (_one_address, "must be one email address, e.g. ada@example.com"),
+        "phone": (_is_string, "must be a string"),
+        "timezone": (_known_zone, "must be an IANA time zone, e.g. Europe/London"),
+        "email_opt_out": (_is_boolean, "must be true or false"),
+        "sms_opt_out": (_is_boolean, "must be true or false"),
+    },
+    "appointment": {name: (_is_instant, INSTANT_MESSAGE) for name in INSTANT_FIELDS["appointment"]},
+}
+
+
+def field_problems(
     entity_type: str, entity: Mapping[str, Any], prefix: str
 ) -> list[dict[str, str]]:
-    """The entity's time fields that are not instants (``INSTANT_FIELDS``), as details."""
+    """The entity's fields careflow reads (``READ_FIELDS``) that hold a value of the wrong
+    kind, as details named ``prefix`` + the field."""
     return [
-        {"field": f"{prefix}{name}", "message": INSTANT_MESSAGE}
-        for name in INSTANT_FIELDS.get(entity_type, ())
-        if entity.get(name) is not None and parse_instant(entity.get(name)) is None
+        {"field": f"{prefix}{name}", "message": message}
+        for name, (valid, message) in READ_FIELDS.get(entity_type, {}).items()
+        if entity.get(name) is not None and not valid(entity[name])
     ]
 
 
@@ -76,7 +141,7 @@ def validate_entity_body(entity_type: str, path_id: EntityRef, body: Any) -> dic
         problem = entity_id_problem(body[link])
         if problem:
             errors.append({"field": link, "message": problem})
-    errors += instant_problems(entity_type, body, "")
+    errors += field_problems(entity_type, body, "")
     if errors:
         raise ValidationError(details=errors)
     stored = dict(body)

@@ -35,13 +35,18 @@ EventsReadDep = Annotated[Principal, require_roles(Role.ADMIN, Role.SPECIALIST, 
     description=(
         "Stores the event and the entity snapshots it carries, then dispatches it to the "
         "organisation's automation rules and pathways in the background.\n\n"
-        "The same `event_id` again in the organisation answers **200** with the first event's "
-        "record and runs nothing again; an event without `event_id` is always new. An "
+        "The same `event_id` again in the organisation, with the same `type`, `data` and "
+        "`occurred_at` (when given), answers **200** with the first event's record and runs "
+        "nothing again; with a different one it is a **409** `event_id_conflict` naming the "
+        "stored event. An event without `event_id` is always new. An "
         "`Idempotency-Key` header is honoured too (same key and body: the stored answer "
         "again, with `Idempotent-Replayed: true`).\n\n" + RULES_DOC
     ),
     response_model=DataEnvelope[EventAccepted],
-    responses={200: {"description": "Duplicate `event_id`: the first event's record"}},
+    responses={
+        200: {"description": "Duplicate `event_id`: the first event's record"},
+        409: {"description": "`event_id_conflict`: the `event_id` names a different event"},
+    },
 )
 async def ingest_event(
     principal: IngestDep,
@@ -85,7 +90,7 @@ async def accept_event(app: Any, principal: Principal, body: EventIn) -> JSONRes
     """
     validate_event(body.type, body.data)
     result = await batcher_for(app).ingest(principal.org_id, body)
-    return accepted_response(result)
+    return accepted_response(result.answer())
 
 
 def batcher_for(app: Any) -> IngestBatcher:

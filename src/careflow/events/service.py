@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +16,7 @@ from careflow.db import built
 from careflow.entities import repository as entities
 from careflow.entities.catalog import ENTITY_TYPES
 from careflow.entities.validation import entity_id_problem, validate_entity_body
-from careflow.errors import ValidationError, not_found
+from careflow.errors import ConflictError, ValidationError, not_found
 from careflow.events import repository
 from careflow.events.models import Event
 from careflow.events.schemas import EventIn
@@ -43,6 +44,45 @@ class EventStatus:
 class Ingested:
     event: Event
     created: bool  # False: the producer's event_id was already stored; this is the first one
+    # Only when not created: the event sent differs from the stored one (``same_event``).
+    conflict: bool = False
+
+    def answer(self) -> Ingested:
+        """This result, or the 409 ``event_id_conflict`` when it is one."""
+        if self.conflict:
+            raise event_id_conflict(self.event)
+        return self
+
+
+def event_id_conflict(stored: Event) -> ConflictError:
+    """A redelivered ``event_id`` whose event differs: it names the stored event (careflow's
+    id and type), not what differs, as the values may be patient data."""
+    return ConflictError(
+        "This event_id was already used by another event",
+        code="event_id_conflict",
+        details=[
+            {
+                "field": "event_id",
+                "message": f"already names event {stored.id} ({stored.type}), whose type, "
+                "occurred_at or data differ from this one; send a new event_id for a new event",
+            }
+        ],
+    )
+
+
+def _canonical(data: Any) -> str:
+    # JSON's true is not 1 and key order means nothing: compare as canonical JSON text.
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def same_event(stored: Event, body: EventIn) -> bool:
+    """Whether ``body`` is a redelivery of ``stored``: the same type and data, and the same
+    ``occurred_at`` when the body gives one (one left out was the time it first arrived)."""
+    if stored.type != body.type:
+        return False
+    if body.occurred_at is not None and body.occurred_at != stored.occurred_at:
+        return False
+    return _canonical(stored.data) == _canonical(body.data)
 
 
 async def ingest_event(
@@ -55,12 +95,13 @@ async def ingest_event(
     """Store the event and its entities and enqueue its dispatch, all in the caller's transaction.
 
     A known ``event_id`` returns the first event untouched: nothing is stored or enqueued
-    again, so a producer's redelivery runs nothing twice. An invalid event raises the
-    ValidationError of ``validate_event`` and writes nothing.
+    again, so a producer's redelivery runs nothing twice; one whose event differs raises the
+    409 ``event_id_conflict``. An invalid event raises the ValidationError of
+    ``validate_event`` and writes nothing.
     """
     validate_event(body.type, body.data)
     [result] = await ingest_events(session, [(organization_id, body)], now=now)
-    return result
+    return result.answer()
 
 
 async def ingest_events(
@@ -71,7 +112,9 @@ async def ingest_events(
     The events are already validated (``validate_event``): ``POST /v1/events`` checks each
     once, before it joins a batch, where a problem can still be answered to its sender alone.
     Each event costs one INSERT; the snapshots of all of them one SELECT plus one multi-row
-    INSERT and the updates; their dispatch jobs one multi-row INSERT.
+    INSERT and the updates; their dispatch jobs one multi-row INSERT. A known ``event_id``
+    whose event differs is a result with ``conflict`` set, for its sender alone to be
+    answered 409 (``Ingested.answer``): its neighbours in the batch are written.
     """
     results = await _store_events(session, items, now)
     snapshots: list[entities.SnapshotWrite] = []
@@ -113,7 +156,7 @@ async def _store_events(
     ]
     ids = await repository.insert_events(session, rows)
     results = []
-    for row, new_id in zip(rows, ids, strict=True):
+    for (_, body), row, new_id in zip(items, rows, ids, strict=True):
         if new_id is not None:
             # Built from what was written rather than read back.
             results.append(Ingested(built(Event, {"id": new_id, **row}), created=True))
@@ -124,7 +167,7 @@ async def _store_events(
         )
         if existing is None:  # pragma: no cover - the conflicting row must be visible now
             raise RuntimeError("event insert conflicted but no event is stored")
-        results.append(Ingested(existing, created=False))
+        results.append(Ingested(existing, created=False, conflict=not same_event(existing, body)))
     return results
 
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from careflow.entities.catalog import ENTITY_TYPES, PATIENT_LINK
-from careflow.entities.validation import entity_id_problem, instant_problems
+from careflow.entities.validation import entity_id_problem, field_problems
 from careflow.errors import ValidationError
 from careflow.events.catalog import EVENT_TYPES, EventType
 
@@ -25,8 +25,11 @@ Every event needs the entity it is about, by type:
 Any `patient`, `appointment`, `invoice` or `form` object present in `data` must be an object
 with an `id`; a `patient_id` on an appointment, invoice or form must be an entity id too.
 Entity ids are integers or non-empty strings (at most 128 characters; booleans are refused).
-An appointment's `starts_at` and `ends_at`, when given, are ISO 8601 date-times with a time
-zone (`2025-02-20T09:00:00Z`): reminders and follow-ups are scheduled from them.
+The fields careflow reads must, when given and not null, be of their kind: a patient's
+`email` one address (`ada@example.com`), `phone` a string, `timezone` an IANA zone
+(`Europe/London`), `email_opt_out` and `sms_opt_out` true or false; an appointment's
+`starts_at` and `ends_at` ISO 8601 date-times with an offset (`2025-02-20T09:00:00Z`):
+reminders and follow-ups are scheduled from them. Other fields are stored as sent.
 Anything else is a 400 `validation_error` whose `details` name each bad field
 (e.g. `data.appointment.id`). An unknown `type` is a 400 too.
 """
@@ -67,7 +70,7 @@ def validate_event(event_type: str, data: Mapping[str, Any]) -> EventType:
         problem = entity_id_problem(entity.get("id"))
         if problem:
             errors.append({"field": f"data.{entity_type}.id", "message": problem})
-        errors += instant_problems(entity_type, entity, f"data.{entity_type}.")
+        errors += field_problems(entity_type, entity, f"data.{entity_type}.")
         link = PATIENT_LINK.get(entity_type)
         required_link = f"{entity_type}.{link}" in spec.required_ids
         if link and (required_link or entity.get(link) is not None):

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.audit.service import changed_fields, record
 from careflow.auth import Principal
-from careflow.conditions import validate_condition
+from careflow.conditions import SaveChecks, validate_condition
+from careflow.entities.catalog import context_entities
 from careflow.entities.context import join_snapshots
 from careflow.errors import ConflictError, NotFoundError, ValidationError
 from careflow.kit.rulesets import bump
@@ -85,8 +86,11 @@ def _unnamed_keys(
 
 
 def validate_conditions(trigger: TriggerType, conditions: Any) -> None:
+    """A rule's conditions: the language's syntax, paths into the entities the trigger's
+    context holds (or its named fields), the size bounds of a saved condition."""
     named = trigger.named_fields
-    errors = validate_condition(conditions, named_fields=named)
+    saving = SaveChecks(entities=context_entities(trigger.entity_type))
+    errors = validate_condition(conditions, named_fields=named, saving=saving)
     if not errors:
         errors = _unnamed_keys(conditions, named, "conditions")
     if errors:
