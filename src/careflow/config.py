@@ -62,15 +62,18 @@ class Settings(BaseSettings):
     worker_metrics_port: int | None = None
 
     max_body_bytes: int = 1_048_576
+    # OpenTelemetry traces: "none" (nothing of OpenTelemetry is loaded) or "otlp" (exported
+    # over OTLP/HTTP as the standard OTEL_EXPORTER_OTLP_* variables say; careflow[tracing]).
+    tracing: Literal["none", "otlp"] = "none"
     log_level: str = "INFO"
     log_json: bool = True
 
-    @field_validator("database_pooler", "database_listen_url", mode="before")
+    @field_validator("database_pooler", "database_listen_url", "tracing", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object, info: ValidationInfo) -> object:
         # An exported but empty variable (VAR= in an env file) means "not set".
         if value == "":
-            return "none" if info.field_name == "database_pooler" else None
+            return None if info.field_name == "database_listen_url" else "none"
         return value
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 
+from careflow import tracing
 from careflow.config import Settings
 from careflow.delivery.errors import PermanentDeliveryError, TransientDeliveryError
 
@@ -61,6 +62,8 @@ class TwilioSmsTransport:
         self.url = f"{base}/2010-04-01/Accounts/{quote(self.account_sid, safe='')}/Messages.json"
         self._owns_client = client is None
         self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0))
+        # A client span per call to Twilio: its URL and status, not the form it posts.
+        tracing.instrument_httpx_client(self.client)
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -26,6 +26,7 @@ from careflow.forms.models import Form
 from careflow.forms.schemas import form_snapshot
 from careflow.forms.service import FORM_COMPLETED
 from careflow.jobs.queue import enqueue_many
+from careflow.kit.context import Origin
 from careflow.kit.types import canonical_entity_id
 from careflow.scheduling.service import schedule_appointment
 
@@ -64,7 +65,11 @@ async def ingest_event(
 
 
 async def ingest_events(
-    session: AsyncSession, items: Sequence[tuple[int, EventIn]], *, now: datetime
+    session: AsyncSession,
+    items: Sequence[tuple[int, EventIn]],
+    *,
+    now: datetime,
+    origins: Sequence[Origin] | None = None,
 ) -> list[Ingested]:
     """Many events in the caller's one transaction (group commit), in order.
 
@@ -72,6 +77,9 @@ async def ingest_events(
     once, before it joins a batch, where a problem can still be answered to its sender alone.
     Each event costs one INSERT; the snapshots of all of them one SELECT plus one multi-row
     INSERT and the updates; their dispatch jobs one multi-row INSERT.
+
+    ``origins`` (one per item) are the requests the events came in (their ids and spans),
+    carried by their dispatch jobs; by default the current one.
     """
     results = await _store_events(session, items, now)
     snapshots: list[entities.SnapshotWrite] = []
@@ -86,6 +94,11 @@ async def ingest_events(
         [({"event_id": e.id}, e.organization_id, f"dispatch:{e.id}") for e in created],
         run_at=now,
         now=now,
+        origins=(
+            None
+            if origins is None
+            else [o for o, r in zip(origins, results, strict=True) if r.created]
+        ),
     )
     for event in created:
         log.info("event_ingested", event_pk=event.id, type=event.type, org_id=event.organization_id)
