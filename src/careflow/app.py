@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.types import ASGIApp
+from starlette.types import Receive, Scope, Send
 
 import careflow.tasks  # noqa: F401  (registers every job kind's handler)
 from careflow import tracing
@@ -34,12 +35,19 @@ from careflow.routers import include_routers
 
 
 class CareflowAPI(FastAPI):
-    """FastAPI with one layer outside Starlette's own error middleware: an unhandled error,
-    once answered with the 500 envelope, is not re-raised to the server to be logged with
-    its text (``kit.middleware.ContainAnsweredErrors``)."""
+    """FastAPI with one layer outside its whole middleware stack (Starlette's own error
+    middleware and, when tracing, the request's span around it): an unhandled error, once
+    answered with the 500 envelope, is not re-raised to the server to be logged with its
+    text (``kit.middleware.ContainAnsweredErrors``). It is applied here rather than in
+    ``build_middleware_stack``, which the tracing instrumentation wraps and expects to
+    begin with Starlette's error middleware."""
 
-    def build_middleware_stack(self) -> ASGIApp:
-        return ContainAnsweredErrors(super().build_middleware_stack())
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._contained = ContainAnsweredErrors(functools.partial(FastAPI.__call__, self))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._contained(scope, receive, send)
 
 
 def create_app(

@@ -77,8 +77,7 @@ def configure_tracing(settings: Settings, *, exporter: SpanExporter | None = Non
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
     except ImportError as exc:
         raise TracingUnavailable(
-            "CAREFLOW_TRACING=otlp needs the tracing packages: "
-            "pip install 'careflow[tracing]'"
+            "CAREFLOW_TRACING=otlp needs the tracing packages: pip install 'careflow[tracing]'"
         ) from exc
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
     resource = Resource.create()
@@ -179,6 +178,7 @@ def instrument_engine(engine: Any) -> None:
     if _provider is None:
         return
     from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    from opentelemetry.metrics import NoOpMeterProvider
 
     sync_engine = getattr(engine, "sync_engine", engine)
     if sync_engine in _engines:
@@ -186,7 +186,11 @@ def instrument_engine(engine: Any) -> None:
     _engines.add(sync_engine)
     # The statement text as compiled, with its placeholders: the instrumentation never
     # records the bound values. No SQL comments (they would defeat statement caches).
-    EngineTracer(_tracer, sync_engine, connections_usage=None)
+    # careflow's metrics are Prometheus's (kit/metrics.py): the pool gauge goes nowhere.
+    usage = (
+        NoOpMeterProvider().get_meter(SCOPE).create_up_down_counter("db.client.connections.usage")
+    )
+    EngineTracer(_tracer, sync_engine, connections_usage=usage)
 
 
 def instrument_httpx_client(client: Any) -> None:
@@ -320,9 +324,7 @@ def _scrubbed(span: ReadableSpan) -> ReadableSpan:
     from opentelemetry.sdk.trace import Event, ReadableSpan
     from opentelemetry.trace import Status
 
-    events = [
-        Event(event.name, _clean(event.attributes), event.timestamp) for event in span.events
-    ]
+    events = [Event(event.name, _clean(event.attributes), event.timestamp) for event in span.events]
     return ReadableSpan(
         name=span.name,
         context=span.context,

@@ -26,7 +26,7 @@ from careflow.forms.models import Form
 from careflow.forms.schemas import form_snapshot
 from careflow.forms.service import FORM_COMPLETED
 from careflow.jobs.queue import enqueue_many
-from careflow.kit.context import Origin
+from careflow.kit.context import Origin, current_origin
 from careflow.kit.types import canonical_entity_id
 from careflow.scheduling.service import schedule_appointment
 
@@ -88,20 +88,28 @@ async def ingest_events(
             snapshots.extend(_snapshots(organization_id, body, result.event.occurred_at))
     await entities.upsert_entities(session, snapshots)
     created = [r.event for r in results if r.created]
+    # Each event's own request: a group commit writes many requests' events at once.
+    sources = (
+        [o for o, r in zip(origins, results, strict=True) if r.created]
+        if origins is not None
+        else [current_origin()] * len(created)
+    )
     await enqueue_many(
         session,
         DISPATCH_KIND,
         [({"event_id": e.id}, e.organization_id, f"dispatch:{e.id}") for e in created],
         run_at=now,
         now=now,
-        origins=(
-            None
-            if origins is None
-            else [o for o, r in zip(origins, results, strict=True) if r.created]
-        ),
+        origins=sources,
     )
-    for event in created:
-        log.info("event_ingested", event_pk=event.id, type=event.type, org_id=event.organization_id)
+    for event, origin in zip(created, sources, strict=True):
+        log.info(
+            "event_ingested",
+            event_pk=event.id,
+            type=event.type,
+            org_id=event.organization_id,
+            request_id=origin.request_id,
+        )
     return results
 
 
