@@ -7,9 +7,15 @@ exporter against a receiver in the test that decodes what arrives with opentelem
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,9 +34,12 @@ from careflow.config import Settings
 from careflow.jobs.models import Job
 from careflow.jobs.worker import Worker
 from careflow.kit.clock import FrozenClock
-from tests.conftest import make_settings
+from tests.conftest import TEST_SECRET, make_settings
+from tests.fixtures.database import database_env
 from tests.fixtures.factories import EVENTS, PATIENT, Auth, create_rule, onboarded
 from tests.fixtures.smtp import SmtpServer
+from tests.fixtures.twilio import TwilioFake
+from tests.jobs.conftest import eventually
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -67,9 +76,12 @@ async def traced_client(
         yield c
 
 
-async def post_welcomed_patient(client: httpx.AsyncClient, auth: Auth) -> None:
-    """A welcome-email rule, then one onboarding event sent inside the caller's trace."""
-    await create_rule(client, auth)
+async def post_welcomed_patient(
+    client: httpx.AsyncClient, auth: Auth, action: str = "send_email"
+) -> None:
+    """A welcome rule (an email, or an SMS), then one onboarding event sent inside the
+    caller's trace."""
+    await create_rule(client, auth, actions=[{"type": action, "template": "welcome_patient"}])
     response = await client.post(
         EVENTS,
         json={"type": "patient.onboarded", "data": onboarded()},
@@ -172,6 +184,78 @@ class TestOneEventOneTrace:
         [step] = [span for span in spans if span.name == "job run_action"]
         assert step.context.trace_id == int(TRACE_ID, 16)
 
+    async def test_the_twilio_call_is_a_span_of_the_step(
+        self,
+        database_url: str,
+        twilio: TwilioFake,
+        engine: AsyncEngine,
+        clock: FrozenClock,
+        auth: Auth,
+    ) -> None:
+        settings = make_settings(
+            database_url,
+            tracing="otlp",
+            sms_provider="twilio",
+            twilio_account_sid="AC123",
+            twilio_auth_token="secret-token",
+            twilio_from="+15550001111",
+            twilio_base_url=twilio.base_url,
+        )
+        memory = InMemorySpanExporter()
+        tracing.configure_tracing(settings, exporter=memory)
+        try:
+            app = traced_app(settings, engine, clock)
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                await post_welcomed_patient(client, auth, action="send_sms")
+                await drain(client, settings, clock)
+        finally:
+            tracing.shut_down()
+
+        assert len(twilio.requests) == 1
+        spans = memory.get_finished_spans()
+        trace = [span for span in spans if span.context.trace_id == int(TRACE_ID, 16)]
+        step = one_of(trace, "job run_action")
+        call = one_of(trace, "POST")
+        assert call.kind is SpanKind.CLIENT
+        assert call.parent is not None and call.parent.span_id == step.context.span_id
+        for span in spans:
+            for value in values_of(span):
+                for secret in PATIENT_VALUES:
+                    assert secret not in value, (span.name, value)
+
+    async def test_query_strings_stay_out_of_request_spans(
+        self,
+        exporter: InMemorySpanExporter,
+        traced_client: httpx.AsyncClient,
+        auth: Auth,
+    ) -> None:
+        response = await traced_client.get(
+            "/v1/automations/rules", params={"q": PATIENT["email"]}, headers=auth("admin")
+        )
+        assert response.status_code in (200, 400), response.text
+        [request] = [span for span in exporter.get_finished_spans() if span.kind is SpanKind.SERVER]
+        assert request.attributes is not None
+        assert any(str(v).startswith("/v1/automations/rules") for v in request.attributes.values())
+        for value in values_of(request):
+            assert PATIENT["email"] not in value and "%40" not in value, value
+
+
+class TestSettings:
+    def test_tracing_is_off_unless_asked_for(self, database_url: str) -> None:
+        assert make_settings(database_url).tracing == "none"
+        assert make_settings(database_url, tracing="").tracing == "none"
+        with pytest.raises(ValueError, match="tracing"):
+            make_settings(database_url, tracing="zipkin")
+
+    def test_only_http_protobuf_is_exported(
+        self, database_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        with pytest.raises(tracing.TracingUnavailable, match="http/protobuf"):
+            tracing.configure_tracing(make_settings(database_url, tracing="otlp"))
+        assert not tracing.enabled()
+
 
 class TestOff:
     async def test_jobs_carry_no_trace_context_when_tracing_is_off(
@@ -269,3 +353,78 @@ class TestOtlpExport:
             for attribute in span.attributes:
                 for secret in PATIENT_VALUES:
                     assert secret not in str(attribute.value), (span.name, attribute.key)
+
+
+def spawn_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """``careflow worker`` in its own process, writing its output to ``log_path``."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "careflow.cli", "worker", "--concurrency", "2"],
+            env=env,
+            cwd=log_path.parent,  # away from any .env in the checkout
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+class TestAcrossProcesses:
+    async def test_a_worker_process_continues_the_requests_trace_and_logs_its_id(
+        self,
+        receiver: OtlpReceiver,
+        exporter: InMemorySpanExporter,
+        traced_client: httpx.AsyncClient,
+        traced_settings: Settings,
+        auth: Auth,
+        smtp: SmtpServer,
+        tmp_path: Path,
+    ) -> None:
+        """The API here (in-memory exporter), ``careflow worker`` in its own process
+        exporting over OTLP/HTTP: its job spans are children of the request's span."""
+        await post_welcomed_patient(traced_client, auth)
+        [request] = [s for s in exporter.get_finished_spans() if s.name == "POST /v1/events"]
+
+        env = {
+            **os.environ,
+            "CAREFLOW_DATABASE_URL": traced_settings.database_url,
+            **database_env(traced_settings.database_url),
+            "CAREFLOW_ENV": "test",
+            "CAREFLOW_JWT_SECRET": TEST_SECRET,
+            "CAREFLOW_SMTP_URL": smtp.url,
+            "CAREFLOW_LOG_LEVEL": "INFO",
+            "CAREFLOW_TRACING": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_SERVICE_NAME": "careflow-worker",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+        }
+        log_path = tmp_path / "worker.log"
+        proc = spawn_worker(env, log_path)
+        try:
+
+            def sent() -> bool:
+                return any(span.name == "smtp send" for _, span in receiver.spans())
+
+            await eventually(sent, within=30, interval=0.1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+        spans = {
+            span.name: span for service, span in receiver.spans() if service == "careflow-worker"
+        }
+        dispatch, step, send = (
+            spans["job dispatch_event"],
+            spans["job run_action"],
+            spans["smtp send"],
+        )
+        assert {dispatch.trace_id.hex(), step.trace_id.hex(), send.trace_id.hex()} == {TRACE_ID}
+        assert dispatch.parent_span_id == request.context.span_id.to_bytes(8, "big")
+        assert step.parent_span_id == dispatch.span_id
+        assert send.parent_span_id == step.span_id
+
+        lines = [json.loads(x) for x in log_path.read_text().splitlines() if x.startswith("{")]
+        [sent_line] = [line for line in lines if line["event"] == "email_sent"]
+        assert sent_line["request_id"] == REQUEST_ID
