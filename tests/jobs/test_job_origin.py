@@ -123,3 +123,17 @@ class TestOriginInTheJobRow:
             rows = (await conn.execute(select(Job.payload, Job.request_id).order_by(Job.id))).all()
         assert [row.request_id for row in rows] == ["req-a", "req-b"]
         assert rows[0].payload["event_id"] < rows[1].payload["event_id"]
+
+    async def test_an_idempotent_request_gives_its_dispatch_its_request_id(
+        self, client: httpx.AsyncClient, auth: Auth, engine: AsyncEngine
+    ) -> None:
+        # Not the fast path nor the group commit: the route's own transaction.
+        response = await client.post(
+            EVENTS,
+            json={"type": "patient.onboarded", "data": onboarded()},
+            headers={**auth("service"), "X-Request-ID": "req-idem", "Idempotency-Key": "k-1"},
+        )
+        assert response.status_code == 202, response.text
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(Job.kind, Job.request_id))).all()
+        assert [tuple(row) for row in rows] == [("dispatch_event", "req-idem")]
