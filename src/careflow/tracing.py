@@ -245,8 +245,10 @@ def job_span(
     *,
     traceparent: str | None,
     attributes: Mapping[str, str | int | None],
+    not_failures: tuple[type[BaseException], ...] = (),
 ) -> Iterator[None]:
-    """A job's run, as a child of the span that enqueued it (``traceparent``)."""
+    """A job's run, as a child of the span that enqueued it (``traceparent``). An error of
+    ``not_failures`` (a deferral) leaves the span's status alone."""
     if _provider is None:
         yield
         return
@@ -258,7 +260,9 @@ def job_span(
         if traceparent
         else None
     )
-    with _span(f"job {kind}", SpanKind.CONSUMER, attributes, context=parent):
+    with _span(
+        f"job {kind}", SpanKind.CONSUMER, attributes, context=parent, not_failures=not_failures
+    ):
         yield
 
 
@@ -276,7 +280,12 @@ def client_span(name: str, attributes: Mapping[str, str | int | None]) -> Iterat
 
 @contextlib.contextmanager
 def _span(
-    name: str, kind: Any, attributes: Mapping[str, str | int | None], *, context: Any = None
+    name: str,
+    kind: Any,
+    attributes: Mapping[str, str | int | None],
+    *,
+    context: Any = None,
+    not_failures: tuple[type[BaseException], ...] = (),
 ) -> Iterator[None]:
     from opentelemetry.trace import Status, StatusCode
 
@@ -292,6 +301,8 @@ def _span(
     ) as span:
         try:
             yield
+        except not_failures:
+            raise
         except BaseException as exc:
             span.set_attribute("error.type", type(exc).__name__)
             span.set_status(Status(StatusCode.ERROR))

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from careflow import tracing
 from careflow.config import Settings
 from careflow.jobs import held_writes, store
-from careflow.jobs.errors import JobError, RetryableJobError
+from careflow.jobs.errors import DeferJob, JobError, RetryableJobError
 from careflow.jobs.prefetch import prefetch
 from careflow.jobs.registry import HANDLERS, JobContext, Sharing, sharing_of
 from careflow.jobs.store import ClaimedJob
@@ -262,7 +262,10 @@ class BatchRunner:
                 raise
             except Exception as exc:
                 outcome = await self.outcomes.record_failure(job, exc)
-                tracing.mark_failed(exc, job_outcome=outcome)
+                if outcome == "deferred":
+                    tracing.annotate(job_outcome=outcome)
+                else:
+                    tracing.mark_failed(exc, job_outcome=outcome)
                 return outcome
             return "done"
 
@@ -338,6 +341,7 @@ def job_scope(job: ClaimedJob) -> Iterator[None]:
                     "careflow.organization_id": job.organization_id,
                     "careflow.request_id": job.request_id,
                 },
+                not_failures=(DeferJob,),
             ),
         ):
             yield
