@@ -1,9 +1,11 @@
 """OpenTelemetry traces: off unless ``CAREFLOW_TRACING=otlp``; ids and statuses only.
 
 When on, one ingested event is one trace across processes: the request's span (FastAPI's
-instrumentation), the SQL it ran (SQLAlchemy's), then, in whichever worker runs them, a
-span per job (``job_span``: the dispatch, each action step) with the SQL, the SMTP send
-(``client_span``) or the Twilio call (httpx's instrumentation) beneath it. The context
+instrumentation), then, in whichever worker runs them, a span per job (``job_span``: the
+dispatch, each action step) with its SQL (SQLAlchemy's instrumentation), the SMTP send
+(``client_span``) or the Twilio call (httpx's instrumentation) beneath it. SQL that no
+request or job runs is not traced (``_sampler``): the workers' polling, a batch's shared
+reads and commit, the group commit that writes many requests' events at once. The context
 crosses processes in the job row: ``jobs.traceparent`` holds the W3C ``traceparent`` of the
 span that enqueued the job (``current_traceparent``), written in the job's own INSERT.
 
