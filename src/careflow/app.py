@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.types import ASGIApp
+from starlette.types import Receive, Scope, Send
 
 import careflow.tasks  # noqa: F401  (registers every job kind's handler)
+from careflow import tracing
 from careflow.auth import access_problem
 from careflow.config import Settings, get_settings
 from careflow.db import create_engine, create_sessionmaker
@@ -33,12 +35,19 @@ from careflow.routers import allowed_methods, include_routers
 
 
 class CareflowAPI(FastAPI):
-    """FastAPI with one layer outside Starlette's own error middleware: an unhandled error,
-    once answered with the 500 envelope, is not re-raised to the server to be logged with
-    its text (``kit.middleware.ContainAnsweredErrors``)."""
+    """FastAPI with one layer outside its whole middleware stack (Starlette's own error
+    middleware and, when tracing, the request's span around it): an unhandled error, once
+    answered with the 500 envelope, is not re-raised to the server to be logged with its
+    text (``kit.middleware.ContainAnsweredErrors``). It is applied here rather than in
+    ``build_middleware_stack``, which the tracing instrumentation wraps and expects to
+    begin with Starlette's error middleware."""
 
-    def build_middleware_stack(self) -> ASGIApp:
-        return ContainAnsweredErrors(super().build_middleware_stack())
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._contained = ContainAnsweredErrors(functools.partial(FastAPI.__call__, self))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._contained(scope, receive, send)
 
 
 def create_app(
@@ -57,6 +66,7 @@ def create_app(
     """
     settings = settings or get_settings()
     configure_logging(settings)
+    tracing.configure_tracing(settings)
     set_default_max_attempts(settings.job_max_attempts)
 
     @asynccontextmanager
@@ -67,6 +77,8 @@ def create_app(
         )
         app.state.engine = eng
         app.state.sessionmaker = create_sessionmaker(eng)
+        if own_engine:
+            tracing.instrument_engine(eng)
         if migrate_sqlite and settings.is_sqlite:
             from careflow.migrate import upgrade_head
 
@@ -90,6 +102,7 @@ def create_app(
             if worker is not None:
                 await worker.stop()
             await close_transports(app.state.services)
+            tracing.flush()
             if own_engine:
                 await eng.dispose()
 
@@ -101,8 +114,9 @@ def create_app(
             "segments, reminders) and pathway routing for healthcare practice platforms."
         ),
         lifespan=lifespan,
-        # careflow exports Prometheus metrics and structured logs, not OpenTelemetry; off,
-        # FastAPI skips asking the OpenTelemetry providers on every request.
+        # FastAPI's own telemetry stays off: careflow's traces come from the OpenTelemetry
+        # instrumentation (careflow.tracing) when CAREFLOW_TRACING=otlp, and off, FastAPI
+        # skips asking the OpenTelemetry providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
@@ -112,6 +126,7 @@ def create_app(
         # Usable without the lifespan too (tests that drive the app directly).
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        tracing.instrument_engine(engine)
 
     install_error_handlers(app, access_problem=access_problem, allowed_methods=allowed_methods)
     include_routers(app)
@@ -122,4 +137,6 @@ def create_app(
     app.add_middleware(IngestMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
+    # Outside every layer above, the fast ingestion path's included.
+    tracing.instrument_app(app)
     return app

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     worker_metrics_port: int | None = None
 
     max_body_bytes: int = 1_048_576
+    # OpenTelemetry traces: "none" (nothing of OpenTelemetry is loaded) or "otlp" (exported
+    # over OTLP/HTTP as the standard OTEL_EXPORTER_OTLP_* variables say; careflow[tracing]).
+    tracing: Literal["none", "otlp"] = "none"
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -88,13 +91,14 @@ class Settings(BaseSettings):
         "email_reply_to",
         "message_id_domain",
         "public_url",
+        "tracing",
         mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object, info: ValidationInfo) -> object:
         # An exported but empty variable (VAR= in an env file) means "not set".
         if value == "":
-            return "none" if info.field_name == "database_pooler" else None
+            return None if info.field_name == "database_listen_url" else "none"
         return value
 
     @field_validator("default_region")

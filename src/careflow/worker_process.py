@@ -29,6 +29,7 @@ async def run_worker_process(concurrency: int | None = None) -> None:
     A second signal stops at once (in-flight jobs are still released). Database outages
     are waited out inside the worker, never turned into an exit.
     """
+    from careflow import tracing
     from careflow.config import get_settings
     from careflow.db import create_engine, create_sessionmaker
     from careflow.delivery.transports import close_transports
@@ -37,6 +38,7 @@ async def run_worker_process(concurrency: int | None = None) -> None:
 
     settings = get_settings()
     configure_logging(settings)
+    tracing.configure_tracing(settings)
     queue.set_default_max_attempts(settings.job_max_attempts)
     if settings.worker_metrics_port:
         from prometheus_client import start_http_server
@@ -45,6 +47,7 @@ async def run_worker_process(concurrency: int | None = None) -> None:
 
         start_http_server(settings.worker_metrics_port, addr="0.0.0.0", registry=REGISTRY)
     engine = create_engine(settings.database_url, behind_pooler=settings.behind_pooler)
+    tracing.instrument_engine(engine)
     worker = Worker(
         create_sessionmaker(engine), settings, SystemClock(), services={}, concurrency=concurrency
     )
@@ -71,3 +74,4 @@ async def run_worker_process(concurrency: int | None = None) -> None:
             loop.remove_signal_handler(sig)
         await close_transports(worker.services)
         await engine.dispose()
+        tracing.shut_down()

@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiosmtplib
 import structlog
 
+from careflow import tracing
 from careflow.config import Settings
 from careflow.delivery.errors import PermanentDeliveryError, TransientDeliveryError
 
@@ -560,7 +561,17 @@ class SmtpTransport:
                 boundary=boundary or None,
             )
         try:
-            await self._deliver(message, to)
+            # Ids only: the Message-ID names the execution and the step; the recipient
+            # and the message stay out of the trace.
+            with tracing.client_span(
+                "smtp send",
+                {
+                    "careflow.message_id": _bare(message_id),
+                    "server.address": self.config.hostname,
+                    "server.port": self.config.port,
+                },
+            ):
+                await self._deliver(message, to)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients] or [550]
             raise _classify(min(codes), "recipient") from None

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 
+from careflow import tracing
 from careflow.config import Settings
 from careflow.delivery.errors import (
     AmbiguousDeliveryError,
@@ -98,6 +99,8 @@ class TwilioSmsTransport:
         )
         self._owns_client = client is None
         self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0))
+        # A client span per call to Twilio: its URL and status, not the form it posts.
+        tracing.instrument_httpx_client(self.client)
 
     async def aclose(self) -> None:
         if self._owns_client:

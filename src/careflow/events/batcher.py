@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from careflow.events import service
 from careflow.events.schemas import EventIn
 from careflow.kit.clock import Clock
+from careflow.kit.context import Origin, current_origin
 
 log = structlog.get_logger("careflow.events.batcher")
 
@@ -39,6 +40,9 @@ IN_FLIGHT = 4  # batches being written at once per process (PostgreSQL)
 class _Pending:
     organization_id: int
     body: EventIn
+    # The request's id and span, taken in the request's context: the drain task that
+    # writes the event has a context of its own, and the dispatch job must carry these.
+    origin: Origin = field(default_factory=current_origin)
     future: asyncio.Future[service.Ingested] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -108,7 +112,7 @@ class IngestBatcher:
 
     async def _write(self, batch: list[_Pending]) -> None:
         try:
-            results = await self._commit([(i.organization_id, i.body) for i in batch])
+            results = await self._commit(batch)
         except Exception as exc:
             if len(batch) == 1:
                 batch[0].future.set_exception(exc)
@@ -116,7 +120,7 @@ class IngestBatcher:
             log.warning("ingest_batch_failed", size=len(batch), error_type=type(exc).__name__)
             for item in batch:
                 try:
-                    [result] = await self._commit([(item.organization_id, item.body)])
+                    [result] = await self._commit([item])
                 except Exception as one:
                     item.future.set_exception(one)
                 else:
@@ -125,8 +129,11 @@ class IngestBatcher:
         for item, result in zip(batch, results, strict=True):
             item.future.set_result(result)
 
-    async def _commit(self, items: list[tuple[int, EventIn]]) -> list[service.Ingested]:
+    async def _commit(self, batch: list[_Pending]) -> list[service.Ingested]:
+        items = [(item.organization_id, item.body) for item in batch]
         async with self.sessionmaker() as session:
-            results = await service.ingest_events(session, items, now=self.clock.now())
+            results = await service.ingest_events(
+                session, items, now=self.clock.now(), origins=[item.origin for item in batch]
+            )
             await session.commit()
         return results

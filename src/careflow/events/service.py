@@ -27,6 +27,7 @@ from careflow.forms.models import Form
 from careflow.forms.schemas import form_snapshot
 from careflow.forms.service import FORM_COMPLETED
 from careflow.jobs.queue import enqueue_many
+from careflow.kit.context import Origin, current_origin
 from careflow.kit.types import canonical_entity_id
 from careflow.scheduling.service import schedule_appointment
 
@@ -105,7 +106,11 @@ async def ingest_event(
 
 
 async def ingest_events(
-    session: AsyncSession, items: Sequence[tuple[int, EventIn]], *, now: datetime
+    session: AsyncSession,
+    items: Sequence[tuple[int, EventIn]],
+    *,
+    now: datetime,
+    origins: Sequence[Origin] | None = None,
 ) -> list[Ingested]:
     """Many events in the caller's one transaction (group commit), in order.
 
@@ -115,6 +120,9 @@ async def ingest_events(
     INSERT and the updates; their dispatch jobs one multi-row INSERT. A known ``event_id``
     whose event differs is a result with ``conflict`` set, for its sender alone to be
     answered 409 (``Ingested.answer``): its neighbours in the batch are written.
+
+    ``origins`` (one per item) are the requests the events came in (their ids and spans),
+    carried by their dispatch jobs; by default the current one.
     """
     results = await _store_events(session, items, now)
     snapshots: list[entities.SnapshotWrite] = []
@@ -123,15 +131,28 @@ async def ingest_events(
             snapshots.extend(_snapshots(organization_id, body, result.event.occurred_at))
     await entities.upsert_entities(session, snapshots)
     created = [r.event for r in results if r.created]
+    # Each event's own request: a group commit writes many requests' events at once.
+    sources = (
+        [o for o, r in zip(origins, results, strict=True) if r.created]
+        if origins is not None
+        else [current_origin()] * len(created)
+    )
     await enqueue_many(
         session,
         DISPATCH_KIND,
         [({"event_id": e.id}, e.organization_id, f"dispatch:{e.id}") for e in created],
         run_at=now,
         now=now,
+        origins=sources,
     )
-    for event in created:
-        log.info("event_ingested", event_pk=event.id, type=event.type, org_id=event.organization_id)
+    for event, origin in zip(created, sources, strict=True):
+        log.info(
+            "event_ingested",
+            event_pk=event.id,
+            type=event.type,
+            org_id=event.organization_id,
+            request_id=origin.request_id,
+        )
     return results
 
 

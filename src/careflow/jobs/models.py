@@ -53,5 +53,11 @@ class Job(Base):
     # What the job is about ("appointment:1:50"), so pending work for it can be found and
     # dropped when it changes (a rescheduled or cancelled appointment).
     ref: Mapped[str | None] = mapped_column(String(200))
+    # Where the job came from, written in its own INSERT and read by its claim: the
+    # X-Request-ID of the request whose work it is (its log lines carry it), and the W3C
+    # traceparent of the span that enqueued it (NULL while tracing is off). Jobs a job
+    # enqueues inherit both.
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    traceparent: Mapped[str | None] = mapped_column(String(55))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

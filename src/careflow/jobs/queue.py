@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 from careflow.db import dialect_of, prebuilt
 from careflow.jobs import held_writes
 from careflow.jobs.models import Job, JobStatus
+from careflow.kit.context import Origin, current_origin
 
 NOTIFY_CHANNEL = "careflow_jobs"
 _NOTIFY = text(f"NOTIFY {NOTIFY_CHANNEL}")
@@ -80,6 +82,7 @@ def _row(
     dedupe_key: str | None,
     max_attempts: int | None,
     ref: str | None,
+    origin: Origin,
 ) -> dict[str, Any]:
     return {
         "kind": kind,
@@ -91,6 +94,8 @@ def _row(
         "max_attempts": max_attempts or _default_max_attempts,
         "dedupe_key": dedupe_key,
         "ref": ref,
+        "request_id": origin.request_id,
+        "traceparent": origin.traceparent,
         "created_at": now,
         "updated_at": now,
     }
@@ -135,7 +140,10 @@ async def enqueue(
     max_attempts: int | None = None,
     ref: str | None = None,
 ) -> None:
-    """Add a job to the session's transaction; with ``dedupe_key`` a second one is a no-op."""
+    """Add a job to the session's transaction; with ``dedupe_key`` a second one is a no-op.
+
+    The job carries the current request id and span (``kit.context.current_origin``).
+    """
     row = _row(
         kind,
         payload,
@@ -145,6 +153,7 @@ async def enqueue(
         dedupe_key=dedupe_key,
         max_attempts=max_attempts,
         ref=ref,
+        origin=current_origin(),
     )
     await _insert(session, [row], due_now=run_at <= now)
 
@@ -156,10 +165,17 @@ async def enqueue_many(
     *,
     run_at: datetime,
     now: datetime,
+    origins: Sequence[Origin] | None = None,
 ) -> None:
-    """Many jobs of one kind in one statement: ``(payload, organization_id, dedupe_key)``."""
+    """Many jobs of one kind in one statement: ``(payload, organization_id, dedupe_key)``.
+
+    ``origins``, one per job, when the jobs come from different requests (group commit);
+    by default every job carries the current one.
+    """
     if not jobs:
         return
+    if origins is None:
+        origins = [current_origin()] * len(jobs)
     rows = [
         _row(
             kind,
@@ -170,7 +186,8 @@ async def enqueue_many(
             dedupe_key=dedupe_key,
             max_attempts=None,
             ref=None,
+            origin=origin,
         )
-        for payload, organization_id, dedupe_key in jobs
+        for (payload, organization_id, dedupe_key), origin in zip(jobs, origins, strict=True)
     ]
     await _insert(session, rows, due_now=run_at <= now)

@@ -51,6 +51,10 @@ class ClaimedJob:
     run_at: datetime
     organization_id: int | None
     worker: str  # the locked_by this claim wrote; part of every fence
+    # The request whose work this is, and the span that enqueued it (``Job.request_id``,
+    # ``Job.traceparent``).
+    request_id: str | None = None
+    traceparent: str | None = None
 
     @property
     def is_last_attempt(self) -> bool:
@@ -177,6 +181,8 @@ async def claim_due(
             jobs.c.max_attempts,
             jobs.c.run_at,
             jobs.c.organization_id,
+            jobs.c.request_id,
+            jobs.c.traceparent,
         )
     )
     rows = (await session.execute(stmt)).all()
@@ -190,6 +196,8 @@ async def claim_due(
             run_at=row.run_at,
             organization_id=row.organization_id,
             worker=worker,
+            request_id=row.request_id,
+            traceparent=row.traceparent,
         )
         for row in rows
     ]

@@ -9,6 +9,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from careflow import tracing
 from careflow.errors import error_body, request_id_of
 from careflow.kit.context import new_request_id, request_id_var
 from careflow.kit.metrics import HTTP_LATENCY
@@ -58,6 +59,7 @@ class RequestIdMiddleware:
         request_id = given if given and _SAFE_REQUEST_ID.fullmatch(given) else new_request_id()
         token = request_id_var.set(request_id)
         scope.setdefault("state", {})["request_id"] = request_id
+        tracing.annotate(request_id=request_id)  # on the request's span, when tracing
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

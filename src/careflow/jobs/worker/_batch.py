@@ -19,7 +19,10 @@ still gets its own outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -27,14 +30,16 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from careflow import tracing
 from careflow.config import Settings
 from careflow.jobs import held_writes, store
-from careflow.jobs.errors import JobError, RetryableJobError
+from careflow.jobs.errors import DeferJob, JobError, RetryableJobError
 from careflow.jobs.prefetch import prefetch
 from careflow.jobs.registry import HANDLERS, JobContext, Sharing, sharing_of
 from careflow.jobs.store import ClaimedJob
 from careflow.jobs.worker._outcomes import Outcomes, finished, job_log
 from careflow.kit.clock import Clock
+from careflow.kit.context import request_id_var
 from careflow.kit.metrics import JOBS
 
 log = structlog.get_logger("careflow.jobs")
@@ -235,26 +240,34 @@ class BatchRunner:
         return await prefetch(session, ((job.kind, job.payload) for job in batch))
 
     async def _execute_alone(self, job: ClaimedJob) -> str:
-        try:
-            async with self.sessionmaker() as session:
-                # A job alone reads ahead as a batch of one does: the same statements as its
-                # own reads, and its locks taken in the order a batch takes them (a
-                # dispatch's journeys before the appointment and milestone rows it writes).
-                read = await self._prefetch(session, [job])
-                await self._call_handler(session, job, read.get(job.kind))
-                await session.flush()
-                if not await store.complete(session, job):
-                    # Our lease ran out and the job was rescued: its effects belong to the
-                    # run that holds it now, so ours must not land.
-                    await session.rollback()
-                    job_log(job).warning("jobs.completion_refused")
-                    return "lost"
-                await session.commit()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            return await self.outcomes.record_failure(job, exc)
-        return "done"
+        # Alone, all the job's statements are its own: its span holds the prefetch, the
+        # commit and the outcome too.
+        with job_scope(job):
+            try:
+                async with self.sessionmaker() as session:
+                    # A job alone reads ahead as a batch of one does: the same statements as
+                    # its own reads, and its locks taken in the order a batch takes them (a
+                    # dispatch's journeys before the appointment and milestone rows it writes).
+                    read = await self._prefetch(session, [job])
+                    await self._call_handler(session, job, read.get(job.kind))
+                    await session.flush()
+                    if not await store.complete(session, job):
+                        # Our lease ran out and the job was rescued: its effects belong to
+                        # the run that holds it now, so ours must not land.
+                        await session.rollback()
+                        job_log(job).warning("jobs.completion_refused")
+                        return "lost"
+                    await session.commit()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                outcome = await self.outcomes.record_failure(job, exc)
+                if outcome == "deferred":
+                    tracing.annotate(job_outcome=outcome)
+                else:
+                    tracing.mark_failed(exc, job_outcome=outcome)
+                return outcome
+            return "done"
 
     async def _call_handler(self, session: AsyncSession, job: ClaimedJob, prefetched: Any) -> None:
         handler = HANDLERS.get(job.kind)
@@ -273,7 +286,8 @@ class BatchRunner:
             services=self.services,
             prefetched=prefetched,
         )
-        await handler(ctx, job.payload)
+        with job_scope(job):
+            await handler(ctx, job.payload)
 
     async def _heartbeat(self, held: list[ClaimedJob]) -> None:
         """Renew the leases of ``held`` (which the runner shrinks as jobs finish)."""
@@ -294,6 +308,46 @@ class BatchRunner:
             if lost:
                 log.warning("jobs.lease_lost", job_ids=lost, worker=self.worker_name)
                 held[:] = [job for job in held if job.id in renewed]
+
+
+# The job whose scope is entered, so that entering it again (a job alone: its run, then its
+# handler) changes nothing.
+_scoped_job: ContextVar[int | None] = ContextVar("careflow_scoped_job", default=None)
+
+
+@contextlib.contextmanager
+def job_scope(job: ClaimedJob) -> Iterator[None]:
+    """While ``job`` runs: its request's id on every log line and on the jobs it enqueues,
+    and its span (a child of the one that enqueued it) current."""
+    if _scoped_job.get() == job.id:
+        yield
+        return
+    tokens = (_scoped_job.set(job.id), request_id_var.set(job.request_id))
+    logged = (
+        structlog.contextvars.bound_contextvars(request_id=job.request_id)
+        if job.request_id is not None
+        else contextlib.nullcontext()
+    )
+    try:
+        with (
+            logged,
+            tracing.job_span(
+                job.kind,
+                traceparent=job.traceparent,
+                attributes={
+                    "careflow.job.id": job.id,
+                    "careflow.job.kind": job.kind,
+                    "careflow.job.attempt": job.attempt,
+                    "careflow.organization_id": job.organization_id,
+                    "careflow.request_id": job.request_id,
+                },
+                not_failures=(DeferJob,),
+            ),
+        ):
+            yield
+    finally:
+        request_id_var.reset(tokens[1])
+        _scoped_job.reset(tokens[0])
 
 
 def job_sharing(job: ClaimedJob) -> Sharing:

@@ -97,7 +97,9 @@ def finished(job: ClaimedJob, outcome: str, pending: list[ClaimedJob]) -> None:
 
 
 def job_log(job: ClaimedJob) -> Any:
-    return log.bind(job_id=job.id, kind=job.kind, attempt=job.attempt)
+    bound = log.bind(job_id=job.id, kind=job.kind, attempt=job.attempt)
+    # The request whose work this is, on lines written outside the job's run too.
+    return bound if job.request_id is None else bound.bind(request_id=job.request_id)
 
 
 def describe(exc: Exception) -> str:

@@ -1,7 +1,7 @@
 """SMS delivery status from the provider, and the organisation's default phone region
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-07 14:00:00
 
 A message now records each step its provider reports: ``queued_at`` (the provider accepted
@@ -19,7 +19,7 @@ from alembic import op
 import careflow.db
 
 revision: str = "0009"
-down_revision: str | None = "0006"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
