@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object, info: ValidationInfo) -> object:
         # An exported but empty variable (VAR= in an env file) means "not set".
         if value == "":
-            return None if info.field_name == "database_listen_url" else "none"
+            return "none" if info.field_name in ("database_pooler", "tracing") else None
         return value
 
     @field_validator("default_region")
