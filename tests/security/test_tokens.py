@@ -203,7 +203,8 @@ def _hs(**overrides: Any) -> str:
     return jwt.encode(claims(**overrides), TEST_SECRET, "HS256")
 
 
-# Time claims are checked against the real clock (PyJWT's), with no leeway.
+# Time claims are checked against the real clock (PyJWT's); these run with no leeway
+# (tests/security/test_identity_providers.py covers CAREFLOW_JWT_LEEWAY_SECONDS).
 TIME_CASES: list[tuple[str, Callable[[], str], int]] = [
     ("nbf in the future", lambda: _hs(nbf=int(time.time()) + 600), 401),
     ("nbf in the past", lambda: _hs(nbf=int(time.time()) - 600), 200),
@@ -232,7 +233,7 @@ class TestClaims:
     async def test_claim(
         self, client_with: ClientFactory, case: str, make: Callable[[], str], status: int
     ) -> None:
-        client = await client_with()
+        client = await client_with(jwt_leeway_seconds=0)
         assert await status_of(client, make()) == status, case
 
 
@@ -275,7 +276,7 @@ class TestVerifiedTokens:
     async def test_a_remembered_token_is_refused_once_it_expires(
         self, client_with: ClientFactory
     ) -> None:
-        client = await client_with()
+        client = await client_with(jwt_leeway_seconds=0)
         expires = int(time.time()) + 2
         token = _hs(exp=expires)
         assert await status_of(client, token) == 200
@@ -298,8 +299,8 @@ class TestVerifiedTokens:
     async def test_the_cache_stays_bounded(self) -> None:
         from careflow import auth
 
-        settings = make_settings("sqlite+aiosqlite:///unused.db")
-        for n in range(auth._VERIFIED_MAX + 10):
+        verifier = auth.TokenVerifier(make_settings("sqlite+aiosqlite:///unused.db"))
+        for n in range(auth.VERIFIED_MAX + 10):
             token = jwt.encode(claims(sub=f"usr_{n}"), TEST_SECRET, "HS256")
-            assert auth.decode_token(token, settings).sub == f"usr_{n}"
-        assert len(auth._VERIFIED) <= auth._VERIFIED_MAX
+            assert (await verifier.verify(token)).sub == f"usr_{n}"
+        assert len(verifier._verified) <= auth.VERIFIED_MAX
