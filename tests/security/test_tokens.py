@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -21,12 +21,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import RSAAlgorithm
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from careflow.app import create_app
-from careflow.kit.clock import FrozenClock
 from tests.conftest import TEST_SECRET, make_settings
 from tests.jobs.conftest import eventually
+from tests.security.conftest import ClientFactory
 
 PROBE = "/v1/automations/rules"  # any endpoint behind the bearer check
 
@@ -74,35 +72,6 @@ RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 ATTACKER_RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 ATTACKER_EC_KEY = ec.generate_private_key(ec.SECP256R1())
-
-
-async def _client_for(engine: AsyncEngine, database_url: str, **settings: Any) -> httpx.AsyncClient:
-    app = create_app(
-        make_settings(database_url, **settings),
-        engine=engine,
-        clock=FrozenClock(),
-        migrate_sqlite=False,
-    )
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://careflow.test")
-
-
-ClientFactory = Callable[..., Any]
-
-
-@pytest.fixture
-async def client_with(engine: AsyncEngine, database_url: str) -> AsyncIterator[Callable[..., Any]]:
-    """``await client_with(jwt_public_key=…)`` → a client of an app with those settings."""
-    opened: list[httpx.AsyncClient] = []
-
-    async def make(**settings: Any) -> httpx.AsyncClient:
-        c = await _client_for(engine, database_url, **settings)
-        opened.append(c)
-        return c
-
-    yield make
-    for c in opened:
-        await c.aclose()
 
 
 async def status_of(client: httpx.AsyncClient, token: str) -> int:
