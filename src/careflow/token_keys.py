@@ -13,11 +13,15 @@ verified without leaving the event loop.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 import jwt
+import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt import PyJWK, PyJWKClient, PyJWKSet
@@ -26,11 +30,15 @@ from jwt import PyJWK, PyJWKClient, PyJWKSet
 JWKS_LIFESPAN_SECONDS = 300.0
 # Seconds a JWKS request may take.
 JWKS_TIMEOUT_SECONDS = 5.0
+# Seconds after a failed fetch during which the last set fetched serves, untried.
+JWKS_RETRY_SECONDS = 30.0
 # Algorithms a JWKS key may verify: asymmetric only. A symmetric (``oct``) key published
 # in a JWKS is not a secret, so it can verify nothing.
 JWKS_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
+
+log = structlog.get_logger("careflow.auth")
 
 
 class KeyConfigError(Exception):
@@ -105,21 +113,37 @@ def load_public_key(pem: str) -> StaticKey:
 
 
 class JwksKeys:
-    """The signing keys an identity provider publishes at a JWKS URL, selected by ``kid``."""
+    """The signing keys an identity provider publishes at a JWKS URL, selected by ``kid``.
 
-    def __init__(self, url: str, *, cooldown_seconds: float) -> None:
+    When a fetch fails (the provider is down), the last set fetched keeps verifying tokens
+    of the kids it held, and no fetch is tried again for ``retry_seconds``: an outage of the
+    provider refuses no token it had already published a key for, and requests do not
+    queue behind fetches that time out.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        cooldown_seconds: float,
+        lifespan_seconds: float = JWKS_LIFESPAN_SECONDS,
+        retry_seconds: float = JWKS_RETRY_SECONDS,
+    ) -> None:
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise KeyConfigError("CAREFLOW_JWT_JWKS_URL must be an http:// or https:// URL")
         self._client = PyJWKClient(
             url,
             cache_jwk_set=True,
-            lifespan=JWKS_LIFESPAN_SECONDS,
+            lifespan=lifespan_seconds,
             timeout=JWKS_TIMEOUT_SECONDS,
             cooldown_duration=cooldown_seconds,
         )
-        # The cached set and its keys by kid, rebuilt when PyJWKClient caches a new set.
+        self._retry_seconds = retry_seconds
+        # The last set fetched and its keys by kid, rebuilt when PyJWKClient caches a new one.
         self._indexed: tuple[PyJWKSet | None, dict[str, PyJWK]] = (None, {})
+        # Until then (monotonic), a failed fetch is not tried again: the last set serves.
+        self._failed_until = -math.inf
 
     def prepare(self) -> None:
         """Fetch the set now (blocking): an unusable URL or answer raises KeyConfigError."""
@@ -143,11 +167,14 @@ class JwksKeys:
                 "no RSA, EC or OKP signing key"
             )
 
-    def _cached(self) -> dict[str, PyJWK] | None:
-        """The cached set's keys by kid, or None once the set has expired (no I/O)."""
+    def _keys(self) -> dict[str, PyJWK] | None:
+        """The usable keys by kid, with no I/O: the cached set's, or the last set's while a
+        failed fetch is not to be retried; None when a fetch is due."""
         cache = self._client.jwk_set_cache
         jwk_set = cache.get() if cache is not None else None
         if jwk_set is None:
+            if time.monotonic() < self._failed_until and self._indexed[0] is not None:
+                return self._indexed[1]
             return None
         indexed_set, by_kid = self._indexed
         if indexed_set is not jwk_set:
@@ -162,38 +189,59 @@ class JwksKeys:
         return by_kid
 
     def holds(self, kid: str | None) -> bool:
-        """Whether the cached set still holds ``kid`` (a remembered token stays valid)."""
-        cached = self._cached()
-        return cached is not None and kid is not None and kid in cached
+        """Whether the current keys still hold ``kid`` (a remembered token stays valid)."""
+        keys = self._keys()
+        return keys is not None and kid is not None and kid in keys
+
+    async def _fetch(self, call: Callable[[], Any]) -> bool:
+        """Run a PyJWKClient call that may fetch, in a thread; False when the fetch failed
+        (then the last set serves for ``retry_seconds``)."""
+        try:
+            await asyncio.to_thread(call)
+        except jwt.PyJWKClientConnectionError:
+            log.warning("jwks.fetch_failed", retry_in_seconds=self._retry_seconds)
+            self._failed_until = time.monotonic() + self._retry_seconds
+            return False
+        return True
 
     async def key_for(self, header: dict[str, Any]) -> VerificationKey:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise KeyNotFound("token header has no kid")
-        cached = self._cached()
-        jwk = cached.get(kid) if cached is not None else None
+        keys = self._keys()
+        jwk = keys.get(kid) if keys is not None else None
         if jwk is None:
+            if time.monotonic() < self._failed_until:
+                # A fetch failed lately: no other is tried yet.
+                if keys is None:
+                    raise KeyNotFound("signing keys unavailable")
+                raise KeyNotFound(f"no signing key with kid {kid}")
             # An expired set or an unknown kid: PyJWKClient fetches (an unknown kid at most
             # once per cooldown), in a thread so the event loop keeps serving.
+            found: list[PyJWK] = []
             try:
-                jwk = await asyncio.to_thread(self._client.get_signing_key, kid)
-            except jwt.PyJWKClientConnectionError:
-                raise KeyNotFound("signing keys unavailable") from None
+                fetched = await self._fetch(lambda: found.append(self._client.get_signing_key(kid)))
             except (jwt.PyJWTError, ValueError):
                 raise KeyNotFound(f"no signing key with kid {kid}") from None
-            if jwk.algorithm_name not in JWKS_ALGORITHMS:
-                raise KeyNotFound(f"no signing key with kid {kid}")
+            # The provider is down: the last set fetched serves the kids it held.
+            jwk = found[0] if fetched else self._indexed[1].get(kid)
+            if jwk is None:
+                raise KeyNotFound("signing keys unavailable")
+        if jwk.algorithm_name not in JWKS_ALGORITHMS:
+            raise KeyNotFound(f"no signing key with kid {kid}")
         return VerificationKey(jwk, [jwk.algorithm_name])
 
     async def usable(self) -> bool:
-        """Whether a set with a signing key is at hand, fetching one if the cache is empty."""
-        if self._cached():
+        """Whether keys are at hand, fetching a set if none is (unless a fetch failed lately)."""
+        if self._keys():
             return True
+        if time.monotonic() < self._failed_until:
+            return False
         try:
-            await asyncio.to_thread(self._client.get_signing_keys)
+            await self._fetch(self._client.get_signing_keys)
         except (jwt.PyJWTError, ValueError):
             return False
-        return bool(self._cached())
+        return bool(self._keys())
 
 
 KeySource = StaticKey | JwksKeys

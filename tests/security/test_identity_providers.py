@@ -27,7 +27,7 @@ from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from careflow.auth import TokenVerifier
-from careflow.token_keys import KeyConfigError
+from careflow.token_keys import JwksKeys, KeyConfigError, KeyNotFound
 from tests.conftest import TEST_SECRET, make_settings
 from tests.fixtures.jwks import JwksServer, SigningKey
 from tests.fixtures.smtp import free_port
@@ -485,3 +485,37 @@ class TestServe:
         finally:
             proc.terminate()
             proc.communicate(timeout=30)
+
+
+class TestProviderOutage:
+    """The provider's JWKS answering 503: what careflow fetched before keeps serving."""
+
+    async def test_the_last_set_serves_while_the_provider_is_down(self, jwks: JwksServer) -> None:
+        keys = JwksKeys(jwks.url, cooldown_seconds=0, lifespan_seconds=0.3, retry_seconds=60)
+        keys.prepare()
+        assert jwks.fetches == 1
+        jwks.status = 503
+
+        async def refetched() -> bool:
+            # Each call verifies k1 tokens from the cache, until the set expires and a fetch
+            # is tried (and fails).
+            assert (await keys.key_for({"kid": "k1"})).algorithms == ["RS256"]
+            return jwks.fetches == 2
+
+        await eventually(refetched, within=5, interval=0.05)
+        # The failed fetch is not retried for retry_seconds; the last set serves meanwhile.
+        for _ in range(3):
+            assert (await keys.key_for({"kid": "k2"})).algorithms == ["RS256"]
+            with pytest.raises(KeyNotFound, match="no signing key with kid k9"):
+                await keys.key_for({"kid": "k9"})
+        assert await keys.usable()
+        assert keys.holds("k1")
+        assert jwks.fetches == 2
+
+    async def test_nothing_fetched_yet_is_unavailable(self, jwks: JwksServer) -> None:
+        jwks.status = 503
+        keys = JwksKeys(jwks.url, cooldown_seconds=0, retry_seconds=60)
+        assert not await keys.usable()
+        with pytest.raises(KeyNotFound, match="signing keys unavailable"):
+            await keys.key_for({"kid": "k1"})
+        assert jwks.fetches == 1  # the failure holds further fetches back
