@@ -30,6 +30,8 @@ from jwt import PyJWK, PyJWKClient, PyJWKSet
 JWKS_LIFESPAN_SECONDS = 300.0
 # Seconds a JWKS request may take.
 JWKS_TIMEOUT_SECONDS = 5.0
+# The longest kid a 401 message repeats.
+MAX_SHOWN_KID = 64
 # Seconds after a failed fetch during which the last set fetched serves, untried.
 JWKS_RETRY_SECONDS = 30.0
 # Algorithms a JWKS key may verify: asymmetric only. A symmetric (``oct``) key published
@@ -215,20 +217,20 @@ class JwksKeys:
                 # A fetch failed lately: no other is tried yet.
                 if keys is None:
                     raise KeyNotFound("signing keys unavailable")
-                raise KeyNotFound(f"no signing key with kid {kid}")
+                raise KeyNotFound(f"no signing key with kid {_shown(kid)}")
             # An expired set or an unknown kid: PyJWKClient fetches (an unknown kid at most
             # once per cooldown), in a thread so the event loop keeps serving.
             found: list[PyJWK] = []
             try:
                 fetched = await self._fetch(lambda: found.append(self._client.get_signing_key(kid)))
             except (jwt.PyJWTError, ValueError):
-                raise KeyNotFound(f"no signing key with kid {kid}") from None
+                raise KeyNotFound(f"no signing key with kid {_shown(kid)}") from None
             # The provider is down: the last set fetched serves the kids it held.
             jwk = found[0] if fetched else self._indexed[1].get(kid)
             if jwk is None:
                 raise KeyNotFound("signing keys unavailable")
         if jwk.algorithm_name not in JWKS_ALGORITHMS:
-            raise KeyNotFound(f"no signing key with kid {kid}")
+            raise KeyNotFound(f"no signing key with kid {_shown(kid)}")
         return VerificationKey(jwk, [jwk.algorithm_name])
 
     async def usable(self) -> bool:
@@ -242,6 +244,11 @@ class JwksKeys:
         except (jwt.PyJWTError, ValueError):
             return False
         return bool(self._keys())
+
+
+def _shown(kid: str) -> str:
+    """The kid as a 401 may echo it: a caller's text, so short and printable only."""
+    return kid if len(kid) <= MAX_SHOWN_KID and kid.isprintable() else "(not shown)"
 
 
 KeySource = StaticKey | JwksKeys

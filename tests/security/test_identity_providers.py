@@ -98,6 +98,11 @@ class TestJwks:
             token = K3.sign(claims(), kid=f"made-up-{n}")
             assert await answer(client, token) == (401, f"no signing key with kid made-up-{n}")
         assert jwks.fetches == 1
+        # A kid is the caller's text: a 401 repeats only a short, printable one.
+        assert await answer(client, K3.sign(claims(), kid="k" * 65)) == (
+            401,
+            "no signing key with kid (not shown)",
+        )
 
     async def test_what_a_published_kid_does_not_make_valid(
         self, jwks: JwksServer, client_with: ClientFactory
