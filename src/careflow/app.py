@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 import careflow.tasks  # noqa: F401  (registers every job kind's handler)
 from careflow import tracing
-from careflow.auth import access_problem
+from careflow.auth import TokenVerifier, access_problem
 from careflow.config import Settings, get_settings
 from careflow.db import create_engine, create_sessionmaker
 from careflow.delivery.transports import close_transports
@@ -32,6 +32,7 @@ from careflow.kit.middleware import (
 from careflow.kit.openapi import install_openapi
 from careflow.logging import configure_logging
 from careflow.routers import allowed_methods, include_routers
+from careflow.token_keys import KeyConfigError
 
 
 class CareflowAPI(FastAPI):
@@ -58,19 +59,26 @@ def create_app(
     run_worker: bool = False,
     migrate_sqlite: bool = True,
     services: dict[str, Any] | None = None,
+    token_verifier: TokenVerifier | None = None,
 ) -> FastAPI:
     """Build the ASGI app.
 
     ``engine`` and ``clock`` are injectable so tests share one database and move time;
-    ``run_worker`` starts the job runner inside the process (``careflow serve``).
+    ``run_worker`` starts the job runner inside the process (``careflow serve``);
+    ``token_verifier``, one already prepared (``careflow serve`` checks the keys before
+    it builds the app). An unusable key setting raises ``token_keys.KeyConfigError``.
     """
     settings = settings or get_settings()
+    verifier = token_verifier or TokenVerifier(settings)
     configure_logging(settings)
     tracing.configure_tracing(settings)
     set_default_max_attempts(settings.job_max_attempts)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not await verifier.usable():
+            # However the app is served: no signing key, no request could authenticate.
+            raise KeyConfigError("CAREFLOW_JWT_JWKS_URL gave no usable signing key")
         own_engine = engine is None
         eng = engine or create_engine(
             settings.database_url, behind_pooler=settings.behind_pooler
@@ -120,6 +128,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
+    app.state.token_verifier = verifier
     app.state.clock = clock or SystemClock()
     app.state.services = services if services is not None else {}
     if engine is not None:

@@ -13,6 +13,13 @@ from fastapi import Depends, Request
 
 from careflow.config import Settings
 from careflow.errors import ForbiddenError, UnauthorizedError
+from careflow.token_keys import (
+    JwksKeys,
+    KeyNotFound,
+    KeySource,
+    StaticKey,
+    load_public_key,
+)
 
 
 class Role(StrEnum):
@@ -23,7 +30,8 @@ class Role(StrEnum):
     SERVICE = "service"
 
 
-REQUIRED_CLAIMS = ("sub", "org_id", "role", "exp")
+# Tokens remembered per verifier (per app) once they verified.
+VERIFIED_MAX = 4096
 # An audit entry records the caller's sub (audit_log.actor_sub): a longer one could not be
 # stored, so the token is refused rather than every audited write it makes failing.
 MAX_SUB_LENGTH = 200
@@ -37,78 +45,131 @@ class Principal:
     role: Role
 
 
-def _algorithms(settings: Settings) -> tuple[list[str], Any]:
-    # An explicit list per key type: an HS256 token signed with a public key is refused.
-    if settings.jwt_public_key:
-        return ["RS256", "ES256"], settings.jwt_public_key
-    return ["HS256"], settings.jwt_secret
+def key_source(settings: Settings) -> KeySource:
+    """The source of verification keys the settings name; KeyConfigError if unusable."""
+    if settings.jwt_jwks_url is not None:
+        return JwksKeys(settings.jwt_jwks_url, cooldown_seconds=settings.jwt_jwks_cooldown_seconds)
+    if settings.jwt_public_key is not None:
+        # An explicit algorithm per key type: an HS256 token signed with a public key, or an
+        # ES256 token against an RSA key, is refused.
+        return load_public_key(settings.jwt_public_key)
+    return StaticKey(settings.jwt_secret, ["HS256"])
 
 
-# Tokens verified before, with their expiry: a client sends the same token on every
-# request, and verifying it again gives the same answer until it expires. Only tokens that
-# verified are kept; the key material is part of the cache key.
-_VERIFIED: dict[tuple[str, str, str | None, str | None], tuple[Principal, float]] = {}
-_VERIFIED_MAX = 4096
+class TokenVerifier:
+    """Verifies bearer tokens against one app's settings: key, audience, issuer, leeway and
+    the claims naming the organisation and the role.
+
+    Tokens verified before are remembered with their expiry: a client sends the same token
+    on every request, and verifying it again gives the same answer until it expires (or, for
+    a JWKS, until its key leaves the set). Only tokens that verified are kept.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.keys = key_source(settings)
+        self.audience = settings.jwt_audience
+        self.issuer = settings.jwt_issuer
+        self.leeway = settings.jwt_leeway_seconds
+        self.org_claim = settings.jwt_org_claim
+        self.role_claim = settings.jwt_role_claim
+        required = ["sub", self.org_claim, self.role_claim, "exp"]
+        if self.issuer is not None:
+            required.append("iss")
+        self._required = required
+        self._verified: dict[str, tuple[Principal, float, str | None]] = {}
+
+    def prepare(self) -> None:
+        """Fetch what the keys need before serving (blocking); KeyConfigError if unusable."""
+        self.keys.prepare()
+
+    async def usable(self) -> bool:
+        return await self.keys.usable()
+
+    async def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, expires, kid = cached
+            if time.time() < expires and self.keys.holds(kid):
+                return principal
+            del self._verified[token]
+        principal, expires, kid = await self._verify(token)
+        if len(self._verified) >= VERIFIED_MAX:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        self._verified[token] = (principal, expires, kid)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float, str | None]:
+        try:
+            header = jwt.get_unverified_header(token)
+            key = await self.keys.key_for(header)
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=key.algorithms,
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                # SPEC §1: `aud` is required when an audience is set; when none is, the
+                # claim is not checked (PyJWT would refuse any token that carries one).
+                options={"require": self._required, "verify_aud": self.audience is not None},
+            )
+        except KeyNotFound as exc:
+            raise UnauthorizedError(str(exc)) from None
+        except jwt.PyJWTError as exc:
+            raise UnauthorizedError(refusal(exc)) from None
+        exp = claims["exp"]
+        if isinstance(exp, bool) or not isinstance(exp, int | float):
+            # PyJWT takes any value int() accepts ("9999999999" included); RFC 7519 §2 makes
+            # a NumericDate a JSON number.
+            raise UnauthorizedError("claim exp must be a number")
+        org_id = claims[self.org_claim]
+        if isinstance(org_id, bool) or not isinstance(org_id, int):
+            raise UnauthorizedError(f"claim {self.org_claim} must be an integer")
+        if not INT32_MIN <= org_id <= INT32_MAX:
+            # Every row's organization_id is a 32-bit INTEGER: such a token could reach
+            # nothing, and PostgreSQL would refuse each statement that named it.
+            raise UnauthorizedError(f"claim {self.org_claim} out of range")
+        sub = claims["sub"]
+        if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_LENGTH:
+            raise UnauthorizedError(
+                f"claim sub must be a non-empty string of at most {MAX_SUB_LENGTH} characters"
+            )
+        try:
+            role = Role(claims[self.role_claim])
+        except (ValueError, TypeError):
+            raise UnauthorizedError(f"claim {self.role_claim} is not a known role") from None
+        # PyJWT refuses a token once now >= exp + leeway. Kept until the whole second PyJWT
+        # compares; floor, not float(): an integer past a float's range stays an integer.
+        expires = math.floor(exp) + self.leeway
+        kid = header.get("kid") if isinstance(header.get("kid"), str) else None
+        return Principal(org_id=org_id, sub=sub, role=role), expires, kid
 
 
-def decode_token(token: str, settings: Settings) -> Principal:
-    cache_key = (token, settings.jwt_secret, settings.jwt_public_key, settings.jwt_audience)
-    cached = _VERIFIED.get(cache_key)
-    if cached is not None:
-        principal, expires = cached
-        if time.time() < expires:
-            return principal
-        del _VERIFIED[cache_key]
-    principal, expires = _verify(token, settings)
-    if len(_VERIFIED) >= _VERIFIED_MAX:
-        del _VERIFIED[next(iter(_VERIFIED))]  # the oldest entry
-    _VERIFIED[cache_key] = (principal, expires)
-    return principal
-
-
-def _verify(token: str, settings: Settings) -> tuple[Principal, float]:
-    algorithms, key = _algorithms(settings)
-    try:
-        claims = jwt.decode(
-            token,
-            key,
-            algorithms=algorithms,
-            audience=settings.jwt_audience or None,
-            # SPEC §1: `aud` is required when an audience is set; when none is, the claim
-            # is not checked (PyJWT would refuse any token that carries one). SPEC §2's
-            # 401s are alg none, a bad signature, a missing claim, a bad role, a past exp.
-            options={
-                "require": list(REQUIRED_CLAIMS),
-                "verify_aud": bool(settings.jwt_audience),
-            },
-        )
-    except jwt.PyJWTError as exc:
-        raise UnauthorizedError(f"Invalid token: {exc.__class__.__name__}") from exc
-    exp = claims["exp"]
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
-        # PyJWT takes any value int() accepts ("9999999999" included); RFC 7519 §2 makes a
-        # NumericDate a JSON number.
-        raise UnauthorizedError("Invalid token: exp must be a number")
-    org_id = claims.get("org_id")
-    if isinstance(org_id, bool) or not isinstance(org_id, int):
-        raise UnauthorizedError("Invalid token: org_id must be an integer")
-    if not INT32_MIN <= org_id <= INT32_MAX:
-        # Every row's organization_id is a 32-bit INTEGER: such a token could reach nothing,
-        # and PostgreSQL would refuse each statement that named it.
-        raise UnauthorizedError("Invalid token: org_id out of range")
-    sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_LENGTH:
-        raise UnauthorizedError(
-            f"Invalid token: sub must be a non-empty string of at most {MAX_SUB_LENGTH} characters"
-        )
-    try:
-        role = Role(claims["role"])
-    except ValueError as exc:
-        raise UnauthorizedError("Invalid token: unknown role") from exc
-    # PyJWT requires exp and refuses a token once now >= exp (no leeway is configured).
-    # Kept until the whole second PyJWT compares (int(exp) <= now refuses it); floor, not
-    # float(): an integer past a float's range stays an integer.
-    return Principal(org_id=org_id, sub=sub, role=role), math.floor(exp)
+def refusal(exc: jwt.PyJWTError) -> str:
+    """The 401 message for a token PyJWT refused: the check or claim that failed."""
+    text = str(exc)
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return "token expired"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "token not yet valid (iat)" if "(iat)" in text else "token not yet valid (nbf)"
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"missing claim {exc.claim}"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "issuer not accepted"
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return "audience not accepted"
+    if isinstance(exc, jwt.InvalidIssuedAtError):
+        return "claim iat must be a number"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "signature does not verify"
+    if isinstance(exc, jwt.InvalidAlgorithmError | jwt.InvalidKeyError):
+        return "algorithm not accepted"
+    if isinstance(exc, jwt.DecodeError):
+        for claim in ("exp", "nbf", "iat"):
+            if f"({claim})" in text:
+                return f"claim {claim} must be a number"
+        return "token is not a well-formed JWT"
+    return "token refused"
 
 
 def issue_token(
@@ -143,7 +204,7 @@ async def get_principal(request: Request) -> Principal:
     token = bearer_token(header)
     if token is None:
         raise UnauthorizedError("Authorization must use the Bearer scheme")
-    principal = decode_token(token, request.app.state.settings)
+    principal = await request.app.state.token_verifier.verify(token)
     request.state.principal = principal
     return principal
 

@@ -34,10 +34,29 @@ def serve(
 ) -> None:
     """Serve the API (with the job worker inside, unless --no-worker)."""
     import uvicorn
+    from pydantic import ValidationError
 
     from careflow.app import create_app
+    from careflow.auth import TokenVerifier
+    from careflow.config import get_settings
+    from careflow.token_keys import KeyConfigError
 
-    api = create_app(run_worker=not no_worker)
+    # Settings and token keys are checked before anything is served: a key that cannot be
+    # used would otherwise answer 401 to every request. One line, and a non-zero exit.
+    try:
+        settings = get_settings()
+        verifier = TokenVerifier(settings)
+        verifier.prepare()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "_".join(str(part) for part in first["loc"]).upper()
+        prefix = f"CAREFLOW_{where}: " if where else ""
+        typer.echo(f"careflow serve: {prefix}{first['msg']}", err=True)
+        raise typer.Exit(2) from None
+    except KeyConfigError as exc:
+        typer.echo(f"careflow serve: {exc}", err=True)
+        raise typer.Exit(2) from None
+    api = create_app(settings, run_worker=not no_worker, token_verifier=verifier)
     uvicorn.run(api, host=host, port=port, log_level="warning", access_log=False)
 
 

@@ -34,9 +34,22 @@ class Settings(BaseSettings):
     # Unset behind a pooler: workers poll alone (``job_poll_interval_seconds``).
     database_listen_url: str | None = None
 
+    # Tokens are verified with one of: the HMAC secret (HS256), a PEM public key (RS256 or
+    # ES256), or an identity provider's JWKS (keys selected by the token's kid).
     jwt_secret: str = DEV_JWT_SECRET
     jwt_public_key: str | None = None
+    jwt_jwks_url: str | None = None
+    # A forced JWKS fetch for an unknown kid happens at most once per this many seconds.
+    jwt_jwks_cooldown_seconds: float = Field(default=30.0, ge=0, le=3600)
     jwt_audience: str | None = None
+    # When set, `iss` is required and must equal it.
+    jwt_issuer: str | None = None
+    # Clock skew tolerated on exp, nbf and iat.
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    # The claims holding the organisation and the role (providers namespace custom claims,
+    # e.g. https://example.com/org_id).
+    jwt_org_claim: str = Field(default="org_id", min_length=1)
+    jwt_role_claim: str = Field(default="role", min_length=1)
 
     smtp_url: str | None = None
     smtp_timeout_seconds: float = 10.0
@@ -111,6 +124,19 @@ class Settings(BaseSettings):
             )
         return region
 
+    @field_validator("jwt_public_key", "jwt_jwks_url", "jwt_audience", "jwt_issuer", mode="before")
+    @classmethod
+    def _empty_key_setting_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Settings:
+        if self.jwt_public_key is not None and self.jwt_jwks_url is not None:
+            raise ValueError(
+                "set one of CAREFLOW_JWT_PUBLIC_KEY and CAREFLOW_JWT_JWKS_URL, not both"
+            )
+        return self
+
     @model_validator(mode="after")
     def _refuse_nonsensical_database_settings(self) -> Settings:
         if self.behind_pooler and not self.is_postgresql:
@@ -150,7 +176,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_dev_secret_in_production(self) -> Settings:
-        if self.jwt_secret == DEV_JWT_SECRET and self.jwt_public_key is None:
+        if (
+            self.jwt_secret == DEV_JWT_SECRET
+            and self.jwt_public_key is None
+            and self.jwt_jwks_url is None
+        ):
             if self.env == "production":
                 raise ValueError(
                     "CAREFLOW_JWT_SECRET must be set in production; "

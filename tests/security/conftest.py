@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import Drain
+from careflow.app import create_app
+from careflow.kit.clock import FrozenClock
+from tests.conftest import Drain, make_settings
 
 Auth = Callable[..., dict[str, str]]
 
@@ -156,3 +159,28 @@ async def seed_world(
 @pytest.fixture
 async def world(client: httpx.AsyncClient, auth: Auth, drain: Drain) -> World:
     return await seed_world(client, auth, drain, org=1)
+
+
+ClientFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def client_with(engine: AsyncEngine, database_url: str) -> AsyncIterator[ClientFactory]:
+    """``await client_with(jwt_public_key=…)`` → a client of an app with those settings."""
+    opened: list[httpx.AsyncClient] = []
+
+    async def make(**settings: Any) -> httpx.AsyncClient:
+        app = create_app(
+            make_settings(database_url, **settings),
+            engine=engine,
+            clock=FrozenClock(),
+            migrate_sqlite=False,
+        )
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        client = httpx.AsyncClient(transport=transport, base_url="http://careflow.test")
+        opened.append(client)
+        return client
+
+    yield make
+    for c in opened:
+        await c.aclose()

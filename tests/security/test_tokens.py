@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -21,12 +21,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import RSAAlgorithm
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from careflow.app import create_app
-from careflow.kit.clock import FrozenClock
 from tests.conftest import TEST_SECRET, make_settings
 from tests.jobs.conftest import eventually
+from tests.security.conftest import ClientFactory
 
 PROBE = "/v1/automations/rules"  # any endpoint behind the bearer check
 
@@ -74,35 +72,6 @@ RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 ATTACKER_RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 ATTACKER_EC_KEY = ec.generate_private_key(ec.SECP256R1())
-
-
-async def _client_for(engine: AsyncEngine, database_url: str, **settings: Any) -> httpx.AsyncClient:
-    app = create_app(
-        make_settings(database_url, **settings),
-        engine=engine,
-        clock=FrozenClock(),
-        migrate_sqlite=False,
-    )
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://careflow.test")
-
-
-ClientFactory = Callable[..., Any]
-
-
-@pytest.fixture
-async def client_with(engine: AsyncEngine, database_url: str) -> AsyncIterator[Callable[..., Any]]:
-    """``await client_with(jwt_public_key=…)`` → a client of an app with those settings."""
-    opened: list[httpx.AsyncClient] = []
-
-    async def make(**settings: Any) -> httpx.AsyncClient:
-        c = await _client_for(engine, database_url, **settings)
-        opened.append(c)
-        return c
-
-    yield make
-    for c in opened:
-        await c.aclose()
 
 
 async def status_of(client: httpx.AsyncClient, token: str) -> int:
@@ -203,7 +172,8 @@ def _hs(**overrides: Any) -> str:
     return jwt.encode(claims(**overrides), TEST_SECRET, "HS256")
 
 
-# Time claims are checked against the real clock (PyJWT's), with no leeway.
+# Time claims are checked against the real clock (PyJWT's); these run with no leeway
+# (tests/security/test_identity_providers.py covers CAREFLOW_JWT_LEEWAY_SECONDS).
 TIME_CASES: list[tuple[str, Callable[[], str], int]] = [
     ("nbf in the future", lambda: _hs(nbf=int(time.time()) + 600), 401),
     ("nbf in the past", lambda: _hs(nbf=int(time.time()) - 600), 200),
@@ -232,7 +202,7 @@ class TestClaims:
     async def test_claim(
         self, client_with: ClientFactory, case: str, make: Callable[[], str], status: int
     ) -> None:
-        client = await client_with()
+        client = await client_with(jwt_leeway_seconds=0)
         assert await status_of(client, make()) == status, case
 
 
@@ -275,7 +245,7 @@ class TestVerifiedTokens:
     async def test_a_remembered_token_is_refused_once_it_expires(
         self, client_with: ClientFactory
     ) -> None:
-        client = await client_with()
+        client = await client_with(jwt_leeway_seconds=0)
         expires = int(time.time()) + 2
         token = _hs(exp=expires)
         assert await status_of(client, token) == 200
@@ -298,8 +268,8 @@ class TestVerifiedTokens:
     async def test_the_cache_stays_bounded(self) -> None:
         from careflow import auth
 
-        settings = make_settings("sqlite+aiosqlite:///unused.db")
-        for n in range(auth._VERIFIED_MAX + 10):
+        verifier = auth.TokenVerifier(make_settings("sqlite+aiosqlite:///unused.db"))
+        for n in range(auth.VERIFIED_MAX + 10):
             token = jwt.encode(claims(sub=f"usr_{n}"), TEST_SECRET, "HS256")
-            assert auth.decode_token(token, settings).sub == f"usr_{n}"
-        assert len(auth._VERIFIED) <= auth._VERIFIED_MAX
+            assert (await verifier.verify(token)).sub == f"usr_{n}"
+        assert len(verifier._verified) <= auth.VERIFIED_MAX

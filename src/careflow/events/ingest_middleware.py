@@ -35,7 +35,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from careflow.auth import INGEST_ROLES, Principal, bearer_token, decode_token
+from careflow.auth import INGEST_ROLES, Principal, bearer_token
 from careflow.events.endpoints import INGEST_PATH, accept_event, router
 from careflow.events.schemas import EventIn
 from careflow.kit.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -64,7 +64,7 @@ class IngestMiddleware:
             await self.app(scope, receive, send)
             return
         messages, body = await self._read(receive)
-        accepted = self._accept(scope, token, body) if body is not None else None
+        accepted = await self._accept(scope, token, body) if body is not None else None
         if accepted is None:
             await self.app(scope, replay(messages, receive), send)
             return
@@ -108,14 +108,14 @@ class IngestMiddleware:
         return messages, b"".join(m.get("body", b"") for m in messages)
 
     @staticmethod
-    def _accept(scope: Scope, token: str, body: bytes) -> tuple[Principal, EventIn] | None:
+    async def _accept(scope: Scope, token: str, body: bytes) -> tuple[Principal, EventIn] | None:
         """The caller and the parsed event, as the route's dependencies would give them.
 
         None for any problem, for the route to answer. The event is not validated yet:
         ``accept_event`` does that, for both paths.
         """
         try:
-            principal = decode_token(token, scope["app"].state.settings)
+            principal = await scope["app"].state.token_verifier.verify(token)
             if principal.role not in INGEST_ROLES:
                 return None
             # As the route reads it: json.loads, then the model in Python mode.

@@ -50,6 +50,13 @@ async def readyz(request: Request) -> JSONResponse:
             {"status": "unavailable", "database": "unreachable", "error": type(exc).__name__},
             status_code=503,
         )
+    if not await request.app.state.token_verifier.usable():
+        # No key to verify tokens with (a JWKS that cannot be fetched): every request but
+        # these probes would answer 401.
+        return JSONResponse(
+            {"status": "unavailable", "database": "ok", "signing_keys": "unavailable"},
+            status_code=503,
+        )
     head = head_revision()
     if current != head:
         return JSONResponse(
