@@ -13,6 +13,7 @@ from starlette.types import ASGIApp
 import careflow.tasks  # noqa: F401  (registers every job kind's handler)
 from careflow.auth import access_problem
 from careflow.config import Settings, get_settings
+from careflow.contract import components
 from careflow.db import create_engine, create_sessionmaker
 from careflow.delivery.transports import close_transports
 from careflow.errors import install_error_handlers
@@ -115,7 +116,7 @@ def create_app(
 
     install_error_handlers(app, access_problem=access_problem)
     include_routers(app)
-    install_openapi(app)
+    install_openapi(app, components())
     app.add_middleware(NulGuardMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Inside the request id and the metrics, so its answers carry both like any other.

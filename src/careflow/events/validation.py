@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from careflow.entities.catalog import ENTITY_TYPES, PATIENT_LINK
+from careflow.entities.fields import read_field_problems
 from careflow.entities.validation import entity_id_problem, instant_problems
 from careflow.errors import ValidationError
 from careflow.events.catalog import EVENT_TYPES, EventType
@@ -68,6 +69,7 @@ def validate_event(event_type: str, data: Mapping[str, Any]) -> EventType:
         if problem:
             errors.append({"field": f"data.{entity_type}.id", "message": problem})
         errors += instant_problems(entity_type, entity, f"data.{entity_type}.")
+        errors += read_field_problems(entity_type, entity, f"data.{entity_type}.")
         link = PATIENT_LINK.get(entity_type)
         required_link = f"{entity_type}.{link}" in spec.required_ids
         if link and (required_link or entity.get(link) is not None):

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from careflow.kit.schemas import StrictInput, UTCDatetime
+from careflow.kit.schemas import StrictInput, UTCDatetime, documented_as
 from careflow.kit.types import EntityRef
 from careflow.pathways.catalog import JOURNEY_TYPE_PATTERN
 
@@ -32,46 +32,46 @@ RulePriority = Annotated[StrictInt, Field(ge=0, le=2_147_483_647)]
 # --- triggers -----------------------------------------------------------------------------
 
 
-class BaseConfigOut(BaseModel):
-    creation_mode: str
-    inbox_visibility: str
+class BaseConfig(BaseModel):
+    creation_mode: Annotated[str, documented_as("CreationMode")]
+    inbox_visibility: Annotated[str, documented_as("InboxVisibility")]
     journey_type: str
     suggested_assignment: str
-    suggested_priority: str
-    expected_next_actor: str
+    suggested_priority: Annotated[str, documented_as("Priority")]
+    expected_next_actor: Annotated[str, documented_as("ExpectedNextActor")]
 
 
-class ConditionFieldOut(BaseModel):
+class ConditionField(BaseModel):
     name: str
     type: str
     maps_to: str
     description: str
 
 
-class TriggerOut(BaseModel):
-    trigger_type: str
+class PathwayTrigger(BaseModel):
+    trigger_type: Annotated[str, documented_as("EventType")]
     entity_type: str
     description: str
-    default_config: BaseConfigOut
-    condition_fields: list[ConditionFieldOut]
+    default_config: BaseConfig
+    condition_fields: list[ConditionField]
 
 
 # --- configs ------------------------------------------------------------------------------
 
 
-class ConfigOut(BaseModel):
-    trigger_type: str
-    creation_mode: str
-    inbox_visibility: str
+class PathwayConfig(BaseModel):
+    trigger_type: Annotated[str, documented_as("EventType")]
+    creation_mode: Annotated[str, documented_as("CreationMode")]
+    inbox_visibility: Annotated[str, documented_as("InboxVisibility")]
     journey_type: str
     suggested_assignment: str
-    suggested_priority: str
-    expected_next_actor: str
+    suggested_priority: Annotated[str, documented_as("Priority")]
+    expected_next_actor: Annotated[str, documented_as("ExpectedNextActor")]
     is_default: bool
     updated_at: UTCDatetime | None
 
 
-class ConfigPut(StrictInput):
+class PathwayConfigPut(StrictInput):
     """A full base config: every field required, none null."""
 
     creation_mode: CreationMode
@@ -85,27 +85,29 @@ class ConfigPut(StrictInput):
 # --- rules --------------------------------------------------------------------------------
 
 
-class RuleOut(BaseModel):
+class PathwayRule(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str
-    trigger_type: str
+    trigger_type: Annotated[str, documented_as("EventType")]
     rule_name: str
     priority: int
-    conditions: dict[str, Any] | None
-    creation_mode: str | None
-    inbox_visibility: str | None
+    conditions: Annotated[dict[str, Any] | None, documented_as("Condition", nullable=True)]
+    creation_mode: Annotated[str | None, documented_as("CreationMode", nullable=True)]
+    inbox_visibility: Annotated[str | None, documented_as("InboxVisibility", nullable=True)]
     journey_type: str | None
     suggested_assignment: str | None
-    suggested_priority: str | None
-    expected_next_actor: str | None
+    suggested_priority: Annotated[str | None, documented_as("Priority", nullable=True)]
+    expected_next_actor: Annotated[str | None, documented_as("ExpectedNextActor", nullable=True)]
     enabled: bool
     created_at: UTCDatetime
     updated_at: UTCDatetime
 
 
 class _RuleOverrides(StrictInput):
-    conditions: dict[str, Any] | None = None
+    conditions: Annotated[
+        dict[str, Any] | None, documented_as("Condition", nullable=True)
+    ] = None
     creation_mode: CreationMode | None = None
     inbox_visibility: InboxVisibility | None = None
     journey_type: JourneyType | None = None
@@ -114,8 +116,8 @@ class _RuleOverrides(StrictInput):
     expected_next_actor: NextActor | None = None
 
 
-class RuleCreate(_RuleOverrides):
-    trigger_type: StrictStr
+class PathwayRuleCreate(_RuleOverrides):
+    trigger_type: Annotated[StrictStr, documented_as("EventType")]
     rule_name: RuleName
     priority: RulePriority
     # null is read as "not given": the rule is enabled.
@@ -126,10 +128,10 @@ class RuleCreate(_RuleOverrides):
 NOT_NULLABLE_ON_UPDATE = ("rule_name", "priority", "enabled")
 
 
-class RuleUpdate(_RuleOverrides):
+class PathwayRuleUpdate(_RuleOverrides):
     """Every field optional; only the ones sent change (``model_fields_set``)."""
 
-    trigger_type: StrictStr | None = None
+    trigger_type: Annotated[StrictStr | None, documented_as("EventType", nullable=True)] = None
     rule_name: RuleName | None = None
     priority: RulePriority | None = None
     enabled: StrictBool | None = None
@@ -139,11 +141,11 @@ class RuleUpdate(_RuleOverrides):
 
 
 class ResolveRequest(StrictInput):
-    trigger_type: StrictStr
+    trigger_type: Annotated[StrictStr, documented_as("EventType")]
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class EvaluationOut(BaseModel):
+class RuleEvaluation(BaseModel):
     rule_id: str
     priority: int
     enabled: bool
@@ -151,11 +153,11 @@ class EvaluationOut(BaseModel):
     failed_conditions: list[str]
 
 
-class ResolutionOut(BaseModel):
-    trigger_type: str
-    config: BaseConfigOut
+class RoutingResolution(BaseModel):
+    trigger_type: Annotated[str, documented_as("EventType")]
+    config: BaseConfig
     matched_rule_id: str | None
-    evaluations: list[EvaluationOut]
+    evaluations: list[RuleEvaluation]
 
 
 # --- episodes -----------------------------------------------------------------------------
@@ -167,13 +169,13 @@ class EpisodeOut(BaseModel):
     id: int
     patient_id: EntityRef | None
     journey_type: str
-    status: str
-    inbox_visibility: str
+    status: Annotated[str, documented_as("EpisodeStatus")]
+    inbox_visibility: Annotated[str, documented_as("InboxVisibility")]
     suggested_assignment: str
-    suggested_priority: str
-    expected_next_actor: str
+    suggested_priority: Annotated[str, documented_as("Priority")]
+    expected_next_actor: Annotated[str, documented_as("ExpectedNextActor")]
     assignee: str | None
-    priority: str
+    priority: Annotated[str, documented_as("Priority")]
     created_at: UTCDatetime
     updated_at: UTCDatetime
 
@@ -182,7 +184,7 @@ class EpisodeEventOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     event_id: str | None
-    type: str
+    type: Annotated[str, documented_as("EventType")]
     occurred_at: UTCDatetime
 
 
