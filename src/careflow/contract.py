@@ -175,7 +175,10 @@ def _rule_fields() -> Schema:
             "default": True,
             "description": _RULE_DESCRIPTIONS["enabled"],
         },
-        "conditions": {**component("Condition"), "description": _RULE_DESCRIPTIONS["conditions"]},
+        "conditions": {
+            "anyOf": [component("Condition"), {"type": "null"}],
+            "description": _RULE_DESCRIPTIONS["conditions"] + "; null is `{}`",
+        },
         "actions": {
             "type": "array",
             "items": component("Action"),
@@ -268,7 +271,7 @@ def _rule_body_schemas() -> dict[str, Schema]:
         "title": "AutomationRuleUpdate",
         "description": "Only the fields sent change. A `trigger_config` is sent with its "
         "`trigger_event`; a new `trigger_event` without one starts from its defaults.",
-        "oneOf": [component("AutomationRuleUpdateFields"), *update_refs],
+        "anyOf": [component("AutomationRuleUpdateFields"), *update_refs],
         "examples": [
             {"enabled": False},
             {
@@ -495,6 +498,7 @@ def _event_schemas() -> dict[str, Schema]:
 def components() -> dict[str, Schema]:
     """Every component this module defines, by name."""
     return {
+        "EntityId": {"title": "EntityId", **_ID, "examples": [100, "pat_8c1f"]},
         **_enum_schemas(),
         **condition_schemas(),
         **_action_schemas(),

@@ -119,6 +119,22 @@ TAGS: tuple[dict[str, str], ...] = (
     {"name": "operations", "description": "Health, readiness and metrics (no token)"},
 )
 
+#: OpenAPI links: what a client (and a stateful test) can do next with what an answer holds.
+#: (source operation, status) → {link name: (target operation, {parameter: expression})}.
+LINKS: dict[tuple[str, str], dict[str, tuple[str, dict[str, str]]]] = {
+    ("createAutomationRule", "201"): {
+        verb.capitalize() + "AutomationRule": (verb + "AutomationRule", {"rule_id": "$response.body#/data/id"})
+        for verb in ("get", "update", "delete")
+    }
+    | {"TestAutomationRule": ("testAutomationRule", {"id": "$response.body#/data/id"})},
+    ("createPathwayRule", "201"): {
+        verb.capitalize() + "PathwayRule": (verb + "PathwayRule", {"rule_id": "$response.body#/data/id"})
+        for verb in ("get", "update", "delete")
+    },
+    ("ingestEvent", "202"): {"GetEvent": ("getEvent", {"id": "$response.body#/data/id"})},
+    ("ingestEvent", "200"): {"GetEvent": ("getEvent", {"id": "$response.body#/data/id"})},
+}
+
 # Operations that honour an Idempotency-Key header (kit/idempotency.py).
 IDEMPOTENT = {
     ("post", "/v1/events"),
@@ -187,7 +203,7 @@ def _add_error_schemas(document: dict[str, Any]) -> None:
 
 
 def _fix_operation(method: str, path: str, operation: dict[str, Any]) -> None:
-    operation["operationId"] = OPERATION_IDS[(method, path)]
+    operation["operationId"] = op_id = OPERATION_IDS[(method, path)]
     responses: dict[str, Any] = operation.setdefault("responses", {})
     if path.startswith("/v1/"):
         operation["security"] = [{BEARER: []}]
@@ -207,6 +223,12 @@ def _fix_operation(method: str, path: str, operation: dict[str, Any]) -> None:
                 entry.setdefault("headers", {}).update(_REPLAYED_HEADER)
     if responses.get("422", {}).get("description") == _FASTAPI_422:
         del responses["422"]
+    for (source, code), links in LINKS.items():
+        if source == op_id and code in responses:
+            responses[code]["links"] = {
+                name: {"operationId": target, "parameters": parameters}
+                for name, (target, parameters) in links.items()
+            }
     declared = {int(code) for code in responses if code.isdigit() and int(code) >= 400}
     name = PathwayErrorEnvelope.__name__ if is_pathway_path(path) else ErrorEnvelope.__name__
     for status in sorted(_error_statuses(path, operation) | declared):
