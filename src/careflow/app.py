@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp
 
 import careflow.tasks  # noqa: F401  (registers every job kind's handler)
+from careflow.apidocs.endpoints import install_docs
 from careflow.auth import access_problem
 from careflow.config import Settings, get_settings
 from careflow.contract import components
@@ -102,6 +103,9 @@ def create_app(
             "segments, reminders) and pathway routing for healthcare practice platforms."
         ),
         lifespan=lifespan,
+        # Served from files inside the package (careflow.apidocs), not FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
         # careflow exports Prometheus metrics and structured logs, not OpenTelemetry; off,
         # FastAPI skips asking the OpenTelemetry providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -117,6 +121,7 @@ def create_app(
     install_error_handlers(app, access_problem=access_problem)
     include_routers(app)
     install_openapi(app, components())
+    install_docs(app)
     app.add_middleware(NulGuardMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Inside the request id and the metrics, so its answers carry both like any other.

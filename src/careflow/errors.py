@@ -284,9 +284,11 @@ def install_error_handlers(app: FastAPI, *, access_problem: AccessCheck) -> None
             [],
             request_id=request_id_of(request.scope),
         )
-        return JSONResponse(
-            body, status_code=exc.status_code, headers=getattr(exc, "headers", None)
-        )
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route that matched the path only.
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     from sqlalchemy.exc import DBAPIError, DisconnectionError
     from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -329,6 +331,17 @@ def install_error_handlers(app: FastAPI, *, access_problem: AccessCheck) -> None
         )
         headers = {"X-Request-ID": request_id} if request_id else None
         return JSONResponse(body, status_code=500, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on the request's path (for a 405's ``Allow``)."""
+    path = request.scope.get("path", "")
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path) and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)
 
 
 def error_origin(exc: BaseException) -> str | None:
