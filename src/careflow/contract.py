@@ -24,6 +24,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from careflow.audit.service import SYSTEM_ROLE
 from careflow.auth import Role
 from careflow.automations.catalog import (
     ACTIONS,
@@ -39,7 +40,7 @@ from careflow.entities.catalog import ENTITY_TYPES
 from careflow.entities.validation import MAX_ID_LENGTH
 from careflow.events.catalog import EVENT_TYPES
 from careflow.examples import FIRST_VIDEO, GDPR_WELCOME, PATIENT, PRE_APPOINTMENT_REMINDER
-from careflow.kit.schemas import component
+from careflow.kit.schemas import NOT_BLANK_PATTERN, component
 from careflow.pathways.catalog import CREATION_MODES, INBOX_VISIBILITIES, NEXT_ACTORS, PRIORITIES
 from careflow.templates.schemas import KEY_PATTERN
 
@@ -61,6 +62,10 @@ ENUMS: Mapping[str, tuple[tuple[str, ...], str]] = {
     "MessageStatus": (("sent", "failed", "retrying"), "A message's delivery status"),
     "JobStatus": (("queued", "running", "dead"), "A job's status"),
     "Role": (tuple(r.value for r in Role), "The role a token carries"),
+    "ActorRole": (
+        (*(r.value for r in Role), SYSTEM_ROLE),
+        "Who made a change: a token's role, or `system` for careflow's own work",
+    ),
     "Priority": (PRIORITIES, "An episode's (suggested) priority"),
     "CreationMode": (CREATION_MODES, "Whether an event creates, reuses or suppresses an episode"),
     "InboxVisibility": (INBOX_VISIBILITIES, "Whether the episode shows in the practice inbox"),
@@ -163,7 +168,7 @@ def _rule_fields() -> Schema:
             "type": "string",
             "minLength": 1,
             "maxLength": NAME_MAX,
-            "pattern": r"\S",
+            "pattern": NOT_BLANK_PATTERN,
             "description": _RULE_DESCRIPTIONS["name"],
         },
         "description": {
@@ -288,7 +293,12 @@ def _rule_body_schemas() -> dict[str, Schema]:
 _ID: Schema = {
     "anyOf": [
         {"type": "integer", "minimum": -(2**63) + 1, "maximum": 2**63 - 1},
-        {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": r"\S"},
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_ID_LENGTH,
+            "pattern": NOT_BLANK_PATTERN,
+        },
     ],
     "description": "The producer's id (integer or string), echoed back as given",
 }

@@ -11,7 +11,7 @@ class AuditEntryOut(BaseModel):
     id: int
     organization_id: int
     actor_sub: str
-    actor_role: Annotated[str, documented_as("Role")]
+    actor_role: Annotated[str, documented_as("ActorRole")]
     action: str
     object_type: str
     object_id: str

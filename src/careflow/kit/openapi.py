@@ -33,7 +33,12 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from careflow.errors import is_pathway_path
-from careflow.kit.schemas import COMPONENT_MARK, ErrorEnvelope, PathwayErrorEnvelope
+from careflow.kit.schemas import (
+    COMPONENT_MARK,
+    NOT_BLANK_PATTERN,
+    ErrorEnvelope,
+    PathwayErrorEnvelope,
+)
 
 _DESCRIPTIONS = {
     400: "`validation_error`: the request is malformed; `details` name each bad field",
@@ -123,12 +128,18 @@ TAGS: tuple[dict[str, str], ...] = (
 #: (source operation, status) → {link name: (target operation, {parameter: expression})}.
 LINKS: dict[tuple[str, str], dict[str, tuple[str, dict[str, str]]]] = {
     ("createAutomationRule", "201"): {
-        verb.capitalize() + "AutomationRule": (verb + "AutomationRule", {"rule_id": "$response.body#/data/id"})
+        verb.capitalize() + "AutomationRule": (
+            verb + "AutomationRule",
+            {"rule_id": "$response.body#/data/id"},
+        )
         for verb in ("get", "update", "delete")
     }
     | {"TestAutomationRule": ("testAutomationRule", {"id": "$response.body#/data/id"})},
     ("createPathwayRule", "201"): {
-        verb.capitalize() + "PathwayRule": (verb + "PathwayRule", {"rule_id": "$response.body#/data/id"})
+        verb.capitalize() + "PathwayRule": (
+            verb + "PathwayRule",
+            {"rule_id": "$response.body#/data/id"},
+        )
         for verb in ("get", "update", "delete")
     },
     ("ingestEvent", "202"): {"GetEvent": ("getEvent", {"id": "$response.body#/data/id"})},
@@ -148,7 +159,7 @@ _IDEMPOTENCY_PARAMETER = {
     "description": "Makes a retry safe: the same key and body within 24 h answer the stored "
     "response again (with `Idempotent-Replayed: true`); the same key with another body is a "
     "422, and while the first request is still running a 409.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"},
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": NOT_BLANK_PATTERN},
     "example": "0b6e6a4e-6a59-4d57-9a4c-2f1f0c8e8d11",
 }
 _REPLAYED_HEADER = {

@@ -51,6 +51,10 @@ def component(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+#: A string that is not blank, as the API judges it (``str.strip``, which also strips
+#: U+001C-U+001F and U+0085), written for the document's ECMAScript regular expressions.
+NOT_BLANK_PATTERN = r"[^\s\u001c-\u001f\u0085]"
+
 #: Marks a field's schema as a named component; ``kit.openapi`` turns it into the ``$ref``
 #: (pydantic resolves every ``$ref`` it meets against its own models while it generates).
 COMPONENT_MARK = "x-careflow-component"

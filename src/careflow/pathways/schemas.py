@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic.json_schema import SkipJsonSchema
 
-from careflow.kit.schemas import StrictInput, UTCDatetime, documented_as
+from careflow.kit.schemas import NOT_BLANK_PATTERN, StrictInput, UTCDatetime, documented_as
 from careflow.kit.types import EntityRef
 from careflow.pathways.catalog import JOURNEY_TYPE_PATTERN
 
@@ -23,8 +24,9 @@ def _not_blank(value: str) -> str:
 
 
 JourneyType = Annotated[StrictStr, Field(pattern=JOURNEY_TYPE_PATTERN)]
-Assignment = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
-RuleName = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
+_NOT_BLANK = Field(min_length=1, max_length=200, json_schema_extra={"pattern": NOT_BLANK_PATTERN})
+Assignment = Annotated[StrictStr, _NOT_BLANK, AfterValidator(_not_blank)]
+RuleName = Annotated[StrictStr, _NOT_BLANK, AfterValidator(_not_blank)]
 # The upper bound is the INTEGER column's.
 RulePriority = Annotated[StrictInt, Field(ge=0, le=2_147_483_647)]
 
@@ -92,7 +94,7 @@ class PathwayRule(BaseModel):
     trigger_type: Annotated[str, documented_as("EventType")]
     rule_name: str
     priority: int
-    conditions: Annotated[dict[str, Any] | None, documented_as("Condition", nullable=True)]
+    conditions: Annotated[dict[str, Any] | None, documented_as("PathwayCondition", nullable=True)]
     creation_mode: Annotated[str | None, documented_as("CreationMode", nullable=True)]
     inbox_visibility: Annotated[str | None, documented_as("InboxVisibility", nullable=True)]
     journey_type: str | None
@@ -105,9 +107,7 @@ class PathwayRule(BaseModel):
 
 
 class _RuleOverrides(StrictInput):
-    conditions: Annotated[
-        dict[str, Any] | None, documented_as("Condition", nullable=True)
-    ] = None
+    conditions: Annotated[dict[str, Any] | None, documented_as("PathwayCondition", nullable=True)] = None
     creation_mode: CreationMode | None = None
     inbox_visibility: InboxVisibility | None = None
     journey_type: JourneyType | None = None
@@ -131,7 +131,8 @@ NOT_NULLABLE_ON_UPDATE = ("rule_name", "priority", "enabled")
 class PathwayRuleUpdate(_RuleOverrides):
     """Every field optional; only the ones sent change (``model_fields_set``)."""
 
-    trigger_type: Annotated[StrictStr | None, documented_as("EventType", nullable=True)] = None
+    # Read only to answer "cannot be changed" (SPEC §8): not part of the documented body.
+    trigger_type: Annotated[StrictStr | None, SkipJsonSchema()] = None
     rule_name: RuleName | None = None
     priority: RulePriority | None = None
     enabled: StrictBool | None = None
