@@ -61,10 +61,10 @@ ENUMS: Mapping[str, tuple[tuple[str, ...], str]] = {
     "MessageChannel": (("email", "sms"), "A delivery channel"),
     "MessageStatus": (("sent", "failed", "retrying"), "A message's delivery status"),
     "JobStatus": (("queued", "running", "dead"), "A job's status"),
-    "Role": (tuple(r.value for r in Role), "The role a token carries"),
     "ActorRole": (
         (*(r.value for r in Role), SYSTEM_ROLE),
-        "Who made a change: a token's role, or `system` for careflow's own work",
+        "Who made a change: the role of the token (`admin`, `specialist`, `patient`, "
+        "`support`, `service`), or `system` for careflow's own work",
     ),
     "Priority": (PRIORITIES, "An episode's (suggested) priority"),
     "CreationMode": (CREATION_MODES, "Whether an event creates, reuses or suppresses an episode"),

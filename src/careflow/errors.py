@@ -333,15 +333,19 @@ def install_error_handlers(app: FastAPI, *, access_problem: AccessCheck) -> None
         return JSONResponse(body, status_code=500, headers=headers)
 
 
+_HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route answers on the request's path (for a 405's ``Allow``)."""
-    path = request.scope.get("path", "")
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        regex = getattr(route, "path_regex", None)
-        if regex is not None and regex.match(path) and getattr(route, "methods", None):
-            methods |= set(route.methods)
-    return sorted(methods)
+    from starlette.routing import Match
+
+    allowed = []
+    for method in _HTTP_METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 def error_origin(exc: BaseException) -> str | None:
