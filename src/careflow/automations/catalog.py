@@ -163,7 +163,7 @@ ACTIONS: tuple[dict[str, Any], ...] = (
             "delay_minutes": {
                 "type": "integer",
                 "required": False,
-                "description": "Delay before sending (minutes, at most 30 days)",
+                "description": "Delay before sending (minutes)",
                 "default": 0,
                 "min": 0,
                 "max": MAX_DELAY_MINUTES,
@@ -183,7 +183,7 @@ ACTIONS: tuple[dict[str, Any], ...] = (
             "delay_minutes": {
                 "type": "integer",
                 "required": False,
-                "description": "Delay before sending (minutes, at most 30 days)",
+                "description": "Delay before sending (minutes)",
                 "default": 0,
                 "min": 0,
                 "max": MAX_DELAY_MINUTES,

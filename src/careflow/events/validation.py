@@ -27,7 +27,9 @@ Any `patient`, `appointment`, `invoice` or `form` object present in `data` must 
 with an `id`; a `patient_id` on an appointment, invoice or form must be an entity id too.
 Entity ids are integers or non-empty strings (at most 128 characters; booleans are refused).
 An appointment's `starts_at` and `ends_at`, when given, are ISO 8601 date-times with a time
-zone (`2025-02-20T09:00:00Z`): reminders and follow-ups are scheduled from them.
+zone (`2025-02-20T09:00:00Z`): reminders and follow-ups are scheduled from them. The other
+fields careflow reads have JSON types too (a patient's `email`, `phone`, `first_name` and
+`timezone` are strings, `email_opt_out` and `sms_opt_out` booleans; see each entity's schema).
 Anything else is a 400 `validation_error` whose `details` name each bad field
 (e.g. `data.appointment.id`). An unknown `type` is a 400 too.
 """
