@@ -24,6 +24,7 @@ from pydantic import ValidationError as PydanticValidationError
 from typing_extensions import TypedDict
 
 from careflow.errors import pydantic_details
+from careflow.examples import GDPR_WELCOME
 from careflow.kit.schemas import COMPONENT_MARK, UTCDatetime, documented_as
 
 NAME_MAX = 200
@@ -89,10 +90,29 @@ def parse_body(payload: Any, *, partial: bool) -> tuple[dict[str, Any], list[dic
 
 
 class AutomationRule(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    # The seed's "Get Automation Rule" answer.
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 1,
+                    "organization_id": 1,
+                    **GDPR_WELCOME,
+                    "execution_count": 150,
+                    "last_executed_at": "2025-02-14T10:30:00Z",
+                    "created_at": "2025-01-01T00:00:00Z",
+                    "updated_at": "2025-02-10T15:00:00Z",
+                    "version": 3,
+                }
+            ]
+        },
+    )
 
     @classmethod
-    def of(cls, rule: Any, execution_count: int = 0, last_executed_at: Any = None) -> AutomationRule:
+    def of(
+        cls, rule: Any, execution_count: int = 0, last_executed_at: Any = None
+    ) -> AutomationRule:
         """The rule as answered, with its run counts (read from its executions)."""
         fields = {name: getattr(rule, name) for name in cls.model_fields if hasattr(rule, name)}
         return cls(**fields, execution_count=execution_count, last_executed_at=last_executed_at)

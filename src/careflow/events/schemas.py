@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from careflow.kit.clock import EARLIEST_INSTANT, LATEST_INSTANT, in_range
 from careflow.kit.schemas import StrictInput, UTCDatetime, documented_as
@@ -51,6 +51,19 @@ class EventIn(StrictInput):
 
 
 class EventAccepted(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 1,
+                    "event_id": "evt-8c1f",
+                    "type": "appointment.booked",
+                    "status": "accepted",
+                }
+            ]
+        }
+    )
+
     id: int
     event_id: str | None
     type: Annotated[str, documented_as("EventType")]

@@ -160,9 +160,38 @@ class ErrorBody(BaseModel):
 
 
 class ErrorEnvelope(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": {
+                        "code": "validation_error",
+                        "message": "Request validation failed",
+                        "details": [{"field": "trigger_event", "message": "is required"}],
+                    }
+                }
+            ]
+        }
+    )
+
     error: ErrorBody
 
 
 class PathwayErrorEnvelope(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": {
+                        "code": "CONFLICT",
+                        "message": "A rule with this trigger_type and priority already exists",
+                        "details": [],
+                    },
+                    "meta": {"request_id": "req_8c1f2b7a9d0e4f61a2b3c4d5"},
+                }
+            ]
+        }
+    )
+
     error: ErrorBody
     meta: RequestMeta

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from pydantic.json_schema import SkipJsonSchema
 
+from careflow.examples import VIP_BOOKINGS
 from careflow.kit.schemas import NOT_BLANK_PATTERN, StrictInput, UTCDatetime, documented_as
 from careflow.kit.types import EntityRef
 from careflow.pathways.catalog import JOURNEY_TYPE_PATTERN
@@ -88,7 +89,25 @@ class PathwayConfigPut(StrictInput):
 
 
 class PathwayRule(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    # Seed 001's "The Rule Object".
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "rule_123e4567-e89b-12d3-a456-426614174000",
+                    **VIP_BOOKINGS,
+                    "creation_mode": None,
+                    "inbox_visibility": None,
+                    "journey_type": None,
+                    "expected_next_actor": None,
+                    "enabled": True,
+                    "created_at": "2025-01-01T00:00:00Z",
+                    "updated_at": "2025-01-01T00:00:00Z",
+                }
+            ]
+        },
+    )
 
     id: str
     trigger_type: Annotated[str, documented_as("EventType")]
@@ -107,7 +126,9 @@ class PathwayRule(BaseModel):
 
 
 class _RuleOverrides(StrictInput):
-    conditions: Annotated[dict[str, Any] | None, documented_as("PathwayCondition", nullable=True)] = None
+    conditions: Annotated[
+        dict[str, Any] | None, documented_as("PathwayCondition", nullable=True)
+    ] = None
     creation_mode: CreationMode | None = None
     inbox_visibility: InboxVisibility | None = None
     journey_type: JourneyType | None = None
