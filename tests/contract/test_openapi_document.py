@@ -247,5 +247,6 @@ class TestDocsPages:
     ) -> None:
         html = (await client.get("/docs")).text
         assert '"persistAuthorization": true' in html
+        assert '"validatorUrl": null' in html
         assert "/docs/static/swagger-ui/swagger-ui-bundle.js" in html
         assert "/openapi.json" in html

@@ -28,8 +28,9 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         swagger_js_url=f"{root}{STATIC_PATH}/swagger-ui/swagger-ui-bundle.js",
         swagger_css_url=f"{root}{STATIC_PATH}/swagger-ui/swagger-ui.css",
         swagger_favicon_url=f"{root}{STATIC_PATH}/swagger-ui/favicon-32x32.png",
-        # The token typed into "Authorize" survives a reload of the page.
-        swagger_ui_parameters={"persistAuthorization": True},
+        # The token typed into "Authorize" survives a reload of the page; no validator badge
+        # (it would send the document to validator.swagger.io).
+        swagger_ui_parameters={"persistAuthorization": True, "validatorUrl": None},
     )
 
 
