@@ -81,6 +81,17 @@ class TestOperations:
                 family = "PathwayErrorEnvelope" if "/pathway-" in path else "ErrorEnvelope"
                 assert ref.endswith("/" + family), (path, code)
 
+    def test_conflicts_documented(self, document: dict[str, Any]) -> None:
+        paths = document["paths"]
+        for path, method in [
+            ("/v1/pathway-rules", "post"),
+            ("/v1/pathway-rules/{rule_id}", "patch"),
+            ("/v1/pathway-configs/{trigger_type}", "put"),
+            ("/v1/forms/{form_id}/complete", "post"),
+            ("/v1/automations/executions/{id}/retry", "post"),
+        ]:
+            assert "409" in paths[path][method]["responses"], (method, path)
+
     def test_operations_endpoints(self, document: dict[str, Any]) -> None:
         metrics = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
         assert list(metrics) == ["text/plain; version=0.0.4; charset=utf-8"]

@@ -143,6 +143,7 @@ async def get_config(
     "/v1/pathway-configs/{trigger_type}",
     summary="Replace the base config of a trigger type (admin)",
     response_model=PathwayEnvelope[PathwayConfig],
+    responses={409: {"description": "`CONFLICT`: a concurrent first write of this config; retry"}},
 )
 async def put_config(
     trigger_type: str,
@@ -241,6 +242,7 @@ async def get_rule(
     "/v1/pathway-rules/{rule_id}",
     summary="Update a pathway rule (admin; trigger_type cannot change)",
     response_model=PathwayEnvelope[PathwayRule],
+    responses={409: {"description": "`CONFLICT`: another rule has this trigger type and priority"}},
 )
 async def update_rule(
     rule_id: str,
