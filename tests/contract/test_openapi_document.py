@@ -208,22 +208,18 @@ class TestBoundsAreEnforced:
         ]
 
     @pytest.mark.parametrize(
-        ("field", "value", "message"),
-        [
-            ("email", 12345, "must be a string"),
-            ("phone", 447700900123, "must be a string"),
-            ("sms_opt_out", "yes", "must be a boolean"),
-        ],
+        ("field", "value"),
+        [("email", 12345), ("phone", 447700900123), ("sms_opt_out", "yes")],
     )
     async def test_patient_fields_careflow_reads_are_typed(
-        self, client: httpx.AsyncClient, auth: Auth, field: str, value: Any, message: str
+        self, client: httpx.AsyncClient, auth: Auth, field: str, value: Any
     ) -> None:
         event = {"type": "patient.onboarded", "data": {"patient": {**PATIENT, field: value}}}
         answer = await client.post("/v1/events", json=event, headers=auth("service"))
         assert answer.status_code == 400
-        assert answer.json()["error"]["details"] == [
-            {"field": f"data.patient.{field}", "message": message}
-        ]
+        error = answer.json()["error"]
+        assert error["code"] == "validation_error"
+        assert [d["field"] for d in error["details"]] == [f"data.patient.{field}"]
 
 
 async def test_405_lists_every_method_of_the_path(client: httpx.AsyncClient, auth: Auth) -> None:
