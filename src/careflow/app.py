@@ -13,8 +13,10 @@ from starlette.types import Receive, Scope, Send
 
 import careflow.tasks  # noqa: F401  (registers every job kind's handler)
 from careflow import tracing
+from careflow.apidocs.endpoints import install_docs
 from careflow.auth import TokenVerifier, access_problem
 from careflow.config import Settings, get_settings
+from careflow.contract import components
 from careflow.db import create_engine, create_sessionmaker
 from careflow.delivery.transports import close_transports
 from careflow.errors import install_error_handlers
@@ -122,6 +124,9 @@ def create_app(
             "segments, reminders) and pathway routing for healthcare practice platforms."
         ),
         lifespan=lifespan,
+        # Served from files inside the package (careflow.apidocs), not FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
         # FastAPI's own telemetry stays off: careflow's traces come from the OpenTelemetry
         # instrumentation (careflow.tracing) when CAREFLOW_TRACING=otlp, and off, FastAPI
         # skips asking the OpenTelemetry providers on every request.
@@ -139,7 +144,8 @@ def create_app(
 
     install_error_handlers(app, access_problem=access_problem, allowed_methods=allowed_methods)
     include_routers(app)
-    install_openapi(app)
+    install_openapi(app, components())
+    install_docs(app)
     app.add_middleware(NulGuardMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     # Inside the request id and the metrics, so its answers carry both like any other.

@@ -80,8 +80,10 @@ SEED_ACTIONS: list[dict[str, Any]] = [
                 "required": False,
                 "description": "Delay before sending (minutes)",
                 "default": 0,
-                # Not in the seed: a negative delay means nothing.
+                # Not in the seed: a negative delay means nothing, and a delay of more than
+                # 30 days belongs to a time-based trigger.
                 "min": 0,
+                "max": 43_200,
             },
         },
     },
@@ -183,6 +185,7 @@ class TestActionCatalog:
             "description": "Delay before sending (minutes)",
             "default": 0,
             "min": 0,
+            "max": 43_200,
         }
 
     async def test_answers_are_copies(

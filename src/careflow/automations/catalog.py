@@ -25,6 +25,11 @@ ErrorList = list[dict[str, str]]
 # delay added to a timestamp; a bound here turns a would-be overflow into a 400.
 INT_MIN = -(2**31)
 INT_MAX = 2**31 - 1
+# A rule is a short recipe, not a batch: more actions than this is a mistake, and each one is
+# a job and a history row per execution.
+MAX_ACTIONS = 20
+# 30 days: a delayed message later than that belongs to a time-based trigger instead.
+MAX_DELAY_MINUTES = 43_200
 
 TRIGGERS: tuple[dict[str, Any], ...] = (
     {
@@ -161,6 +166,7 @@ ACTIONS: tuple[dict[str, Any], ...] = (
                 "description": "Delay before sending (minutes)",
                 "default": 0,
                 "min": 0,
+                "max": MAX_DELAY_MINUTES,
             },
         },
     },
@@ -180,6 +186,7 @@ ACTIONS: tuple[dict[str, Any], ...] = (
                 "description": "Delay before sending (minutes)",
                 "default": 0,
                 "min": 0,
+                "max": MAX_DELAY_MINUTES,
             },
         },
     },
@@ -341,6 +348,8 @@ def validate_actions(actions: Any) -> ErrorList:
         return [{"field": "actions", "message": "must be a list of actions"}]
     if not actions:
         return [{"field": "actions", "message": "at least one action is required"}]
+    if len(actions) > MAX_ACTIONS:
+        return [{"field": "actions", "message": f"at most {MAX_ACTIONS} actions"}]
     errors: ErrorList = []
     for i, action in enumerate(actions):
         errors.extend(validate_action(action, f"actions[{i}]"))

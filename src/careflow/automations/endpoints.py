@@ -12,10 +12,8 @@ from careflow.auth import AdminDep, StaffDep
 from careflow.automations import service
 from careflow.automations.catalog import action_catalog, trigger_catalog
 from careflow.automations.schemas import (
-    CREATE_BODY_SCHEMA,
-    UPDATE_BODY_SCHEMA,
-    ActionTypeList,
-    RuleOut,
+    ActionDefinitionList,
+    AutomationRule,
     TriggerList,
 )
 from careflow.errors import NOT_JSON_CONTENT, ValidationError, is_json_content_type
@@ -23,7 +21,7 @@ from careflow.kit.deps import ClockDep, SessionDep
 from careflow.kit.idempotency import idempotent
 from careflow.kit.ids import row_id
 from careflow.kit.pagination import PageDep
-from careflow.kit.schemas import DataEnvelope, ListEnvelope
+from careflow.kit.schemas import DataEnvelope, ListEnvelope, component
 from careflow.kit.text import UNSTORABLE_MESSAGE, unstorable_path
 
 router = APIRouter(prefix="/v1/automations", tags=["automations"])
@@ -82,12 +80,12 @@ async def list_triggers(principal: StaffDep) -> dict[str, Any]:
     return {"data": trigger_catalog()}
 
 
-@router.get("/actions", response_model=ActionTypeList, summary="Action types catalog")
+@router.get("/actions", response_model=ActionDefinitionList, summary="Action types catalog")
 async def list_actions(principal: StaffDep) -> dict[str, Any]:
     return {"data": action_catalog()}
 
 
-@router.get("/rules", response_model=ListEnvelope[RuleOut], summary="List automation rules")
+@router.get("/rules", response_model=ListEnvelope[AutomationRule], summary="List automation rules")
 async def list_rules(
     principal: StaffDep,
     session: SessionDep,
@@ -104,12 +102,12 @@ async def list_rules(
     return {"data": [_out(r, stats) for r in rules], "meta": page.meta(total)}
 
 
-def _out(rule: Any, stats: dict[int, service.RunStats]) -> RuleOut:
+def _out(rule: Any, stats: dict[int, service.RunStats]) -> AutomationRule:
     ran = stats.get(rule.id, service.RunStats())
-    return RuleOut.of(rule, ran.execution_count, ran.last_executed_at)
+    return AutomationRule.of(rule, ran.execution_count, ran.last_executed_at)
 
 
-@router.get("/rules/{rule_id}", response_model=DataEnvelope[RuleOut], summary="Get automation rule")
+@router.get("/rules/{rule_id}", response_model=DataEnvelope[AutomationRule], summary="Get automation rule")
 async def get_rule(rule_id: str, principal: StaffDep, session: SessionDep) -> dict[str, Any]:
     rule = await service.get_rule(session, principal, row_id(rule_id, "automation_rule"))
     return {"data": _out(rule, await service.run_stats(session, principal, [rule]))}
@@ -118,9 +116,9 @@ async def get_rule(rule_id: str, principal: StaffDep, session: SessionDep) -> di
 @router.post(
     "/rules",
     status_code=201,
-    response_model=DataEnvelope[RuleOut],
+    response_model=DataEnvelope[AutomationRule],
     summary="Create automation rule (accepts an Idempotency-Key header)",
-    openapi_extra=_json_body(CREATE_BODY_SCHEMA),
+    openapi_extra=_json_body(component("AutomationRuleCreate")),
 )
 async def create_rule(
     principal: AdminDep,
@@ -140,15 +138,15 @@ async def create_rule(
         if guard.replay is not None:
             return guard.replay
         rule = await service.create_rule(session, principal, payload, now=clock.now())
-        envelope = DataEnvelope[RuleOut](data=RuleOut.of(rule))
+        envelope = DataEnvelope[AutomationRule](data=AutomationRule.of(rule))
         return await guard.respond(201, envelope.model_dump(mode="json"))
 
 
 @router.put(
     "/rules/{rule_id}",
-    response_model=DataEnvelope[RuleOut],
+    response_model=DataEnvelope[AutomationRule],
     summary="Update automation rule (only the fields sent)",
-    openapi_extra=_json_body(UPDATE_BODY_SCHEMA),
+    openapi_extra=_json_body(component("AutomationRuleUpdate")),
 )
 async def update_rule(
     rule_id: str,

@@ -4,7 +4,8 @@ Request bodies are ``TypedDict``s validated by pydantic in strict mode: a key th
 stays absent (a partial ``PUT`` must tell "not sent" from ``null``), and ``true`` is never
 taken for ``1``. The contents of ``trigger_config``, ``conditions`` and ``actions`` are
 checked against the catalogs and the condition language by the service, so every problem in
-a body is reported in one answer.
+a body is reported in one answer. The API document describes the bodies with the schemas
+``careflow.contract`` generates from those same catalogs.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from pydantic import (
     ConfigDict,
     StringConstraints,
     TypeAdapter,
+    WithJsonSchema,
     with_config,
 )
 from pydantic import ValidationError as PydanticValidationError
 from typing_extensions import TypedDict
 
 from careflow.errors import pydantic_details
-from careflow.kit.schemas import UTCDatetime
+from careflow.examples import GDPR_WELCOME
+from careflow.kit.schemas import COMPONENT_MARK, UTCDatetime, documented_as
 
 NAME_MAX = 200
 
@@ -59,9 +62,6 @@ class RuleUpdate(TypedDict, total=False):
 _create_adapter: TypeAdapter[RuleCreate] = TypeAdapter(RuleCreate)
 _update_adapter: TypeAdapter[RuleUpdate] = TypeAdapter(RuleUpdate)
 
-CREATE_BODY_SCHEMA = _create_adapter.json_schema()
-UPDATE_BODY_SCHEMA = _update_adapter.json_schema()
-
 
 def _details(exc: PydanticValidationError) -> list[dict[str, str]]:
     details = pydantic_details(list(exc.errors()))
@@ -89,11 +89,30 @@ def parse_body(payload: Any, *, partial: bool) -> tuple[dict[str, Any], list[dic
     return good, details
 
 
-class RuleOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class AutomationRule(BaseModel):
+    # The seed's "Get Automation Rule" answer.
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 1,
+                    "organization_id": 1,
+                    **GDPR_WELCOME,
+                    "execution_count": 150,
+                    "last_executed_at": "2025-02-14T10:30:00Z",
+                    "created_at": "2025-01-01T00:00:00Z",
+                    "updated_at": "2025-02-10T15:00:00Z",
+                    "version": 3,
+                }
+            ]
+        },
+    )
 
     @classmethod
-    def of(cls, rule: Any, execution_count: int = 0, last_executed_at: Any = None) -> RuleOut:
+    def of(
+        cls, rule: Any, execution_count: int = 0, last_executed_at: Any = None
+    ) -> AutomationRule:
         """The rule as answered, with its run counts (read from its executions)."""
         fields = {name: getattr(rule, name) for name in cls.model_fields if hasattr(rule, name)}
         return cls(**fields, execution_count=execution_count, last_executed_at=last_executed_at)
@@ -103,10 +122,13 @@ class RuleOut(BaseModel):
     name: str
     description: str | None
     enabled: bool
-    trigger_event: str
+    trigger_event: Annotated[str, documented_as("TriggerEvent")]
     trigger_config: dict[str, Any]
-    conditions: dict[str, Any]
-    actions: list[dict[str, Any]]
+    conditions: Annotated[dict[str, Any], documented_as("Condition")]
+    actions: Annotated[
+        list[dict[str, Any]],
+        WithJsonSchema({"type": "array", "items": {COMPONENT_MARK: "Action"}}),
+    ]
     execution_count: int
     last_executed_at: UTCDatetime | None
     created_at: UTCDatetime
@@ -114,24 +136,24 @@ class RuleOut(BaseModel):
     version: int
 
 
-class TriggerOut(BaseModel):
-    event: str
+class AutomationTrigger(BaseModel):
+    event: Annotated[str, documented_as("TriggerEvent")]
     category: str
     description: str
-    entity_type: str
+    entity_type: Annotated[str, documented_as("EntityType")]
     config_schema: dict[str, dict[str, Any]] | None
 
 
-class ActionTypeOut(BaseModel):
-    type: str
+class ActionDefinition(BaseModel):
+    type: Annotated[str, documented_as("ActionType")]
     category: str
     description: str
     config_schema: dict[str, dict[str, Any]]
 
 
 class TriggerList(BaseModel):
-    data: list[TriggerOut]
+    data: list[AutomationTrigger]
 
 
-class ActionTypeList(BaseModel):
-    data: list[ActionTypeOut]
+class ActionDefinitionList(BaseModel):
+    data: list[ActionDefinition]

@@ -21,15 +21,19 @@ from careflow.entities.validation import entity_id_problem
 from careflow.errors import not_found
 from careflow.kit.deps import SessionDep
 from careflow.kit.ids import row_id, row_id_path
-from careflow.kit.schemas import DataEnvelope, EntityIdField, StrictInput
+from careflow.kit.schemas import DataEnvelope, EntityIdField, StrictInput, documented_as
 from careflow.kit.types import canonical_entity_id
 
 router = APIRouter(prefix="/v1/automations", tags=["automations"])
 
 
 class RuleTestIn(StrictInput):
-    trigger_entity_type: Literal["patient", "appointment", "invoice", "form"]
-    trigger_entity_id: EntityIdField = Field(examples=[100])
+    trigger_entity_type: Annotated[
+        Literal["patient", "appointment", "invoice", "form"], documented_as("EntityType")
+    ]
+    trigger_entity_id: Annotated[EntityIdField, documented_as("EntityId")] = Field(
+        examples=[100]
+    )
 
     @field_validator("trigger_entity_id", mode="before")
     @classmethod

@@ -19,7 +19,7 @@ from careflow.kit.idempotency import HEADER as IDEMPOTENCY_HEADER
 from careflow.kit.idempotency import idempotent
 from careflow.kit.ids import row_id, row_id_path
 from careflow.kit.metrics import EVENTS_INGESTED
-from careflow.kit.schemas import DataEnvelope
+from careflow.kit.schemas import DataEnvelope, component
 
 router = APIRouter(tags=["events"])
 
@@ -44,8 +44,17 @@ EventsReadDep = Annotated[Principal, require_roles(Role.ADMIN, Role.SPECIALIST, 
     ),
     response_model=DataEnvelope[EventAccepted],
     responses={
-        200: {"description": "Duplicate `event_id`: the first event's record"},
+        200: {
+            "description": "Duplicate `event_id`: the first event's record; nothing runs again",
+            "model": DataEnvelope[EventAccepted],
+        },
         409: {"description": "`event_id_conflict`: the `event_id` names a different event"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": component("EventCreate")}},
+        }
     },
 )
 async def ingest_event(

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path
 
 from careflow.auth import IngestDep
+from careflow.entities.catalog import ENTITY_TYPES
 from careflow.events import service
 from careflow.kit.deps import ClockDep, SessionDep
 from careflow.kit.schemas import DataEnvelope
@@ -31,7 +32,9 @@ async def put_entity(
     session: SessionDep,
     principal: IngestDep,
     clock: ClockDep,
-    entity_type: Annotated[str, Path(max_length=32)],
+    entity_type: Annotated[
+        str, Path(max_length=32, json_schema_extra={"enum": list(ENTITY_TYPES)})
+    ],
     entity_id: Annotated[str, Path(alias="id", max_length=128)],
     body: Annotated[dict[str, Any], Body(examples=[ENTITY_EXAMPLE])],
 ) -> DataEnvelope[dict[str, Any]]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from careflow.kit.clock import EARLIEST_INSTANT, LATEST_INSTANT, in_range
-from careflow.kit.schemas import StrictInput, UTCDatetime
+from careflow.kit.schemas import StrictInput, UTCDatetime, documented_as
 
 
 class EventIn(StrictInput):
@@ -51,24 +51,37 @@ class EventIn(StrictInput):
 
 
 class EventAccepted(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 1,
+                    "event_id": "evt-8c1f",
+                    "type": "appointment.booked",
+                    "status": "accepted",
+                }
+            ]
+        }
+    )
+
     id: int
     event_id: str | None
-    type: str
-    status: str
+    type: Annotated[str, documented_as("EventType")]
+    status: Annotated[str, documented_as("EventStatus")]
 
 
 class EventExecution(BaseModel):
     id: int
     automation_rule_id: int | None
-    status: str
+    status: Annotated[str, documented_as("ExecutionStatus")]
 
 
 class EventOut(BaseModel):
     id: int
     event_id: str | None
-    type: str
+    type: Annotated[str, documented_as("EventType")]
     occurred_at: UTCDatetime
-    status: str = Field(
+    status: Annotated[str, documented_as("EventStatus")] = Field(
         description="`accepted` until the worker has dispatched it, then `processed`"
     )
     created_at: UTCDatetime

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, status
 
@@ -16,6 +16,14 @@ from careflow.kit.schemas import DataEnvelope, ListEnvelope, PageMeta
 
 router = APIRouter(prefix="/v1/automations/executions", tags=["executions"])
 
+# What the date filters accept (executions/service.py ``_parse_bound``).
+DATE_OR_DATETIME: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "format": "date"},
+        {"type": "string", "format": "date-time"},
+        {"type": "null"},
+    ]
+}
 StatusParam = Literal["success", "partial_failure", "failure", "skipped", "running"]
 ExecutionIdPath = Annotated[str, row_id_path(alias="id")]
 
@@ -37,10 +45,20 @@ async def list_executions(
     status_: Annotated[StatusParam | None, Query(alias="status")] = None,
     trigger_event: Annotated[str | None, Query(max_length=64)] = None,
     from_date: Annotated[
-        str | None, Query(max_length=40, description="ISO 8601 date, e.g. 2025-02-01")
+        str | None,
+        Query(
+            max_length=40,
+            description="ISO 8601 date, e.g. 2025-02-01, or date-time",
+            json_schema_extra=DATE_OR_DATETIME,
+        ),
     ] = None,
     to_date: Annotated[
-        str | None, Query(max_length=40, description="ISO 8601 date (inclusive)")
+        str | None,
+        Query(
+            max_length=40,
+            description="ISO 8601 date (inclusive), or date-time",
+            json_schema_extra=DATE_OR_DATETIME,
+        ),
     ] = None,
 ) -> ListEnvelope[ExecutionOut]:
     filters = service.build_filters(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
 from careflow.executions.models import Execution, ExecutionAction
-from careflow.kit.schemas import EntityIdField, UTCDatetime
+from careflow.kit.schemas import EntityIdField, UTCDatetime, documented_as
 
 # Keys an action entry reserves; a config field of the same name is renamed
 # (``update_segment``'s ``action: add`` becomes ``segment_action``).
@@ -29,10 +29,10 @@ class ExecutionOut(BaseModel):
     organization_id: int
     automation_rule_id: int | None
     automation_rule_name: str
-    trigger_event: str
-    trigger_entity_type: str
+    trigger_event: Annotated[str, documented_as("TriggerEvent")]
+    trigger_entity_type: Annotated[str, documented_as("EntityType")]
     trigger_entity_id: EntityIdField
-    status: str = Field(description="`running`, `success`, `partial_failure`, `failure`, `skipped`")
+    status: Annotated[str, documented_as("ExecutionStatus")]
     actions_executed: list[dict[str, Any]] = Field(description=ACTIONS_EXECUTED_DOC)
     error_message: str | None
     executed_at: UTCDatetime

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel
 
 from careflow.forms.models import Form
 from careflow.kit.clock import isoformat_z
-from careflow.kit.schemas import EntityIdField, UTCDatetime
+from careflow.kit.schemas import EntityIdField, UTCDatetime, documented_as
 
 FormStatusParam = Literal["pending", "completed"]
 
@@ -19,7 +19,7 @@ class FormOut(BaseModel):
     form_template_id: int
     blocking: bool
     description: str | None
-    status: str
+    status: Annotated[str, documented_as("FormStatus")]
     execution_id: int | None
     created_at: UTCDatetime
     completed_at: UTCDatetime | None

@@ -11,7 +11,7 @@ from careflow.auth import AdminDep
 from careflow.jobs import service
 from careflow.kit.deps import SessionDep
 from careflow.kit.pagination import PageDep
-from careflow.kit.schemas import ListEnvelope, PageMeta, UTCDatetime
+from careflow.kit.schemas import ListEnvelope, PageMeta, UTCDatetime, documented_as
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 class JobOut(BaseModel):
     id: int
     kind: str
-    status: str
+    status: Annotated[str, documented_as("JobStatus")]
     attempts: int
     max_attempts: int
     run_at: UTCDatetime

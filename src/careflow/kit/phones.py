@@ -9,6 +9,10 @@ from __future__ import annotations
 import phonenumbers
 
 
+#: Every region code ``phonenumbers`` knows, sorted (the API document's enum).
+REGIONS: tuple[str, ...] = tuple(sorted(phonenumbers.SUPPORTED_REGIONS))
+
+
 def is_region(value: str) -> bool:
     """True for an ISO 3166 alpha-2 code whose numbering plan ``phonenumbers`` knows."""
     return value in phonenumbers.SUPPORTED_REGIONS

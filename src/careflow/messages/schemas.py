@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel
 
-from careflow.kit.schemas import EntityIdField, UTCDatetime
+from careflow.kit.schemas import EntityIdField, UTCDatetime, documented_as
 from careflow.messages.models import Message
 
 ChannelParam = Literal["email", "sms"]
@@ -14,11 +14,11 @@ ChannelParam = Literal["email", "sms"]
 
 class MessageOut(BaseModel):
     id: str
-    channel: str
+    channel: Annotated[str, documented_as("MessageChannel")]
     recipient: str
     template: str
     subject: str | None
-    status: str
+    status: Annotated[str, documented_as("MessageStatus")]
     provider: str
     provider_message_id: str | None
     error: str | None

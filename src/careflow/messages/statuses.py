@@ -20,6 +20,10 @@ class MessageStatus:
     RETRYING = "retrying"
 
 
+#: Every status a message can have (the API document's enum).
+MESSAGE_STATUSES = ("queued", "sent", "delivered", "undelivered", "failed", "retrying")
+
+
 # Twilio's message statuses, in careflow's steps. Twilio's own steps between two of careflow's
 # (``accepted``, ``sending``…) are the earlier one; ``read`` (a channel that reports it) is
 # delivered; ``canceled`` (a scheduled message called off) failed.

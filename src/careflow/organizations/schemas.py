@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from careflow.kit.phones import is_region
+from careflow.kit.phones import REGIONS, is_region
 from careflow.kit.schemas import StrictInput, UTCDatetime
 from careflow.organizations.models import FIRST_HOUR, LAST_HOUR, MAX_SMS_HOURLY_LIMIT
 
@@ -32,6 +32,7 @@ class SettingsIn(StrictInput):
             "read in before they are sent in E.164"
         ),
         examples=["GB"],
+        json_schema_extra={"enum": list(REGIONS)},
     )
 
     @field_validator("default_region")

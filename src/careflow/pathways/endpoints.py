@@ -21,19 +21,19 @@ from careflow.pathways import repository, service
 from careflow.pathways.catalog import TRIGGER_TYPES, TRIGGERS, TriggerType
 from careflow.pathways.resolution import EffectiveConfig, Resolution
 from careflow.pathways.schemas import (
-    BaseConfigOut,
-    ConditionFieldOut,
-    ConfigOut,
-    ConfigPut,
+    BaseConfig,
+    ConditionField,
     CreationMode,
-    EvaluationOut,
+    PathwayConfig,
+    PathwayConfigPut,
+    PathwayRule,
+    PathwayRuleCreate,
+    PathwayRuleUpdate,
+    PathwayTrigger,
     Priority,
-    ResolutionOut,
     ResolveRequest,
-    RuleCreate,
-    RuleOut,
-    RuleUpdate,
-    TriggerOut,
+    RoutingResolution,
+    RuleEvaluation,
 )
 
 router = APIRouter(tags=["pathways"])
@@ -51,14 +51,14 @@ def _list_meta(total: int, page: OffsetParams) -> OffsetMeta:
     )
 
 
-def _trigger_out(trigger: TriggerType) -> TriggerOut:
-    return TriggerOut(
+def _trigger_out(trigger: TriggerType) -> PathwayTrigger:
+    return PathwayTrigger(
         trigger_type=trigger.trigger_type,
         entity_type=trigger.entity_type,
         description=trigger.description,
-        default_config=BaseConfigOut(**trigger.default_config),
+        default_config=BaseConfig(**trigger.default_config),
         condition_fields=[
-            ConditionFieldOut(
+            ConditionField(
                 name=f.name, type=f.type, maps_to=f.maps_to, description=f.description
             )
             for f in trigger.condition_fields
@@ -66,8 +66,8 @@ def _trigger_out(trigger: TriggerType) -> TriggerOut:
     )
 
 
-def _config_out(config: EffectiveConfig) -> ConfigOut:
-    return ConfigOut(
+def _config_out(config: EffectiveConfig) -> PathwayConfig:
+    return PathwayConfig(
         trigger_type=config.trigger_type,
         is_default=config.is_default,
         updated_at=config.updated_at,
@@ -75,13 +75,13 @@ def _config_out(config: EffectiveConfig) -> ConfigOut:
     )
 
 
-def _resolution_out(resolution: Resolution) -> ResolutionOut:
-    return ResolutionOut(
+def _resolution_out(resolution: Resolution) -> RoutingResolution:
+    return RoutingResolution(
         trigger_type=resolution.trigger_type,
-        config=BaseConfigOut(**resolution.config),
+        config=BaseConfig(**resolution.config),
         matched_rule_id=resolution.matched_rule_id,
         evaluations=[
-            EvaluationOut(
+            RuleEvaluation(
                 rule_id=e.rule_id,
                 priority=e.priority,
                 enabled=e.enabled,
@@ -99,11 +99,11 @@ def _resolution_out(resolution: Resolution) -> ResolutionOut:
 @router.get(
     "/v1/pathway-triggers",
     summary="List pathway trigger types",
-    response_model=PathwayListEnvelope[TriggerOut],
+    response_model=PathwayListEnvelope[PathwayTrigger],
 )
-async def list_triggers(principal: StaffDep, page: OffsetDep) -> PathwayListEnvelope[TriggerOut]:
+async def list_triggers(principal: StaffDep, page: OffsetDep) -> PathwayListEnvelope[PathwayTrigger]:
     triggers = [TRIGGERS[t] for t in TRIGGER_TYPES]
-    return PathwayListEnvelope[TriggerOut](
+    return PathwayListEnvelope[PathwayTrigger](
         data=[_trigger_out(t) for t in triggers[page.offset : page.offset + page.limit]],
         meta=_list_meta(len(triggers), page),
     )
@@ -115,13 +115,13 @@ async def list_triggers(principal: StaffDep, page: OffsetDep) -> PathwayListEnve
 @router.get(
     "/v1/pathway-configs",
     summary="List the organisation's base configs (one per trigger type)",
-    response_model=PathwayListEnvelope[ConfigOut],
+    response_model=PathwayListEnvelope[PathwayConfig],
 )
 async def list_configs(
     session: SessionDep, principal: StaffDep, page: OffsetDep
-) -> PathwayListEnvelope[ConfigOut]:
+) -> PathwayListEnvelope[PathwayConfig]:
     configs = await service.list_configs(session, principal)
-    return PathwayListEnvelope[ConfigOut](
+    return PathwayListEnvelope[PathwayConfig](
         data=[_config_out(c) for c in configs[page.offset : page.offset + page.limit]],
         meta=_list_meta(len(configs), page),
     )
@@ -130,29 +130,30 @@ async def list_configs(
 @router.get(
     "/v1/pathway-configs/{trigger_type}",
     summary="Get the base config of a trigger type",
-    response_model=PathwayEnvelope[ConfigOut],
+    response_model=PathwayEnvelope[PathwayConfig],
 )
 async def get_config(
     trigger_type: str, session: SessionDep, principal: StaffDep
-) -> PathwayEnvelope[ConfigOut]:
+) -> PathwayEnvelope[PathwayConfig]:
     config = await service.get_config(session, principal, trigger_type)
-    return PathwayEnvelope[ConfigOut](data=_config_out(config), meta=_meta())
+    return PathwayEnvelope[PathwayConfig](data=_config_out(config), meta=_meta())
 
 
 @router.put(
     "/v1/pathway-configs/{trigger_type}",
     summary="Replace the base config of a trigger type (admin)",
-    response_model=PathwayEnvelope[ConfigOut],
+    response_model=PathwayEnvelope[PathwayConfig],
+    responses={409: {"description": "`CONFLICT`: a concurrent first write of this config; retry"}},
 )
 async def put_config(
     trigger_type: str,
-    body: ConfigPut,
+    body: PathwayConfigPut,
     session: SessionDep,
     principal: AdminDep,
     clock: ClockDep,
-) -> PathwayEnvelope[ConfigOut]:
+) -> PathwayEnvelope[PathwayConfig]:
     config = await service.put_config(session, principal, trigger_type, body, clock.now())
-    return PathwayEnvelope[ConfigOut](data=_config_out(config), meta=_meta())
+    return PathwayEnvelope[PathwayConfig](data=_config_out(config), meta=_meta())
 
 
 # --- rules --------------------------------------------------------------------------------
@@ -161,7 +162,7 @@ async def put_config(
 @router.get(
     "/v1/pathway-rules",
     summary="List pathway rules (by trigger type, then priority: evaluation order)",
-    response_model=PathwayListEnvelope[RuleOut],
+    response_model=PathwayListEnvelope[PathwayRule],
 )
 async def list_rules(
     session: SessionDep,
@@ -174,7 +175,7 @@ async def list_rules(
     ] = None,
     creation_mode: Annotated[CreationMode | None, Query()] = None,
     suggested_priority: Annotated[Priority | None, Query()] = None,
-) -> PathwayListEnvelope[RuleOut]:
+) -> PathwayListEnvelope[PathwayRule]:
     filters = repository.RuleFilters(
         trigger_type=trigger_type,
         enabled=None if enabled is None else enabled in ("true", "enabled"),
@@ -184,8 +185,8 @@ async def list_rules(
     rules, total = await service.list_rules(
         session, principal, filters, limit=page.limit, offset=page.offset
     )
-    return PathwayListEnvelope[RuleOut](
-        data=[RuleOut.model_validate(r) for r in rules], meta=_list_meta(total, page)
+    return PathwayListEnvelope[PathwayRule](
+        data=[PathwayRule.model_validate(r) for r in rules], meta=_list_meta(total, page)
     )
 
 
@@ -193,24 +194,24 @@ async def list_rules(
 @router.post(
     "/v1/pathway-rules/resolve",
     summary="Explain how an event would be routed (stores nothing)",
-    response_model=PathwayEnvelope[ResolutionOut],
+    response_model=PathwayEnvelope[RoutingResolution],
 )
 async def resolve_rules(
     body: ResolveRequest, session: SessionDep, principal: StaffDep
-) -> PathwayEnvelope[ResolutionOut]:
+) -> PathwayEnvelope[RoutingResolution]:
     resolution = await service.explain(session, principal, body)
-    return PathwayEnvelope[ResolutionOut](data=_resolution_out(resolution), meta=_meta())
+    return PathwayEnvelope[RoutingResolution](data=_resolution_out(resolution), meta=_meta())
 
 
 @router.post(
     "/v1/pathway-rules",
     status_code=201,
     summary="Create a pathway rule (admin; supports Idempotency-Key)",
-    response_model=PathwayEnvelope[RuleOut],
+    response_model=PathwayEnvelope[PathwayRule],
 )
 async def create_rule(
     request: Request,
-    body: RuleCreate,
+    body: PathwayRuleCreate,
     session: SessionDep,
     principal: AdminDep,
     clock: ClockDep,
@@ -221,36 +222,37 @@ async def create_rule(
         if guard.replay is not None:
             return guard.replay
         rule = await service.create_rule(session, principal, body, clock.now())
-        envelope = PathwayEnvelope[RuleOut](data=RuleOut.model_validate(rule), meta=_meta())
+        envelope = PathwayEnvelope[PathwayRule](data=PathwayRule.model_validate(rule), meta=_meta())
         return await guard.respond(201, envelope.model_dump(mode="json"))
 
 
 @router.get(
     "/v1/pathway-rules/{rule_id}",
     summary="Get a pathway rule",
-    response_model=PathwayEnvelope[RuleOut],
+    response_model=PathwayEnvelope[PathwayRule],
 )
 async def get_rule(
     rule_id: str, session: SessionDep, principal: StaffDep
-) -> PathwayEnvelope[RuleOut]:
+) -> PathwayEnvelope[PathwayRule]:
     rule = await service.get_rule(session, principal, rule_id)
-    return PathwayEnvelope[RuleOut](data=RuleOut.model_validate(rule), meta=_meta())
+    return PathwayEnvelope[PathwayRule](data=PathwayRule.model_validate(rule), meta=_meta())
 
 
 @router.patch(
     "/v1/pathway-rules/{rule_id}",
     summary="Update a pathway rule (admin; trigger_type cannot change)",
-    response_model=PathwayEnvelope[RuleOut],
+    response_model=PathwayEnvelope[PathwayRule],
+    responses={409: {"description": "`CONFLICT`: another rule has this trigger type and priority"}},
 )
 async def update_rule(
     rule_id: str,
-    body: RuleUpdate,
+    body: PathwayRuleUpdate,
     session: SessionDep,
     principal: AdminDep,
     clock: ClockDep,
-) -> PathwayEnvelope[RuleOut]:
+) -> PathwayEnvelope[PathwayRule]:
     rule = await service.update_rule(session, principal, rule_id, body, clock.now())
-    return PathwayEnvelope[RuleOut](data=RuleOut.model_validate(rule), meta=_meta())
+    return PathwayEnvelope[PathwayRule](data=PathwayRule.model_validate(rule), meta=_meta())
 
 
 @router.delete(

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic.json_schema import SkipJsonSchema
 
-from careflow.kit.schemas import StrictInput, UTCDatetime
+from careflow.examples import VIP_BOOKINGS
+from careflow.kit.schemas import NOT_BLANK_PATTERN, StrictInput, UTCDatetime, documented_as
 from careflow.kit.types import EntityRef
 from careflow.pathways.catalog import JOURNEY_TYPE_PATTERN
 
@@ -23,8 +25,9 @@ def _not_blank(value: str) -> str:
 
 
 JourneyType = Annotated[StrictStr, Field(pattern=JOURNEY_TYPE_PATTERN)]
-Assignment = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
-RuleName = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
+_NOT_BLANK = Field(min_length=1, max_length=200, json_schema_extra={"pattern": NOT_BLANK_PATTERN})
+Assignment = Annotated[StrictStr, _NOT_BLANK, AfterValidator(_not_blank)]
+RuleName = Annotated[StrictStr, _NOT_BLANK, AfterValidator(_not_blank)]
 # The upper bound is the INTEGER column's.
 RulePriority = Annotated[StrictInt, Field(ge=0, le=2_147_483_647)]
 
@@ -32,46 +35,46 @@ RulePriority = Annotated[StrictInt, Field(ge=0, le=2_147_483_647)]
 # --- triggers -----------------------------------------------------------------------------
 
 
-class BaseConfigOut(BaseModel):
-    creation_mode: str
-    inbox_visibility: str
+class BaseConfig(BaseModel):
+    creation_mode: Annotated[str, documented_as("CreationMode")]
+    inbox_visibility: Annotated[str, documented_as("InboxVisibility")]
     journey_type: str
     suggested_assignment: str
-    suggested_priority: str
-    expected_next_actor: str
+    suggested_priority: Annotated[str, documented_as("Priority")]
+    expected_next_actor: Annotated[str, documented_as("ExpectedNextActor")]
 
 
-class ConditionFieldOut(BaseModel):
+class ConditionField(BaseModel):
     name: str
     type: str
     maps_to: str
     description: str
 
 
-class TriggerOut(BaseModel):
-    trigger_type: str
+class PathwayTrigger(BaseModel):
+    trigger_type: Annotated[str, documented_as("EventType")]
     entity_type: str
     description: str
-    default_config: BaseConfigOut
-    condition_fields: list[ConditionFieldOut]
+    default_config: BaseConfig
+    condition_fields: list[ConditionField]
 
 
 # --- configs ------------------------------------------------------------------------------
 
 
-class ConfigOut(BaseModel):
-    trigger_type: str
-    creation_mode: str
-    inbox_visibility: str
+class PathwayConfig(BaseModel):
+    trigger_type: Annotated[str, documented_as("EventType")]
+    creation_mode: Annotated[str, documented_as("CreationMode")]
+    inbox_visibility: Annotated[str, documented_as("InboxVisibility")]
     journey_type: str
     suggested_assignment: str
-    suggested_priority: str
-    expected_next_actor: str
+    suggested_priority: Annotated[str, documented_as("Priority")]
+    expected_next_actor: Annotated[str, documented_as("ExpectedNextActor")]
     is_default: bool
     updated_at: UTCDatetime | None
 
 
-class ConfigPut(StrictInput):
+class PathwayConfigPut(StrictInput):
     """A full base config: every field required, none null."""
 
     creation_mode: CreationMode
@@ -85,27 +88,47 @@ class ConfigPut(StrictInput):
 # --- rules --------------------------------------------------------------------------------
 
 
-class RuleOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class PathwayRule(BaseModel):
+    # Seed 001's "The Rule Object".
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "rule_123e4567-e89b-12d3-a456-426614174000",
+                    **VIP_BOOKINGS,
+                    "creation_mode": None,
+                    "inbox_visibility": None,
+                    "journey_type": None,
+                    "expected_next_actor": None,
+                    "enabled": True,
+                    "created_at": "2025-01-01T00:00:00Z",
+                    "updated_at": "2025-01-01T00:00:00Z",
+                }
+            ]
+        },
+    )
 
     id: str
-    trigger_type: str
+    trigger_type: Annotated[str, documented_as("EventType")]
     rule_name: str
     priority: int
-    conditions: dict[str, Any] | None
-    creation_mode: str | None
-    inbox_visibility: str | None
+    conditions: Annotated[dict[str, Any] | None, documented_as("PathwayCondition", nullable=True)]
+    creation_mode: Annotated[str | None, documented_as("CreationMode", nullable=True)]
+    inbox_visibility: Annotated[str | None, documented_as("InboxVisibility", nullable=True)]
     journey_type: str | None
     suggested_assignment: str | None
-    suggested_priority: str | None
-    expected_next_actor: str | None
+    suggested_priority: Annotated[str | None, documented_as("Priority", nullable=True)]
+    expected_next_actor: Annotated[str | None, documented_as("ExpectedNextActor", nullable=True)]
     enabled: bool
     created_at: UTCDatetime
     updated_at: UTCDatetime
 
 
 class _RuleOverrides(StrictInput):
-    conditions: dict[str, Any] | None = None
+    conditions: Annotated[
+        dict[str, Any] | None, documented_as("PathwayCondition", nullable=True)
+    ] = None
     creation_mode: CreationMode | None = None
     inbox_visibility: InboxVisibility | None = None
     journey_type: JourneyType | None = None
@@ -114,8 +137,8 @@ class _RuleOverrides(StrictInput):
     expected_next_actor: NextActor | None = None
 
 
-class RuleCreate(_RuleOverrides):
-    trigger_type: StrictStr
+class PathwayRuleCreate(_RuleOverrides):
+    trigger_type: Annotated[StrictStr, documented_as("EventType")]
     rule_name: RuleName
     priority: RulePriority
     # null is read as "not given": the rule is enabled.
@@ -126,10 +149,11 @@ class RuleCreate(_RuleOverrides):
 NOT_NULLABLE_ON_UPDATE = ("rule_name", "priority", "enabled")
 
 
-class RuleUpdate(_RuleOverrides):
+class PathwayRuleUpdate(_RuleOverrides):
     """Every field optional; only the ones sent change (``model_fields_set``)."""
 
-    trigger_type: StrictStr | None = None
+    # Read only to answer "cannot be changed" (SPEC §8): not part of the documented body.
+    trigger_type: Annotated[StrictStr | None, SkipJsonSchema()] = None
     rule_name: RuleName | None = None
     priority: RulePriority | None = None
     enabled: StrictBool | None = None
@@ -139,11 +163,11 @@ class RuleUpdate(_RuleOverrides):
 
 
 class ResolveRequest(StrictInput):
-    trigger_type: StrictStr
+    trigger_type: Annotated[StrictStr, documented_as("EventType")]
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class EvaluationOut(BaseModel):
+class RuleEvaluation(BaseModel):
     rule_id: str
     priority: int
     enabled: bool
@@ -151,11 +175,11 @@ class EvaluationOut(BaseModel):
     failed_conditions: list[str]
 
 
-class ResolutionOut(BaseModel):
-    trigger_type: str
-    config: BaseConfigOut
+class RoutingResolution(BaseModel):
+    trigger_type: Annotated[str, documented_as("EventType")]
+    config: BaseConfig
     matched_rule_id: str | None
-    evaluations: list[EvaluationOut]
+    evaluations: list[RuleEvaluation]
 
 
 # --- episodes -----------------------------------------------------------------------------
@@ -167,13 +191,13 @@ class EpisodeOut(BaseModel):
     id: int
     patient_id: EntityRef | None
     journey_type: str
-    status: str
-    inbox_visibility: str
+    status: Annotated[str, documented_as("EpisodeStatus")]
+    inbox_visibility: Annotated[str, documented_as("InboxVisibility")]
     suggested_assignment: str
-    suggested_priority: str
-    expected_next_actor: str
+    suggested_priority: Annotated[str, documented_as("Priority")]
+    expected_next_actor: Annotated[str, documented_as("ExpectedNextActor")]
     assignee: str | None
-    priority: str
+    priority: Annotated[str, documented_as("Priority")]
     created_at: UTCDatetime
     updated_at: UTCDatetime
 
@@ -182,7 +206,7 @@ class EpisodeEventOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     event_id: str | None
-    type: str
+    type: Annotated[str, documented_as("EventType")]
     occurred_at: UTCDatetime
 
 

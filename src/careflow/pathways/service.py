@@ -30,10 +30,10 @@ from careflow.pathways.resolution import (
 )
 from careflow.pathways.schemas import (
     NOT_NULLABLE_ON_UPDATE,
-    ConfigPut,
+    PathwayConfigPut,
+    PathwayRuleCreate,
+    PathwayRuleUpdate,
     ResolveRequest,
-    RuleCreate,
-    RuleUpdate,
 )
 
 RULE_FIELDS = (
@@ -140,7 +140,7 @@ async def get_rule(session: AsyncSession, principal: Principal, rule_id: str) ->
 
 
 async def create_rule(
-    session: AsyncSession, principal: Principal, body: RuleCreate, now: datetime
+    session: AsyncSession, principal: Principal, body: PathwayRuleCreate, now: datetime
 ) -> PathwayRule:
     trigger = known_trigger(body.trigger_type)
     if body.conditions is not None:
@@ -183,7 +183,7 @@ async def create_rule(
 
 
 async def update_rule(
-    session: AsyncSession, principal: Principal, rule_id: str, body: RuleUpdate, now: datetime
+    session: AsyncSession, principal: Principal, rule_id: str, body: PathwayRuleUpdate, now: datetime
 ) -> PathwayRule:
     rule = await get_rule(session, principal, rule_id)
     sent = body.model_fields_set
@@ -272,7 +272,7 @@ async def put_config(
     session: AsyncSession,
     principal: Principal,
     trigger_type: str,
-    body: ConfigPut,
+    body: PathwayConfigPut,
     now: datetime,
 ) -> EffectiveConfig:
     _trigger_or_404(trigger_type)

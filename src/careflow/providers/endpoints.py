@@ -23,6 +23,7 @@ router = APIRouter(prefix="/v1/providers", tags=["providers"])
     status_code=204,
     summary="Twilio's status callback for an SMS (signed with X-Twilio-Signature)",
     responses={403: {"description": "missing or invalid signature"}},
+    openapi_extra={"security": []},
 )
 async def twilio_status(
     request: Request,

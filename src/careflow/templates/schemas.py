@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from careflow.kit.schemas import StrictInput, UTCDatetime
+from careflow.kit.schemas import NOT_BLANK_PATTERN, StrictInput, UTCDatetime
 from careflow.templates.rendering import MAX_BODY_CHARS, TemplateSource
 
 ChannelParam = Literal["email", "sms"]
@@ -27,6 +27,7 @@ class TemplateIn(StrictInput):
     html_body: str | None = Field(
         default=None,
         max_length=MAX_BODY_CHARS,
+        pattern=NOT_BLANK_PATTERN,
         description="Email only: the HTML part (Jinja2, every printed value HTML-escaped); "
         "without it the HTML is made from the body",
     )

@@ -64,6 +64,7 @@ def _page(title: str, text: str, form: str = "") -> HTMLResponse:
     summary="The confirmation page of an unsubscribe link",
     response_class=HTMLResponse,
     responses={404: {"description": "Not a link careflow signed"}},
+    openapi_extra={"security": []},
 )
 async def confirm_page(session: SessionDep, clock: ClockDep, token: TokenParam) -> HTMLResponse:
     await service.check(session, token, clock.now())
@@ -82,6 +83,7 @@ async def confirm_page(session: SessionDep, clock: ClockDep, token: TokenParam) 
         400: {"description": "The body is not List-Unsubscribe=One-Click"},
         404: {"description": "Not a link careflow signed"},
     },
+    openapi_extra={"security": []},
 )
 async def unsubscribe(
     request: Request, session: SessionDep, clock: ClockDep, token: TokenParam
