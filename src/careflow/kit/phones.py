@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import phonenumbers
 
-
 #: Every region code ``phonenumbers`` knows, sorted (the API document's enum).
 REGIONS: tuple[str, ...] = tuple(sorted(phonenumbers.SUPPORTED_REGIONS))
 
