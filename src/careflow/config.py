@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import warnings
 from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEV_JWT_SECRET = "careflow-development-secret-change-me"
 _POSTGRESQL_SCHEMES = ("postgresql://", "postgresql+asyncpg://", "postgres://")
+# careflow runs on asyncio: the async driver of each database it supports.
+_DATABASE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
 
 class Settings(BaseSettings):
@@ -65,6 +68,17 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database_url(cls, value: str) -> str:
+        try:
+            driver = make_url(value).drivername
+        except ArgumentError:
+            driver = None
+        if driver not in _DATABASE_DRIVERS:
+            raise ValueError("must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
+        return value
+
     @field_validator("database_pooler", "database_listen_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object, info: ValidationInfo) -> object:
@@ -102,19 +116,17 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_dev_secret_in_production(self) -> Settings:
-        if self.jwt_secret == DEV_JWT_SECRET and self.jwt_public_key is None:
-            if self.env == "production":
-                raise ValueError(
-                    "CAREFLOW_JWT_SECRET must be set in production; "
-                    "the development secret is refused"
-                )
-            if self.env == "development":
-                warnings.warn(
-                    "careflow is using the development JWT secret: "
-                    "set CAREFLOW_JWT_SECRET before handling real data",
-                    stacklevel=2,
-                )
+        if self.uses_development_secret and self.env == "production":
+            raise ValueError(
+                "CAREFLOW_JWT_SECRET must be set in production; the development secret is refused"
+            )
         return self
+
+    @property
+    def uses_development_secret(self) -> bool:
+        """Tokens are signed with the published development secret: fine for a demo, never
+        for real data. ``careflow serve`` and ``careflow worker`` log a warning about it."""
+        return self.jwt_secret == DEV_JWT_SECRET and self.jwt_public_key is None
 
     @property
     def is_sqlite(self) -> bool:
