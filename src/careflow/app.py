@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp
 
 import careflow.tasks  # noqa: F401  (registers every job kind's handler)
+from careflow import __version__
 from careflow.auth import access_problem
 from careflow.config import Settings, get_settings
 from careflow.db import create_engine, create_sessionmaker
@@ -21,6 +22,7 @@ from careflow.jobs.queue import set_default_max_attempts
 from careflow.kit.clock import Clock, SystemClock
 from careflow.kit.gc_freeze import freeze_startup_heap
 from careflow.kit.middleware import (
+    AccessLogMiddleware,
     BodySizeLimitMiddleware,
     ContainAnsweredErrors,
     MetricsMiddleware,
@@ -62,9 +64,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None
-        eng = engine or create_engine(
-            settings.database_url, behind_pooler=settings.behind_pooler
-        )
+        eng = engine or create_engine(settings.database_url, behind_pooler=settings.behind_pooler)
         app.state.engine = eng
         app.state.sessionmaker = create_sessionmaker(eng)
         if migrate_sqlite and settings.is_sqlite:
@@ -95,7 +95,7 @@ def create_app(
 
     app = CareflowAPI(
         title="careflow",
-        version="0.1.0",
+        version=__version__,
         description=(
             "Event-driven automations (consent forms that gate booking, emails, SMS, "
             "segments, reminders) and pathway routing for healthcare practice platforms."
@@ -121,5 +121,7 @@ def create_app(
     # Inside the request id and the metrics, so its answers carry both like any other.
     app.add_middleware(IngestMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
+    # Inside the request id, which its lines carry.
+    app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -14,10 +14,11 @@ import socket
 import sqlite3
 import sys
 from collections.abc import Coroutine
-from importlib.metadata import version as package_version
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from careflow import __version__
 
 if TYPE_CHECKING:
     from careflow.config import Settings
@@ -57,7 +58,7 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 def _show_version(value: bool) -> None:
     if value:
-        typer.echo(f"careflow {package_version('careflow')}")
+        typer.echo(f"careflow {__version__}")
         raise typer.Exit()
 
 
@@ -203,7 +204,7 @@ def serve(
             async def startup(self, sockets: list[socket.socket] | None = None) -> None:
                 await super().startup(sockets)
                 if self.started:
-                    typer.echo(f"careflow {package_version('careflow')} listening on {url}")
+                    typer.echo(f"careflow {__version__} listening on {url}")
 
         api = create_app(settings, run_worker=worker)
         server = Server(uvicorn.Config(api, log_level="warning", access_log=False))
