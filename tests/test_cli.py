@@ -244,7 +244,13 @@ class TestErrorsInOneLine:
         assert "CommandError: cannot connect to the database" in out.stderr
 
     @pytest.mark.parametrize(
-        "url", ["nonsense", "mysql://db.example/careflow", "postgresql://db/c"]
+        "url",
+        [
+            "nonsense",
+            "mysql://db.example/careflow",
+            "postgresql://db/c",
+            "postgresql+asyncpg://db:port/c",
+        ],
     )
     def test_a_database_url_careflow_cannot_use(self, fresh_dir: Path, url: str) -> None:
         out = careflow("migrate", cwd=fresh_dir, env={"CAREFLOW_DATABASE_URL": url})

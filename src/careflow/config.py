@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     def _supported_database_url(cls, value: str) -> str:
         try:
             driver = make_url(value).drivername
-        except ArgumentError:
+        except (ArgumentError, ValueError):  # not a URL; a port that is not a number
             driver = None
         if driver not in _DATABASE_DRIVERS:
             raise ValueError("must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
