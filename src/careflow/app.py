@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Receive, Scope, Send
 
 import careflow.tasks  # noqa: F401  (registers every job kind's handler)
-from careflow import tracing
+from careflow import __version__, tracing
 from careflow.apidocs.endpoints import install_docs
 from careflow.auth import TokenVerifier, access_problem
 from careflow.config import Settings, get_settings
@@ -25,6 +25,7 @@ from careflow.jobs.queue import set_default_max_attempts
 from careflow.kit.clock import Clock, SystemClock
 from careflow.kit.gc_freeze import freeze_startup_heap
 from careflow.kit.middleware import (
+    AccessLogMiddleware,
     BodySizeLimitMiddleware,
     ContainAnsweredErrors,
     MetricsMiddleware,
@@ -82,9 +83,7 @@ def create_app(
             # However the app is served: no signing key, no request could authenticate.
             raise KeyConfigError("CAREFLOW_JWT_JWKS_URL gave no usable signing key")
         own_engine = engine is None
-        eng = engine or create_engine(
-            settings.database_url, behind_pooler=settings.behind_pooler
-        )
+        eng = engine or create_engine(settings.database_url, behind_pooler=settings.behind_pooler)
         app.state.engine = eng
         app.state.sessionmaker = create_sessionmaker(eng)
         if own_engine:
@@ -118,7 +117,7 @@ def create_app(
 
     app = CareflowAPI(
         title="careflow",
-        version="0.1.0",
+        version=__version__,
         description=(
             "Event-driven automations (consent forms that gate booking, emails, SMS, "
             "segments, reminders) and pathway routing for healthcare practice platforms."
@@ -151,6 +150,8 @@ def create_app(
     # Inside the request id and the metrics, so its answers carry both like any other.
     app.add_middleware(IngestMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
+    # Inside the request id, which its lines carry.
+    app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
     # Outside every layer above, the fast ingestion path's included.
     tracing.instrument_app(app)

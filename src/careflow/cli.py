@@ -1,16 +1,49 @@
-"""The ``careflow`` command: serve, worker, migrate, token, demo."""
+"""The ``careflow`` command: serve, worker, migrate, token, demo.
+
+A problem the operator can fix (a setting, a database that cannot be reached, a port in
+use) ends the command with one line on standard error and exit status 1; ``careflow
+--debug …`` shows the traceback as well. Usage mistakes (an unknown option, a value out of
+range) are refused by the option parser with exit status 2.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
+import sqlite3
+import sys
 from collections.abc import Coroutine
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from careflow import __version__
+
+if TYPE_CHECKING:
+    from careflow.config import Settings
+
 app = typer.Typer(
-    help="careflow: automations and pathway routing for practice platforms.", no_args_is_help=True
+    name="careflow",
+    help="careflow: automations and pathway routing for practice platforms.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Plain help: flags read as --worker / --no-worker, not as a <bool> value.
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+# How long `serve`, `worker` and `migrate` wait for the database to answer at start.
+DATABASE_CHECK_SECONDS = 15.0
+
+
+class CommandError(Exception):
+    """A problem the operator can fix, told in one line."""
+
+
+class _Options:
+    debug = False
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -23,64 +56,207 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-@app.command()
-def serve(
-    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
-    no_worker: Annotated[
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"careflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    show_version: Annotated[
         bool,
-        typer.Option("--no-worker", help="Serve the API only; run `careflow worker` elsewhere"),
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="On an error, print its traceback too.")
     ] = False,
 ) -> None:
-    """Serve the API (with the job worker inside, unless --no-worker)."""
+    _Options.debug = debug
+
+
+def _settings() -> Settings:
+    from careflow.config import get_settings
+
+    return get_settings()
+
+
+def _start_logging(settings: Settings) -> None:
+    import structlog
+
+    from careflow.logging import configure_logging
+
+    configure_logging(settings)
+    if settings.uses_development_secret and settings.env == "development":
+        structlog.get_logger("careflow").warning(
+            "config.development_jwt_secret",
+            hint="set CAREFLOW_JWT_SECRET before handling real data",
+        )
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause's message on one line (drivers wrap what the server said)."""
+    seen = {id(exc)}
+    while True:
+        inner = getattr(exc, "orig", None) or exc.__cause__
+        if not isinstance(inner, BaseException) or id(inner) in seen:
+            break
+        seen.add(id(inner))
+        exc = inner
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+async def _check_database(settings: Settings) -> None:
+    """One ``SELECT 1``: a missing database, a refused login or an unreachable server is
+    told at start, in one line, rather than by a worker retrying for ever."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from careflow.db import create_engine
+
+    where = _safe_url(settings.database_url)
+    if settings.is_sqlite:
+        # The file opened (and created, as serve and migrate would) by the standard module:
+        # a failed aiosqlite connect leaves its thread calling back into a closed loop.
+        path = make_url(settings.database_url).database
+        if path and path != ":memory:":
+            try:
+                sqlite3.connect(path).close()
+            except sqlite3.Error as exc:
+                raise CommandError(f"cannot open the database {where}: {_reason(exc)}") from exc
+        return
+    engine = create_engine(settings.database_url, behind_pooler=settings.behind_pooler)
+    try:
+        async with asyncio.timeout(DATABASE_CHECK_SECONDS), engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except TimeoutError:
+        raise CommandError(
+            f"cannot connect to the database {where}: no answer within {DATABASE_CHECK_SECONDS:g} s"
+        ) from None
+    except Exception as exc:
+        raise CommandError(f"cannot connect to the database {where}: {_reason(exc)}") from exc
+    finally:
+        await engine.dispose()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything starts (the worker inside ``serve``)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise CommandError(f"cannot listen on {host}: {exc.strerror}") from exc
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CommandError(f"port {port} on {host} is already in use") from exc
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock
+
+
+def _http_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option("--host", metavar="HOST", help="Interface to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port", min=0, max=65535, metavar="PORT", help="Port to listen on (0: any free one)."
+        ),
+    ] = 8000,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Run a job worker inside the API process; --no-worker when `careflow worker` "
+            "processes run elsewhere.",
+        ),
+    ] = True,
+) -> None:
+    """Serve the API (with a job worker inside, unless --no-worker)."""
     import uvicorn
-    from pydantic import ValidationError
 
     from careflow.app import create_app
     from careflow.auth import TokenVerifier
-    from careflow.config import get_settings
     from careflow.token_keys import KeyConfigError
 
-    # Settings and token keys are checked before anything is served: a key that cannot be
-    # used would otherwise answer 401 to every request. One line, and a non-zero exit.
+    settings = _settings()
+    # Token keys are checked before anything is served: a key that cannot be used would
+    # otherwise answer 401 to every request.
+    verifier = TokenVerifier(settings)
     try:
-        settings = get_settings()
-        verifier = TokenVerifier(settings)
         verifier.prepare()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = "_".join(str(part) for part in first["loc"]).upper()
-        prefix = f"CAREFLOW_{where}: " if where else ""
-        typer.echo(f"careflow serve: {prefix}{first['msg']}", err=True)
-        raise typer.Exit(2) from None
     except KeyConfigError as exc:
-        typer.echo(f"careflow serve: {exc}", err=True)
-        raise typer.Exit(2) from None
-    api = create_app(settings, run_worker=not no_worker, token_verifier=verifier)
-    uvicorn.run(api, host=host, port=port, log_level="warning", access_log=False)
+        raise CommandError(str(exc)) from exc
+    sock = _bind(host, port)
+    try:
+        _run(_check_database(settings))
+        _start_logging(settings)
+        url = _http_url(sock)
+
+        class Server(uvicorn.Server):
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets)
+                if self.started:
+                    typer.echo(f"careflow {__version__} listening on {url}")
+
+        api = create_app(settings, run_worker=worker, token_verifier=verifier)
+        server = Server(uvicorn.Config(api, log_level="warning", access_log=False))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    if not server.started:
+        raise CommandError("the API did not start (its error is logged above)")
 
 
 @app.command()
 def worker(
     concurrency: Annotated[
-        int | None, typer.Option(help="Jobs run at once in this process")
+        int | None,
+        typer.Option(
+            "--concurrency",
+            min=1,
+            metavar="N",
+            help="Jobs run at once in this process [default: CAREFLOW_WORKER_CONCURRENCY].",
+        ),
     ] = None,
 ) -> None:
     """Run a job worker until SIGTERM/SIGINT (finishes or releases in-flight jobs)."""
     from careflow.worker_process import run_worker_process
 
+    settings = _settings()
+    _run(_check_database(settings))
+    _start_logging(settings)
     _run(run_worker_process(concurrency=concurrency))
 
 
 @app.command()
 def migrate() -> None:
     """Apply schema migrations to CAREFLOW_DATABASE_URL."""
-    from careflow.config import get_settings
     from careflow.db import create_engine
     from careflow.migrate import upgrade_head
 
+    settings = _settings()
+    asyncio.run(_check_database(settings))
+
     async def run() -> None:
-        settings = get_settings()
         engine = create_engine(settings.database_url, behind_pooler=settings.behind_pooler)
         try:
             await upgrade_head(engine)
@@ -93,28 +269,38 @@ def migrate() -> None:
 
 @app.command()
 def token(
-    org: Annotated[int, typer.Option(help="Organisation id")] = 1,
+    org: Annotated[int, typer.Option("--org", min=1, metavar="ID", help="Organisation id.")] = 1,
     role: Annotated[
-        str, typer.Option(help="admin, specialist, patient, support or service")
+        str,
+        typer.Option(
+            "--role", metavar="ROLE", help="admin, specialist, patient, support or service."
+        ),
     ] = "admin",
-    sub: Annotated[str, typer.Option(help="Subject (user id)")] = "usr_1",
-    ttl: Annotated[int, typer.Option(help="Seconds until the token expires")] = 86_400,
+    sub: Annotated[str, typer.Option("--sub", metavar="SUB", help="Subject (user id).")] = "usr_1",
+    ttl: Annotated[
+        int,
+        typer.Option("--ttl", min=1, metavar="SECONDS", help="Seconds until the token expires."),
+    ] = 86_400,
 ) -> None:
     """Print a signed token for local use."""
     from careflow.auth import Role, issue_token
-    from careflow.config import get_settings
 
     try:
         Role(role)
     except ValueError:
         raise typer.BadParameter(f"unknown role {role!r}", param_hint="--role") from None
-    typer.echo(issue_token(get_settings(), org_id=org, role=role, sub=sub, ttl_seconds=ttl))
+    typer.echo(issue_token(_settings(), org_id=org, role=role, sub=sub, ttl_seconds=ttl))
 
 
 @app.command()
 def demo(
     database: Annotated[
-        str | None, typer.Option(help="SQLite file to use (default: a fresh temporary one)")
+        str | None,
+        typer.Option(
+            "--database",
+            metavar="FILE",
+            help="SQLite file to use [default: a fresh temporary one].",
+        ),
     ] = None,
 ) -> None:
     """Show the whole mission end to end on the embedded default."""
@@ -123,5 +309,34 @@ def demo(
     asyncio.run(run_demo(database))
 
 
+def _describe(exc: Exception) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, CommandError):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        problems = []
+        for error in exc.errors():
+            # The message only: pydantic's full text quotes the value, which may be a secret.
+            message = error["msg"].removeprefix("Value error, ")
+            if error["loc"]:
+                name = "CAREFLOW_" + "_".join(str(part) for part in error["loc"]).upper()
+                message = f"{name}: {message}"
+            problems.append(message)
+        return "configuration: " + "; ".join(problems)
+    return f"{type(exc).__name__}: {_reason(exc)}"
+
+
+def main() -> None:
+    """The ``careflow`` entry point: the commands, with errors told in one line."""
+    try:
+        app(prog_name="careflow")
+    except Exception as exc:
+        if _Options.debug:
+            raise
+        typer.echo(f"careflow: error: {_describe(exc)} (--debug shows the traceback)", err=True)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    app()
+    main()

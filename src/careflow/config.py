@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import warnings
 from email.utils import parseaddr
 from functools import lru_cache
 from typing import Literal
@@ -11,11 +10,15 @@ from typing import Literal
 import phonenumbers
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEV_JWT_SECRET = "careflow-development-secret-change-me"
 # A URL that goes into a header as it is: printable ASCII, no space.
 _PRINTABLE_URL = re.compile(r"[!-~]+")
 _POSTGRESQL_SCHEMES = ("postgresql://", "postgresql+asyncpg://", "postgres://")
+# careflow runs on asyncio: the async driver of each database it supports.
+_DATABASE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
 
 class Settings(BaseSettings):
@@ -98,6 +101,17 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database_url(cls, value: str) -> str:
+        try:
+            driver = make_url(value).drivername
+        except (ArgumentError, ValueError):  # not a URL; a port that is not a number
+            driver = None
+        if driver not in _DATABASE_DRIVERS:
+            raise ValueError("must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
+        return value
+
     @field_validator(
         "database_pooler",
         "database_listen_url",
@@ -176,23 +190,21 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_dev_secret_in_production(self) -> Settings:
-        if (
+        if self.uses_development_secret and self.env == "production":
+            raise ValueError(
+                "CAREFLOW_JWT_SECRET must be set in production; the development secret is refused"
+            )
+        return self
+
+    @property
+    def uses_development_secret(self) -> bool:
+        """Tokens are signed with the published development secret: fine for a demo, never
+        for real data. ``careflow serve`` and ``careflow worker`` log a warning about it."""
+        return (
             self.jwt_secret == DEV_JWT_SECRET
             and self.jwt_public_key is None
             and self.jwt_jwks_url is None
-        ):
-            if self.env == "production":
-                raise ValueError(
-                    "CAREFLOW_JWT_SECRET must be set in production; "
-                    "the development secret is refused"
-                )
-            if self.env == "development":
-                warnings.warn(
-                    "careflow is using the development JWT secret: "
-                    "set CAREFLOW_JWT_SECRET before handling real data",
-                    stacklevel=2,
-                )
-        return self
+        )
 
     @property
     def email_domain(self) -> str:

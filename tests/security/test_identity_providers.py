@@ -450,7 +450,7 @@ class TestServe:
         assert proc.returncode not in (0, None), case
         lines = stderr.strip().splitlines()
         assert len(lines) == 1, stderr
-        assert lines[0].startswith("careflow serve: "), stderr
+        assert lines[0].startswith("careflow: error: "), stderr
         assert message in lines[0], stderr
 
     def test_serve_with_a_jwks_url_accepts_its_tokens(

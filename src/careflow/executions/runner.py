@@ -270,15 +270,20 @@ async def _step(
         existing=existing,
     )
     ACTIONS.labels(type=action_type, status=outcome.status).inc()
-    log.info(
-        "action_finished",
-        execution_id=execution.id,
-        action_index=index,
-        action_type=action_type,
-        status=outcome.status,
-        attempt=request.attempt,
-        org_id=execution.organization_id,
-    )
+    fields: dict[str, Any] = {
+        "execution_id": execution.id,
+        "action_index": index,
+        "action_type": action_type,
+        "status": outcome.status,
+        "attempt": request.attempt,
+        "org_id": execution.organization_id,
+    }
+    if outcome.status == "failure":
+        # The reason is the text the execution records: careflow's own words, a provider's
+        # status or code, a template's error; never a recipient or a message body.
+        log.warning("action_finished", reason=outcome.error, **fields)
+    else:
+        log.info("action_finished", **fields)
     await _continue(session, execution, request, now, results, context, runtime)
 
 

@@ -213,12 +213,21 @@ async def finish_execution(
     status, message = summarise(rows)
     if await repository.finish(session, execution, status=status, error_message=message, now=now):
         EXECUTIONS.labels(status=status).inc()
-        log.info(
-            "execution_finished",
-            execution_id=execution.id,
-            status=status,
-            org_id=execution.organization_id,
-        )
+        if message is None:
+            log.info(
+                "execution_finished",
+                execution_id=execution.id,
+                status=status,
+                org_id=execution.organization_id,
+            )
+        else:
+            log.warning(
+                "execution_finished",
+                execution_id=execution.id,
+                status=status,
+                reason=message,
+                org_id=execution.organization_id,
+            )
 
 
 def _parse_bound(value: str | None, field: str, *, end: bool) -> datetime | None:

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids on every response, and a request body size cap."""
+"""Pure ASGI middleware: request ids on every response, a request body size cap, request
+metrics and the access log."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import re
 import time
 
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from careflow import tracing
@@ -234,4 +236,41 @@ class MetricsMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             HTTP_LATENCY.labels(scope["method"], template, str(status)).observe(
                 time.perf_counter() - started
+            )
+
+
+_access_log = structlog.get_logger("careflow.http")
+
+
+class AccessLogMiddleware:
+    """One log line per request (``http_request``): method, route template (never the raw
+    path, never the query), status and duration; inside ``RequestIdMiddleware``, so the line
+    carries the request's id. An unhandled error is logged as a 500, as it is answered."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            _access_log.info(
+                "http_request",
+                method=scope["method"],
+                route=getattr(route, "path", None) or "unmatched",
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )

@@ -5,6 +5,11 @@ transaction, fenced on the lease like every write of a worker: a job another wor
 over meanwhile is refused ("lost") and left to that worker. Interrupted jobs are released
 uncounted. Each job's outcome (done, retried, deferred, dead, lost, released) is counted
 in ``careflow_jobs_total``. Error texts keep no driver message: it can quote patient data.
+
+Each outcome is logged with its ``reason``: a retry or a deferral at ``warning`` / ``info``,
+a dead job at ``error``. The reason is the message of careflow's own job errors (written
+from ids, statuses and providers' codes, never from patient data); of any other exception
+only its type and where it was raised (``origin``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from careflow.config import Settings
+from careflow.errors import error_origin
 from careflow.jobs import store
 from careflow.jobs.errors import DeferJob, JobError, PermanentJobError, RetryableJobError
 from careflow.jobs.store import ClaimedJob
@@ -58,8 +64,9 @@ class Outcomes:
                     held = await store.bury(session, job, now=now, error=error)
                 else:
                     outcome = "retried"
+                    delay = self._retry_delay(job, exc)
                     held = await store.requeue(
-                        session, job, run_at=now + self._retry_delay(job, exc), now=now, error=error
+                        session, job, run_at=now + delay, now=now, error=error
                     )
         except Exception as bookkeeping_exc:
             # The lease will expire and rescue the job; nothing is lost, only delayed.
@@ -68,8 +75,20 @@ class Outcomes:
         if not held:
             log_.warning("jobs.failure_refused", error=type(exc).__name__)
             return "lost"
-        level = log_.info if outcome == "deferred" else log_.warning
-        level(f"jobs.{outcome}", error=type(exc).__name__)
+        fields: dict[str, Any] = {"error": type(exc).__name__, "reason": reason(exc)}
+        if not isinstance(exc, JobError):
+            fields["origin"] = error_origin(exc)
+        if isinstance(exc, DeferJob):
+            log_.info("jobs.deferred", until=exc.until.isoformat(), **fields)
+        elif outcome == "retried":
+            log_.warning(
+                "jobs.retried",
+                retry_in_seconds=round(delay.total_seconds(), 3),
+                attempts_left=job.max_attempts - job.attempt,
+                **fields,
+            )
+        else:
+            log_.error("jobs.dead", **fields)
         return outcome
 
     def _retry_delay(self, job: ClaimedJob, exc: Exception) -> timedelta:
@@ -100,6 +119,13 @@ def job_log(job: ClaimedJob) -> Any:
     bound = log.bind(job_id=job.id, kind=job.kind, attempt=job.attempt)
     # The request whose work this is, on lines written outside the job's run too.
     return bound if job.request_id is None else bound.bind(request_id=job.request_id)
+
+
+def reason(exc: Exception) -> str:
+    """Why a job failed, on one line, fit for a log: see the module's docstring."""
+    if isinstance(exc, JobError):
+        return " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__} (message withheld)"
 
 
 def describe(exc: Exception) -> str:
