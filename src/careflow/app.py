@@ -25,12 +25,11 @@ from careflow.jobs.queue import set_default_max_attempts
 from careflow.kit.clock import Clock, SystemClock
 from careflow.kit.gc_freeze import freeze_startup_heap
 from careflow.kit.middleware import (
-    AccessLogMiddleware,
     BodySizeLimitMiddleware,
     ContainAnsweredErrors,
-    MetricsMiddleware,
     NulGuardMiddleware,
     RequestIdMiddleware,
+    RequestRecordMiddleware,
 )
 from careflow.kit.openapi import install_openapi
 from careflow.logging import configure_logging
@@ -147,11 +146,10 @@ def create_app(
     install_docs(app)
     app.add_middleware(NulGuardMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    # Inside the request id and the metrics, so its answers carry both like any other.
+    # Inside the request id and the request record, so its answers carry both like any other.
     app.add_middleware(IngestMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware)
-    # Inside the request id, which its lines carry.
-    app.add_middleware(AccessLogMiddleware)
+    # Inside the request id, which the access lines carry.
+    app.add_middleware(RequestRecordMiddleware)
     app.add_middleware(RequestIdMiddleware)
     # Outside every layer above, the fast ingestion path's included.
     tracing.instrument_app(app)

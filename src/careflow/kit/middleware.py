@@ -210,42 +210,14 @@ def replay(messages: list[Message], receive: Receive) -> Receive:
     return replay
 
 
-class MetricsMiddleware:
-    """HTTP request duration by method, route template (never the raw path) and status."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            HTTP_LATENCY.labels(scope["method"], template, str(status)).observe(
-                time.perf_counter() - started
-            )
-
-
 _access_log = structlog.get_logger("careflow.http")
 
 
-class AccessLogMiddleware:
-    """One log line per request (``http_request``): method, route template (never the raw
-    path, never the query), status and duration; inside ``RequestIdMiddleware``, so the line
-    carries the request's id. An unhandled error is logged as a 500, as it is answered."""
+class RequestRecordMiddleware:
+    """What each HTTP request leaves behind: its duration in the metrics and one access-log
+    line (``http_request``), both by method, route template (never the raw path, never the
+    query) and status. Inside ``RequestIdMiddleware``, so the line carries the request's id.
+    An unhandled error is recorded as a 500, as it is answered."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -266,11 +238,13 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            route = scope.get("route")
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            HTTP_LATENCY.labels(scope["method"], route, str(status)).observe(elapsed)
             _access_log.info(
                 "http_request",
                 method=scope["method"],
-                route=getattr(route, "path", None) or "unmatched",
+                route=route,
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                duration_ms=round(elapsed * 1000, 3),
             )
