@@ -191,6 +191,8 @@ class Cluster:
     # "off"; "listen": through a PgBouncer in transaction mode, the workers' LISTEN on the
     # direct server; "polling": through PgBouncer, no listen URL (workers poll alone).
     pgbouncer: str = "off"
+    # The automation rule the cluster is started with (the drills' own, unless given).
+    rule: dict[str, Any] = field(default_factory=lambda: RULE)
 
     def __post_init__(self) -> None:
         self.kids = Children(self.workdir)
@@ -225,7 +227,7 @@ class Cluster:
         wait_http(f"{self.base}/healthz", self.kids)
         created = httpx.post(
             f"{self.base}/v1/automations/rules",
-            json=RULE,
+            json=self.rule,
             headers={"Authorization": f"Bearer {self.admin}"},
             timeout=30,
         )
