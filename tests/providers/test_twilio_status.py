@@ -5,7 +5,7 @@ Twilio's signature changes nothing."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -15,9 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from careflow.config import Settings
 from careflow.db import create_sessionmaker
 from careflow.delivery.sms import TwilioSmsTransport
+from careflow.jobs.models import Job, JobStatus
 from careflow.kit.clock import FrozenClock
 from careflow.messages.models import Message
+from careflow.providers.service import HELD_STATUS_KIND
 from tests.conftest import Drain, make_settings
+from tests.fixtures.database import count
 from tests.fixtures.factories import PATIENT, create_rule, onboarded, post_event
 from tests.fixtures.twilio import Callback, TwilioFake
 
@@ -209,23 +212,92 @@ class TestStatusCallbacks:
             None,
         )
 
-    async def test_a_message_careflow_does_not_have_is_404(
-        self, client: httpx.AsyncClient, settings: Settings, twilio: TwilioFake
+    async def test_a_callback_that_outruns_the_message_is_held_and_applied_once_it_is_there(
+        self,
+        client: httpx.AsyncClient,
+        auth: Auth,
+        engine: AsyncEngine,
+        clock: FrozenClock,
+        drain: Drain,
+        settings: Settings,
+        twilio: TwilioFake,
     ) -> None:
-        transport = TwilioSmsTransport(settings)
+        # Twilio made the message and reports it before careflow has recorded it (the
+        # send's job has not committed): Twilio sends each callback once only.
+        message_id = "sms_" + "cd" * 12
+        sid = await send_through_twilio(settings, message_id)
+        sent = twilio.status_callback(sid, "sent")
+        delivered = twilio.status_callback(sid, "delivered")
+        arrived = clock.now()
+        assert (await deliver(client, sent)).status_code == 202
+        clock.advance(seconds=1)
+        assert (await deliver(client, delivered)).status_code == 202
+        assert await count(engine, Message) == 0
+        assert await count(engine, Job, Job.kind == HELD_STATUS_KIND) == 2
+        # Held while there is no message: looked for again, not given up.
+        clock.advance(seconds=5)
+        await drain()
+        assert await count(engine, Job, Job.kind == HELD_STATUS_KIND) == 2
+
+        # The send's job commits (the answer was lost; the lookup adopted the SID).
+        async with create_sessionmaker(engine)() as session, session.begin():
+            session.add(queued_message(message_id, sid, clock.now()))
+        clock.advance(seconds=30)
+        await drain()
+
+        row = await message_of(client, auth, message_id)
+        assert (row["provider_message_id"], row["status"]) == (sid, "delivered")
+        # Each step as of when its callback arrived, not when it was applied.
+        assert row["sent_at"] == arrived.strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert await count(engine, Job, Job.kind == HELD_STATUS_KIND) == 0
+
+    async def test_a_held_callback_whose_message_never_comes_is_dropped_after_an_hour(
+        self,
+        client: httpx.AsyncClient,
+        engine: AsyncEngine,
+        clock: FrozenClock,
+        drain: Drain,
+        settings: Settings,
+        twilio: TwilioFake,
+    ) -> None:
         unknown = "sms_" + "ef" * 12
-        try:
-            sid = await transport.send(
-                to="+447700900123",
-                body="Hi",
-                idempotency_key="k",
-                status_callback=f"{PUBLIC_URL}/v1/providers/twilio/status?message_id={unknown}",
-            )
-        finally:
-            await transport.aclose()
-        r = await deliver(client, twilio.status_callback(sid, "delivered"))
-        assert r.status_code == 404
-        assert r.json()["error"]["code"] == "message_not_found"
+        sid = await send_through_twilio(settings, unknown)
+        assert (await deliver(client, twilio.status_callback(sid, "delivered"))).status_code == 202
+        await drain(until_settled=True, step_minutes=5, max_steps=20)
+        assert await count(engine, Job, Job.kind == HELD_STATUS_KIND) == 0
+        assert await count(engine, Job, Job.status == JobStatus.DEAD) == 0
+        assert await count(engine, Message) == 0
+
+
+async def send_through_twilio(settings: Settings, message_id: str) -> str:
+    """Have the fake make a message whose callbacks name careflow's ``message_id``."""
+    transport = TwilioSmsTransport(settings)
+    try:
+        return await transport.send(
+            to="+447700900123",
+            body="Hi",
+            idempotency_key="k",
+            status_callback=f"{PUBLIC_URL}/v1/providers/twilio/status?message_id={message_id}",
+        )
+    finally:
+        await transport.aclose()
+
+
+def queued_message(message_id: str, sid: str, now: datetime) -> Message:
+    return Message(
+        id=message_id,
+        organization_id=1,
+        channel="sms",
+        recipient="+447700900123",
+        template="welcome_patient",
+        body="Hi",
+        status="queued",
+        provider="twilio",
+        provider_message_id=sid,
+        attempts=1,
+        created_at=now,
+        queued_at=now,
+    )
 
 
 class TestSignature:

@@ -1,8 +1,9 @@
 """``POST /v1/providers/twilio/status``: Twilio's status callbacks for careflow's SMS.
 
 No bearer token: Twilio proves the request with ``X-Twilio-Signature`` (see ``service``).
-Answers 204 when applied (or a step careflow does not track), 403 when the signature is
-missing or wrong, 404 for a message careflow does not have; only a 204 changed anything.
+Answers 204 when applied (or a step careflow does not track), 202 when careflow has not
+recorded the message yet (the callback is held and applied once it has), 403 when the
+signature is missing or wrong; a 403 changes nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ router = APIRouter(prefix="/v1/providers", tags=["providers"])
     "/twilio/status",
     status_code=204,
     summary="Twilio's status callback for an SMS (signed with X-Twilio-Signature)",
-    responses={403: {"description": "missing or invalid signature"}},
+    responses={
+        202: {"description": "held: applied once careflow has recorded the message"},
+        403: {"description": "missing or invalid signature"},
+    },
     openapi_extra={"security": []},
 )
 async def twilio_status(
@@ -36,7 +40,7 @@ async def twilio_status(
     form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
     query = request.url.query
     path_and_query = request.url.path + (f"?{query}" if query else "")
-    await service.twilio_status(
+    applied = await service.twilio_status(
         session,
         settings,
         message_id=message_id,
@@ -45,4 +49,4 @@ async def twilio_status(
         signature=x_twilio_signature,
         now=clock.now(),
     )
-    return Response(status_code=204)
+    return Response(status_code=204 if applied else 202)
