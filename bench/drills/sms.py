@@ -231,6 +231,10 @@ async def run(args: argparse.Namespace) -> Verdict:
             for r in await db.fetch("SELECT status, count(*) FROM jobs GROUP BY status")
         }
         verdict.check("jobs left dead", jobs.get("dead", 0), 0)
+        held = await db.val(
+            "SELECT count(*) FROM jobs WHERE kind = 'twilio_status_held' AND status = 'queued'"
+        )
+        verdict.add("status callbacks still held for their message", f"{int(held):,}")
         verdict.add(
             "jobs left queued / running", f"{jobs.get('queued', 0)} / {jobs.get('running', 0)}"
         )
