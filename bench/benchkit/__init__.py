@@ -5,6 +5,8 @@
 - ``benchkit.workload``: the work several scripts measure alike: the end-to-end rule and its
   events, the SMTP sink, careflow's app in process, the conditions bench's rules and events.
 - ``benchkit.drill``: what the fault drills share: a careflow cluster, the sink, the checks.
+- ``benchkit.twilio``: a fake of Twilio's Messages API and its signed status callbacks, with
+  the SMS drill's faults.
 - ``benchkit.loadgen``: the HTTP load generator for ingestion, run as a process of its own.
 
 Scripts in ``bench/perf/``, ``bench/peers/`` and ``bench/drills/`` run as

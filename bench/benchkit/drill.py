@@ -4,7 +4,7 @@ sink that records Message-IDs, event posting, latency probes and the invariant c
 A drill starts ``careflow serve --no-worker`` plus N ``careflow worker`` processes against its
 own database (``careflow_drills`` by default; the ``public`` schema is dropped and
 re-created), creates one rule on ``patient.onboarded`` (``require_form`` → ``update_segment``
-→ ``send_email``), injects its fault, and then checks the invariants straight in the
+→ ``send_email``, unless the drill gives its own), injects its fault, and then checks the invariants straight in the
 database and at the sink. Every loop has a count or a deadline; traffic goes to 127.0.0.1 only.
 """
 
