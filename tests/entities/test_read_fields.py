@@ -55,7 +55,7 @@ def test_anything_but_one_address_is_refused(email: str) -> None:
         ({"timezone": ""}, ["timezone"]),
         ({"phone": 7700900123, "email_opt_out": None}, ["phone"]),
         ({"email_opt_out": "true", "sms_opt_out": True}, ["email_opt_out"]),
-        ({"first_name": 5, "tags": "vip"}, []),  # not read with a kind: stored as sent
+        ({"first_name": 5, "tags": "vip"}, ["first_name"]),  # tags: not read, stored as sent
     ],
 )
 def test_patient_fields(fields: dict[str, Any], bad: list[str]) -> None:
@@ -64,3 +64,21 @@ def test_patient_fields(fields: dict[str, Any], bad: list[str]) -> None:
 
 def test_other_entities_are_not_checked_for_patient_fields() -> None:
     assert field_problems("invoice", {"email": 5, "timezone": "x"}, "") == []
+
+
+@pytest.mark.parametrize(
+    ("entity_type", "fields", "bad"),
+    [
+        ("appointment", {"type": 3, "status": "booked"}, ["type"]),
+        ("invoice", {"amount": "120", "type": "consultation"}, ["amount"]),
+        ("invoice", {"amount": True}, ["amount"]),
+        ("invoice", {"amount": 120.5, "status": None}, []),
+        ("form", {"form_template_id": "42"}, ["form_template_id"]),
+        ("form", {"form_template_id": 42}, []),
+    ],
+)
+def test_the_other_fields_the_document_types(
+    entity_type: str, fields: dict[str, Any], bad: list[str]
+) -> None:
+    problems = field_problems(entity_type, fields, "")
+    assert [p["field"] for p in problems] == bad

@@ -70,6 +70,9 @@ def _known_zone(value: Any) -> bool:
     return True
 
 
+FieldCheck = tuple[Callable[[Any], bool], str]
+
+
 def _is_string(value: Any) -> bool:
     return isinstance(value, str)
 
@@ -82,21 +85,42 @@ def _is_instant(value: Any) -> bool:
     return parse_instant(value) is not None
 
 
-FieldCheck = tuple[Callable[[Any], bool], str]
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)  # JSON true is not 1
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_STRING: FieldCheck = (_is_string, "must be a string")
+
 
 # The fields careflow reads, per entity type, and what each must be when present and not null.
 # A value of another kind would not fail loudly later: the email would be "no email address",
 # the zone UTC, the opt-out ignored, the reminder never scheduled. The messages name the field
 # and what it must be, never the value (a producer's bad field may hold patient data).
+# The API document describes the same fields (``careflow.contract``).
 READ_FIELDS: dict[str, dict[str, FieldCheck]] = {
     "patient": {
         "email": (_one_address, "must be one email address, e.g. ada@example.com"),
-        "phone": (_is_string, "must be a string"),
+        "phone": _STRING,
+        "first_name": _STRING,
         "timezone": (_known_zone, "must be an IANA time zone, e.g. Europe/London"),
         "email_opt_out": (_is_boolean, "must be true or false"),
         "sms_opt_out": (_is_boolean, "must be true or false"),
     },
-    "appointment": {name: (_is_instant, INSTANT_MESSAGE) for name in INSTANT_FIELDS["appointment"]},
+    "appointment": {
+        **{name: (_is_instant, INSTANT_MESSAGE) for name in INSTANT_FIELDS["appointment"]},
+        "type": _STRING,
+        "status": _STRING,
+    },
+    "invoice": {
+        "type": _STRING,
+        "status": _STRING,
+        "amount": (_is_number, "must be a number"),
+    },
+    "form": {"form_template_id": (_is_integer, "must be an integer")},
 }
 
 

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from careflow.entities.catalog import ENTITY_TYPES, PATIENT_LINK
-from careflow.entities.fields import read_field_problems
 from careflow.entities.validation import entity_id_problem, field_problems
 from careflow.errors import ValidationError
 from careflow.events.catalog import EVENT_TYPES, EventType
@@ -71,15 +70,7 @@ def validate_event(event_type: str, data: Mapping[str, Any]) -> EventType:
         problem = entity_id_problem(entity.get("id"))
         if problem:
             errors.append({"field": f"data.{entity_type}.id", "message": problem})
-        problems = field_problems(entity_type, entity, f"data.{entity_type}.")
-        named = {p["field"] for p in problems}
-        # The other fields the API document types (first_name, an invoice's amount, ...).
-        problems += [
-            p
-            for p in read_field_problems(entity_type, entity, f"data.{entity_type}.")
-            if p["field"] not in named
-        ]
-        errors += problems
+        errors += field_problems(entity_type, entity, f"data.{entity_type}.")
         link = PATIENT_LINK.get(entity_type)
         required_link = f"{entity_type}.{link}" in spec.required_ids
         if link and (required_link or entity.get(link) is not None):
