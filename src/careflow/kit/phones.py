@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import phonenumbers
 
+#: What an E.164 number looks like: ``+``, a country code, at most 15 digits in all.
+E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+
 #: Every region code ``phonenumbers`` knows, sorted (the API document's enum).
 REGIONS: tuple[str, ...] = tuple(sorted(phonenumbers.SUPPORTED_REGIONS))
 
@@ -27,3 +30,8 @@ def to_e164(raw: str, region: str) -> str | None:
     if not phonenumbers.is_possible_number(number):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def is_e164(value: str) -> bool:
+    """True for a number written in E.164 (``+447700900123``) of a possible length."""
+    return value.startswith("+") and to_e164(value, "ZZ") == value

@@ -1,8 +1,12 @@
 """``POST /v1/providers/twilio/status``: Twilio's status callbacks for careflow's SMS.
+``POST /v1/providers/twilio/inbound``: texts patients send to an organisation's number.
 
 No bearer token: Twilio proves the request with ``X-Twilio-Signature`` (see ``service``).
-Answers 204 when applied (or a step careflow does not track), 403 when the signature is
-missing or wrong, 404 for a message careflow does not have; only a 204 changed anything.
+The status callback answers 204 when applied (or a step careflow does not track), 403 when
+the signature is missing or wrong, 404 for a message careflow does not have; only a 204
+changed anything. The inbound webhook answers empty TwiML (Twilio sends no reply of
+careflow's), 403 for a bad signature and 404 for a ``To`` no organisation holds; only the
+TwiML answer changed anything.
 """
 
 from __future__ import annotations
@@ -16,6 +20,22 @@ from careflow.kit.deps import ClockDep, SessionDep, SettingsDep
 from careflow.providers import service
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"])
+
+# TwiML that asks Twilio to send nothing back.
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+
+class TwiMLResponse(Response):
+    media_type = "text/xml"
+
+
+def _path_and_query(request: Request) -> str:
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
+
+
+async def _form(request: Request) -> dict[str, str]:
+    return dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
 
 
 @router.post(
@@ -33,16 +53,45 @@ async def twilio_status(
     message_id: Annotated[str, Query(min_length=1, max_length=40)],
     x_twilio_signature: Annotated[str | None, Header()] = None,
 ) -> Response:
-    form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
-    query = request.url.query
-    path_and_query = request.url.path + (f"?{query}" if query else "")
     await service.twilio_status(
         session,
         settings,
         message_id=message_id,
-        path_and_query=path_and_query,
-        form=form,
+        path_and_query=_path_and_query(request),
+        form=await _form(request),
         signature=x_twilio_signature,
         now=clock.now(),
     )
     return Response(status_code=204)
+
+
+@router.post(
+    "/twilio/inbound",
+    summary="A text a patient sent to one of the organisation's sms_numbers (signed by Twilio)",
+    response_class=TwiMLResponse,
+    responses={
+        200: {
+            "description": "Empty TwiML: careflow sends no reply",
+            "content": {"text/xml": {"schema": {"type": "string"}, "example": EMPTY_TWIML}},
+        },
+        403: {"description": "missing or invalid signature"},
+        404: {"description": "no organisation receives texts on the To number"},
+    },
+    openapi_extra={"security": []},
+)
+async def twilio_inbound(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    x_twilio_signature: Annotated[str | None, Header()] = None,
+) -> TwiMLResponse:
+    await service.twilio_inbound(
+        session,
+        settings,
+        path_and_query=_path_and_query(request),
+        form=await _form(request),
+        signature=x_twilio_signature,
+        now=clock.now(),
+    )
+    return TwiMLResponse(EMPTY_TWIML)
