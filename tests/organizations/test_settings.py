@@ -82,7 +82,8 @@ class TestOrganizationSettings:
             {"default_region": "GBR"},
             {"default_region": 44},
             {"sms_numbers": ["07700 900000"]},  # not E.164
-            {"sms_numbers": ["+999123456789"]},  # no such country code
+            {"sms_numbers": ["+0447700900000"]},  # no country code starts with 0
+            {"sms_numbers": ["+44770090000012345"]},  # more than 15 digits
             {"sms_numbers": ["+447700900000", "+447700900000"]},
             {"sms_numbers": "+447700900000"},
         ],

@@ -114,17 +114,18 @@ class TestPreferences:
             "patient opted out of SMS in careflow",
         )
 
-    async def test_an_unknown_patient_is_404(self, client: httpx.AsyncClient, auth: Auth) -> None:
-        r = await client.get(URL, headers=auth())
-        assert r.status_code == 404
-        r = await client.put(URL, json={"sms": {"opted_out": True}}, headers=auth())
-        assert r.status_code == 404
-
-    async def test_another_organisations_patient_is_404(
+    async def test_a_patient_the_host_has_not_sent_has_careflows_records_alone(
         self, client: httpx.AsyncClient, auth: Auth
     ) -> None:
-        await post_event(client, auth, "patient.onboarded", onboarded(), org=2)
-        assert (await client.get(URL, headers=auth())).status_code == 404
+        # Another organisation's patient of the same id is not this one.
+        await post_event(
+            client, auth, "patient.onboarded", onboarded({**PATIENT, "sms_opt_out": True}), org=2
+        )
+        nothing = {"opted_out": False, "source": "host", "updated_at": None}
+        assert await get(client, auth) == {"patient_id": 100, "email": nothing, "sms": nothing}
+        data = await put(client, auth, {"email": {"opted_out": True}})
+        assert (data["email"]["opted_out"], data["email"]["source"]) == (True, "admin")
+        assert data["sms"] == nothing
 
     @pytest.mark.parametrize(
         ("role", "get_status", "put_status"),

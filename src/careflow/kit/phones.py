@@ -31,7 +31,3 @@ def to_e164(raw: str, region: str) -> str | None:
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
-
-def is_e164(value: str) -> bool:
-    """True for a number written in E.164 (``+447700900123``) of a possible length."""
-    return value.startswith("+") and to_e164(value, "ZZ") == value

@@ -43,7 +43,6 @@ async def patient_gate(
 @router.get(
     "/{patient_id}/preferences",
     summary="The patient's email and SMS opt-outs and what decides each",
-    responses={404: {"description": "careflow holds no snapshot of this patient"}},
 )
 async def get_preferences(
     session: SessionDep,
@@ -60,7 +59,6 @@ async def get_preferences(
 @router.put(
     "/{patient_id}/preferences",
     summary="Set careflow's own opt-outs of the patient (admin)",
-    responses={404: {"description": "careflow holds no snapshot of this patient"}},
 )
 async def put_preferences(
     body: PreferencesIn,

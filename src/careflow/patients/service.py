@@ -27,7 +27,6 @@ from careflow.audit import service as audit
 from careflow.auth import Principal
 from careflow.config import Settings
 from careflow.entities import repository as entities
-from careflow.errors import not_found
 from careflow.kit.phones import to_e164
 from careflow.kit.types import EntityRef, canonical_entity_id
 from careflow.organizations.service import effective_settings
@@ -184,8 +183,8 @@ class Preferences:
 class _Records:
     """What decides a patient's channels: the snapshot and careflow's own rows."""
 
-    snapshot: dict[str, Any]
-    snapshot_at: datetime
+    snapshot: dict[str, Any]  # empty when the host sent none yet
+    snapshot_at: datetime | None
     phone: str | None  # the snapshot's phone in E.164, when it parses
     own: dict[str, tuple[str, datetime] | None]  # channel -> careflow's (source, when)
 
@@ -194,9 +193,8 @@ async def _records(
     session: AsyncSession, settings: Settings, organization_id: int, patient_id: EntityRef
 ) -> _Records:
     entity = await entities.get_entity(session, organization_id, "patient", patient_id)
-    if entity is None:
-        raise not_found("patient")
-    raw_phone = entity.data.get("phone")
+    data = dict(entity.data) if entity is not None else {}
+    raw_phone = data.get("phone")
     phone = None
     if isinstance(raw_phone, str) and raw_phone.strip():
         region = (await effective_settings(session, settings, organization_id)).default_region
@@ -210,7 +208,7 @@ async def _records(
         patient_sms = own[SMS]
         if stop is not None and (patient_sms is None or stop.created_at > patient_sms[1]):
             own[SMS] = (stop.source, stop.created_at)
-    return _Records(dict(entity.data), entity.updated_at, phone, own)
+    return _Records(data, entity.updated_at if entity is not None else None, phone, own)
 
 
 def _preference(records: _Records, channel: str) -> ChannelPreference:
@@ -228,7 +226,9 @@ def _preferences(patient_id: EntityRef, records: _Records) -> Preferences:
 async def get_preferences(
     session: AsyncSession, principal: Principal, settings: Settings, patient_id: EntityRef
 ) -> Preferences:
-    """What applies to the patient on each channel; 404 for a patient careflow never saw."""
+    """What applies to the patient on each channel. A patient the host has sent no snapshot
+    of yet has no host flags: only careflow's own records (an admin may record an opt-out
+    before the host's first snapshot arrives)."""
     key = canonical_entity_id(patient_id)
     return _preferences(key, await _records(session, settings, principal.org_id, key))
 

@@ -142,11 +142,12 @@ async def twilio_inbound(
     """
     sid = form.get("MessageSid") or form.get("SmsSid") or ""
     _check_signature(settings, path_and_query, form, signature, message_sid=sid)
-    to = to_e164(form.get("To") or "", "ZZ")
+    # Twilio writes ``To`` in E.164, as ``sms_numbers`` holds it.
+    to = form.get("To") or ""
     sender = form.get("From") or ""
     if not sid or not sender:
         raise ValidationError("MessageSid and From are required")
-    organization_id = await organization_of_number(session, to) if to is not None else None
+    organization_id = await organization_of_number(session, to) if to else None
     if organization_id is None:
         log.info("twilio_inbound_unknown_number", message_sid=sid)
         raise not_found("sms_number")
