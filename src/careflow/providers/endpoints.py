@@ -1,12 +1,9 @@
-"""``POST /v1/providers/twilio/status``: Twilio's status callbacks for careflow's SMS.
-``POST /v1/providers/twilio/inbound``: texts patients send to an organisation's number.
+"""``POST /v1/providers/twilio/status``: Twilio's status callbacks for careflow's SMS; and
+``POST /v1/providers/twilio/inbound``: texts patients send (see ``twilio_inbound``).
 
 No bearer token: Twilio proves the request with ``X-Twilio-Signature`` (see ``service``).
-The status callback answers 204 when applied (or a step careflow does not track), 403 when
-the signature is missing or wrong, 404 for a message careflow does not have; only a 204
-changed anything. The inbound webhook answers empty TwiML (Twilio sends no reply of
-careflow's), 403 for a bad signature and 404 for a ``To`` no organisation holds; only the
-TwiML answer changed anything.
+Answers 204 when applied (or a step careflow does not track), 403 when the signature is
+missing or wrong, 404 for a message careflow does not have; only a 204 changed anything.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from careflow.kit.deps import ClockDep, SessionDep, SettingsDep
-from careflow.providers import service
+from careflow.providers import inbound, service
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"])
 
@@ -27,42 +24,6 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 class TwiMLResponse(Response):
     media_type = "text/xml"
-
-
-def _path_and_query(request: Request) -> str:
-    query = request.url.query
-    return request.url.path + (f"?{query}" if query else "")
-
-
-async def _form(request: Request) -> dict[str, str]:
-    return dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
-
-
-@router.post(
-    "/twilio/status",
-    status_code=204,
-    summary="Twilio's status callback for an SMS (signed with X-Twilio-Signature)",
-    responses={403: {"description": "missing or invalid signature"}},
-    openapi_extra={"security": []},
-)
-async def twilio_status(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    clock: ClockDep,
-    message_id: Annotated[str, Query(min_length=1, max_length=40)],
-    x_twilio_signature: Annotated[str | None, Header()] = None,
-) -> Response:
-    await service.twilio_status(
-        session,
-        settings,
-        message_id=message_id,
-        path_and_query=_path_and_query(request),
-        form=await _form(request),
-        signature=x_twilio_signature,
-        now=clock.now(),
-    )
-    return Response(status_code=204)
 
 
 @router.post(
@@ -86,12 +47,46 @@ async def twilio_inbound(
     clock: ClockDep,
     x_twilio_signature: Annotated[str | None, Header()] = None,
 ) -> TwiMLResponse:
-    await service.twilio_inbound(
+    """No bearer token: Twilio signs the request as it signs status callbacks. Answers
+    empty TwiML when applied, 403 for a bad signature, 404 for a ``To`` no organisation
+    holds; only the TwiML answer changed anything."""
+    query = request.url.query
+    await inbound.twilio_inbound(
         session,
         settings,
-        path_and_query=_path_and_query(request),
-        form=await _form(request),
+        path_and_query=request.url.path + (f"?{query}" if query else ""),
+        form=dict(parse_qsl((await request.body()).decode("utf-8", "replace"))),
         signature=x_twilio_signature,
         now=clock.now(),
     )
     return TwiMLResponse(EMPTY_TWIML)
+
+
+@router.post(
+    "/twilio/status",
+    status_code=204,
+    summary="Twilio's status callback for an SMS (signed with X-Twilio-Signature)",
+    responses={403: {"description": "missing or invalid signature"}},
+    openapi_extra={"security": []},
+)
+async def twilio_status(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    message_id: Annotated[str, Query(min_length=1, max_length=40)],
+    x_twilio_signature: Annotated[str | None, Header()] = None,
+) -> Response:
+    form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+    query = request.url.query
+    path_and_query = request.url.path + (f"?{query}" if query else "")
+    await service.twilio_status(
+        session,
+        settings,
+        message_id=message_id,
+        path_and_query=path_and_query,
+        form=form,
+        signature=x_twilio_signature,
+        now=clock.now(),
+    )
+    return Response(status_code=204)
