@@ -11,9 +11,9 @@ from careflow.installation.models import Installation
 from careflow.jobs.models import Job
 from careflow.kit.models import IdempotencyKey, RuleRevision
 from careflow.messages.models import Message
-from careflow.organizations.models import OrganizationSettings
+from careflow.organizations.models import OrganizationSettings, OrganizationSmsNumber
 from careflow.pathways.models import Episode, EpisodeEvent, PathwayConfig, PathwayRule
-from careflow.patients.models import PatientOptOut
+from careflow.patients.models import PatientOptOut, SmsOptOut
 from careflow.segments.models import SegmentMember
 from careflow.templates.models import Template
 
@@ -33,11 +33,13 @@ __all__ = [
     "Job",
     "Message",
     "OrganizationSettings",
+    "OrganizationSmsNumber",
     "PathwayConfig",
     "PathwayRule",
     "PatientMilestone",
     "PatientOptOut",
     "RuleRevision",
     "SegmentMember",
+    "SmsOptOut",
     "Template",
 ]

@@ -20,7 +20,11 @@ Auth = Callable[..., dict[str, str]]
 OPEN_PATHS = {"/healthz", "/readyz", "/metrics"}
 # Called by a provider or a patient's mail client, authenticated otherwise (a signature, a
 # signed link): declared with an empty security requirement.
-SIGNED_PATHS = {"/v1/providers/twilio/status", "/v1/unsubscribe/{token}"}
+SIGNED_PATHS = {
+    "/v1/providers/twilio/status",
+    "/v1/providers/twilio/inbound",
+    "/v1/unsubscribe/{token}",
+}
 
 
 @pytest.fixture

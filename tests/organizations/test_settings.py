@@ -81,6 +81,11 @@ class TestOrganizationSettings:
             {"default_region": "UK"},  # not ISO 3166: the United Kingdom is GB
             {"default_region": "GBR"},
             {"default_region": 44},
+            {"sms_numbers": ["07700 900000"]},  # not E.164
+            {"sms_numbers": ["+0447700900000"]},  # no country code starts with 0
+            {"sms_numbers": ["+44770090000012345"]},  # more than 15 digits
+            {"sms_numbers": ["+447700900000", "+447700900000"]},
+            {"sms_numbers": "+447700900000"},
         ],
     )
     async def test_bad_values_are_400(
@@ -89,6 +94,38 @@ class TestOrganizationSettings:
         r = await client.put(URL, json=body, headers=auth())
         assert r.status_code == 400
         assert r.json()["error"]["code"] == "validation_error"
+
+    async def test_sms_numbers_belong_to_one_organisation(
+        self, client: httpx.AsyncClient, auth: Auth
+    ) -> None:
+        r = await client.get(URL, headers=auth())
+        assert r.json()["data"]["sms_numbers"] == []
+        numbers = ["+447700900000", "+15550002222"]
+        r = await client.put(URL, json={"sms_numbers": numbers}, headers=auth())
+        assert r.status_code == 200, r.text
+        assert r.json()["data"]["sms_numbers"] == numbers
+        assert (await client.get(URL, headers=auth())).json()["data"]["sms_numbers"] == numbers
+
+        r = await client.put(URL, json={"sms_numbers": ["+447700900000"]}, headers=auth(org=2))
+        assert r.status_code == 409
+        assert r.json()["error"]["code"] == "sms_number_taken"
+        assert (await client.get(URL, headers=auth(org=2))).json()["data"]["sms_numbers"] == []
+
+        # Given up by the first, the number is free for the second.
+        await client.put(URL, json={"sms_numbers": ["+15550002222"]}, headers=auth())
+        r = await client.put(URL, json={"sms_numbers": ["+447700900000"]}, headers=auth(org=2))
+        assert r.status_code == 200, r.text
+
+        entries = (
+            await client.get("/v1/audit-log?object_type=organization_settings", headers=auth())
+        ).json()["data"]
+        mine = sorted(
+            (e["created_at"], e["id"], e["after"]) for e in entries if e["object_id"] == "1"
+        )
+        assert [after for _, _, after in mine] == [
+            {"sms_numbers": numbers},
+            {"sms_numbers": ["+15550002222"]},
+        ]
 
     @pytest.mark.parametrize(
         ("role", "get", "put"),
@@ -106,7 +143,6 @@ class TestOrganizationSettings:
         assert (await client.get(URL, headers=auth(role))).status_code == get
         r = await client.put(URL, json={"sms_hourly_limit": 3}, headers=auth(role))
         assert r.status_code == put
-
 
     async def test_default_region_is_the_service_default_until_set(
         self, client: httpx.AsyncClient, auth: Auth, settings: Settings
@@ -201,9 +237,13 @@ class TestEffectiveSettings:
             policy = await effective_settings(session, settings, 1)
         assert data["quiet_hours_start"] == policy.quiet_hours_start == settings.quiet_hours_start
         assert data["quiet_hours_end"] == policy.quiet_hours_end == 7
-        assert data["overrides"] == policy.overrides == {
-            "quiet_hours_start": None,
-            "quiet_hours_end": 7,
-            "sms_hourly_limit": None,
-            "default_region": None,
-        }
+        assert (
+            data["overrides"]
+            == policy.overrides
+            == {
+                "quiet_hours_start": None,
+                "quiet_hours_end": 7,
+                "sms_hourly_limit": None,
+                "default_region": None,
+            }
+        )

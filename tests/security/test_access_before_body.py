@@ -31,6 +31,7 @@ ROUTES = [
     ("PATCH", "/v1/episodes/1", "patient"),
     ("PUT", "/v1/templates/email/custom_key", "specialist"),
     ("PUT", "/v1/organization/settings", "specialist"),
+    ("PUT", "/v1/patients/100/preferences", "specialist"),
     ("POST", "/v1/pathway-rules", "specialist"),
     ("PATCH", "/v1/pathway-rules/rule_00000000-0000-0000-0000-000000000000", "specialist"),
     ("POST", "/v1/pathway-rules/resolve", "support"),

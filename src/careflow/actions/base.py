@@ -49,6 +49,16 @@ class ReadsAhead(Protocol):
         """Whether the patient unsubscribed from the organisation's emails through careflow."""
         ...
 
+    def sms_opted_out(self, organization_id: int, patient_id: EntityRef) -> tuple[bool, bool]:
+        """Whether an admin opted the patient out of the organisation's SMS in careflow."""
+        ...
+
+    async def phone_stopped(
+        self, session: AsyncSession, organization_id: int, region: str, phone: str
+    ) -> tuple[bool, bool]:
+        """Whether the phone (E.164, the host's read in ``region``) texted STOP."""
+        ...
+
 
 @dataclass(slots=True)
 class ActionContext:

@@ -1,7 +1,10 @@
 """``send_sms``: render a template and text it to the patient, outside their quiet hours.
 
 The number goes out in E.164, read in the organisation's ``default_region`` when it has no
-country code; one that does not parse skips the action. At most one message is created at
+country code; one that does not parse skips the action. A patient opted out of SMS is
+skipped with the reason: by the host's snapshot flag, by an admin in careflow, or because
+the phone texted STOP to the organisation (``patients.service``); careflow's own records
+are read ahead for a batch of steps (``executions.prefetch``). At most one message is created at
 the provider per action: when a try may have reached the provider without careflow learning
 the outcome (no answer in time, a connection lost, a 5xx, or an earlier run of the action
 that did not commit), careflow first looks the message up in the provider's list and adopts
@@ -39,12 +42,15 @@ from careflow.messages.models import Message
 from careflow.messages.repository import action_message_id, provider_ids_held
 from careflow.messages.statuses import MessageStatus
 from careflow.organizations.service import effective_settings
+from careflow.patients import service as patients
 from careflow.templates.rendering import Rendered
 
 NO_PHONE = "no phone number"
 OPTED_OUT = "patient opted out of SMS"
 HOURLY_LIMIT_REACHED = "SMS hourly limit reached"
 NOT_A_NUMBER = "phone number is not a valid number"
+OPTED_OUT_IN_CAREFLOW = "patient opted out of SMS in careflow"
+STOPPED = "phone replied STOP"
 HOURLY_WINDOW = timedelta(hours=1)
 # How far back the provider's list is searched for a message an earlier try may have made
 # (before the first recorded try, when there is one): longer than the job's retries take.
@@ -117,6 +123,9 @@ class SendSmsExecutor:
         number = to_e164(recipient, policy.default_region)
         if number is None:
             return skipped(NOT_A_NUMBER)
+        reason = await _careflow_opt_out(ctx, policy.default_region, number)
+        if reason is not None:
+            return skipped(reason)
         resume_at = next_allowed_time(
             now, patient.get("timezone"), policy.quiet_hours_start, policy.quiet_hours_end
         )
@@ -197,6 +206,33 @@ class SendSmsExecutor:
             field="phone",
             skip_reason=_skip_reason,
         )
+
+
+async def _careflow_opt_out(ctx: ActionContext, region: str, number: str) -> str | None:
+    """Why careflow's own records forbid this SMS, or None: an admin's opt-out of the
+    patient, or the phone's STOP."""
+    if ctx.patient_id is not None:
+        found, opted_out = (
+            ctx.reads.sms_opted_out(ctx.organization_id, ctx.patient_id)
+            if ctx.reads is not None
+            else (False, False)
+        )
+        if not found:
+            opted_out = await patients.has_opted_out(
+                ctx.session, ctx.organization_id, ctx.patient_id, patients.SMS
+            )
+        if opted_out:
+            return OPTED_OUT_IN_CAREFLOW
+    found, stopped = (
+        await ctx.reads.phone_stopped(ctx.session, ctx.organization_id, region, number)
+        if ctx.reads is not None
+        else (False, False)
+    )
+    if not found:
+        stopped = bool(
+            await patients.phones_opted_out_among(ctx.session, ctx.organization_id, [number])
+        )
+    return STOPPED if stopped else None
 
 
 def status_callback_url(settings: Settings, message_id: str) -> str | None:

@@ -293,3 +293,20 @@ _UPDATE_SNAPSHOT = (
     .where(_entities.c.id == bindparam("pk"))
     .values(data=bindparam("data"), updated_at=bindparam("updated_at"))
 )
+
+
+async def patient_phones(
+    session: AsyncSession, organization_id: int
+) -> list[tuple[EntityRef, str, datetime]]:
+    """Every patient of the organisation with a phone: (id, phone as the host wrote it, when
+    the snapshot last changed). Hosts write phones in any format, so matching one to a
+    number in E.164 happens in Python, over this list."""
+    phone = Entity.data["phone"].as_string()
+    rows = await session.execute(
+        select(Entity.entity_id, phone, Entity.updated_at).where(
+            Entity.organization_id == organization_id,
+            Entity.entity_type == "patient",
+            phone.is_not(None),
+        )
+    )
+    return [(entity_id, value, updated_at) for entity_id, value, updated_at in rows.tuples()]

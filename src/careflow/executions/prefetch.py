@@ -6,6 +6,10 @@ its patient unsubscribed: five or six statements. A batch of steps that share a 
 reads each of those once, for every step in it, before any step runs. Each step then takes
 what it needs from here, and reads for itself anything it does not find (what an earlier
 step of the batch may have changed).
+
+Whether an SMS step's phone texted STOP is read on the batch's first SMS step of each
+organisation, for all of them: a phone is compared in E.164, and reading the host's phones
+in E.164 takes the organisation's region, which that step has at hand.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careflow.entities.context import SnapshotReads, read_snapshots
 from careflow.executions import repository
 from careflow.executions.models import Execution, ExecutionAction
-from careflow.kit.types import EntityRef
+from careflow.kit.phones import to_e164
+from careflow.kit.types import EntityRef, canonical_entity_id
 from careflow.messages import repository as messages_repository
 from careflow.messages.models import Message
 from careflow.patients import service as patients
@@ -43,6 +48,13 @@ class StepReads:
     # The patients of the batch's email steps, and which of them unsubscribed.
     email_patients: set[tuple[int, EntityRef]] = field(default_factory=set)
     email_opt_outs: set[tuple[int, EntityRef]] = field(default_factory=set)
+    # The patients of the batch's SMS steps and which of them opted out through careflow;
+    # their phones as the host wrote them, by organisation, and by (organisation, region)
+    # which of those phones (E.164) texted STOP, once a step of the organisation asked.
+    sms_patients: set[tuple[int, EntityRef]] = field(default_factory=set)
+    sms_opt_outs: set[tuple[int, EntityRef]] = field(default_factory=set)
+    sms_phones: dict[int, set[str]] = field(default_factory=dict)
+    stopped_phones: dict[tuple[int, str], tuple[set[str], set[str]]] = field(default_factory=dict)
 
     def take(self, execution_id: int) -> tuple[Execution, list[ExecutionAction]] | None:
         """The execution (locked) and its results, or None if not read here or taken."""
@@ -76,6 +88,35 @@ class StepReads:
         if key not in self.email_patients:
             return False, False
         return True, key in self.email_opt_outs
+
+    def sms_opted_out(self, organization_id: int, patient_id: EntityRef) -> tuple[bool, bool]:
+        """(True, whether an admin opted the patient out of SMS) if read here; else (False,
+        False)."""
+        key = (organization_id, patient_id)
+        if key not in self.sms_patients:
+            return False, False
+        return True, key in self.sms_opt_outs
+
+    async def phone_stopped(
+        self, session: AsyncSession, organization_id: int, region: str, phone: str
+    ) -> tuple[bool, bool]:
+        """(True, whether ``phone`` texted STOP) when it is one of the batch's phones; the
+        first ask for an organisation reads all of them at once. (False, False) otherwise."""
+        key = (organization_id, region)
+        if key not in self.stopped_phones:
+            candidates = {
+                number
+                for raw in self.sms_phones.get(organization_id, ())
+                if (number := to_e164(raw, region)) is not None
+            }
+            stopped = await patients.phones_opted_out_among(
+                session, organization_id, sorted(candidates)
+            )
+            self.stopped_phones[key] = (candidates, stopped)
+        candidates, stopped = self.stopped_phones[key]
+        if phone not in candidates:
+            return False, False
+        return True, phone in stopped
 
 
 def _execution_ids(payloads: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -119,11 +160,22 @@ async def prefetch_steps(session: AsyncSession, payloads: Sequence[Mapping[str, 
         message_keys.append((step.id, index))
         if channel == "email" and step.patient_id is not None:
             reads.email_patients.add((step.organization_id, step.patient_id))
+        if channel == "sms" and step.patient_id is not None:
+            reads.sms_patients.add((step.organization_id, step.patient_id))
+            snapshot = reads.snapshots_of(step.organization_id).get(
+                ("patient", canonical_entity_id(step.patient_id))
+            )
+            phone = snapshot.get("phone") if snapshot is not None else None
+            if isinstance(phone, str) and phone.strip():
+                reads.sms_phones.setdefault(step.organization_id, set()).add(phone.strip())
         if isinstance(action.get("template"), str):
             template_keys.add((step.organization_id, action["template"], channel))
     reads.messages = await messages_repository.get_for_actions(session, message_keys)
     reads.templates = await templates_repository.find_many(session, sorted(template_keys))
     reads.email_opt_outs = await patients.opted_out_among(
         session, patients.EMAIL, sorted(reads.email_patients, key=str)
+    )
+    reads.sms_opt_outs = await patients.opted_out_among(
+        session, patients.SMS, sorted(reads.sms_patients, key=str)
     )
     return reads

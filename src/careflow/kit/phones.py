@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import phonenumbers
 
+#: What an E.164 number looks like: ``+``, a country code, at most 15 digits in all.
+E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+
 #: Every region code ``phonenumbers`` knows, sorted (the API document's enum).
 REGIONS: tuple[str, ...] = tuple(sorted(phonenumbers.SUPPORTED_REGIONS))
 

@@ -1,5 +1,5 @@
-"""GET/PUT /v1/organization/settings: the caller's organisation's SMS quiet hours, cap and
-phone region."""
+"""GET/PUT /v1/organization/settings: the caller's organisation's SMS quiet hours, cap,
+phone region and the numbers it receives texts on."""
 
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ from careflow.organizations.schemas import SettingsIn, SettingsOut
 router = APIRouter(prefix="/v1/organization", tags=["organization"])
 
 
-def _out(effective: service.EffectiveSettings) -> DataEnvelope[SettingsOut]:
+def _out(view: service.OrganizationView) -> DataEnvelope[SettingsOut]:
+    effective = view.effective
     return DataEnvelope[SettingsOut](
         data=SettingsOut(
             quiet_hours_start=effective.quiet_hours_start,
             quiet_hours_end=effective.quiet_hours_end,
             sms_hourly_limit=effective.sms_hourly_limit,
             default_region=effective.default_region,
+            sms_numbers=view.sms_numbers,
             overrides=effective.overrides,
             updated_at=effective.updated_at,
         )

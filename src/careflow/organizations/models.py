@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, String
+from sqlalchemy import Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from careflow.db import Base, UTCDateTime
+from careflow.db import Base, BigIntPK, UTCDateTime
 
 # Quiet hours are hours of the patient's day; the cap counts SMS per organisation per hour.
 FIRST_HOUR, LAST_HOUR = 0, 23
 MAX_SMS_HOURLY_LIMIT = 1_000_000
+# The longest E.164 number: '+' and 15 digits.
+MAX_E164_LENGTH = 16
+MAX_SMS_NUMBERS = 50
 
 
 class OrganizationSettings(Base):
@@ -27,3 +30,21 @@ class OrganizationSettings(Base):
     # ISO 3166 alpha-2: where phone numbers without a country code are read from.
     default_region: Mapped[str | None] = mapped_column(String(2))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class OrganizationSmsNumber(Base):
+    """A number (E.164) the organisation receives texts on: its ``sms_numbers`` setting.
+
+    A number belongs to one organisation (the unique index): an inbound text to it is that
+    organisation's.
+    """
+
+    __tablename__ = "organization_sms_numbers"
+    __table_args__ = (
+        Index("uq_organization_sms_numbers_number", "number", unique=True),
+        Index("ix_organization_sms_numbers_org", "organization_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    organization_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    number: Mapped[str] = mapped_column(String(MAX_E164_LENGTH), nullable=False)

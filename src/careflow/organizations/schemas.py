@@ -6,9 +6,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from careflow.kit.phones import REGIONS, is_region
+from careflow.kit.phones import E164_PATTERN, REGIONS, is_region
 from careflow.kit.schemas import StrictInput, UTCDatetime
-from careflow.organizations.models import FIRST_HOUR, LAST_HOUR, MAX_SMS_HOURLY_LIMIT
+from careflow.organizations.models import (
+    FIRST_HOUR,
+    LAST_HOUR,
+    MAX_E164_LENGTH,
+    MAX_SMS_HOURLY_LIMIT,
+    MAX_SMS_NUMBERS,
+)
 
 Hour = Annotated[int, Field(ge=FIRST_HOUR, le=LAST_HOUR)]
 
@@ -35,6 +41,32 @@ class SettingsIn(StrictInput):
         json_schema_extra={"enum": list(REGIONS)},
     )
 
+    sms_numbers: (
+        Annotated[
+            list[Annotated[str, Field(max_length=MAX_E164_LENGTH, pattern=E164_PATTERN)]],
+            Field(max_length=MAX_SMS_NUMBERS),
+        ]
+        | None
+    ) = Field(
+        None,
+        description=(
+            "The numbers (E.164) the organisation receives texts on: a text to one of them "
+            "(POST /v1/providers/twilio/inbound) is this organisation's. A number belongs to "
+            "one organisation; one another organisation holds is a 409. `null` or absent: none"
+        ),
+        examples=[["+447700900000"]],
+    )
+
+    @field_validator("sms_numbers")
+    @classmethod
+    def _e164_numbers(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        # Each is E.164 by the field's pattern: ``+``, a country code, at most 15 digits.
+        if len(set(value)) != len(value):
+            raise ValueError("numbers must not repeat")
+        return value
+
     @field_validator("default_region")
     @classmethod
     def _known_region(cls, value: str | None) -> str | None:
@@ -48,5 +80,8 @@ class SettingsOut(BaseModel):
     quiet_hours_end: int
     sms_hourly_limit: int
     default_region: str
+    sms_numbers: list[str] = Field(
+        description="The numbers (E.164) the organisation receives texts on"
+    )
     overrides: dict[str, int | str | None]
     updated_at: UTCDatetime | None

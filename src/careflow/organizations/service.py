@@ -1,5 +1,6 @@
 """An organisation's own settings: SMS quiet hours, hourly cap and the region phone numbers
-without a country code are read in, over the service defaults.
+without a country code are read in, over the service defaults; and the numbers it receives
+texts on (``sms_numbers``), which have no default.
 
 ``effective_settings`` is the one place the defaults and the organisation's stored values
 are merged: the API shows what it returns and ``send_sms`` applies it, so what an admin
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careflow.audit.service import changed_fields, record
 from careflow.auth import Principal
 from careflow.config import Settings
+from careflow.errors import ConflictError
 from careflow.kit.phones import is_region
 from careflow.organizations import repository
 from careflow.organizations.models import (
@@ -82,21 +84,58 @@ async def effective_settings(
     return merged(settings, await repository.get(session, organization_id))
 
 
+@dataclass(frozen=True, slots=True)
+class OrganizationView:
+    """What ``/v1/organization/settings`` shows: the effective settings and the numbers."""
+
+    effective: EffectiveSettings
+    sms_numbers: list[str]
+
+
 async def get_settings(
     session: AsyncSession, principal: Principal, settings: Settings
-) -> EffectiveSettings:
-    return await effective_settings(session, settings, principal.org_id)
+) -> OrganizationView:
+    return OrganizationView(
+        await effective_settings(session, settings, principal.org_id),
+        await repository.sms_numbers(session, principal.org_id),
+    )
+
+
+async def organization_of_number(session: AsyncSession, number: str) -> int | None:
+    """The organisation whose ``sms_numbers`` hold ``number`` (E.164): at most one."""
+    return await repository.organization_of_number(session, number)
+
+
+def _number_taken() -> ConflictError:
+    return ConflictError(
+        "An SMS number belongs to another organisation",
+        code="sms_number_taken",
+        details=[{"field": "sms_numbers", "message": "already another organisation's number"}],
+    )
 
 
 async def put_settings(
     session: AsyncSession,
     principal: Principal,
     settings: Settings,
-    values: dict[str, int | str | None],
+    values: dict[str, int | str | list[str] | None],
     *,
     now: datetime,
-) -> EffectiveSettings:
-    """Replace the organisation's overrides; ``null`` returns a field to the service default."""
+) -> OrganizationView:
+    """Replace the organisation's overrides; ``null`` returns a field to the service default.
+
+    ``sms_numbers`` replaces the organisation's numbers; a number another organisation holds
+    is the 409 ``sms_number_taken`` and nothing changes.
+    """
+    raw_numbers = values.get("sms_numbers")
+    numbers = list(raw_numbers) if isinstance(raw_numbers, list) else []
+    if await repository.numbers_held_elsewhere(session, principal.org_id, numbers):
+        raise _number_taken()
+    numbers_before = await repository.sms_numbers(session, principal.org_id)
+    if numbers_before != numbers and not await repository.replace_sms_numbers(
+        session, principal.org_id, numbers
+    ):
+        raise _number_taken()  # another organisation took one meanwhile
     row = await repository.get(session, principal.org_id)
     before = {f: getattr(row, f) for f in FIELDS} if row is not None else dict.fromkeys(FIELDS)
     if row is None:
@@ -106,7 +145,10 @@ async def put_settings(
         setattr(row, field, values.get(field))
     row.updated_at = now
     await session.flush()
-    old, new = changed_fields(before, {f: getattr(row, f) for f in FIELDS})
+    old, new = changed_fields(
+        {**before, "sms_numbers": numbers_before},
+        {**{f: getattr(row, f) for f in FIELDS}, "sms_numbers": numbers},
+    )
     if new:
         await record(
             session,
@@ -118,4 +160,4 @@ async def put_settings(
             after=new,
             now=now,
         )
-    return merged(settings, row)
+    return OrganizationView(merged(settings, row), numbers)

@@ -33,6 +33,22 @@ class PatientOptOut(Base):
     organization_id: Mapped[int] = mapped_column(Integer, nullable=False)
     patient_id: Mapped[EntityRef] = mapped_column(EntityId, nullable=False)
     channel: Mapped[str] = mapped_column(String(8), nullable=False)
-    # How it was recorded: ``unsubscribe_link``.
+    # How it was recorded: ``unsubscribe_link`` or ``admin``.
+    source: Mapped[str] = mapped_column(String(32), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class SmsOptOut(Base):
+    """A phone (E.164) that texted STOP to the organisation: it gets no SMS from it until it
+    texts START. Kept by phone, not by patient: the phone's owner asked, whichever patients
+    the host lists with that number."""
+
+    __tablename__ = "sms_opt_outs"
+    __table_args__ = (Index("uq_sms_opt_outs_org_phone", "organization_id", "phone", unique=True),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    organization_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    phone: Mapped[str] = mapped_column(String(16), nullable=False)
+    # How it was recorded: ``sms_stop``.
     source: Mapped[str] = mapped_column(String(32), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
