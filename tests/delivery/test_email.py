@@ -17,14 +17,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from careflow.config import Settings
-from careflow.delivery.email import (
-    LogEmailTransport,
-    SmtpConfig,
-    SmtpTransport,
-    message_id_for,
-    new_boundary,
-    plain_message,
-)
+from careflow.delivery.email import LogEmailTransport, SmtpConfig, SmtpTransport, message_id_for
+from careflow.delivery.email_message import new_boundary, plain_message
 from careflow.delivery.errors import PermanentDeliveryError, TransientDeliveryError
 from careflow.templates.builtin import builtin_template
 from careflow.templates.rendering import SAMPLE_CONTEXT, render
