@@ -16,6 +16,7 @@ from careflow import __version__, tracing
 from careflow.apidocs.endpoints import install_docs
 from careflow.auth import TokenVerifier, access_problem
 from careflow.config import Settings, get_settings
+from careflow.console import web as console
 from careflow.contract import components
 from careflow.db import create_engine, create_sessionmaker
 from careflow.delivery.transports import close_transports
@@ -140,7 +141,13 @@ def create_app(
         app.state.sessionmaker = create_sessionmaker(engine)
         tracing.instrument_engine(engine)
 
-    install_error_handlers(app, access_problem=access_problem, allowed_methods=allowed_methods)
+    install_error_handlers(
+        app,
+        access_problem=access_problem,
+        allowed_methods=allowed_methods,
+        page_problem=console.page_problem,
+    )
+    console.install(app)
     include_routers(app)
     install_openapi(app, components())
     install_docs(app)

@@ -86,17 +86,23 @@ class TokenVerifier:
         return await self.keys.usable()
 
     async def verify(self, token: str) -> Principal:
+        principal, _ = await self.verify_until(token)
+        return principal
+
+    async def verify_until(self, token: str) -> tuple[Principal, float]:
+        """The token's principal and the epoch second it stops being accepted (its ``exp``
+        plus the leeway): the console's session ends then."""
         cached = self._verified.get(token)
         if cached is not None:
             principal, expires, kid = cached
             if time.time() < expires and self.keys.holds(kid):
-                return principal
+                return principal, expires
             del self._verified[token]
         principal, expires, kid = await self._verify(token)
         if len(self._verified) >= VERIFIED_MAX:
             del self._verified[next(iter(self._verified))]  # the oldest entry
         self._verified[token] = (principal, expires, kid)
-        return principal
+        return principal, expires
 
     async def _verify(self, token: str) -> tuple[Principal, float, str | None]:
         try:
@@ -228,7 +234,7 @@ def require_roles(*roles: Role) -> Any:
     return Depends(dependency)
 
 
-def _route_roles(dependant: Any) -> frozenset[Role] | None:
+def route_roles(dependant: Any) -> frozenset[Role] | None:
     """The roles a route admits (every role when it only authenticates), None if it is open."""
     for sub in getattr(dependant, "dependencies", ()):
         allowed = getattr(sub.call, "allowed_roles", None)
@@ -236,7 +242,7 @@ def _route_roles(dependant: Any) -> frozenset[Role] | None:
             return allowed  # type: ignore[no-any-return]
         if sub.call is get_principal:
             return frozenset(Role)
-        found = _route_roles(sub)
+        found = route_roles(sub)
         if found is not None:
             return found
     return None
@@ -249,7 +255,7 @@ async def access_problem(request: Request) -> UnauthorizedError | ForbiddenError
     JSON would answer 400 to a caller who may not call the route at all. The error handler
     asks this first, so the role checks keep their precedence over the body.
     """
-    roles = _route_roles(getattr(request.scope.get("route"), "dependant", None))
+    roles = route_roles(getattr(request.scope.get("route"), "dependant", None))
     if roles is None:
         return None
     try:

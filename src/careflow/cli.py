@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import sys
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -290,6 +291,55 @@ def token(
     except ValueError:
         raise typer.BadParameter(f"unknown role {role!r}", param_hint="--role") from None
     typer.echo(issue_token(_settings(), org_id=org, role=role, sub=sub, ttl_seconds=ttl))
+
+
+@app.command("console-url")
+def console_url(
+    org: Annotated[int, typer.Option("--org", min=1, metavar="ID", help="Organisation id.")] = 1,
+    role: Annotated[
+        str,
+        typer.Option("--role", metavar="ROLE", help="admin or specialist (or any other role)."),
+    ] = "admin",
+    sub: Annotated[
+        str, typer.Option("--sub", metavar="SUB", help="Who signs in (audit entries).")
+    ] = "console",
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            metavar="URL",
+            help="Where careflow serves [default: CAREFLOW_PUBLIC_URL, else http://127.0.0.1:8000].",
+        ),
+    ] = None,
+) -> None:
+    """Print a one-time sign-in link to the console (valid 5 minutes, for local use)."""
+    from careflow.auth import Role
+    from careflow.console import service
+    from careflow.db import create_engine, create_sessionmaker
+    from careflow.migrate import upgrade_head
+
+    try:
+        chosen = Role(role)
+    except ValueError:
+        raise typer.BadParameter(f"unknown role {role!r}", param_hint="--role") from None
+    settings = _settings()
+    asyncio.run(_check_database(settings))
+    base = (url or settings.public_url or "http://127.0.0.1:8000").rstrip("/")
+
+    async def mint() -> str:
+        engine = create_engine(settings.database_url, behind_pooler=settings.behind_pooler)
+        try:
+            if settings.is_sqlite:
+                await upgrade_head(engine)  # as serve does on the embedded default
+            now = datetime.now(UTC)
+            async with create_sessionmaker(engine)() as session, session.begin():
+                keys = await service.keys(session, now, None)
+            return service.mint_ticket(keys, org_id=org, role=chosen, sub=sub, now=now)
+        finally:
+            await engine.dispose()
+
+    ticket = asyncio.run(mint())
+    typer.echo(f"{base}/console/login?ticket={ticket}")
 
 
 @app.command()

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
@@ -241,6 +241,8 @@ _STATUS_CODES = {
 
 #: The 401 or 403 the matched route would answer the request, or None (``auth``).
 AccessCheck = Callable[[Request], Awaitable[CareflowError | None]]
+#: The HTML answer of a request for a page, or None for the API's envelope (``console``).
+PageProblem = Callable[[Request, "CareflowError | None", int, str], Response | None]
 #: Every method the app answers at a request's path (``routers.allowed_methods``).
 AllowedMethods = Callable[[FastAPI, Scope], Sequence[str]]
 
@@ -250,19 +252,41 @@ _UNREADABLE_BODY = "There was an error parsing the body"
 
 
 def install_error_handlers(
-    app: FastAPI, *, access_problem: AccessCheck, allowed_methods: AllowedMethods | None = None
+    app: FastAPI,
+    *,
+    access_problem: AccessCheck,
+    allowed_methods: AllowedMethods | None = None,
+    page_problem: PageProblem | None = None,
 ) -> None:
     """One handler per error family. ``access_problem`` is asked before a body FastAPI
     could not read is judged, so the route's role checks keep their precedence;
-    ``allowed_methods`` makes a 405's ``Allow`` list every method of the path. The app
-    passes both in, as this module sits below ``auth`` and the routers."""
+    ``allowed_methods`` makes a 405's ``Allow`` list every method of the path;
+    ``page_problem`` answers a request for a page (the console) in HTML rather than in an
+    API family's envelope. The app passes them in, as this module sits below ``auth``, the
+    routers and the console."""
+
+    def page_answer(
+        request: Request, exc: CareflowError | None, status: int, message: str
+    ) -> Response | None:
+        return page_problem(request, exc, status, message) if page_problem else None
 
     @app.exception_handler(CareflowError)
-    async def _careflow(request: Request, exc: CareflowError) -> JSONResponse:
-        return render(request, exc)
+    async def _careflow(request: Request, exc: CareflowError) -> Response:
+        page = page_answer(request, exc, exc.status_code, exc.message)
+        return page if page is not None else render(request, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        page = page_answer(
+            request,
+            None,
+            400,
+            "; ".join(
+                f"{d['field']}: {d['message']}" for d in pydantic_details(list(exc.errors()))
+            ),
+        )
+        if page is not None:
+            return page
         if any(err.get("type") == "json_invalid" for err in exc.errors()):
             # Raised while FastAPI read the body, before the route's role checks ran: a
             # caller without access gets its 401/403, not a verdict on the body.
@@ -281,8 +305,12 @@ def install_error_handlers(
         return render(request, ValidationError(details=pydantic_details(errors)))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         headers = getattr(exc, "headers", None)
+        if exc.status_code in (404, 405):
+            page = page_answer(request, None, exc.status_code, str(exc.detail))
+            if page is not None:
+                return page
         if exc.status_code == 400 and exc.detail == _UNREADABLE_BODY:
             # As for a body that is not JSON: no token, or a refused role, outranks the body.
             problem = await access_problem(request)

@@ -2,6 +2,7 @@
 
 from careflow.audit.models import AuditEntry
 from careflow.automations.models import AutomationRule
+from careflow.console.models import ConsoleTicket
 from careflow.db import Base
 from careflow.entities.models import Entity
 from careflow.events.models import Event, PatientMilestone
@@ -21,6 +22,7 @@ __all__ = [
     "AuditEntry",
     "AutomationRule",
     "Base",
+    "ConsoleTicket",
     "Entity",
     "Episode",
     "EpisodeEvent",

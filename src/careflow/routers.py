@@ -11,6 +11,7 @@ from starlette.types import Scope
 from careflow.audit.endpoints import router as audit_router
 from careflow.automations.endpoints import router as automations_router
 from careflow.automations.simulation import router as rule_test_router
+from careflow.console.router import router as console_router
 from careflow.events.endpoints import router as events_router
 from careflow.events.entity_endpoints import router as entities_router
 from careflow.events.form_endpoints import router as form_completion_router
@@ -29,25 +30,27 @@ from careflow.templates.endpoints import router as templates_router
 from careflow.unsubscribe.endpoints import router as unsubscribe_router
 
 ROUTERS = (
-        automations_router,
-        rule_test_router,
-        executions_router,
-        events_router,
-        entities_router,
-        forms_router,
-        form_completion_router,
-        patients_router,
-        segments_router,
-        messages_router,
-        providers_router,
-        templates_router,
-        unsubscribe_router,
-        pathways_router,
-        episodes_router,
-        organizations_router,
-        audit_router,
-        jobs_router,
+    automations_router,
+    rule_test_router,
+    executions_router,
+    events_router,
+    entities_router,
+    forms_router,
+    form_completion_router,
+    patients_router,
+    segments_router,
+    messages_router,
+    providers_router,
+    templates_router,
+    unsubscribe_router,
+    pathways_router,
+    episodes_router,
+    organizations_router,
+    audit_router,
+    jobs_router,
     ops_router,
+    # HTML for people, outside the API document.
+    console_router,
 )
 
 # The order ``Allow`` lists methods in (RFC 9110's, then the rest).

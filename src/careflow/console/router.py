@@ -1,0 +1,13 @@
+"""The console's router: every page module's routes under ``/console``, kept out of the
+API document (the console is HTML for people, not part of the contract)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from careflow.console.pages import login, overview
+from careflow.console.web import PREFIX
+
+router = APIRouter(include_in_schema=False)
+for page in (login, overview):
+    router.include_router(page.router, prefix=PREFIX)

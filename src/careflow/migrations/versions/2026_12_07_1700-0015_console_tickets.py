@@ -1,0 +1,35 @@
+"""the console's one-time sign-in links
+
+Revision ID: 0015
+Revises: 0011
+Create Date: 2026-12-07 17:00:00
+
+``console_tickets`` holds the id of each sign-in link ``careflow console-url`` printed that
+was used: a link signs in once.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import careflow.db
+
+revision: str = "0015"
+down_revision: str | None = "0011"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "console_tickets",
+        sa.Column("jti", sa.String(length=64), nullable=False),
+        sa.Column("organization_id", sa.Integer(), nullable=False),
+        sa.Column("used_at", careflow.db.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("jti", name=op.f("pk_console_tickets")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("console_tickets")
