@@ -137,6 +137,33 @@ class TestToken:
         assert claims["exp"] > time.time()
 
 
+class TestConsoleUrl:
+    def test_a_one_time_link_signs_in_to_the_served_console_once(
+        self, served: tuple[str, dict[str, str]], fresh_dir: Path
+    ) -> None:
+        base, env = served
+        out = careflow(
+            "console-url", "--org", "4", "--role", "specialist", "--url", base,
+            cwd=fresh_dir, env=env,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        link = one_line(out.stdout)
+        assert link.startswith(f"{base}/console/login?ticket=")
+        with httpx.Client() as browser:
+            signed_in = browser.get(link, follow_redirects=True)
+            assert signed_in.status_code == 200
+            assert str(signed_in.url) == f"{base}/console"
+            assert "Organisation 4" in signed_in.text and "(specialist)" in signed_in.text
+        again = httpx.get(link)
+        assert again.status_code == 401
+        assert "used already" in again.text
+
+    def test_unknown_role_is_refused(self, fresh_dir: Path) -> None:
+        out = careflow("console-url", "--role", "root", cwd=fresh_dir)
+        assert out.returncode != 0
+        assert "unknown role" in out.stderr
+
+
 class TestMigrateAndSettings:
     def test_migrate_a_fresh_file(self, fresh_dir: Path) -> None:
         out = careflow(
@@ -292,7 +319,8 @@ class TestExplainsItself:
         assert version("careflow") == "0.2.0"
 
     @pytest.mark.parametrize(
-        "command", [[], ["serve"], ["worker"], ["migrate"], ["token"], ["demo"]]
+        "command",
+        [[], ["serve"], ["worker"], ["migrate"], ["token"], ["console-url"], ["demo"]],
     )
     @pytest.mark.parametrize("flag", ["-h", "--help"])
     def test_help_everywhere_with_readable_flags(
