@@ -135,3 +135,9 @@ async def test_console_errors_are_pages_not_json(
     answer = await visit.goto("/console/no-such-page")
     assert answer.status == 404
     assert "text/html" in answer.headers["content-type"]
+
+
+async def test_the_root_address_leads_to_the_console(client: httpx.AsyncClient) -> None:
+    answer = await client.get("/")
+    assert answer.status_code == 307
+    assert answer.headers["location"] == "/console"
