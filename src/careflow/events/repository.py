@@ -185,3 +185,17 @@ async def executions_of_event(
         .order_by(Execution.id)
     )
     return list(rows)
+
+
+async def events_in_org(
+    session: AsyncSession, organization_id: int, pks: Sequence[int]
+) -> list[Event]:
+    """An organisation's events among ``pks``, oldest first (unlocked: for reading)."""
+    if not pks:
+        return []
+    rows = await session.scalars(
+        select(Event)
+        .where(Event.organization_id == organization_id, Event.id.in_(sorted(set(pks))))
+        .order_by(Event.occurred_at, Event.id)
+    )
+    return list(rows)

@@ -269,3 +269,10 @@ async def complete_form(
         now=now,
     )
     return form
+
+
+async def events_by_pk(
+    session: AsyncSession, principal: Principal, pks: Sequence[int]
+) -> list[Event]:
+    """The caller's organisation's events among ``pks`` (others' are left out), oldest first."""
+    return await repository.events_in_org(session, principal.org_id, pks)

@@ -14,6 +14,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from careflow import db
 from careflow.db import built, insert_if_absent, one_of
 from careflow.executions.models import Execution, ExecutionAction
+from careflow.kit.types import EntityRef
 
 
 def _locking(session: AsyncSession) -> bool:
@@ -31,6 +32,7 @@ class ExecutionFilters:
     trigger_event: str | None = None
     executed_from: datetime | None = None  # inclusive
     executed_before: datetime | None = None  # exclusive
+    patient_id: EntityRef | None = None
 
 
 async def insert_execution(
@@ -155,6 +157,17 @@ async def list_page(
     offset: int,
     limit: int,
 ) -> tuple[Sequence[Execution], int]:
+    query = _filtered(organization_id, filters)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = await session.scalars(
+        query.order_by(Execution.executed_at.desc(), Execution.id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    return list(rows), int(total or 0)
+
+
+def _filtered(organization_id: int, filters: ExecutionFilters) -> Select[Execution]:
     query = _scoped(organization_id)
     if filters.automation_rule_id is not None:
         query = query.where(Execution.automation_rule_id == filters.automation_rule_id)
@@ -166,13 +179,43 @@ async def list_page(
         query = query.where(Execution.executed_at >= filters.executed_from)
     if filters.executed_before is not None:
         query = query.where(Execution.executed_at < filters.executed_before)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = await session.scalars(
-        query.order_by(Execution.executed_at.desc(), Execution.id.desc())
-        .offset(offset)
+    if filters.patient_id is not None:
+        # Through the EntityId column type: "100" and 100 are the same patient.
+        query = query.where(Execution.patient_id == filters.patient_id)
+    return query
+
+
+async def ids_with_status(
+    session: AsyncSession,
+    organization_id: int,
+    filters: ExecutionFilters,
+    statuses: Sequence[str],
+    *,
+    limit: int,
+) -> list[int]:
+    """Ids of the executions ``filters`` selects whose status is one of ``statuses``, oldest
+    first, at most ``limit``."""
+    query = (
+        _filtered(organization_id, filters)
+        .where(Execution.status.in_(statuses))
+        .with_only_columns(Execution.id)
+        .order_by(Execution.executed_at, Execution.id)
         .limit(limit)
     )
-    return list(rows), int(total or 0)
+    return list((await session.scalars(query)).all())
+
+
+async def for_patient(
+    session: AsyncSession, organization_id: int, patient_id: EntityRef, *, limit: int
+) -> list[Execution]:
+    """A patient's executions, oldest first, at most ``limit``."""
+    rows = await session.scalars(
+        _scoped(organization_id)
+        .where(Execution.patient_id == patient_id)
+        .order_by(Execution.executed_at, Execution.id)
+        .limit(limit)
+    )
+    return list(rows)
 
 
 async def actions_of(

@@ -258,6 +258,7 @@ def build_filters(
     trigger_event: str | None,
     from_date: str | None,
     to_date: str | None,
+    patient_id: EntityRef | None = None,
 ) -> ExecutionFilters:
     start = _parse_bound(from_date, "from_date", end=False)
     before = _parse_bound(to_date, "to_date", end=True)
@@ -271,6 +272,7 @@ def build_filters(
         trigger_event=trigger_event,
         executed_from=start,
         executed_before=before,
+        patient_id=patient_id,
     )
 
 
@@ -324,6 +326,23 @@ async def retry_execution(
     )
     remaining = [r for r in rows if r.action_index not in failed]
     return execution, remaining
+
+
+async def retryable_ids(
+    session: AsyncSession, principal: Principal, filters: ExecutionFilters, *, limit: int
+) -> list[int]:
+    """The ids of the failed executions ``filters`` selects (``failure`` or
+    ``partial_failure``), oldest first, at most ``limit``: what a bulk retry would run."""
+    return await repository.ids_with_status(
+        session, principal.org_id, filters, ExecutionStatus.RETRYABLE, limit=limit
+    )
+
+
+async def executions_of_patient(
+    session: AsyncSession, principal: Principal, patient_id: EntityRef, *, limit: int
+) -> list[Execution]:
+    """A patient's executions in the caller's organisation, oldest first."""
+    return await repository.for_patient(session, principal.org_id, patient_id, limit=limit)
 
 
 def _not_retryable(status: str) -> ConflictError:

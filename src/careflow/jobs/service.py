@@ -38,3 +38,11 @@ async def list_jobs(
 async def depth_by_status(session: AsyncSession) -> dict[str, int]:
     """How many jobs of every organisation are queued, running and dead (for metrics)."""
     return await store.depth_by_status(session)
+
+
+async def jobs_with_key_prefix(
+    session: AsyncSession, principal: Principal, kind: str, prefix: str
+) -> Sequence[Job]:
+    """The caller's organisation's jobs of ``kind`` whose dedupe key starts with ``prefix``
+    (still queued, running, or dead: a finished job is deleted)."""
+    return await store.with_key_prefix(session, principal.org_id, kind, prefix)

@@ -371,3 +371,22 @@ async def list_page(
         query.order_by(Job.updated_at.desc(), Job.id.desc()).offset(offset).limit(limit)
     )
     return rows.all(), int(total or 0)
+
+
+async def with_key_prefix(
+    session: AsyncSession, organization_id: int, kind: str, prefix: str, *, limit: int = 100
+) -> Sequence[Job]:
+    """One organisation's jobs of ``kind`` whose dedupe key starts with ``prefix`` (the
+    jobs of one execution's actions: ``action:<id>:``), oldest first."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    rows = await session.scalars(
+        select(Job)
+        .where(
+            Job.organization_id == organization_id,
+            Job.kind == kind,
+            Job.dedupe_key.like(escaped + "%", escape="\\"),
+        )
+        .order_by(Job.created_at, Job.id)
+        .limit(limit)
+    )
+    return rows.all()
