@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from careflow.console.pages.executions import BULK_LIMIT
 from tests.console.test_sign_in import CSRF, login_form
@@ -17,6 +18,7 @@ from tests.fixtures.factories import (
     EXECUTIONS,
     GDPR_WELCOME,
     PATIENT,
+    SEED_GDPR_WELCOME,
     create_rule,
     executions,
     onboarded,
@@ -45,6 +47,13 @@ async def onboard(client: httpx.AsyncClient, auth: Any, patient_id: Any, org: in
     await post_event(
         client, auth, "patient.onboarded", onboarded({**PATIENT, "id": patient_id}), org=org
     )
+
+
+def seconds(found: re.Match[str] | None) -> float:
+    """A duration as the timeline shows it ("131 ms", "119.9 s"), in seconds."""
+    assert found is not None
+    number, unit = found.group(1).split()
+    return float(number) / (1000 if unit == "ms" else 1)
 
 
 def listed(page: httpx.Response) -> list[int]:
@@ -160,6 +169,34 @@ class TestTimeline:
         assert "Waiting" in text and "Running" in text
         # A specialist may not retry.
         assert "/retry" not in page.text
+
+    async def test_a_delayed_action_waits_apart_from_running(
+        self, client, auth, token, drain, clock
+    ) -> None:
+        await create_rule(client, auth, SEED_GDPR_WELCOME)  # the email 5 minutes later
+        await onboard(client, auth, 100)
+        await drain()
+        [row] = await executions(client, auth)
+        await sign_in(client, token)
+        page = await client.get(f"/console/executions/{row['id']}")
+        email = page.text.split('id="action-2"')[1]
+        assert '<span class="badge queued">queued</span>' in email
+        assert "runs at <time" in email and "10:05:00" in email
+        assert "attempt 0 of" in email
+
+        clock.advance(minutes=7)  # the worker runs it two minutes after it was due
+        await drain()
+        page = await client.get(f"/console/executions/{row['id']}")
+        email = page.text.split('id="action-2"')[1]
+        assert '<span class="badge success">success</span>' in email
+        assert "Job #" not in email
+        facts = re.sub(r"\s+", " ", email)
+        assert "<dt>Due</dt><dd><time" in facts and "2025-02-15 10:05:00" in facts
+        # Waiting: from due (10:05) to the start of the run (10:07 less its running time).
+        waiting = seconds(re.search(r"<dt>Waiting</dt><dd>([\d.]+ m?s)</dd>", facts))
+        running = seconds(re.search(r"<dt>Running</dt><dd>([\d.]+ m?s)</dd>", facts))
+        assert waiting == pytest.approx(120 - running, abs=0.1)
+        assert "<dt>Finished</dt><dd><time" in facts and "2025-02-15 10:07:00" in facts
 
     async def test_a_failed_condition_is_shown_failed(self, client, auth, token, drain) -> None:
         await create_rule(client, auth, rule_body(GDPR_WELCOME, conditions={"patient.tags": "vip"}))
