@@ -318,14 +318,24 @@ class TestJourney:
         await onboard(client, auth, 999)  # another patient: not on the page
         await drain()
         [row] = [r for r in await executions(client, auth) if r["trigger_entity_id"] == 100]
+        clock.advance(hours=1)  # the patient signs the consent form
+        form_id = row["actions_executed"][0]["form_id"]
+        signed = await client.post(f"/v1/forms/{form_id}/complete", headers=auth("service"))
+        assert signed.status_code == 200, signed.text
+        await drain()
         await sign_in(client, token, "specialist")
         page = await client.get("/console/patients/100")
         assert page.status_code == 200
         text = html.unescape(page.text)
         kinds = re.findall(r'<span class="kind">([a-z ]+)</span>', page.text)
         # The event first, then the episode it opened, its execution, the forms that opened,
-        # the email it sent.
-        assert kinds == ["event", "episode", "execution", "form", "form", "message"]
+        # the email it sent; two hours later, the form completed.
+        assert kinds[:6] == ["event", "episode", "execution", "form", "form", "message"]
+        assert "form completed" in kinds[6:]
+        times = re.findall(r'<li class="entry [^"]+">\s*<time datetime="([^"]+)"', page.text)
+        assert len(times) == len(kinds)
+        assert times == sorted(times)
+        assert times[0].startswith("2025-02-15T10:00") and times[-1].startswith("2025-02-15T12:00")
         assert re.search(r'href="/console/inbox/\d+">episode \d+', page.text)
         assert f'href="/console/executions/{row["id"]}"' in page.text
         assert f'href="/console/executions/{row["id"]}#event"' in page.text
