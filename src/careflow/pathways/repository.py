@@ -154,7 +154,24 @@ async def list_episodes(
     limit: int,
     offset: int,
 ) -> tuple[Sequence[Episode], int]:
-    query = _episodes(organization_id)
+    """One page, newest first, and how many episodes match in all (``list_queries``)."""
+    count, page = list_queries(organization_id, filters, limit=limit, offset=offset)
+    total = await session.scalar(count)
+    rows = await session.scalars(page)
+    return rows.all(), total or 0
+
+
+def list_queries(
+    organization_id: int, filters: EpisodeFilters, *, limit: int, offset: int
+) -> tuple[Select[int], Select[Episode]]:
+    """The count and the page of ``list_episodes``.
+
+    The organisation and each filter's column lead an index that ends with the page's order
+    (``created_at``, ``id``; migration 0014): the page is the first entries of one index
+    range read backwards, and the count reads that range from the index alone. The patient
+    filter reads ``ix_episodes_org_patient_journey`` (a patient's few episodes).
+    """
+    where = [Episode.organization_id == organization_id]
     # patient_id goes through the EntityId column type: "100" and 100 are the same patient.
     for column, value in (
         (Episode.patient_id, filters.patient_id),
@@ -165,12 +182,16 @@ async def list_episodes(
         (Episode.suggested_priority, filters.suggested_priority),
     ):
         if value is not None:
-            query = query.where(column == value)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = await session.scalars(
-        query.order_by(Episode.created_at.desc(), Episode.id.desc()).limit(limit).offset(offset)
+            where.append(column == value)
+    count = select(func.count()).select_from(Episode).where(*where)
+    page = (
+        select(Episode)
+        .where(*where)
+        .order_by(Episode.created_at.desc(), Episode.id.desc())
+        .limit(limit)
+        .offset(offset)
     )
-    return rows.all(), total or 0
+    return count, page
 
 
 async def get_episode(
