@@ -8,6 +8,7 @@ from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.audit.models import AuditEntry
+from careflow.kit import listcounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +38,26 @@ def _where(organization_id: int, f: AuditFilters) -> list[ColumnElement[bool]]:
 async def list_entries(
     session: AsyncSession, organization_id: int, f: AuditFilters, *, limit: int, offset: int
 ) -> tuple[Sequence[AuditEntry], int]:
-    """One page, newest first, and how many entries match in all (``list_queries``)."""
+    """One page, newest first (``list_queries``), and how many entries match in all
+    (``listcounts.total``: kept counts on PostgreSQL, but for one object's few entries)."""
     count, page = list_queries(organization_id, f, limit=limit, offset=offset)
-    total = await session.scalar(count)
+
+    async def count_where(extra: Sequence[ColumnElement[bool]]) -> int:
+        return int(await session.scalar(count.where(*extra)) or 0)
+
+    total = await listcounts.total(
+        session,
+        listcounts.AUDIT_LOG,
+        organization_id,
+        {"object_type": f.object_type or None, "actor_sub": f.actor or None},
+        count_where=count_where,
+        time_column=AuditEntry.created_at,
+        lower=f.from_time or None,
+        upper=f.to_time or None,
+        others=bool(f.object_id),
+    )
     rows = await session.scalars(page)
-    return rows.all(), int(total or 0)
+    return rows.all(), total
 
 
 def list_queries(

@@ -7,13 +7,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from careflow import db
 from careflow.db import built, insert_if_absent, one_of
 from careflow.executions.models import Execution, ExecutionAction
+from careflow.kit import listcounts
 
 
 def _locking(session: AsyncSession) -> bool:
@@ -155,11 +166,30 @@ async def list_page(
     offset: int,
     limit: int,
 ) -> tuple[Sequence[Execution], int]:
-    """One page, newest first, and how many executions match in all (``list_queries``)."""
+    """One page, newest first (``list_queries``), and how many executions match in all
+    (``listcounts.total``: kept counts on PostgreSQL)."""
     count, page = list_queries(organization_id, filters, offset=offset, limit=limit)
-    total = await session.scalar(count)
+
+    async def count_where(extra: Sequence[ColumnElement[bool]]) -> int:
+        return int(await session.scalar(count.where(*extra)) or 0)
+
+    keys = {
+        "automation_rule_id": filters.automation_rule_id,
+        "status": filters.status,
+        "trigger_event": filters.trigger_event,
+    }
+    total = await listcounts.total(
+        session,
+        listcounts.EXECUTIONS,
+        organization_id,
+        keys,
+        count_where=count_where,
+        time_column=Execution.executed_at,
+        lower=filters.executed_from,
+        upper=filters.executed_before,
+    )
     rows = await session.scalars(page)
-    return list(rows), int(total or 0)
+    return list(rows), total
 
 
 def list_queries(

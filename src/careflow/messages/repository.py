@@ -7,11 +7,12 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Select, Table, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow import db
 from careflow.db import built, dialect_of, one_of
+from careflow.kit import listcounts
 from careflow.kit.types import EntityRef
 from careflow.messages.models import Message
 
@@ -63,11 +64,24 @@ async def list_for_org(
     offset: int,
     limit: int,
 ) -> tuple[list[Message], int]:
-    """One page, newest first, and how many messages match in all (``list_queries``)."""
+    """One page, newest first (``list_queries``), and how many messages match in all
+    (``listcounts.total``: kept counts on PostgreSQL, but for an execution's or a patient's
+    few messages)."""
     count, page = list_queries(organization_id, filters, offset=offset, limit=limit)
-    total = await session.scalar(count)
+
+    async def count_where(extra: Sequence[ColumnElement[bool]]) -> int:
+        return int(await session.scalar(count.where(*extra)) or 0)
+
+    total = await listcounts.total(
+        session,
+        listcounts.MESSAGES,
+        organization_id,
+        {"channel": filters.channel, "status": filters.status},
+        count_where=count_where,
+        others=filters.execution_id is not None or filters.patient_id is not None,
+    )
     rows = await session.scalars(page)
-    return list(rows), int(total or 0)
+    return list(rows), total
 
 
 def list_queries(

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     Select,
     Table,
     bindparam,
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow import db
 from careflow.db import built
+from careflow.kit import listcounts
 from careflow.kit.types import EntityRef
 from careflow.pathways.models import Episode, EpisodeEvent, PathwayConfig, PathwayRule
 
@@ -154,11 +156,30 @@ async def list_episodes(
     limit: int,
     offset: int,
 ) -> tuple[Sequence[Episode], int]:
-    """One page, newest first, and how many episodes match in all (``list_queries``)."""
+    """One page, newest first (``list_queries``), and how many episodes match in all
+    (``listcounts.total``: kept counts on PostgreSQL, but for a patient's few episodes)."""
     count, page = list_queries(organization_id, filters, limit=limit, offset=offset)
-    total = await session.scalar(count)
+
+    async def count_where(extra: Sequence[ColumnElement[bool]]) -> int:
+        return int(await session.scalar(count.where(*extra)) or 0)
+
+    keys = {
+        "journey_type": filters.journey_type,
+        "status": filters.status,
+        "inbox_visibility": filters.inbox_visibility,
+        "suggested_assignment": filters.suggested_assignment,
+        "suggested_priority": filters.suggested_priority,
+    }
+    total = await listcounts.total(
+        session,
+        listcounts.EPISODES,
+        organization_id,
+        keys,
+        count_where=count_where,
+        others=filters.patient_id is not None,
+    )
     rows = await session.scalars(page)
-    return rows.all(), total or 0
+    return rows.all(), total
 
 
 def list_queries(

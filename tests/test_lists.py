@@ -1,5 +1,6 @@
 """The executions, messages, episodes and audit-log lists: each filter's first page is one
-index range read backwards (no sort of the organisation's rows), and the count is exact for every filter, alone and combined, in the caller's organisation."""
+index range read backwards (no sort of the organisation's rows), and ``meta.total`` is exact for every filter, alone and combined, in the caller's organisation, through inserts, updates, deletes, rollbacks and
+the compaction of the kept counts (``kit.listcounts``)."""
 
 from __future__ import annotations
 
@@ -7,103 +8,31 @@ import dataclasses
 import json
 import operator
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from careflow.audit import repository as audit_repository
 from careflow.audit.repository import AuditFilters
 from careflow.audit.repository import list_queries as audit_queries
+from careflow.executions import repository as executions_repository
 from careflow.executions.repository import ExecutionFilters
 from careflow.executions.repository import list_queries as execution_queries
+from careflow.kit import listcounts
+from careflow.messages import repository as messages_repository
 from careflow.messages.repository import MessageFilters
 from careflow.messages.repository import list_queries as message_queries
 from careflow.models import Base
+from careflow.pathways import repository as pathways_repository
 from careflow.pathways.repository import EpisodeFilters
 from careflow.pathways.repository import list_queries as episode_queries
+from tests.fixtures.lists import STEP, T0, N, rows
 
-T0 = datetime(2025, 1, 1, tzinfo=UTC)
-N = 4000  # rows of organisation 1 in each table; organisation 2 has a tenth
-
-
-def rows(org: int) -> dict[str, list[dict[str, Any]]]:
-    """Organisation 1: N of each; organisation 2: a tenth. One a minute, newest last."""
-    gs = [g for g in range(1, N + 1) if org == 1 or g % 10 == 0]
-    at = [T0 + timedelta(minutes=g) for g in gs]
-    base = {"organization_id": org}
-    return {
-        "executions": [
-            {
-                **base,
-                "id": org * 100_000 + g,
-                "automation_rule_id": None,
-                "automation_rule_name": "r",
-                "rule_version": 1,
-                "trigger_event": ["patient.onboarded", "form.submitted"][g % 2],
-                "trigger_entity_type": "patient",
-                "trigger_entity_id": str(g % 50),
-                "patient_id": str(g % 50),
-                "occurrence_key": f"k{org}-{g}",
-                "status": ["success", "success", "success", "failure", "skipped"][g % 5],
-                "actions": [],
-                "context": {},
-                "executed_at": t,
-            }
-            for g, t in zip(gs, at, strict=True)
-        ],
-        "messages": [
-            {
-                **base,
-                "id": f"msg_{org}_{g}",
-                "channel": ["email", "sms"][g % 2],
-                "patient_id": str(g % 50),
-                "recipient": "a@example.test",
-                "template": "t",
-                "body": "b",
-                "status": ["sent", "delivered", "failed"][g % 3],
-                "provider": "smtp",
-                "attempts": 1,
-                "execution_id": org * 100_000 + g,
-                "action_index": 0,
-                "created_at": t,
-            }
-            for g, t in zip(gs, at, strict=True)
-        ],
-        "episodes": [
-            {
-                **base,
-                "patient_id": str(g % 50),
-                "journey_type": ["onboarding", "referral"][g % 2],
-                "status": ["open", "closed"][g % 3 // 2],
-                "inbox_visibility": ["visible", "hidden"][g % 4 // 3],
-                "suggested_assignment": ["nurse", "front_desk"][g % 5 // 4],
-                "suggested_priority": ["low", "high"][g % 6 // 5],
-                "expected_next_actor": "practice",
-                "priority": "low",
-                "created_at": t,
-                "updated_at": t,
-            }
-            for g, t in zip(gs, at, strict=True)
-        ],
-        "audit_log": [
-            {
-                **base,
-                "actor_sub": ["admin-1", "admin-2"][g % 2],
-                "actor_role": "admin",
-                "action": "update",
-                "object_type": ["episode", "automation_rule", "template"][g % 3],
-                "object_id": str(g % 50),
-                "created_at": t,
-            }
-            for g, t in zip(gs, at, strict=True)
-        ],
-    }
-
-
-MID = T0 + timedelta(minutes=N // 2)
+MID = T0 + timedelta(minutes=STEP * N // 2, seconds=30)
 
 # Each list's filters: one at a time, then combined; None: the organisation alone.
 EXECUTIONS = [
@@ -114,6 +43,10 @@ EXECUTIONS = [
     ExecutionFilters(executed_from=MID),
     ExecutionFilters(executed_before=MID),
     ExecutionFilters(status="success", trigger_event="patient.onboarded", executed_from=MID),
+    # Midnight bounds, bounds in one day, and bounds days apart (kept counts' day edges).
+    ExecutionFilters(executed_from=T0 + timedelta(days=3), executed_before=T0 + timedelta(days=9)),
+    ExecutionFilters(executed_from=MID, executed_before=MID + timedelta(hours=5)),
+    ExecutionFilters(status="failure", executed_from=MID, executed_before=MID + timedelta(days=4)),
 ]
 MESSAGES = [
     MessageFilters(),
@@ -140,6 +73,8 @@ AUDIT = [
     AuditFilters(from_time=MID),
     AuditFilters(to_time=MID),
     AuditFilters(object_type="episode", object_id="7", actor="admin-1", to_time=MID),
+    AuditFilters(from_time=T0 + timedelta(days=2), to_time=T0 + timedelta(days=8)),
+    AuditFilters(actor="admin-1", from_time=MID, to_time=MID + timedelta(days=3, minutes=1)),
 ]
 
 # What the filters mean, as plain SQL over the same rows (the count's reference).
@@ -200,9 +135,10 @@ async def conn(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
                 await connection.execute(insert(Base.metadata.tables[table]), values)
         await connection.commit()
         if engine.dialect.name == "postgresql":
-            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            for table in ("executions", "messages", "episodes", "audit_log"):
-                await autocommit.execute(text(f"VACUUM (ANALYZE) {table}"))
+            async with engine.connect() as other:
+                autocommit = await other.execution_options(isolation_level="AUTOCOMMIT")
+                for table in ("executions", "messages", "episodes", "audit_log"):
+                    await autocommit.execute(text(f"VACUUM (ANALYZE) {table}"))
         yield connection
 
 
@@ -244,3 +180,92 @@ async def test_each_first_page_reads_one_index_range(
         assert [n["Node Type"] for n in plan] == ["Limit", "Index Scan"], (filters, plan)
         assert plan[1]["Scan Direction"] == "Backward", (filters, plan)
         assert "Filter" not in plan[1], (filters, plan)
+
+
+TOTALS = {
+    "executions": lambda s, org, f: executions_repository.list_page(s, org, f, offset=0, limit=5),
+    "messages": lambda s, org, f: messages_repository.list_for_org(s, org, f, offset=0, limit=5),
+    "episodes": lambda s, org, f: pathways_repository.list_episodes(s, org, f, limit=5, offset=0),
+    "audit_log": lambda s, org, f: audit_repository.list_entries(s, org, f, limit=5, offset=0),
+}
+CHANGES = [
+    "UPDATE executions SET status = 'failure' WHERE id % 7 = 0",
+    "DELETE FROM executions WHERE id % 11 = 0",
+    "UPDATE messages SET status = 'delivered' WHERE execution_id % 3 = 0",
+    "UPDATE episodes SET status = 'closed', suggested_priority = 'high' WHERE id % 5 = 0",
+    "DELETE FROM episodes WHERE id % 13 = 0",
+]
+
+
+async def assert_totals(conn: AsyncConnection) -> None:
+    async with AsyncSession(bind=conn) as session:
+        for table, _, cases in LISTS:
+            for org in (1, 2):
+                for filters in cases:
+                    _, total = await TOTALS[table](session, org, filters)
+                    expected = await reference_count(conn, table, org, filters)
+                    assert total == expected, (table, org, filters)
+
+
+async def compact(conn: AsyncConnection) -> None:
+    async with AsyncSession(bind=conn) as session:
+        await listcounts.compact(session)
+    await conn.commit()
+
+
+async def test_totals_stay_exact_through_writes_and_compaction(conn: AsyncConnection) -> None:
+    await assert_totals(conn)
+    await compact(conn)
+    await assert_totals(conn)
+    for statement in CHANGES:
+        await conn.execute(text(statement))
+    await conn.commit()
+    more = rows(2)
+    for table in ("executions", "messages"):
+        for row in more[table]:
+            row["id"] = row["id"] + 1 if table == "executions" else row["id"] + "b"
+            row["organization_id"] = 1
+    for table, values in more.items():
+        if table == "messages":
+            values = [{**v, "execution_id": v["execution_id"] + 1} for v in values]
+        await conn.execute(insert(Base.metadata.tables[table]), values)
+    await conn.commit()
+    await assert_totals(conn)  # deltas on top of compacted counts
+    await compact(conn)
+    await assert_totals(conn)
+
+
+async def test_a_rolled_back_write_and_a_deleted_rule_move_the_totals_as_the_rows(
+    conn: AsyncConnection,
+) -> None:
+    await conn.execute(text("DELETE FROM executions WHERE organization_id = 1 AND id % 2 = 0"))
+    await conn.rollback()
+    rule = {
+        "organization_id": 1,
+        "name": "r",
+        "enabled": True,
+        "trigger_event": "patient.onboarded",
+        "trigger_config": {},
+        "conditions": {},
+        "actions": [],
+        "version": 1,
+        "created_at": T0,
+        "updated_at": T0,
+    }
+    rules = Base.metadata.tables["automation_rules"]
+    rule_id = (await conn.execute(insert(rules).returning(rules.c.id), rule)).scalar_one()
+    await conn.execute(
+        text("UPDATE executions SET automation_rule_id = :r WHERE id % 4 = 0"), {"r": rule_id}
+    )
+    await conn.commit()
+    by_rule = ExecutionFilters(automation_rule_id=rule_id)
+    async with AsyncSession(bind=conn) as session:
+        assert (await TOTALS["executions"](session, 1, by_rule))[1] == N // 4
+    await compact(conn)
+    # The rule's executions keep their history with no rule (ON DELETE SET NULL).
+    await conn.execute(rules.delete().where(rules.c.id == rule_id))
+    await conn.commit()
+    async with AsyncSession(bind=conn) as session:
+        assert (await TOTALS["executions"](session, 1, by_rule))[1] == 0
+        assert (await TOTALS["executions"](session, 1, ExecutionFilters()))[1] == N
+    await assert_totals(conn)
