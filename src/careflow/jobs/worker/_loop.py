@@ -29,8 +29,8 @@ from careflow.jobs.listener import NotifyListener, listen_dsn
 from careflow.jobs.registry import Sharing
 from careflow.jobs.store import ClaimedJob
 from careflow.jobs.worker._batch import BatchRunner, job_sharing
-from careflow.kit.clock import Clock
 from careflow.kit import listcounts
+from careflow.kit.clock import Clock
 from careflow.kit.idempotency import purge_expired
 from careflow.kit.metrics import JOB_LAG, QUEUE_DEPTH
 
