@@ -10,6 +10,7 @@ from careflow.executions.models import Execution, ExecutionAction
 from careflow.forms.models import Form
 from careflow.installation.models import Installation
 from careflow.jobs.models import Job
+from careflow.kit.listcounts import ListCount, ListCountDelta
 from careflow.kit.models import IdempotencyKey, RuleRevision
 from careflow.messages.models import Message
 from careflow.organizations.models import OrganizationSettings, OrganizationSmsNumber
@@ -33,6 +34,8 @@ __all__ = [
     "IdempotencyKey",
     "Installation",
     "Job",
+    "ListCount",
+    "ListCountDelta",
     "Message",
     "OrganizationSettings",
     "OrganizationSmsNumber",

@@ -14,8 +14,12 @@ class AuditEntry(Base):
 
     __tablename__ = "audit_log"
     __table_args__ = (
-        Index("ix_audit_log_org_created", "organization_id", "created_at"),
-        Index("ix_audit_log_org_object", "organization_id", "object_type", "object_id"),
+        # The list's indexes (0014): the organisation, at most one filter's column, then the
+        # list's order (created_at, id).
+        Index("ix_audit_log_org_created", "organization_id", "created_at", "id"),
+        Index("ix_audit_log_org_object_id", "organization_id", "object_id", "created_at", "id"),
+        Index("ix_audit_log_org_type", "organization_id", "object_type", "created_at", "id"),
+        Index("ix_audit_log_org_actor", "organization_id", "actor_sub", "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)

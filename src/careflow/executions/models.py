@@ -17,8 +17,14 @@ class Execution(Base):
     __table_args__ = (
         # A redelivered event or a second fire of the same occurrence can never make a second run.
         Index("uq_executions_rule_occurrence", "automation_rule_id", "occurrence_key", unique=True),
-        Index("ix_executions_org_executed", "organization_id", "executed_at"),
-        Index("ix_executions_org_rule", "organization_id", "automation_rule_id"),
+        # The list's indexes (0014): the organisation, at most one filter's column, then the
+        # list's order (executed_at, id); the first page and meta.total read one range.
+        Index("ix_executions_org_executed", "organization_id", "executed_at", "id"),
+        Index(
+            "ix_executions_org_rule", "organization_id", "automation_rule_id", "executed_at", "id"
+        ),
+        Index("ix_executions_org_status", "organization_id", "status", "executed_at", "id"),
+        Index("ix_executions_org_event", "organization_id", "trigger_event", "executed_at", "id"),
         Index("ix_executions_event", "event_pk"),
         # execution_count / last_executed_at of a rule, read from this index alone.
         Index(

@@ -7,13 +7,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from careflow import db
 from careflow.db import built, insert_if_absent, one_of
 from careflow.executions.models import Execution, ExecutionAction
+from careflow.kit import listcounts
 from careflow.kit.types import EntityRef
 
 
@@ -157,32 +168,72 @@ async def list_page(
     offset: int,
     limit: int,
 ) -> tuple[Sequence[Execution], int]:
-    query = _filtered(organization_id, filters)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = await session.scalars(
-        query.order_by(Execution.executed_at.desc(), Execution.id.desc())
+    """One page, newest first (``list_queries``), and how many executions match in all
+    (``listcounts.total``: kept counts on PostgreSQL)."""
+    count, page = list_queries(organization_id, filters, offset=offset, limit=limit)
+
+    async def count_where(extra: Sequence[ColumnElement[bool]]) -> int:
+        return int(await session.scalar(count.where(*extra)) or 0)
+
+    keys = {
+        "automation_rule_id": filters.automation_rule_id,
+        "status": filters.status,
+        "trigger_event": filters.trigger_event,
+    }
+    total = await listcounts.total(
+        session,
+        listcounts.EXECUTIONS,
+        organization_id,
+        keys,
+        count_where=count_where,
+        time_column=Execution.executed_at,
+        lower=filters.executed_from,
+        upper=filters.executed_before,
+        # A patient's few executions are counted directly.
+        others=filters.patient_id is not None,
+    )
+    rows = await session.scalars(page)
+    return list(rows), total
+
+
+def list_queries(
+    organization_id: int, filters: ExecutionFilters, *, offset: int, limit: int
+) -> tuple[Select[int], Select[Execution]]:
+    """The count and the page of ``list_page``.
+
+    The organisation and each filter's column lead an index that ends with the page's order
+    (``executed_at``, ``id``; migration 0014): the page is the first entries of one index
+    range read backwards, and the count reads that range from the index alone.
+    """
+    where = [Execution.organization_id == organization_id]
+    if filters.automation_rule_id is not None:
+        where.append(Execution.automation_rule_id == filters.automation_rule_id)
+    if filters.status is not None:
+        where.append(Execution.status == filters.status)
+    if filters.trigger_event is not None:
+        where.append(Execution.trigger_event == filters.trigger_event)
+    if filters.executed_from is not None:
+        where.append(Execution.executed_at >= filters.executed_from)
+    if filters.executed_before is not None:
+        where.append(Execution.executed_at < filters.executed_before)
+    if filters.patient_id is not None:
+        # Through the EntityId column type: "100" and 100 are the same patient.
+        where.append(Execution.patient_id == filters.patient_id)
+    count = select(func.count()).select_from(Execution).where(*where)
+    page = (
+        select(Execution)
+        .where(*where)
+        .order_by(Execution.executed_at.desc(), Execution.id.desc())
         .offset(offset)
         .limit(limit)
     )
-    return list(rows), int(total or 0)
+    return count, page
 
 
 def _filtered(organization_id: int, filters: ExecutionFilters) -> Select[Execution]:
-    query = _scoped(organization_id)
-    if filters.automation_rule_id is not None:
-        query = query.where(Execution.automation_rule_id == filters.automation_rule_id)
-    if filters.status is not None:
-        query = query.where(Execution.status == filters.status)
-    if filters.trigger_event is not None:
-        query = query.where(Execution.trigger_event == filters.trigger_event)
-    if filters.executed_from is not None:
-        query = query.where(Execution.executed_at >= filters.executed_from)
-    if filters.executed_before is not None:
-        query = query.where(Execution.executed_at < filters.executed_before)
-    if filters.patient_id is not None:
-        # Through the EntityId column type: "100" and 100 are the same patient.
-        query = query.where(Execution.patient_id == filters.patient_id)
-    return query
+    """The executions ``filters`` selects, in no order (``list_queries``' conditions)."""
+    _, page = list_queries(organization_id, filters, offset=0, limit=1)
+    return page.order_by(None).offset(None).limit(None)
 
 
 async def ids_with_status(

@@ -18,7 +18,12 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         Index("uq_messages_exec_action", "execution_id", "action_index", unique=True),
-        Index("ix_messages_org_created", "organization_id", "created_at"),
+        # The list's indexes (0014): the organisation, at most one filter's column, then the
+        # list's order (created_at, id). The execution filter uses uq_messages_exec_action.
+        Index("ix_messages_org_created", "organization_id", "created_at", "id"),
+        Index("ix_messages_org_channel", "organization_id", "channel", "created_at", "id"),
+        Index("ix_messages_org_status", "organization_id", "status", "created_at", "id"),
+        Index("ix_messages_org_patient", "organization_id", "patient_id", "created_at", "id"),
         # Which message a provider's id is already held by (adopting one after a lost answer).
         Index("ix_messages_provider_message_id", "provider_message_id"),
     )

@@ -7,11 +7,12 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Select, Table, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow import db
 from careflow.db import built, dialect_of, one_of
+from careflow.kit import listcounts
 from careflow.kit.types import EntityRef
 from careflow.messages.models import Message
 
@@ -63,20 +64,54 @@ async def list_for_org(
     offset: int,
     limit: int,
 ) -> tuple[list[Message], int]:
-    query = _org_query(organization_id)
-    if filters.channel is not None:
-        query = query.where(Message.channel == filters.channel)
-    if filters.status is not None:
-        query = query.where(Message.status == filters.status)
-    if filters.execution_id is not None:
-        query = query.where(Message.execution_id == filters.execution_id)
-    if filters.patient_id is not None:
-        query = query.where(Message.patient_id == filters.patient_id)
-    total = await session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = await session.execute(
-        query.order_by(Message.created_at.desc(), Message.id.desc()).offset(offset).limit(limit)
+    """One page, newest first (``list_queries``), and how many messages match in all
+    (``listcounts.total``: kept counts on PostgreSQL, but for an execution's or a patient's
+    few messages)."""
+    count, page = list_queries(organization_id, filters, offset=offset, limit=limit)
+
+    async def count_where(extra: Sequence[ColumnElement[bool]]) -> int:
+        return int(await session.scalar(count.where(*extra)) or 0)
+
+    total = await listcounts.total(
+        session,
+        listcounts.MESSAGES,
+        organization_id,
+        {"channel": filters.channel, "status": filters.status},
+        count_where=count_where,
+        others=filters.execution_id is not None or filters.patient_id is not None,
     )
-    return list(rows.scalars()), int(total or 0)
+    rows = await session.scalars(page)
+    return list(rows), total
+
+
+def list_queries(
+    organization_id: int, filters: MessageFilters, *, offset: int, limit: int
+) -> tuple[Select[int], Select[Message]]:
+    """The count and the page of ``list_for_org``.
+
+    The organisation and each filter's column lead an index that ends with the page's order
+    (``created_at``, ``id``; migration 0014): the page is the first entries of one index
+    range read backwards, and the count reads that range from the index alone. The
+    execution filter reads ``uq_messages_exec_action`` (an execution's few messages).
+    """
+    where = [Message.organization_id == organization_id]
+    if filters.channel is not None:
+        where.append(Message.channel == filters.channel)
+    if filters.status is not None:
+        where.append(Message.status == filters.status)
+    if filters.execution_id is not None:
+        where.append(Message.execution_id == filters.execution_id)
+    if filters.patient_id is not None:
+        where.append(Message.patient_id == filters.patient_id)
+    count = select(func.count()).select_from(Message).where(*where)
+    page = (
+        select(Message)
+        .where(*where)
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    return count, page
 
 
 async def get(session: AsyncSession, organization_id: int, message_id: str) -> Message | None:

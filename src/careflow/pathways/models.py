@@ -75,7 +75,24 @@ class Episode(Base):
             "created_at",
             "id",
         ),
-        Index("ix_episodes_org_created", "organization_id", "created_at"),
+        # The list's indexes (0014): the organisation, at most one filter's column, then the
+        # list's order (created_at, id). The patient filter uses the index above.
+        Index("ix_episodes_org_created", "organization_id", "created_at", "id"),
+        Index("ix_episodes_org_journey", "organization_id", "journey_type", "created_at", "id"),
+        Index("ix_episodes_org_status", "organization_id", "status", "created_at", "id"),
+        Index(
+            "ix_episodes_org_visibility", "organization_id", "inbox_visibility", "created_at", "id"
+        ),
+        Index(
+            "ix_episodes_org_assignment",
+            "organization_id",
+            "suggested_assignment",
+            "created_at",
+            "id",
+        ),
+        Index(
+            "ix_episodes_org_priority", "organization_id", "suggested_priority", "created_at", "id"
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)

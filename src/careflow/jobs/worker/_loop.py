@@ -29,6 +29,7 @@ from careflow.jobs.listener import NotifyListener, listen_dsn
 from careflow.jobs.registry import Sharing
 from careflow.jobs.store import ClaimedJob
 from careflow.jobs.worker._batch import BatchRunner, job_sharing
+from careflow.kit import listcounts
 from careflow.kit.clock import Clock
 from careflow.kit.idempotency import purge_expired
 from careflow.kit.metrics import JOB_LAG, QUEUE_DEPTH
@@ -329,7 +330,8 @@ class Worker:
             log.error("jobs.runner_crashed", error=type(task.exception()).__name__)
 
     async def _housekeeping_loop(self) -> None:
-        """Rescue expired leases even when nothing is being claimed, and sample queue depth."""
+        """Rescue expired leases even when nothing is being claimed, sample queue depth, and
+        fold the lists' count deltas in (``kit.listcounts``)."""
         interval = min(HOUSEKEEPING_MAX_INTERVAL_SECONDS, self.lease.total_seconds() / 2)
         while not self._stopping.is_set():
             try:
@@ -338,6 +340,9 @@ class Worker:
                     depth = await store.depth_by_status(session)
                     # Idempotency keys are kept 24 h; past that they are only weight.
                     await purge_expired(session, self.clock.now())
+                # The lists' kept counts: the deltas their triggers wrote, folded in.
+                async with self.sessionmaker() as session, session.begin():
+                    await listcounts.compact(session)
                 if rescued:
                     log.warning("jobs.leases_rescued", count=rescued, worker=self.name)
                     self.wake()

@@ -1,7 +1,7 @@
 """the console's one-time sign-in links
 
 Revision ID: 0015
-Revises: 0011
+Revises: 0014
 Create Date: 2026-12-07 17:00:00
 
 ``console_tickets`` holds the id of each sign-in link ``careflow console-url`` printed that
@@ -16,7 +16,7 @@ from alembic import op
 import careflow.db
 
 revision: str = "0015"
-down_revision: str | None = "0011"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
