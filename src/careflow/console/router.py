@@ -6,11 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse
 
-from careflow.console.pages import login, overview
+from careflow.console.pages import audit, inbox, jobs, login, overview
 from careflow.console.web import PREFIX
 
 router = APIRouter(include_in_schema=False)
-for page in (login, overview):
+for page in (login, overview, jobs, inbox, audit):
     router.include_router(page.router, prefix=PREFIX)
 
 
