@@ -394,3 +394,34 @@ async def merge_action_result(
     row.result = {**result, **fields}
     await session.flush()
     return True
+
+
+async def count_by_status_since(
+    session: AsyncSession, organization_id: int, since: datetime
+) -> dict[str, int]:
+    """The organisation's executions since ``since`` (inclusive), counted by status: one
+    range of ``ix_executions_org_executed``."""
+    rows = await session.execute(
+        select(Execution.status, func.count())
+        .where(Execution.organization_id == organization_id, Execution.executed_at >= since)
+        .group_by(Execution.status)
+    )
+    return {status: int(count) for status, count in rows.all()}
+
+
+async def newest_with_status_since(
+    session: AsyncSession,
+    organization_id: int,
+    statuses: Sequence[str],
+    since: datetime,
+    *,
+    limit: int,
+) -> list[Execution]:
+    """The organisation's newest executions with one of ``statuses`` since ``since``."""
+    rows = await session.scalars(
+        _scoped(organization_id)
+        .where(Execution.executed_at >= since, Execution.status.in_(statuses))
+        .order_by(Execution.executed_at.desc(), Execution.id.desc())
+        .limit(limit)
+    )
+    return list(rows)

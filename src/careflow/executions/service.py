@@ -360,3 +360,22 @@ async def record_delivery_status(
     await repository.merge_action_result(
         session, execution_id, action_index, {"sms_id": sms_id}, {"delivery_status": status}
     )
+
+
+async def count_by_status_since(
+    session: AsyncSession, principal: Principal, since: datetime
+) -> dict[str, int]:
+    """How many of the organisation's executions ran since ``since``, by status (every
+    status present, 0 when none)."""
+    found = await repository.count_by_status_since(session, principal.org_id, since)
+    return {status: found.get(status, 0) for status in ExecutionStatus.ALL}
+
+
+async def failed_since(
+    session: AsyncSession, principal: Principal, since: datetime, *, limit: int
+) -> list[Execution]:
+    """The organisation's newest executions since ``since`` that ended with failed actions
+    (``failure``, ``partial_failure``): the ones a retry can help."""
+    return await repository.newest_with_status_since(
+        session, principal.org_id, ExecutionStatus.RETRYABLE, since, limit=limit
+    )

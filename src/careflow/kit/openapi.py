@@ -105,6 +105,8 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("put", "/v1/organization/settings"): "putOrganizationSettings",
     ("get", "/v1/audit-log"): "listAuditLog",
     ("get", "/v1/jobs"): "listJobs",
+    ("post", "/v1/jobs/{id}/retry"): "retryJob",
+    ("delete", "/v1/jobs/{id}"): "deleteJob",
     ("post", "/v1/providers/twilio/status"): "receiveTwilioStatus",
     ("post", "/v1/providers/twilio/inbound"): "receiveTwilioInboundSms",
     ("get", "/v1/unsubscribe/{token}"): "getUnsubscribePage",

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import ColumnElement, Select, Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -200,3 +201,16 @@ async def save_for_action(session: AsyncSession, message: Message, *, new: bool)
     else:
         keyed = {"message_id": values.pop("id"), **values}
         await db.write(session, "messages.update", _UPDATE, keyed, row=identity)
+
+
+async def count_by_status_since(
+    session: AsyncSession, organization_id: int, since: datetime
+) -> dict[str, int]:
+    """The organisation's messages created since ``since`` (inclusive), counted by status:
+    one range of ``ix_messages_org_created``."""
+    rows = await session.execute(
+        select(Message.status, func.count())
+        .where(Message.organization_id == organization_id, Message.created_at >= since)
+        .group_by(Message.status)
+    )
+    return {status: int(count) for status, count in rows.all()}

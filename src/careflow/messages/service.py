@@ -13,7 +13,7 @@ from careflow.kit.pagination import PageParams
 from careflow.messages import repository as repo
 from careflow.messages.models import Message
 from careflow.messages.repository import MessageFilters
-from careflow.messages.statuses import RANK, STEP_TIME
+from careflow.messages.statuses import MESSAGE_STATUSES, RANK, STEP_TIME
 
 
 async def list_messages(
@@ -72,3 +72,12 @@ async def apply_status_report(
             message.error_code = report.error_code
     await session.flush()
     return message
+
+
+async def count_by_status_since(
+    session: AsyncSession, principal: Principal, since: datetime
+) -> dict[str, int]:
+    """How many of the organisation's messages were created since ``since``, by their
+    delivery status now (every status present, 0 when none)."""
+    found = await repo.count_by_status_since(session, principal.org_id, since)
+    return {status: found.get(status, 0) for status in MESSAGE_STATUSES}
