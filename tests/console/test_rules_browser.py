@@ -64,6 +64,15 @@ async def test_editing_a_rule_with_an_error_then_fixed(
     assert "patient.tags" in await result.inner_text()
     assert page.url.endswith(f"/console/rules/{rule['id']}?saved=1")
 
+    # A new rule's form redraws with the fields of the trigger and action type chosen.
+    await visit.goto("/console/rules/new")
+    await page.get_by_label("Trigger event").select_option("appointment.before_start")
+    hours = page.get_by_label("Hours before")
+    await hours.wait_for()
+    assert (await hours.get_attribute("min"), await hours.get_attribute("max")) == ("1", "168")
+    await page.get_by_label("Action 1 type").select_option("update_segment")
+    await page.get_by_label("Segment id (required)").wait_for()
+
 
 async def test_a_specialist_sees_no_write_button_and_a_hand_made_post_is_refused(
     signed_in: Callable[..., Any], client: httpx.AsyncClient, auth: Auth

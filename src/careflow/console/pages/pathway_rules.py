@@ -179,7 +179,7 @@ def _form_page(
         values=values,
         rule=rule,
         errors=errors or {},
-        action=f"{PREFIX}/pathway-rules/{rule.id}" if rule else f"{PREFIX}/pathway-rules/new",
+        form_url=f"{PREFIX}/pathway-rules/{rule.id}" if rule else f"{PREFIX}/pathway-rules/new",
         editable=user.can(UPDATE if rule else CREATE),
         can_delete=rule is not None and user.can(DELETE),
         trigger_options=_trigger_options(),

@@ -109,7 +109,7 @@ def _form_page(
 ) -> HTMLResponse:
     trigger = TRIGGERS_BY_EVENT.get(form.trigger_event)
     entities = sorted(context_entities(trigger["entity_type"])) if trigger else []
-    action = f"{PREFIX}/rules/{rule.id}" if rule is not None else f"{PREFIX}/rules/new"
+    form_url = f"{PREFIX}/rules/{rule.id}" if rule is not None else f"{PREFIX}/rules/new"
     editable = user.can(UPDATE if rule is not None else CREATE)
     return render(
         request,
@@ -119,7 +119,7 @@ def _form_page(
         form=form,
         rule=rule,
         errors=errors or {},
-        action=action,
+        form_url=form_url,
         editable=editable,
         triggers=trigger_choices(),
         action_types=action_choices(),
