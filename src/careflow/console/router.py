@@ -6,11 +6,21 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse
 
-from careflow.console.pages import audit, executions, inbox, jobs, login, overview, patients
+from careflow.console.pages import (
+    audit,
+    executions,
+    inbox,
+    jobs,
+    login,
+    overview,
+    pathway_rules,
+    patients,
+    rules,
+)
 from careflow.console.web import PREFIX
 
 router = APIRouter(include_in_schema=False)
-for page in (login, overview, executions, patients, jobs, inbox, audit):
+for page in (login, overview, rules, executions, patients, inbox, pathway_rules, jobs, audit):
     router.include_router(page.router, prefix=PREFIX)
 
 

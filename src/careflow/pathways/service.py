@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -19,9 +20,11 @@ from careflow.errors import ConflictError, NotFoundError, ValidationError
 from careflow.kit.rulesets import bump
 from careflow.pathways import repository
 from careflow.pathways.catalog import CONFIG_FIELDS, TRIGGERS, BaseConfig, TriggerType
+from careflow.pathways.explanation import FailedCondition, failed_conditions
 from careflow.pathways.models import PathwayConfig, PathwayRule
 from careflow.pathways.resolution import (
     EffectiveConfig,
+    Evaluation,
     Resolution,
     effective_config,
     effective_configs,
@@ -183,7 +186,11 @@ async def create_rule(
 
 
 async def update_rule(
-    session: AsyncSession, principal: Principal, rule_id: str, body: PathwayRuleUpdate, now: datetime
+    session: AsyncSession,
+    principal: Principal,
+    rule_id: str,
+    body: PathwayRuleUpdate,
+    now: datetime,
 ) -> PathwayRule:
     rule = await get_rule(session, principal, rule_id)
     sent = body.model_fields_set
@@ -324,3 +331,50 @@ async def explain(session: AsyncSession, principal: Principal, body: ResolveRequ
     trigger = known_trigger(body.trigger_type)
     context = await join_snapshots(session, principal.org_id, body.data)
     return await resolve(session, principal.org_id, trigger.trigger_type, context)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleVerdict:
+    """One rule's part in a resolution: whether it matched, whether it decided, and why not."""
+
+    rule: PathwayRule
+    evaluation: Evaluation
+    decided: bool
+    failures: list[FailedCondition]
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """A resolution explained: the base config, the result, and every rule in evaluation
+    order with the reasons the ones that did not match failed."""
+
+    resolution: Resolution
+    base: BaseConfig
+    context: dict[str, Any]
+    verdicts: list[RuleVerdict]
+
+
+async def explain_rules(
+    session: AsyncSession, principal: Principal, body: ResolveRequest
+) -> Explanation:
+    """``explain`` with each rule's reasons: for every condition that failed, the path it
+    read, what it expected and what the event's context held there."""
+    trigger = known_trigger(body.trigger_type)
+    context = await join_snapshots(session, principal.org_id, body.data)
+    resolution = await resolve(session, principal.org_id, trigger.trigger_type, context)
+    base = await effective_config(session, principal.org_id, trigger.trigger_type)
+    rules = {
+        r.id: r
+        for r in await repository.rules_for_trigger(session, principal.org_id, trigger.trigger_type)
+    }
+    verdicts = []
+    for evaluation in resolution.evaluations:
+        rule = rules.get(evaluation.rule_id)
+        if rule is None:  # pragma: no cover - deleted between the two reads of one request
+            continue
+        failures = failed_conditions(
+            rule.conditions, evaluation.failed_conditions, trigger.named_fields, context
+        )
+        decided = evaluation.rule_id == resolution.matched_rule_id
+        verdicts.append(RuleVerdict(rule, evaluation, decided, failures))
+    return Explanation(resolution, base.config, context, verdicts)
