@@ -271,7 +271,27 @@ def cases(v: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("audit log", "actor", "/v1/audit-log?actor=admin-2"),
         ("audit log", "from (30 days)", f"/v1/audit-log?from={at}"),
         ("audit log", "to (all but 30 days)", f"/v1/audit-log?to={at}"),
+        # The console's lists: the same services, rendered as HTML (a signed-in session).
+        ("console executions", "none", "/console/executions"),
+        ("console executions", "status=failure", "/console/executions?status=failure"),
+        ("console executions", "rule", f"/console/executions?automation_rule_id={v['rule']}"),
+        ("console executions", "patient_id", "/console/executions?patient_id=4242"),
+        ("console inbox", "none (open)", "/console/inbox"),
+        ("console inbox", "patient_id", "/console/inbox?patient_id=4242"),
+        ("console audit", "none", "/console/audit"),
+        ("console audit", "object_type", "/console/audit?object_type=episode"),
     ]
+
+
+async def sign_in_to_console(client: httpx.AsyncClient, token: str) -> None:
+    """The console's session for ``client`` (its cookie jar), as a browser signs in."""
+    import re
+
+    form = await client.get("/console/login")
+    found = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert found is not None, "no sign-in form"
+    answer = await client.post("/console/login", data={"token": token, "csrf_token": found[1]})
+    assert answer.status_code == 303, answer.text
 
 
 class ServerTimer:
@@ -316,6 +336,7 @@ async def time_cases(url: str, runs: int, extra_paths: list[str]) -> list[dict[s
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=timer), base_url="http://bench", timeout=120
     ) as client:
+        await sign_in_to_console(client, token)
         for name, label, path in all_cases:
             first = await client.get(path, headers=headers)
             first.raise_for_status()

@@ -275,6 +275,7 @@ class TestSwitches:
             e for e in await _audit(client, auth, "automation_rule") if e["action"] == "update"
         ]
         assert sorted(e["after"]["enabled"] for e in updates) == [False, True]
+        assert {e["after"]["via"] for e in updates} == {"console"}
 
     async def test_delete(
         self, client: httpx.AsyncClient, token: Callable[..., str], auth: Auth

@@ -14,7 +14,7 @@ from careflow.audit import repository
 from careflow.audit.models import AuditEntry
 from careflow.audit.repository import AuditFilters
 from careflow.auth import Principal
-from careflow.kit.context import current_request_id
+from careflow.kit.context import current_request_id, current_via
 from careflow.kit.pagination import PageParams
 
 #: The actor of changes careflow makes itself, not on a caller's request (routing opens
@@ -45,6 +45,11 @@ def _entry(
     after: dict[str, Any] | None,
     now: datetime,
 ) -> dict[str, Any]:
+    via = current_via()
+    if via is not None:
+        # A change made through the console: the same entry the API's operation writes,
+        # saying where it was made.
+        after = {**(after or {}), "via": via}
     return {
         "organization_id": organization_id,
         "actor_sub": actor[0],

@@ -111,8 +111,11 @@ async def record_action(
     before: dict[str, Any] | None = None,
     now: datetime,
 ) -> None:
-    """An audit entry for an action taken in the console, in the action's transaction: the
-    action's name (at most 20 characters), its object, and ``"via": "console"``."""
+    """The audit entry of a console action that no service audits itself (signing in, an
+    execution's retry), in the action's transaction: the action's name (at most 20
+    characters), its object, and ``"via": "console"``. A write through a service that
+    audits (a rule saved, an episode changed, a job retried) gets that service's entry,
+    which says ``"via": "console"`` too (``kit.context.via_var``): one entry per action."""
     await audit.record(
         session,
         principal,

@@ -10,7 +10,7 @@ mirrors, so the console allows exactly what the API allows that role.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +26,7 @@ from careflow.auth import Principal, Role, route_roles
 from careflow.console import service, signing
 from careflow.console.signing import ConsoleSession
 from careflow.errors import CareflowError, ForbiddenError
+from careflow.kit.context import via_var
 from careflow.kit.deps import ClockDep, SessionDep
 
 PREFIX = "/console"
@@ -141,7 +142,7 @@ def session_of(request: Request, keys: signing.Keys, now: float) -> ConsoleSessi
     return ConsoleSession.from_claims(claims) if claims is not None else None
 
 
-async def current_user(request: Request, keys: KeysDep, clock: ClockDep) -> User:
+async def current_user(request: Request, keys: KeysDep, clock: ClockDep) -> AsyncIterator[User]:
     sess = session_of(request, keys, clock.now().timestamp())
     if sess is None:
         raise SignInRequired()
@@ -158,7 +159,13 @@ async def current_user(request: Request, keys: KeysDep, clock: ClockDep) -> User
         app=request.app,
     )
     request.state.console_user = user  # for an error page's header
-    return user
+    # The audit entries of this request's writes say it came through the console; reset
+    # after, as an in-process caller (tests' ASGITransport) shares the request's context.
+    marked = via_var.set("console")
+    try:
+        yield user
+    finally:
+        via_var.reset(marked)
 
 
 UserDep = Annotated[User, Depends(current_user)]

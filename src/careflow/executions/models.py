@@ -25,6 +25,8 @@ class Execution(Base):
         ),
         Index("ix_executions_org_status", "organization_id", "status", "executed_at", "id"),
         Index("ix_executions_org_event", "organization_id", "trigger_event", "executed_at", "id"),
+        # The console's patient filter and a patient's journey (0015).
+        Index("ix_executions_org_patient", "organization_id", "patient_id", "executed_at", "id"),
         Index("ix_executions_event", "event_pk"),
         # execution_count / last_executed_at of a rule, read from this index alone.
         Index(

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from careflow import tracing
 
 request_id_var: ContextVar[str | None] = ContextVar("careflow_request_id", default=None)
+#: Where the request came from when not the API: ``"console"`` while a console page is served
+#: (its audit entries say so).
+via_var: ContextVar[str | None] = ContextVar("careflow_via", default=None)
 
 
 def new_request_id() -> str:
@@ -17,6 +20,10 @@ def new_request_id() -> str:
 
 def current_request_id() -> str | None:
     return request_id_var.get()
+
+
+def current_via() -> str | None:
+    return via_var.get()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """``/console/inbox``: the organisation's episodes with the filters of ``GET /v1/episodes``;
 an episode assigned, its priority changed, or closed, through the service behind
 ``PATCH /v1/episodes/{episode_id}`` (so the change, its checks and its audit entry are the
-API's), with the console's own audit entry beside it."""
+API's), its audit entry saying ``"via": "console"``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pydantic
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from careflow.console import service as console
 from careflow.console.web import PREFIX, User, reader, redirect, render, writer
 from careflow.errors import ValidationError, pydantic_details
 from careflow.kit.deps import ClockDep, SessionDep
@@ -153,10 +152,6 @@ async def _update(
             errors=errors,
             status_code=400,
         )
-    await console.record_action(
-        session, user.principal, action=action, object_type="episode", object_id=episode.id,
-        after={k: v for k, v in changes.items()}, now=now,
-    )  # fmt: skip
     kept = [
         (k, v) for k, v in parse_qsl(back, keep_blank_values=True) if k in FILTERS or k == "page"
     ]

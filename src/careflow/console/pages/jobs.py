@@ -1,7 +1,8 @@
 """``/console/jobs`` (admin, as ``GET /v1/jobs``): the organisation's dead jobs and the ones
 retrying after a failure, each with its last error; a dead job retried (queued again, due
 now, its attempts from zero) or discarded, as ``POST /v1/jobs/{id}/retry`` and
-``DELETE /v1/jobs/{id}`` do, each audited twice: the API's entry and the console's."""
+``DELETE /v1/jobs/{id}`` do, each audited once, as the API's
+operation is, the entry saying ``"via": "console"``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from careflow.console import service as console
 from careflow.console.web import PREFIX, User, reader, redirect, render, writer
 from careflow.jobs import service as jobs
 from careflow.kit.deps import ClockDep, SessionDep
@@ -79,10 +79,6 @@ async def retry_job(
 ) -> Response:
     now = clock.now()
     job = await jobs.retry_dead_job(session, user.principal, row_id(job_id, "job"), now=now)
-    await console.record_action(
-        session, user.principal, action="retry", object_type="job", object_id=job.id,
-        before={"status": "dead"}, after={"status": job.status}, now=now,
-    )  # fmt: skip
     return redirect(_back(_with_done(back, f"retried-{job.id}")), request)
 
 
@@ -98,10 +94,6 @@ async def discard_job(
     now = clock.now()
     pk = row_id(job_id, "job")
     await jobs.delete_dead_job(session, user.principal, pk, now=now)
-    await console.record_action(
-        session, user.principal, action="discard", object_type="job", object_id=pk,
-        before={"status": "dead"}, now=now,
-    )  # fmt: skip
     return redirect(_back(_with_done(back, f"discarded-{pk}")), request)
 
 
