@@ -1,5 +1,8 @@
 """The worker's loop: claims due jobs, deals them into batches and slots, and keeps going.
 
+Each claim is shared across the organisations with due work and takes urgent jobs first
+inside each (``jobs.claim``); the worker keeps the rotation its claims start from.
+
 ``Worker`` is one process's runner. Its claim loop asks for as many jobs as its free slots
 can take (a batch per slot while the queue holds jobs that share, one job per slot while
 it holds others), splits the claim into batches, deals them over the free slots and spawns
@@ -24,7 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from careflow.config import Settings
-from careflow.jobs import queue, store
+from careflow.jobs import claim, queue, store
 from careflow.jobs.listener import NotifyListener, listen_dsn
 from careflow.jobs.registry import Sharing
 from careflow.jobs.store import ClaimedJob
@@ -71,6 +74,8 @@ class Worker:
         # Jobs claimed per free slot: the batch size while the queue holds batchable jobs,
         # one while it holds others (each of which takes a slot of its own).
         self._per_slot = 1
+        # Where this worker's next claim starts among the organisations with due work.
+        self._rotation = claim.Rotation()
         self.lease = timedelta(seconds=settings.job_lease_seconds)
         self.poll_interval = settings.job_poll_interval_seconds
         bind = sessionmaker.kw.get("bind")
@@ -220,12 +225,17 @@ class Worker:
                 rescued = await store.rescue_expired(session, now)
                 if rescued:
                     log.warning("jobs.leases_rescued", count=rescued, worker=self.name)
-            jobs = await store.claim_due(
-                session, worker=self.name, now=now, lease=self.lease, limit=limit
+            jobs = await claim.claim_due(
+                session,
+                worker=self.name,
+                now=now,
+                lease=self.lease,
+                limit=limit,
+                rotation=self._rotation,
             )
             upcoming = None
             if want_next and len(jobs) < limit:
-                upcoming = await store.next_run_at(session)
+                upcoming = await claim.next_run_at(session)
         for job in jobs:
             JOB_LAG.observe(max(0.0, (now - job.run_at).total_seconds()))
         return jobs, upcoming
@@ -277,7 +287,8 @@ class Worker:
     def _batches(self, jobs: list[ClaimedJob]) -> list[list[ClaimedJob]]:
         """A claim's jobs as batches: of up to ``batch_size`` jobs that share, of one other.
 
-        Jobs that share are spread over as many batches as there are, oldest first, one
+        Jobs that share are spread over as many batches as there are, most urgent then
+        oldest first (the claim's order), one
         kind of sharing to a batch; how many jobs the next claim asks for per slot follows
         what this one found. A job on a second or later attempt runs alone: it may be one a
         stalled worker still holds locks for, and alone it holds up no batch while it waits
@@ -298,7 +309,7 @@ class Worker:
             group[i : i + size] for group in together.values() for i in range(0, len(group), size)
         ]
         batches += singles
-        batches.sort(key=lambda batch: (batch[0].run_at, batch[0].id))
+        batches.sort(key=lambda batch: (batch[0].priority, batch[0].run_at, batch[0].id))
         return batches
 
     @staticmethod
