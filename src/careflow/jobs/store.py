@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.db import dialect_of, pairs_of
 from careflow.jobs.models import Job, JobStatus
+from careflow.kit.metrics import OrganizationBacklog
 
 jobs: Table = Job.__table__  # type: ignore[assignment]
 
@@ -263,6 +264,17 @@ async def bury(session: AsyncSession, job: ClaimedJob, *, now: datetime, error: 
 async def depth_by_status(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status))
     return {status: int(count) for status, count in rows.all()}
+
+
+async def due_by_organization(session: AsyncSession, now: datetime) -> list[OrganizationBacklog]:
+    """Each organisation's queued jobs due at ``now`` and the run_at of its oldest: one
+    grouped read of the due jobs (``ix_jobs_queued_organization``), for the metrics."""
+    rows = await session.execute(
+        select(jobs.c.organization_id, func.count(), func.min(jobs.c.run_at))
+        .where(_status_is(JobStatus.QUEUED), jobs.c.run_at <= now)
+        .group_by(jobs.c.organization_id)
+    )
+    return [OrganizationBacklog(org, int(due), oldest) for org, due, oldest in rows.all()]
 
 
 async def delete_queued(

@@ -27,14 +27,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from careflow.config import Settings
-from careflow.jobs import claim, queue, store
+from careflow.jobs import claim, queue, service, store
 from careflow.jobs.listener import NotifyListener, listen_dsn
 from careflow.jobs.registry import Sharing
 from careflow.jobs.store import ClaimedJob
 from careflow.jobs.worker._batch import BatchRunner, job_sharing
 from careflow.kit.clock import Clock
 from careflow.kit.idempotency import purge_expired
-from careflow.kit.metrics import JOB_LAG, QUEUE_DEPTH
+from careflow.kit.metrics import JOB_LAG
 
 log = structlog.get_logger("careflow.jobs")
 
@@ -340,20 +340,21 @@ class Worker:
             log.error("jobs.runner_crashed", error=type(task.exception()).__name__)
 
     async def _housekeeping_loop(self) -> None:
-        """Rescue expired leases even when nothing is being claimed, and sample queue depth."""
+        """Rescue expired leases even when nothing is being claimed, and sample the queue's
+        depth, by status and by organisation (``service.sample_queue``)."""
         interval = min(HOUSEKEEPING_MAX_INTERVAL_SECONDS, self.lease.total_seconds() / 2)
         while not self._stopping.is_set():
             try:
                 async with self.sessionmaker() as session, session.begin():
                     rescued = await store.rescue_expired(session, self.clock.now())
-                    depth = await store.depth_by_status(session)
+                    await service.sample_queue(
+                        session, self.clock.now(), top=self.settings.metrics_top_organizations
+                    )
                     # Idempotency keys are kept 24 h; past that they are only weight.
                     await purge_expired(session, self.clock.now())
                 if rescued:
                     log.warning("jobs.leases_rescued", count=rescued, worker=self.name)
                     self.wake()
-                for status in ("queued", "running", "dead"):
-                    QUEUE_DEPTH.labels(status).set(depth.get(status, 0))
             except Exception as exc:  # transient; the next round tries again
                 log.warning("jobs.housekeeping_failed", error=type(exc).__name__)
             await _wait_event(self._stopping, interval)
