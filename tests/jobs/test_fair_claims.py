@@ -66,6 +66,8 @@ class TestAcrossOrganisations:
         assert len(claimed) == 50  # the flood fills what B does not take
         assert orgs_of(claimed).count(2) == 1
         assert orgs_of(claimed).count(1) == 49
+        # Dealt in turns: B's job is among the first, so it runs in the claim's first batch.
+        assert orgs_of(claimed)[:2] == [1, 2]
 
     async def test_jobs_of_no_organisation_are_a_group_of_their_own(
         self, sessionmaker: Maker, clock: FrozenClock

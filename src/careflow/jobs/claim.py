@@ -19,7 +19,10 @@ A claim, in one transaction:
    alone. So a group alone takes the whole claim in one round (full batches), and with
    one organisation flooding and another with one due job, the one job is in the first
    claim and the flood fills the rest.
-3. The groups are taken in a rotating order (``Rotation``), starting after the group
+3. The claimed jobs are dealt in turns (every group's first job, then every group's
+   second, …), each group's by priority then run_at: the worker fills its batches in that
+   order, so one organisation's job is not in the claim's last batch behind a flood.
+4. The groups are taken in a rotating order (``Rotation``), starting after the group
    that came first last time: when the groups outnumber the jobs wanted (a claim of one),
    each is first in turn.
 
@@ -249,7 +252,8 @@ async def claim_due(
     rotation: Rotation | None = None,
 ) -> list[ClaimedJob]:
     """Claim up to ``limit`` due jobs, shared across the groups with due work (see the
-    module's docstring); in the order to run them: priority, then run_at."""
+    module's docstring); in the order to run them: the groups in turns, each group's jobs
+    by priority, then run_at."""
     rotation = rotation if rotation is not None else Rotation()
     groups = rotation.order(await due_groups(session, now))
     params = {"worker": worker, "now": now, "lease_until": now + lease}
@@ -267,8 +271,21 @@ async def claim_due(
         counts = Counter(j.organization_id for j in got)
         # Only a group that gave its whole share may have more.
         groups = [g for g in groups if counts[g] >= share]
+    return _interleaved(claimed)
+
+
+def _interleaved(claimed: list[ClaimedJob]) -> list[ClaimedJob]:
+    """Each group's jobs by priority, then run_at, dealt in turns: every group's first job,
+    then every group's second, and so on. The worker fills its batches in this order, so a
+    group with one job is in the first batch of the claim, not behind a flood's."""
     claimed.sort(key=lambda j: (j.priority, j.run_at, j.id))
-    return claimed
+    rank: Counter[Group] = Counter()
+    turns = []
+    for job in claimed:
+        turns.append((rank[job.organization_id], job))
+        rank[job.organization_id] += 1
+    turns.sort(key=lambda t: t[0])  # stable: priority, then run_at, inside each turn
+    return [job for _, job in turns]
 
 
 async def _round(

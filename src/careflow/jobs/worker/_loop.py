@@ -287,8 +287,8 @@ class Worker:
     def _batches(self, jobs: list[ClaimedJob]) -> list[list[ClaimedJob]]:
         """A claim's jobs as batches: of up to ``batch_size`` jobs that share, of one other.
 
-        Jobs that share are spread over as many batches as there are, most urgent then
-        oldest first (the claim's order), one
+        Jobs that share are spread over as many batches as there are, in the claim's order
+        (organisations in turns, urgent then oldest inside each), one
         kind of sharing to a batch; how many jobs the next claim asks for per slot follows
         what this one found. A job on a second or later attempt runs alone: it may be one a
         stalled worker still holds locks for, and alone it holds up no batch while it waits
@@ -309,7 +309,10 @@ class Worker:
             group[i : i + size] for group in together.values() for i in range(0, len(group), size)
         ]
         batches += singles
-        batches.sort(key=lambda batch: (batch[0].priority, batch[0].run_at, batch[0].id))
+        # The claim's order (organisations in turns, urgent then oldest inside each) is kept:
+        # a batch goes where its first job was.
+        first = {job.id: n for n, job in enumerate(jobs)}
+        batches.sort(key=lambda batch: first[batch[0].id])
         return batches
 
     @staticmethod
