@@ -7,7 +7,7 @@ For each P in ``--pending``: an empty migrated schema, P pending fires inserted 
 (kind ``noop``, status ``queued``, ``run_at`` spread over the next 30 days, a unique
 ``dedupe_key`` each) and a burst of B ``probe`` jobs due now. Then
 
-(a) the claim: EXPLAIN (ANALYZE, BUFFERS) of the statement ``careflow.jobs.store.claim_due``
+(a) the claim: EXPLAIN (ANALYZE, BUFFERS) of the statement ``careflow.jobs.claim.claim_due``
     sends (captured from the real call), and the wall time of 50 claims of 10, each rolled
     back so every claim sees the same table; also the worker's other periodic queries
     (``next_run_at`` and the housekeeping ``depth_by_status``);
@@ -106,7 +106,7 @@ async def copy_burst(conn: asyncpg.Connection, n: int, run_at: datetime, tag: st
 async def measure_claims(url: str) -> dict[str, Any]:
     """EXPLAIN ANALYZE of the real claim statement, and 50 claims of 10 (rolled back)."""
     from careflow.db import create_engine, create_sessionmaker
-    from careflow.jobs import store
+    from careflow.jobs import claim, store
 
     engine = create_engine(url)
     maker = create_sessionmaker(engine)
@@ -122,7 +122,7 @@ async def measure_claims(url: str) -> dict[str, Any]:
     try:
         async with maker() as session:
             event.listen(engine.sync_engine, "before_cursor_execute", capture)
-            await store.claim_due(
+            await claim.claim_due(
                 session, worker="bench", now=datetime.now(UTC), lease=lease, limit=CLAIM_LIMIT
             )
             event.remove(engine.sync_engine, "before_cursor_execute", capture)
@@ -149,7 +149,7 @@ async def measure_claims(url: str) -> dict[str, Any]:
         for _ in range(CLAIMS):
             async with maker() as session:
                 t = time.perf_counter()
-                claimed = await store.claim_due(
+                claimed = await claim.claim_due(
                     session, worker="bench", now=datetime.now(UTC), lease=lease, limit=CLAIM_LIMIT
                 )
                 timings.append(time.perf_counter() - t)
@@ -159,7 +159,7 @@ async def measure_claims(url: str) -> dict[str, Any]:
         out["claim_wall_ms_p99"] = 1000 * percentile(sorted(timings), 0.99)
 
         for name, call in (
-            ("next_run_at_ms", store.next_run_at),
+            ("next_run_at_ms", claim.next_run_at),
             ("depth_ms", store.depth_by_status),
         ):
             times = []
@@ -326,7 +326,7 @@ def main() -> None:
     if args.show_plans:
         for r in results:
             console.print(f"\nP = {r['pending']:,}:\n" + "\n".join(r["plan"]), highlight=False)
-    console.print(f"claim statement (careflow.jobs.store.claim_due):\n{results[0]['statement']}")
+    console.print(f"claim statement (careflow.jobs.claim.claim_due):\n{results[0]['statement']}")
     console.print(f"logs: {workdir.path}")
     if args.json:
         print(json.dumps([{k: v for k, v in r.items() if k != "plan"} for r in results]))

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # go as one statement per table, its fixed cost (claim, reads, flush, commit) is most of
     # what is left, and 50 drained ~30 % more executions a second (docs/benchmarks.md).
     worker_batch_size: int = Field(default=50, ge=1, le=100)
+    # Organisations with a series of their own in the per-organisation queue gauges (the
+    # most due jobs first); the rest share one `other` series (docs/operations.md).
+    metrics_top_organizations: int = Field(default=10, ge=0, le=100)
     # `careflow worker` serves its own /metrics on this port when set (per-process exposition).
     worker_metrics_port: int | None = None
 

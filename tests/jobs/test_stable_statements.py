@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from careflow.entities import repository as entities
 from careflow.events import repository as events
 from careflow.executions import repository as executions
-from careflow.jobs import store
+from careflow.jobs import claim, store
 from careflow.jobs.store import ClaimedJob
 from careflow.kit.clock import FrozenClock
 from careflow.messages import repository as messages
@@ -41,7 +41,7 @@ async def _claimed(sessionmaker: Maker, clock: FrozenClock, n: int) -> list[Clai
     for _ in range(n):
         await add_job(sessionmaker, clock, "test.stable")
     async with sessionmaker() as session, session.begin():
-        return await store.claim_due(
+        return await claim.claim_due(
             session, worker="w1", now=clock.now(), lease=timedelta(seconds=30), limit=n
         )
 

@@ -83,3 +83,7 @@ class TestHealth:
         r = await client.get("/metrics")
         assert 'careflow_queue_depth{status="queued"} 2.0' in r.text
         assert 'careflow_queue_depth{status="dead"} 0.0' in r.text
+        # The same scrape reads each organisation's due jobs (the clock is frozen: age 0).
+        assert 'careflow_queue_due_jobs{organization="1"} 2.0' in r.text
+        assert 'careflow_queue_due_jobs{organization="other"} 0.0' in r.text
+        assert 'careflow_queue_oldest_due_seconds{organization="1"} 0.0' in r.text

@@ -8,10 +8,13 @@ from careflow.events.dispatch import dispatch_event, read_dispatches
 from careflow.events.service import DISPATCH_KIND
 from careflow.executions.runner import Runtime
 from careflow.jobs.errors import PermanentJobError
-from careflow.jobs.registry import JobContext, Sharing, job_handler
+from careflow.jobs.registry import JobContext, Priority, Sharing, job_handler
 
 
-@job_handler(DISPATCH_KIND, sharing=Sharing.ROWS, prefetch=read_dispatches)
+# An ingested event's dispatch starts what a practice is waiting for: urgent.
+@job_handler(
+    DISPATCH_KIND, sharing=Sharing.ROWS, prefetch=read_dispatches, priority=Priority.URGENT
+)
 async def handle_dispatch_event(ctx: JobContext, payload: dict[str, Any]) -> None:
     try:
         event_pk = int(payload["event_id"])

@@ -9,7 +9,7 @@ from careflow.executions.prefetch import MESSAGE_CHANNELS, prefetch_steps
 from careflow.executions.runner import RunRequest, Runtime, run_action
 from careflow.executions.service import RUN_ACTION_KIND
 from careflow.jobs.errors import PermanentJobError
-from careflow.jobs.registry import JobContext, Sharing, job_handler
+from careflow.jobs.registry import JobContext, Priority, Sharing, job_handler
 
 
 def _sharing(payload: dict[str, Any]) -> Sharing:
@@ -23,7 +23,12 @@ def _sharing(payload: dict[str, Any]) -> Sharing:
     return Sharing.ALONE
 
 
-@job_handler(RUN_ACTION_KIND, sharing=_sharing, prefetch=prefetch_steps)
+def _priority(payload: dict[str, Any]) -> Priority:
+    """A form the patient must fill in opens ahead of an organisation's other steps."""
+    return Priority.URGENT if payload.get("type") == "require_form" else Priority.NORMAL
+
+
+@job_handler(RUN_ACTION_KIND, sharing=_sharing, prefetch=prefetch_steps, priority=_priority)
 async def handle_run_action(ctx: JobContext, payload: dict[str, Any]) -> None:
     try:
         execution_id = int(payload["execution_id"])

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, Integer, String, Text, text
+from sqlalchemy import Index, Integer, SmallInteger, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from careflow.db import Base, BigIntPK, JSONType, UTCDateTime
@@ -20,10 +20,13 @@ class Job(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        # Claiming reads only due queued jobs in run_at order; the partial index keeps that
-        # cost flat however many jobs are pending far in the future.
+        # Claiming (``jobs.claim``) reads only queued jobs: the organisations that have some,
+        # one index probe each, and each one's due jobs of one priority in run_at order. The
+        # partial index keeps that cost flat however many jobs are pending in the future.
         Index(
-            "ix_jobs_queued_run_at",
+            "ix_jobs_queued_organization",
+            "organization_id",
+            "priority",
             "run_at",
             postgresql_where=text("status = 'queued'"),
             sqlite_where=text("status = 'queued'"),
@@ -43,6 +46,11 @@ class Job(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
     organization_id: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default=JobStatus.QUEUED)
+    # ``registry.Priority``: inside an organisation, due jobs are claimed by priority (lower
+    # first), then run_at.
+    priority: Mapped[int] = mapped_column(
+        SmallInteger, nullable=False, default=1, server_default=text("1")
+    )
     run_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=5)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from careflow.db import dialect_of, prebuilt
 from careflow.jobs import held_writes
 from careflow.jobs.models import Job, JobStatus
+from careflow.jobs.registry import Priority, priority_of
 from careflow.kit.context import Origin, current_origin
 
 NOTIFY_CHANNEL = "careflow_jobs"
@@ -83,6 +84,7 @@ def _row(
     max_attempts: int | None,
     ref: str | None,
     origin: Origin,
+    priority: Priority | None,
 ) -> dict[str, Any]:
     return {
         "kind": kind,
@@ -94,6 +96,8 @@ def _row(
         "max_attempts": max_attempts or _default_max_attempts,
         "dedupe_key": dedupe_key,
         "ref": ref,
+        # One of the levels the claim walks (``Priority(…)`` refuses any other number).
+        "priority": int(Priority(priority) if priority is not None else priority_of(kind, payload)),
         "request_id": origin.request_id,
         "traceparent": origin.traceparent,
         "created_at": now,
@@ -139,10 +143,12 @@ async def enqueue(
     dedupe_key: str | None = None,
     max_attempts: int | None = None,
     ref: str | None = None,
+    priority: Priority | None = None,
 ) -> None:
     """Add a job to the session's transaction; with ``dedupe_key`` a second one is a no-op.
 
-    The job carries the current request id and span (``kit.context.current_origin``).
+    The job carries the current request id and span (``kit.context.current_origin``), and
+    ``priority``, by default its kind's (``job_handler(kind, priority=…)``).
     """
     row = _row(
         kind,
@@ -154,6 +160,7 @@ async def enqueue(
         max_attempts=max_attempts,
         ref=ref,
         origin=current_origin(),
+        priority=priority,
     )
     await _insert(session, [row], due_now=run_at <= now)
 
@@ -166,6 +173,7 @@ async def enqueue_many(
     run_at: datetime,
     now: datetime,
     origins: Sequence[Origin] | None = None,
+    priority: Priority | None = None,
 ) -> None:
     """Many jobs of one kind in one statement: ``(payload, organization_id, dedupe_key)``.
 
@@ -187,6 +195,7 @@ async def enqueue_many(
             max_attempts=None,
             ref=None,
             origin=origin,
+            priority=priority,
         )
         for (payload, organization_id, dedupe_key), origin in zip(jobs, origins, strict=True)
     ]

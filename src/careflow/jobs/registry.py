@@ -54,12 +54,37 @@ class Sharing(enum.Enum):
 # for the actions that only write rows, EFFECTS for messages, ALONE for the rest).
 SharingRule = Sharing | Callable[[dict[str, Any]], Sharing]
 
+
+class Priority(enum.IntEnum):
+    """How soon a due job runs beside the other due jobs of its organisation: lower first.
+
+    A closed set of levels, so the claim can walk each level of an organisation's queue
+    with an index range of its own (``jobs.claim``).
+    """
+
+    # Someone is waiting on it now: a time-based reminder firing, a form to open, an
+    # ingested event to dispatch.
+    URGENT = 0
+    NORMAL = 1
+    # Work done in bulk that nobody watches job by job: rule reschedules, backfills.
+    BULK = 2
+
+
+# A kind's priority: a Priority, or a test of the job's payload (``run_action`` is urgent
+# for a ``require_form`` step and normal for the rest).
+PriorityRule = Priority | Callable[[dict[str, Any]], Priority]
+
 HANDLERS: dict[str, Handler] = {}
 SHARING: dict[str, SharingRule] = {}
+PRIORITY: dict[str, PriorityRule] = {}
 
 
 def job_handler(
-    kind: str, *, sharing: SharingRule = Sharing.ALONE, prefetch: Prefetch | None = None
+    kind: str,
+    *,
+    sharing: SharingRule = Sharing.ALONE,
+    prefetch: Prefetch | None = None,
+    priority: PriorityRule = Priority.NORMAL,
 ) -> Callable[[Handler], Handler]:
     """Register ``fn`` for ``kind``.
 
@@ -70,6 +95,9 @@ def job_handler(
     ``prefetch``, for a kind that shares, reads what a batch of its jobs needs in a few
     statements for the whole batch (``jobs.prefetch``); each handler finds the result in
     ``ctx.prefetched`` and reads for itself what it does not find there.
+
+    ``priority`` is the priority a job of the kind gets when its enqueuer names none
+    (``Priority``): inside an organisation, due jobs are claimed by priority, then run_at.
     """
 
     def register(fn: Handler) -> Handler:
@@ -77,6 +105,7 @@ def job_handler(
             raise RuntimeError(f"job kind {kind!r} registered twice")
         HANDLERS[kind] = fn
         SHARING[kind] = sharing
+        PRIORITY[kind] = priority
         if prefetch is not None:
             PREFETCH[kind] = prefetch
         return fn
@@ -88,3 +117,9 @@ def sharing_of(kind: str, payload: dict[str, Any]) -> Sharing:
     """How a job of ``kind`` with ``payload`` may share a transaction (ALONE if unknown)."""
     rule = SHARING.get(kind, Sharing.ALONE)
     return rule if isinstance(rule, Sharing) else rule(payload)
+
+
+def priority_of(kind: str, payload: dict[str, Any]) -> Priority:
+    """The priority a job of ``kind`` with ``payload`` gets by default (NORMAL if unknown)."""
+    rule = PRIORITY.get(kind, Priority.NORMAL)
+    return rule if isinstance(rule, Priority) else rule(payload)

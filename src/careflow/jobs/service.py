@@ -1,6 +1,6 @@
 """What the HTTP edge and the console ask of the queue: an organisation's jobs, the dead
 and retrying ones, a dead job retried or discarded (audited), the organisation's queue
-figures, and the depth by status.
+figures, and the depth by status and by organisation (for the metrics).
 
 Never commits. Payloads hold ids (event, execution, rule, appointment), never patient data,
 so a job is shown as stored.
@@ -19,6 +19,7 @@ from careflow.errors import ConflictError, not_found
 from careflow.jobs import operator_store, store
 from careflow.jobs.models import Job, JobStatus
 from careflow.jobs.operator_store import ATTENTION_STATES, QueueSummary
+from careflow.kit.metrics import QUEUE_DEPTH, set_organization_backlogs
 from careflow.kit.pagination import PageParams
 
 __all__ = ["ATTENTION_STATES", "QueueSummary"]
@@ -41,6 +42,17 @@ async def list_jobs(
         offset=page.offset,
         limit=page.limit,
     )
+
+
+async def sample_queue(session: AsyncSession, now: datetime, *, top: int) -> dict[str, int]:
+    """Read the queue's depth by status and each organisation's due jobs into the gauges
+    (``kit.metrics``); the depth by status, for the caller's own use."""
+    depth = await store.depth_by_status(session)
+    backlogs = await store.due_by_organization(session, now)
+    for status in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DEAD):
+        QUEUE_DEPTH.labels(status).set(depth.get(status, 0))
+    set_organization_backlogs(backlogs, now=now, top=top)
+    return depth
 
 
 async def depth_by_status(session: AsyncSession) -> dict[str, int]:

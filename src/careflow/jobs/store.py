@@ -1,5 +1,6 @@
-"""The SQL of the job lifecycle: claim, lease, rescue, complete, fail, release; and the
-reads and removals other domains ask of the queue (their jobs by ref, an organisation's page).
+"""The SQL of the job lifecycle: lease, rescue, complete, fail, release (the claim is
+``jobs.claim``); and the reads and removals other domains ask of the queue (their jobs by
+ref, an organisation's page, the depth by organisation).
 
 Every write made on behalf of a claimed job is fenced on ``locked_by`` and ``attempts``:
 once a lease expires and the job is rescued (or claimed again, which bumps ``attempts``),
@@ -34,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.db import dialect_of, pairs_of
 from careflow.jobs.models import Job, JobStatus
+from careflow.kit.metrics import OrganizationBacklog
 
 jobs: Table = Job.__table__  # type: ignore[assignment]
 
@@ -55,6 +57,7 @@ class ClaimedJob:
     # ``Job.traceparent``).
     request_id: str | None = None
     traceparent: str | None = None
+    priority: int = 1  # registry.Priority.NORMAL
 
     @property
     def is_last_attempt(self) -> bool:
@@ -148,69 +151,6 @@ async def rescue_expired(session: AsyncSession, now: datetime) -> int:
     )
     result = await session.execute(stmt)
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-async def claim_due(
-    session: AsyncSession, *, worker: str, now: datetime, lease: timedelta, limit: int
-) -> list[ClaimedJob]:
-    due = (
-        select(jobs.c.id)
-        .where(_status_is(JobStatus.QUEUED), jobs.c.run_at <= now)
-        .order_by(jobs.c.run_at)
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        # Concurrent claimers each take different rows instead of queueing on row locks.
-        # SQLite serialises writers, so the plain subquery is already exclusive there.
-        due = due.with_for_update(skip_locked=True)
-    stmt = (
-        update(jobs)
-        .where(jobs.c.id.in_(due))
-        .values(
-            status=JobStatus.RUNNING,
-            attempts=jobs.c.attempts + 1,
-            locked_by=worker,
-            lease_expires_at=now + lease,
-            updated_at=now,
-        )
-        .returning(
-            jobs.c.id,
-            jobs.c.kind,
-            jobs.c.payload,
-            jobs.c.attempts,
-            jobs.c.max_attempts,
-            jobs.c.run_at,
-            jobs.c.organization_id,
-            jobs.c.request_id,
-            jobs.c.traceparent,
-        )
-    )
-    rows = (await session.execute(stmt)).all()
-    claimed = [
-        ClaimedJob(
-            id=row.id,
-            kind=row.kind,
-            payload=row.payload or {},
-            attempt=row.attempts,
-            max_attempts=row.max_attempts,
-            run_at=row.run_at,
-            organization_id=row.organization_id,
-            worker=worker,
-            request_id=row.request_id,
-            traceparent=row.traceparent,
-        )
-        for row in rows
-    ]
-    # RETURNING order is unspecified; run the oldest first.
-    claimed.sort(key=lambda j: (j.run_at, j.id))
-    return claimed
-
-
-async def next_run_at(session: AsyncSession) -> datetime | None:
-    value = await session.scalar(
-        select(func.min(jobs.c.run_at)).where(_status_is(JobStatus.QUEUED))
-    )
-    return value  # type: ignore[no-any-return]
 
 
 async def complete(session: AsyncSession, job: ClaimedJob) -> bool:
@@ -326,6 +266,17 @@ async def depth_by_status(session: AsyncSession) -> dict[str, int]:
     return {status: int(count) for status, count in rows.all()}
 
 
+async def due_by_organization(session: AsyncSession, now: datetime) -> list[OrganizationBacklog]:
+    """Each organisation's queued jobs due at ``now`` and the run_at of its oldest: one
+    grouped read of the due jobs (``ix_jobs_queued_organization``), for the metrics."""
+    rows = await session.execute(
+        select(jobs.c.organization_id, func.count(), func.min(jobs.c.run_at))
+        .where(_status_is(JobStatus.QUEUED), jobs.c.run_at <= now)
+        .group_by(jobs.c.organization_id)
+    )
+    return [OrganizationBacklog(org, int(due), oldest) for org, due, oldest in rows.all()]
+
+
 async def delete_queued(
     session: AsyncSession,
     *,
@@ -344,9 +295,7 @@ async def delete_queued(
         await session.execute(delete(Job).where(*queued))
         return
     rows = await session.scalars(select(Job).where(*queued))
-    ids = [
-        j.id for j in rows if all(j.payload.get(k) == v for k, v in payload_matches.items())
-    ]
+    ids = [j.id for j in rows if all(j.payload.get(k) == v for k, v in payload_matches.items())]
     if ids:
         await session.execute(delete(Job).where(Job.id.in_(ids)))
 

@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from careflow.jobs.service import depth_by_status
-from careflow.kit.metrics import QUEUE_DEPTH, REGISTRY
+from careflow.jobs.service import sample_queue
+from careflow.kit.metrics import REGISTRY
 from careflow.migrate import current_revision, head_revision
 
 router = APIRouter(tags=["operations"])
@@ -76,7 +76,8 @@ async def readyz(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     if getattr(request.app.state, "worker", None) is None:
         # No worker in this process (`serve --no-worker`) samples the queue: read it now, so
-        # the API's /metrics shows queue depth whatever the topology.
+        # the API's /metrics shows the queue's depth (by status and by organisation) whatever
+        # the topology.
         await _sample_queue_depth(request)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
@@ -85,9 +86,10 @@ async def _sample_queue_depth(request: Request) -> None:
     try:
         async with asyncio.timeout(QUEUE_SAMPLE_SECONDS):
             async with request.app.state.sessionmaker() as session:
-                depth = await depth_by_status(session)
-    except Exception as exc:  # the scrape still answers; the gauge keeps its last value
+                await sample_queue(
+                    session,
+                    request.app.state.clock.now(),
+                    top=request.app.state.settings.metrics_top_organizations,
+                )
+    except Exception as exc:  # the scrape still answers; the gauges keep their last values
         log.warning("metrics.queue_depth_failed", error=type(exc).__name__)
-        return
-    for status in ("queued", "running", "dead"):
-        QUEUE_DEPTH.labels(status).set(depth.get(status, 0))

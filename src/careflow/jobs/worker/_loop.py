@@ -1,5 +1,8 @@
 """The worker's loop: claims due jobs, deals them into batches and slots, and keeps going.
 
+Each claim is shared across the organisations with due work and takes urgent jobs first
+inside each (``jobs.claim``); the worker keeps the rotation its claims start from.
+
 ``Worker`` is one process's runner. Its claim loop asks for as many jobs as its free slots
 can take (a batch per slot while the queue holds jobs that share, one job per slot while
 it holds others), splits the claim into batches, deals them over the free slots and spawns
@@ -24,7 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from careflow.config import Settings
-from careflow.jobs import queue, store
+from careflow.jobs import claim, queue, service, store
 from careflow.jobs.listener import NotifyListener, listen_dsn
 from careflow.jobs.registry import Sharing
 from careflow.jobs.store import ClaimedJob
@@ -32,7 +35,7 @@ from careflow.jobs.worker._batch import BatchRunner, job_sharing
 from careflow.kit import listcounts
 from careflow.kit.clock import Clock
 from careflow.kit.idempotency import purge_expired
-from careflow.kit.metrics import JOB_LAG, QUEUE_DEPTH
+from careflow.kit.metrics import JOB_LAG
 
 log = structlog.get_logger("careflow.jobs")
 
@@ -72,6 +75,8 @@ class Worker:
         # Jobs claimed per free slot: the batch size while the queue holds batchable jobs,
         # one while it holds others (each of which takes a slot of its own).
         self._per_slot = 1
+        # Where this worker's next claim starts among the organisations with due work.
+        self._rotation = claim.Rotation()
         self.lease = timedelta(seconds=settings.job_lease_seconds)
         self.poll_interval = settings.job_poll_interval_seconds
         bind = sessionmaker.kw.get("bind")
@@ -221,12 +226,17 @@ class Worker:
                 rescued = await store.rescue_expired(session, now)
                 if rescued:
                     log.warning("jobs.leases_rescued", count=rescued, worker=self.name)
-            jobs = await store.claim_due(
-                session, worker=self.name, now=now, lease=self.lease, limit=limit
+            jobs = await claim.claim_due(
+                session,
+                worker=self.name,
+                now=now,
+                lease=self.lease,
+                limit=limit,
+                rotation=self._rotation,
             )
             upcoming = None
             if want_next and len(jobs) < limit:
-                upcoming = await store.next_run_at(session)
+                upcoming = await claim.next_run_at(session)
         for job in jobs:
             JOB_LAG.observe(max(0.0, (now - job.run_at).total_seconds()))
         return jobs, upcoming
@@ -278,7 +288,8 @@ class Worker:
     def _batches(self, jobs: list[ClaimedJob]) -> list[list[ClaimedJob]]:
         """A claim's jobs as batches: of up to ``batch_size`` jobs that share, of one other.
 
-        Jobs that share are spread over as many batches as there are, oldest first, one
+        Jobs that share are spread over as many batches as there are, in the claim's order
+        (organisations in turns, urgent then oldest inside each), one
         kind of sharing to a batch; how many jobs the next claim asks for per slot follows
         what this one found. A job on a second or later attempt runs alone: it may be one a
         stalled worker still holds locks for, and alone it holds up no batch while it waits
@@ -299,7 +310,10 @@ class Worker:
             group[i : i + size] for group in together.values() for i in range(0, len(group), size)
         ]
         batches += singles
-        batches.sort(key=lambda batch: (batch[0].run_at, batch[0].id))
+        # The claim's order (organisations in turns, urgent then oldest inside each) is kept:
+        # a batch goes where its first job was.
+        first = {job.id: n for n, job in enumerate(jobs)}
+        batches.sort(key=lambda batch: first[batch[0].id])
         return batches
 
     @staticmethod
@@ -330,14 +344,17 @@ class Worker:
             log.error("jobs.runner_crashed", error=type(task.exception()).__name__)
 
     async def _housekeeping_loop(self) -> None:
-        """Rescue expired leases even when nothing is being claimed, sample queue depth, and
-        fold the lists' count deltas in (``kit.listcounts``)."""
+        """Rescue expired leases even when nothing is being claimed, sample the queue's
+        depth, by status and by organisation (``service.sample_queue``), and fold the lists'
+        count deltas in (``kit.listcounts``)."""
         interval = min(HOUSEKEEPING_MAX_INTERVAL_SECONDS, self.lease.total_seconds() / 2)
         while not self._stopping.is_set():
             try:
                 async with self.sessionmaker() as session, session.begin():
                     rescued = await store.rescue_expired(session, self.clock.now())
-                    depth = await store.depth_by_status(session)
+                    await service.sample_queue(
+                        session, self.clock.now(), top=self.settings.metrics_top_organizations
+                    )
                     # Idempotency keys are kept 24 h; past that they are only weight.
                     await purge_expired(session, self.clock.now())
                 # The lists' kept counts: the deltas their triggers wrote, folded in.
@@ -346,8 +363,6 @@ class Worker:
                 if rescued:
                     log.warning("jobs.leases_rescued", count=rescued, worker=self.name)
                     self.wake()
-                for status in ("queued", "running", "dead"):
-                    QUEUE_DEPTH.labels(status).set(depth.get(status, 0))
             except Exception as exc:  # transient; the next round tries again
                 log.warning("jobs.housekeeping_failed", error=type(exc).__name__)
             await _wait_event(self._stopping, interval)
