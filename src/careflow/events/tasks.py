@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.events.dispatch import dispatch_event, read_dispatches
 from careflow.events.service import DISPATCH_KIND
 from careflow.executions.runner import Runtime
 from careflow.jobs.errors import PermanentJobError
+from careflow.jobs.prefetch import PrefetchContext
 from careflow.jobs.registry import JobContext, Sharing, job_handler
 
 
-@job_handler(DISPATCH_KIND, sharing=Sharing.ROWS, prefetch=read_dispatches)
+async def _read_dispatches(
+    session: AsyncSession, payloads: Sequence[dict[str, Any]], _context: PrefetchContext
+) -> Any:
+    return await read_dispatches(session, payloads)
+
+
+@job_handler(DISPATCH_KIND, sharing=Sharing.ROWS, prefetch=_read_dispatches)
 async def handle_dispatch_event(ctx: JobContext, payload: dict[str, Any]) -> None:
     try:
         event_pk = int(payload["event_id"])
