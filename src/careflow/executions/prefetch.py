@@ -18,7 +18,7 @@ in E.164 takes the organisation's region, which that step has at hand.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,9 +65,14 @@ class StepReads:
     stopped_phones: dict[tuple[int, str], tuple[set[str], set[str]]] = field(default_factory=dict)
     # The steps a rate limit holds back, by (execution id, action index).
     held: dict[tuple[int, int], ratelimits.Held] = field(default_factory=dict)
+    # The worker's services, where the rate limits keep the tokens given and not yet spent.
+    services: MutableMapping[str, Any] | None = None
 
     def held_back(self, execution_id: int, action_index: int) -> ratelimits.Held | None:
-        """Why and until when a rate limit holds the step back, or None if it may run."""
+        """Why and until when a rate limit holds the step back, or None if it may run; asked
+        once, as the step runs (its token, if it got one, is then spent)."""
+        if self.services is not None:
+            ratelimits.ran(self.services, execution_id, action_index)
         return self.held.pop((execution_id, action_index), None)
 
     def take(self, execution_id: int) -> tuple[Execution, list[ExecutionAction]] | None:
@@ -197,6 +202,7 @@ async def prefetch_steps(
     reads.sms_opt_outs = await patients.opted_out_among(
         session, patients.SMS, sorted(reads.sms_patients, key=str)
     )
+    reads.services = context.services
     reads.held = await ratelimits.admit(
         session,
         context.settings,

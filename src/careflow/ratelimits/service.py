@@ -39,6 +39,12 @@ from careflow.ratelimits import repository
 log = structlog.get_logger("careflow.ratelimits")
 
 SERVICES_KEY = "rate_limits"
+# Steps given a token that have not run yet, by (execution id, action index), with when
+# (time.monotonic()): a batch that goes on in a new transaction reads its remaining steps
+# again, and they must not take a second token. Forgotten after GRANT_SECONDS (a step
+# another worker ran after this one lost its lease).
+GRANTS_KEY = "rate_limit_grants"
+GRANT_SECONDS = 60.0
 ORGANIZATION_LIMIT = "organisation's actions per second"
 CHANNEL_LIMITS = {"sms": "SMS per second", "email": "emails per second"}
 
@@ -131,6 +137,7 @@ async def admit(
     ]
     if not providers and not any(step.organization_id in rates for step in steps):
         return {}
+    steps = _not_granted(services, steps)
     held: dict[tuple[int, int], Held] = {}
     by_organization: dict[int, list[Step]] = {}
     for step in steps:
@@ -144,7 +151,31 @@ async def admit(
             s for s in steps if s.channel == channel and (s.execution_id, s.action_index) not in held
         ]
         await _take(session, bucket, sending, now, held, CHANNEL_LIMITS[channel])
+    grants = services.setdefault(GRANTS_KEY, {})
+    granted_at = time.monotonic()
+    for step in steps:
+        key = (step.execution_id, step.action_index)
+        if key not in held:
+            grants[key] = granted_at
     return held
+
+
+def _not_granted(services: MutableMapping[str, Any], steps: Sequence[Step]) -> list[Step]:
+    """``steps`` less those an earlier transaction of their batch already gave a token."""
+    grants: dict[tuple[int, int], float] = services.setdefault(GRANTS_KEY, {})
+    if not grants:
+        return list(steps)
+    oldest = time.monotonic() - GRANT_SECONDS
+    for key in [key for key, at in grants.items() if at < oldest]:
+        del grants[key]
+    return [s for s in steps if grants.pop((s.execution_id, s.action_index), None) is None]
+
+
+def ran(services: MutableMapping[str, Any], execution_id: int, action_index: int) -> None:
+    """The step ran (or was held back): a token it was given is spent."""
+    grants = services.get(GRANTS_KEY)
+    if grants:
+        grants.pop((execution_id, action_index), None)
 
 
 async def _take(
