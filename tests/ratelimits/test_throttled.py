@@ -204,7 +204,12 @@ class TestOrganizationLimit:
                 await post_event(client, auth, "patient.onboarded", onboarded(patient), org=org)
         await _run_due(_worker(app, settings, clock, "a"))
         sent = sorted(m.rcpt_tos[0] for m in smtp.sink.messages)
-        assert sent == ["p1-0@example.com", "p2-0@example.com", "p2-1@example.com", "p2-2@example.com"]
+        assert sent == [
+            "p1-0@example.com",
+            "p2-0@example.com",
+            "p2-1@example.com",
+            "p2-2@example.com",
+        ]
 
 
 @pytest.fixture
@@ -314,7 +319,10 @@ class TestSmtpRateLimit:
 
         [action] = await _actions(client, auth)
         code = reply[:3]
-        assert (action["status"], action["reason"]) == ("throttled", f"SMTP server: slow down ({code})")
+        assert (action["status"], action["reason"]) == (
+            "throttled",
+            f"SMTP server: slow down ({code})",
+        )
         assert action["throttled_until"] == isoformat_z(
             clock.now() + timedelta(seconds=settings.provider_backoff_seconds)
         )

@@ -230,6 +230,8 @@ def _limited_steps(
         message = reads.messages.get((execution.id, index))
         sends = channel is not None and (message is None or message.provider_message_id is None)
         limited.append(
-            ratelimits.Step(execution.id, index, execution.organization_id, channel if sends else None)
+            ratelimits.Step(
+                execution.id, index, execution.organization_id, channel if sends else None
+            )
         )
     return limited

@@ -45,6 +45,4 @@ async def prefetch(
     for kind, payload in jobs:
         if kind in PREFETCH:
             payloads.setdefault(kind, []).append(payload)
-    return {
-        kind: await PREFETCH[kind](session, items, context) for kind, items in payloads.items()
-    }
+    return {kind: await PREFETCH[kind](session, items, context) for kind, items in payloads.items()}

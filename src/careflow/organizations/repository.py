@@ -28,7 +28,7 @@ async def action_rate_limits(session: AsyncSession) -> list[tuple[int, float]]:
             OrganizationSettings.actions_per_second.is_not(None)
         )
     )
-    return [(int(org), float(rate)) for org, rate in rows.tuples()]
+    return [(int(org), float(rate)) for org, rate in rows.tuples() if rate is not None]
 
 
 async def sms_numbers(session: AsyncSession, organization_id: int) -> list[str]:

@@ -112,9 +112,7 @@ async def action_rate_limits(session: AsyncSession) -> dict[int, float]:
     """The ``actions_per_second`` of every organisation that set one in range, by id (what
     the workers' rate limits apply; a value out of range, written by hand, is no limit)."""
     return {
-        org: rate
-        for org, rate in await repository.action_rate_limits(session)
-        if _is_rate(rate)
+        org: rate for org, rate in await repository.action_rate_limits(session) if _is_rate(rate)
     }
 
 

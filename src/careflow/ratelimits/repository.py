@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Double, Integer, String, bindparam
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+from sqlalchemy.sql.expression import BindParameter, ColumnElement, FunctionElement
 
 from careflow import db
 from careflow.ratelimits.models import RateLimitBucket
@@ -72,14 +72,14 @@ def _floor_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
 
 
 _table = RateLimitBucket.__table__
-_key = bindparam("key", type_=String())
-_now = bindparam("now", type_=Double())
-_rate = bindparam("rate", type_=Double())
-_capacity = bindparam("capacity", type_=Double())
-_want = bindparam("want", type_=Integer())
-_first_tokens = bindparam("first_tokens", type_=Double())
-_first_taken = bindparam("first_taken", type_=Integer())
-_tokens_after = bindparam("tokens_after", type_=Double())
+_key: BindParameter[str] = bindparam("key", type_=String())
+_now: BindParameter[float] = bindparam("now", type_=Double())
+_rate: BindParameter[float] = bindparam("rate", type_=Double())
+_capacity: BindParameter[float] = bindparam("capacity", type_=Double())
+_want: BindParameter[int] = bindparam("want", type_=Integer())
+_first_tokens: BindParameter[float] = bindparam("first_tokens", type_=Double())
+_first_taken: BindParameter[int] = bindparam("first_taken", type_=Integer())
+_tokens_after: BindParameter[float] = bindparam("tokens_after", type_=Double())
 
 
 def _available() -> ColumnElement[float]:

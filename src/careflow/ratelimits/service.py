@@ -145,10 +145,14 @@ async def admit(
             by_organization.setdefault(step.organization_id, []).append(step)
     for organization_id in sorted(by_organization):
         bucket = Bucket(f"org:{organization_id}", rates[organization_id])
-        await _take(session, bucket, by_organization[organization_id], now, held, ORGANIZATION_LIMIT)
+        await _take(
+            session, bucket, by_organization[organization_id], now, held, ORGANIZATION_LIMIT
+        )
     for channel, bucket in providers:
         sending = [
-            s for s in steps if s.channel == channel and (s.execution_id, s.action_index) not in held
+            s
+            for s in steps
+            if s.channel == channel and (s.execution_id, s.action_index) not in held
         ]
         await _take(session, bucket, sending, now, held, CHANNEL_LIMITS[channel])
     grants = services.setdefault(GRANTS_KEY, {})
