@@ -78,6 +78,7 @@ def smtp(smtp_server: SmtpServer) -> SmtpServer:
     with smtp_server.sink.lock:
         smtp_server.sink.messages.clear()
         smtp_server.sink.fail_next = 0
+        smtp_server.sink.throttle_next = 0
         smtp_server.sink.delay_seconds = 0.0
     return smtp_server
 

@@ -81,6 +81,17 @@ class Settings(BaseSettings):
     quiet_hours_end: int = 8
     sms_hourly_limit: int = 1000
 
+    # Provider rate limits, shared by every worker through token buckets in the database
+    # (``ratelimits/``): SMS a second per sending number, emails a second per SMTP relay.
+    # Unset (the default): no limit, and no database work for one.
+    sms_per_second: float | None = Field(default=None, gt=0, le=1_000_000)
+    email_per_second: float | None = Field(default=None, gt=0, le=1_000_000)
+    # How long careflow leaves a provider alone after it refused for rate (Twilio's HTTP 429
+    # without a Retry-After, SMTP 421 or 451) before trying again.
+    provider_backoff_seconds: float = Field(default=5.0, gt=0, le=3600)
+    # How often a worker re-reads the organisations' ``actions_per_second`` (0: every batch).
+    rate_limit_refresh_seconds: float = Field(default=5.0, ge=0, le=300)
+
     # Job queue
     job_lease_seconds: float = 30.0
     job_poll_interval_seconds: float = 1.0
@@ -122,6 +133,8 @@ class Settings(BaseSettings):
         "message_id_domain",
         "public_url",
         "tracing",
+        "sms_per_second",
+        "email_per_second",
         mode="before",
     )
     @classmethod

@@ -16,6 +16,7 @@ from careflow.messages.models import Message
 from careflow.organizations.models import OrganizationSettings, OrganizationSmsNumber
 from careflow.pathways.models import Episode, EpisodeEvent, PathwayConfig, PathwayRule
 from careflow.patients.models import PatientOptOut, SmsOptOut
+from careflow.ratelimits.models import RateLimitBucket
 from careflow.segments.models import SegmentMember
 from careflow.templates.models import Template
 
@@ -43,6 +44,7 @@ __all__ = [
     "PathwayRule",
     "PatientMilestone",
     "PatientOptOut",
+    "RateLimitBucket",
     "RuleRevision",
     "SegmentMember",
     "SmsOptOut",

@@ -129,7 +129,7 @@ class TestSendEmail:
         async with maker() as session:
             execution = await create_execution(session, now=clock.now())
             await session.commit()
-            with pytest.raises(RetryableActionError, match="451"):
+            with pytest.raises(RetryableActionError, match="450"):
                 await send_email(session, execution)
             await session.rollback()  # what the job runner does when the error propagates
             await session.refresh(execution)
@@ -154,7 +154,7 @@ class TestSendEmail:
             outcome = await send_email(session, execution, attempt=5, is_last_attempt=True)
             await session.commit()
         assert outcome.status == "failure"
-        assert outcome.error is not None and "451" in outcome.error
+        assert outcome.error is not None and "450" in outcome.error
         assert "alex@example.com" not in outcome.error
         async with maker() as session:
             [row] = await messages(session)

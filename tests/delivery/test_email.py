@@ -19,7 +19,11 @@ from hypothesis import strategies as st
 from careflow.config import Settings
 from careflow.delivery.email import LogEmailTransport, SmtpConfig, SmtpTransport, message_id_for
 from careflow.delivery.email_message import new_boundary, plain_message
-from careflow.delivery.errors import PermanentDeliveryError, TransientDeliveryError
+from careflow.delivery.errors import (
+    PermanentDeliveryError,
+    RateLimitedDeliveryError,
+    TransientDeliveryError,
+)
 from careflow.templates.builtin import builtin_template
 from careflow.templates.rendering import SAMPLE_CONTEXT, render
 from tests.conftest import make_settings
@@ -98,14 +102,15 @@ class TestSmtpTransport:
         assert re.sub(r"\r?\n(?=[ \t])", "", received.message["Subject"]) == rendered.subject
         assert "Main clinic" in text_of(received.message)
 
-    async def test_a_451_is_transient_and_the_retry_goes_through(
+    async def test_a_450_is_transient_and_the_retry_goes_through(
         self, smtp: SmtpServer, transport: SmtpTransport
     ) -> None:
         smtp.sink.fail_next = 1
 
         with pytest.raises(TransientDeliveryError) as failed:
             await transport.send(to=RECIPIENT, subject="s", body="b", message_id="<r@careflow>")
-        assert "451" in str(failed.value)
+        assert "450" in str(failed.value)
+        assert not isinstance(failed.value, RateLimitedDeliveryError)
         assert RECIPIENT not in str(failed.value)
         assert smtp.sink.messages == []
 

@@ -97,7 +97,9 @@ async def test_message_steps_share_one_transaction_and_read_each_table_once(
     assert await count(engine, Message, Message.status == "sent") == STEPS
     # Ahead of the steps, once for all six: the leases still held, the executions (locked),
     # their results, the patients' snapshots, the messages already sent, the templates and
-    # the patients' own opt-outs; then the installation's identity, once for the process.
+    # the patients' own opt-outs; the organisations' rate limits (once per
+    # CAREFLOW_RATE_LIMIT_REFRESH_SECONDS for the process: none is set, so no bucket is
+    # touched); then the installation's identity, once for the process.
     selects = [s.split(" FROM ")[1].split()[0] for s in statements if s.startswith("SELECT")]
     assert selects == [
         "JOBS",
@@ -107,6 +109,7 @@ async def test_message_steps_share_one_transaction_and_read_each_table_once(
         "MESSAGES",
         "TEMPLATES",
         "PATIENT_OPT_OUTS",
+        "ORGANIZATION_SETTINGS",
         "INSTALLATION",
     ], statements
     # After them, each write once for all six (held by the batch's write-behind), and no
@@ -132,7 +135,7 @@ async def test_a_send_that_fails_in_a_batch_retries_alone_and_the_others_are_not
     worker = _worker(app, settings, clock, "batcher")
     await _queued_sends(client, auth, worker)
     sends = await _claim_sends(worker)
-    smtp.sink.fail_next = 1  # the batch's first email meets a 451
+    smtp.sink.fail_next = 1  # the batch's first email meets a 450
 
     outcomes = await worker.run_batch(sends)
 

@@ -137,7 +137,7 @@ class TestFailures:
         assert action["attempt"] == settings.job_max_attempts
         # careflow's words for an SMTP temporary failure: the stage, then the server's code.
         assert action["reason"].startswith("SMTP "), action
-        assert action["reason"].endswith("temporary failure (451)"), action
+        assert action["reason"].endswith("temporary failure (450)"), action
         assert {"execution_id", "action_index", "action_type", "org_id"} <= action.keys()
         assert action["org_id"] == 1
         [execution] = of_event(lines, "execution_finished")
@@ -166,7 +166,7 @@ class TestFailures:
         assert retried["level"] == "warning"
         assert retried["error"] == "RetryableJobError"
         assert retried["reason"].startswith("SMTP "), retried
-        assert "temporary failure (451)" in retried["reason"]
+        assert "temporary failure (450)" in retried["reason"]
         assert retried["kind"] == "run_action"
         assert {"job_id", "attempt", "retry_in_seconds", "attempts_left"} <= retried.keys()
         [action] = of_event(lines, "action_finished")

@@ -42,7 +42,7 @@ class TestOrganizationSettings:
             9,
             5,
         )
-        assert data["overrides"] == {**body, "default_region": None}
+        assert data["overrides"] == {**body, "default_region": None, "actions_per_second": None}
         assert data["updated_at"].endswith("Z")
         async with create_sessionmaker(engine)() as session:
             policy = await effective_settings(session, settings, 1)
@@ -245,5 +245,6 @@ class TestEffectiveSettings:
                 "quiet_hours_end": 7,
                 "sms_hourly_limit": None,
                 "default_region": None,
+                "actions_per_second": None,
             }
         )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from careflow.config import Settings
+from careflow.jobs.errors import DeferJob
 from careflow.kit.clock import Clock
 from careflow.kit.types import EntityRef
 
@@ -29,6 +31,16 @@ class RetryableActionError(Exception):
 
 class PermanentActionError(Exception):
     """Retrying cannot help (a refused recipient, a template that fails to render)."""
+
+
+class ProviderThrottled(DeferJob):
+    """The provider of ``channel`` refused the send for rate: the action waits until
+    ``until`` (shown ``throttled``) without counting an attempt, and so does the provider's
+    rate limit."""
+
+    def __init__(self, until: datetime, reason: str, *, channel: str) -> None:
+        super().__init__(until, reason)
+        self.channel = channel
 
 
 class ReadsAhead(Protocol):

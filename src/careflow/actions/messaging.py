@@ -7,15 +7,24 @@ finds the row its earlier run wrote and updates it rather than adding a second o
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from careflow.actions.base import ActionContext, ActionOutcome, RetryableActionError
+from careflow.actions.base import (
+    ActionContext,
+    ActionOutcome,
+    ProviderThrottled,
+    RetryableActionError,
+)
 from careflow.actions.common import contact_of, patient_of
 from careflow.db import built
-from careflow.delivery.errors import PermanentDeliveryError, TransientDeliveryError
+from careflow.delivery.errors import (
+    PermanentDeliveryError,
+    RateLimitedDeliveryError,
+    TransientDeliveryError,
+)
 from careflow.messages.models import MAX_RECIPIENT_LENGTH, Message
 from careflow.messages.repository import get_for_action, new_message_id, save_for_action
 from careflow.messages.statuses import MessageStatus
@@ -209,6 +218,15 @@ async def render_and_send(
 
     try:
         provider_id = await send(rendered)
+    except RateLimitedDeliveryError as exc:
+        # Refused for rate, and not acted on: nothing to record; the step waits as long as
+        # the provider asked (or careflow's backoff), with no attempt counted.
+        seconds = exc.retry_after
+        if seconds is None:
+            seconds = ctx.settings.provider_backoff_seconds
+        raise ProviderThrottled(
+            now + timedelta(seconds=seconds), str(exc), channel=channel
+        ) from None
     except TransientDeliveryError as exc:
         error = str(exc)
         if not ctx.is_last_attempt:

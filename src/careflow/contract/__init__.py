@@ -41,6 +41,7 @@ from careflow.contract.names import Schema, camel
 from careflow.entities.catalog import ENTITY_TYPES
 from careflow.events.catalog import EVENT_TYPES
 from careflow.examples import FIRST_VIDEO, GDPR_WELCOME, PRE_APPOINTMENT_REMINDER
+from careflow.executions.schemas import ACTION_RESULT_STATUSES
 from careflow.kit.schemas import NOT_BLANK_PATTERN, component
 from careflow.messages.statuses import MESSAGE_STATUSES
 from careflow.pathways.catalog import CREATION_MODES, INBOX_VISIBILITIES, NEXT_ACTORS, PRIORITIES
@@ -54,6 +55,13 @@ ENUMS: Mapping[str, tuple[tuple[str, ...], str]] = {
     "ExecutionStatus": (
         ("running", "success", "partial_failure", "failure", "skipped"),
         "`running` while an action is still to come",
+    ),
+    "ActionResultStatus": (
+        ACTION_RESULT_STATUSES,
+        "An action's result in its execution: `success`, `failure`, `skipped`; `deferred` "
+        "while it waits for its time (SMS quiet hours, the hourly cap), `throttled` while a "
+        "rate limit holds it back (the organisation's, a provider's, or the provider's own "
+        "answer): it waits, uses no attempt, and never fails for that",
     ),
     "EventStatus": (("accepted", "processed"), "`processed` once dispatched by the worker"),
     "FormStatus": (("pending", "completed"), "A form instance's status"),

@@ -45,7 +45,11 @@ from careflow.delivery.email_message import (
     plain_message,
     verbatim_value,
 )
-from careflow.delivery.errors import PermanentDeliveryError, TransientDeliveryError
+from careflow.delivery.errors import (
+    PermanentDeliveryError,
+    RateLimitedDeliveryError,
+    TransientDeliveryError,
+)
 
 log = structlog.get_logger("careflow.delivery.email")
 
@@ -133,11 +137,22 @@ class SmtpConfig:
         )
 
 
+# The server's answers that say "slow down": 421 (service not available, closing the
+# connection: too many connections or messages) and 451 (local error, try later: how relays
+# answer a sender over its rate) to the connection, MAIL or DATA. A 451 to one recipient's
+# RCPT is that mailbox's trouble, and stays a transient failure of the message.
+RATE_CODES = frozenset({421, 451})
+
+
 def _classify(code: int, what: str) -> PermanentDeliveryError | TransientDeliveryError:
     # SMTP's own split: 4xx means "try again later", 5xx means "this will never work".
     if 400 <= code < 500:
         return TransientDeliveryError(f"SMTP {what}: temporary failure ({code})")
     return PermanentDeliveryError(f"SMTP {what}: refused ({code})")
+
+
+def _rate_limited(code: int) -> RateLimitedDeliveryError:
+    return RateLimitedDeliveryError(f"SMTP server: slow down ({code})")
 
 
 class SmtpTransport:
@@ -384,15 +399,23 @@ class SmtpTransport:
                 await self._deliver(message, to)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients] or [550]
+            if 421 in codes:
+                raise _rate_limited(421) from None
             raise _classify(min(codes), "recipient") from None
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code in RATE_CODES:
+                raise _rate_limited(exc.code) from None
+            if isinstance(exc, aiosmtplib.SMTPConnectError):
+                raise TransientDeliveryError(
+                    f"SMTP connection failed ({type(exc).__name__})"
+                ) from None
+            raise _classify(exc.code, "server") from None
         except (
             aiosmtplib.SMTPConnectError,
             aiosmtplib.SMTPTimeoutError,
             aiosmtplib.SMTPServerDisconnected,
         ) as exc:
             raise TransientDeliveryError(f"SMTP connection failed ({type(exc).__name__})") from None
-        except aiosmtplib.SMTPResponseException as exc:
-            raise _classify(exc.code, "server") from None
         except aiosmtplib.SMTPException as exc:
             raise TransientDeliveryError(f"SMTP error ({type(exc).__name__})") from None
         except OSError as exc:  # refused connections and timeouts alike

@@ -27,3 +27,13 @@ class AmbiguousDeliveryError(TransientDeliveryError):
     """The request reached the provider, but careflow did not learn what became of it (no
     answer in time, the connection lost after the request went, a 5xx): the provider may
     have created the message. Before sending again, careflow looks for it there."""
+
+
+class RateLimitedDeliveryError(TransientDeliveryError):
+    """The provider refused the request for rate (Twilio's HTTP 429, an SMTP 421 or 451)
+    without acting on it. ``retry_after`` is how many seconds it asked careflow to wait, when
+    it said. careflow slows down rather than counting a failed try."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -3,7 +3,7 @@
 Twilio's Messages resource has no idempotency key: a create request it accepted but whose
 answer careflow lost would, sent again, text the patient twice. So a transport tells
 apart a failure that proves the provider did not accept the request (it could not be
-reached, it answered 429 or 4xx) from one that leaves it unknown
+reached, it answered 429, which slows careflow down (``RateLimitedDeliveryError``), or 4xx) from one that leaves it unknown
 (``AmbiguousDeliveryError``), and can look a message up in the provider's list
 (``find_sent``) so the caller adopts it instead of creating a second one.
 """
@@ -22,6 +22,7 @@ from careflow.config import Settings
 from careflow.delivery.errors import (
     AmbiguousDeliveryError,
     PermanentDeliveryError,
+    RateLimitedDeliveryError,
     TransientDeliveryError,
 )
 
@@ -31,6 +32,8 @@ log = structlog.get_logger("careflow.delivery.sms")
 # first, from careflow's number to one patient since the first try.
 LOOKUP_PAGE_SIZE = 50
 LOOKUP_MAX_PAGES = 4
+# The longest Retry-After careflow heeds; a longer one is read as this.
+MAX_RETRY_AFTER_SECONDS = 3600.0
 
 
 class SmsTransport(Protocol):
@@ -127,7 +130,12 @@ class TwilioSmsTransport:
             ) from None
         status = response.status_code
         if status == 429:
-            raise TransientDeliveryError("Twilio is rate limiting (HTTP 429)")
+            # Twilio never processes a request it answers 429 (code 20429): safe to send
+            # again, once careflow has slowed down.
+            raise RateLimitedDeliveryError(
+                f"Twilio is rate limiting (HTTP 429, code {_twilio_code(response)})",
+                retry_after=retry_after(response.headers.get("retry-after")),
+            )
         if status >= 500:
             raise AmbiguousDeliveryError(f"Twilio is unavailable (HTTP {status})")
         if status >= 400:
@@ -180,6 +188,21 @@ class TwilioSmsTransport:
             url, params = f"{self.base}{next_page}", None
         found.reverse()  # Twilio lists newest first
         return found
+
+
+def retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` header's delay in seconds (up to ``MAX_RETRY_AFTER_SECONDS``), or
+    None when there is none or it is not a number of seconds (an HTTP date is not read: the
+    transport has no clock of careflow's to measure it against)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    if seconds != seconds or seconds < 0:  # NaN, or a negative delay
+        return None
+    return min(seconds, MAX_RETRY_AFTER_SECONDS)
 
 
 def _field(response: httpx.Response, name: str) -> str | None:

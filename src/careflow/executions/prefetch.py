@@ -7,6 +7,10 @@ reads each of those once, for every step in it, before any step runs. Each step 
 what it needs from here, and reads for itself anything it does not find (what an earlier
 step of the batch may have changed).
 
+The batch's rate limits are taken here too, one statement per bucket for the whole batch
+(``ratelimits.service.admit``): the steps that got no token are kept in ``StepReads.held``,
+and the runner defers each of them as ``throttled``.
+
 Whether an SMS step's phone texted STOP is read on the batch's first SMS step of each
 organisation, for all of them: a phone is compared in E.164, and reading the host's phones
 in E.164 takes the organisation's region, which that step has at hand.
@@ -14,7 +18,7 @@ in E.164 takes the organisation's region, which that step has at hand.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,16 +27,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from careflow.entities.context import SnapshotReads, read_snapshots
 from careflow.executions import repository
 from careflow.executions.models import Execution, ExecutionAction
+from careflow.jobs.prefetch import PrefetchContext
 from careflow.kit.phones import to_e164
 from careflow.kit.types import EntityRef, canonical_entity_id
 from careflow.messages import repository as messages_repository
 from careflow.messages.models import Message
 from careflow.patients import service as patients
+from careflow.ratelimits import service as ratelimits
 from careflow.templates import repository as templates_repository
 from careflow.templates.models import Template
 
 # The channel of each action type that sends a message.
 MESSAGE_CHANNELS = {"send_email": "email", "send_sms": "sms"}
+# A step whose result is one of these has run: a redelivered job, which takes no token.
+_FINISHED = frozenset({"success", "failure", "skipped"})
 
 
 @dataclass(slots=True)
@@ -55,6 +63,17 @@ class StepReads:
     sms_opt_outs: set[tuple[int, EntityRef]] = field(default_factory=set)
     sms_phones: dict[int, set[str]] = field(default_factory=dict)
     stopped_phones: dict[tuple[int, str], tuple[set[str], set[str]]] = field(default_factory=dict)
+    # The steps a rate limit holds back, by (execution id, action index).
+    held: dict[tuple[int, int], ratelimits.Held] = field(default_factory=dict)
+    # The worker's services, where the rate limits keep the tokens given and not yet spent.
+    services: MutableMapping[str, Any] | None = None
+
+    def held_back(self, execution_id: int, action_index: int) -> ratelimits.Held | None:
+        """Why and until when a rate limit holds the step back, or None if it may run; asked
+        once, as the step runs (its token, if it got one, is then spent)."""
+        if self.services is not None:
+            ratelimits.ran(self.services, execution_id, action_index)
+        return self.held.pop((execution_id, action_index), None)
 
     def take(self, execution_id: int) -> tuple[Execution, list[ExecutionAction]] | None:
         """The execution (locked) and its results, or None if not read here or taken."""
@@ -129,8 +148,11 @@ def _execution_ids(payloads: Sequence[Mapping[str, Any]]) -> list[int]:
     return sorted(ids)
 
 
-async def prefetch_steps(session: AsyncSession, payloads: Sequence[Mapping[str, Any]]) -> StepReads:
-    """The reads of ``payloads``' steps (``run_action`` jobs), one statement per table."""
+async def prefetch_steps(
+    session: AsyncSession, payloads: Sequence[Mapping[str, Any]], context: PrefetchContext
+) -> StepReads:
+    """The reads of ``payloads``' steps (``run_action`` jobs), one statement per table, and
+    their rate limits' tokens."""
     reads = StepReads()
     executions = await repository.get_many_for_run(session, _execution_ids(payloads))
     if not executions:
@@ -145,6 +167,7 @@ async def prefetch_steps(session: AsyncSession, payloads: Sequence[Mapping[str, 
 
     message_keys: list[tuple[int, int]] = []
     template_keys: set[tuple[int, str, str]] = set()
+    steps: list[tuple[Execution, int, str | None]] = []
     for payload in payloads:
         try:
             step = reads.executions.get(int(payload["execution_id"]))
@@ -155,6 +178,7 @@ async def prefetch_steps(session: AsyncSession, payloads: Sequence[Mapping[str, 
             continue
         action = (step.actions or [])[index]
         channel = MESSAGE_CHANNELS.get(str(action.get("type")))
+        steps.append((step, index, channel))
         if channel is None:
             continue
         message_keys.append((step.id, index))
@@ -178,4 +202,36 @@ async def prefetch_steps(session: AsyncSession, payloads: Sequence[Mapping[str, 
     reads.sms_opt_outs = await patients.opted_out_among(
         session, patients.SMS, sorted(reads.sms_patients, key=str)
     )
+    reads.services = context.services
+    reads.held = await ratelimits.admit(
+        session,
+        context.settings,
+        context.clock.now(),
+        context.services,
+        _limited_steps(reads, steps),
+    )
     return reads
+
+
+def _limited_steps(
+    reads: StepReads, steps: Sequence[tuple[Execution, int, str | None]]
+) -> list[ratelimits.Step]:
+    """The batch's steps still to run, as the rate limits count them: a message already
+    sent takes no provider token, a step that has run (a redelivered job) none at all."""
+    limited: list[ratelimits.Step] = []
+    for execution, index, channel in steps:
+        if execution.status != "running":
+            continue
+        if any(
+            row.action_index == index and row.status in _FINISHED
+            for row in reads.results.get(execution.id, ())
+        ):
+            continue
+        message = reads.messages.get((execution.id, index))
+        sends = channel is not None and (message is None or message.provider_message_id is None)
+        limited.append(
+            ratelimits.Step(
+                execution.id, index, execution.organization_id, channel if sends else None
+            )
+        )
+    return limited

@@ -27,6 +27,7 @@ from careflow.actions.base import (
     ActionContext,
     ActionOutcome,
     PermanentActionError,
+    ProviderThrottled,
     RetryableActionError,
 )
 from careflow.actions.registry import EXECUTORS, is_database_only
@@ -50,11 +51,15 @@ from careflow.jobs.queue import default_max_attempts
 from careflow.kit.clock import Clock, isoformat_z
 from careflow.kit.metrics import ACTIONS
 from careflow.kit.time_triggers import delivery_skip_reason
+from careflow.ratelimits import service as ratelimits
 
 log = structlog.get_logger("careflow.executions.runner")
 
 FINAL_ACTION_STATUSES = frozenset({"success", "failure", "skipped"})
 DEFERRED = "deferred"
+# Held back by a rate limit (the organisation's, a provider's, or the provider's own answer):
+# the step waits without counting an attempt, and never fails for it.
+THROTTLED = "throttled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +238,14 @@ async def _step(
         trigger_event=execution.trigger_event,
         reads=reads,
     )
+    held = reads.held_back(execution.id, index) if reads is not None else None
+    if held is not None:
+        wait = DeferJob(until=held.until, reason=held.reason)
+        now = runtime.clock.now()
+        await _defer(
+            session, execution, index, action_type, wait, request, now, existing, THROTTLED
+        )
+        return
     # An action after a delayed one runs late as well: the delivery rules re-read for it too.
     after_delay = any(delay_of(action) for action in (execution.actions or [])[:index])
     started = time.perf_counter()
@@ -240,7 +253,13 @@ async def _step(
         outcome = await _execute(ctx, action_type, request, after_delay=after_delay)
     except DeferJob as defer:
         now = runtime.clock.now()
-        await _defer(session, execution, index, action_type, defer, request, now, existing)
+        status = DEFERRED
+        if isinstance(defer, ProviderThrottled):
+            status = THROTTLED
+            await ratelimits.provider_refused(
+                session, runtime.settings, now, defer.channel, defer.until
+            )
+        await _defer(session, execution, index, action_type, defer, request, now, existing, status)
         return
     duration_ms = int((time.perf_counter() - started) * 1000)
     now = runtime.clock.now()
@@ -354,13 +373,16 @@ async def _defer(
     request: RunRequest,
     now: datetime,
     existing: ExecutionAction | None,
+    status: str = DEFERRED,
 ) -> None:
-    """Record the deferral and schedule the action again at ``defer.until``.
+    """Record the deferral (``deferred``, or ``throttled`` by a rate limit) and schedule the
+    action again at ``defer.until``.
 
     Done here rather than by re-raising: the job runner rolls back a handler that raises,
     and the deferral must show on the execution while it waits.
     """
     until = defer.until
+    until_key = "throttled_until" if status == THROTTLED else "deferred_until"
     await repository.save_action(
         session,
         built(
@@ -369,8 +391,8 @@ async def _defer(
                 "execution_id": execution.id,
                 "action_index": index,
                 "type": action_type,
-                "status": DEFERRED,
-                "result": {"deferred_until": isoformat_z(until), "reason": defer.reason},
+                "status": status,
+                "result": {until_key: isoformat_z(until), "reason": defer.reason},
                 "error": None,
                 "attempts": request.attempt,
                 "duration_ms": None,
@@ -387,10 +409,10 @@ async def _defer(
         run_at=until,
         now=now,
         retry=request.retry,
-        dedupe_key=f"{action_dedupe_key(execution.id, index)}:deferred:{until.isoformat()}",
+        dedupe_key=f"{action_dedupe_key(execution.id, index)}:{status}:{until.isoformat()}",
     )
     log.info(
-        "action_deferred",
+        "action_throttled" if status == THROTTLED else "action_deferred",
         execution_id=execution.id,
         action_index=index,
         until=isoformat_z(until),

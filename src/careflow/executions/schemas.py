@@ -8,16 +8,21 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from careflow.executions.models import Execution, ExecutionAction
-from careflow.kit.schemas import EntityIdField, UTCDatetime, documented_as
+from careflow.kit.schemas import COMPONENT_MARK, EntityIdField, UTCDatetime, documented_as
 
 # Keys an action entry reserves; a config field of the same name is renamed
 # (``update_segment``'s ``action: add`` becomes ``segment_action``).
 _RESERVED = ("action", "type", "status", "error", "duration_ms", "attempts")
 
+# An action's status in ``actions_executed``: final, or waiting (``deferred`` for its time,
+# ``throttled`` by a rate limit; neither uses an attempt).
+ACTION_RESULT_STATUSES = ("success", "failure", "skipped", "deferred", "throttled")
+
 ACTIONS_EXECUTED_DOC = (
-    "One entry per action that has run (or been deferred), in action order; actions still "
+    "One entry per action that has run (or is waiting), in action order; actions still "
     "to come are not listed. Each entry: `action` (its type), `status` (`success`, `failure`, "
-    "`skipped` with a `reason`, or `deferred` with `deferred_until`), the ids of its effect "
+    "`skipped` with a `reason`, `deferred` with `deferred_until`, or `throttled` with "
+    "`throttled_until` and the `reason`: a rate limit holds it back), the ids of its effect "
     "(`form_id`, `email_id`, `sms_id`, …) and `error` on failure. The single-execution view "
     "adds `type`, the action's config fields (`update_segment`'s `action` appears as "
     "`segment_action`), `attempts` and `duration_ms`."
@@ -33,7 +38,20 @@ class ExecutionOut(BaseModel):
     trigger_entity_type: Annotated[str, documented_as("EntityType")]
     trigger_entity_id: EntityIdField
     status: Annotated[str, documented_as("ExecutionStatus")]
-    actions_executed: list[dict[str, Any]] = Field(description=ACTIONS_EXECUTED_DOC)
+    actions_executed: list[dict[str, Any]] = Field(
+        description=ACTIONS_EXECUTED_DOC,
+        json_schema_extra={
+            "items": {
+                "type": "object",
+                "properties": {
+                    "action": {"type": "string"},
+                    "status": {COMPONENT_MARK: "ActionResultStatus"},
+                },
+                "required": ["action", "status"],
+                "additionalProperties": True,
+            }
+        },
+    )
     error_message: str | None
     executed_at: UTCDatetime
     rule_version: int

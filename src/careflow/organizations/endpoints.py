@@ -1,5 +1,5 @@
 """GET/PUT /v1/organization/settings: the caller's organisation's SMS quiet hours, cap,
-phone region and the numbers it receives texts on."""
+phone region, rate limit and the numbers it receives texts on."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def _out(view: service.OrganizationView) -> DataEnvelope[SettingsOut]:
             quiet_hours_end=effective.quiet_hours_end,
             sms_hourly_limit=effective.sms_hourly_limit,
             default_region=effective.default_region,
+            actions_per_second=effective.actions_per_second,
             sms_numbers=view.sms_numbers,
             overrides=effective.overrides,
             updated_at=effective.updated_at,

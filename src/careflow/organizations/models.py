@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index, Integer, String
+from sqlalchemy import Double, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from careflow.db import Base, BigIntPK, UTCDateTime
@@ -16,10 +16,13 @@ MAX_SMS_HOURLY_LIMIT = 1_000_000
 # The longest E.164 number: '+' and 15 digits.
 MAX_E164_LENGTH = 16
 MAX_SMS_NUMBERS = 50
+# An organisation's actions a second: from one every hundred seconds to a million a second.
+MIN_ACTIONS_PER_SECOND, MAX_ACTIONS_PER_SECOND = 0.01, 1_000_000.0
 
 
 class OrganizationSettings(Base):
-    """Per-organisation overrides of the service defaults (quiet hours, SMS cap, phone region)."""
+    """Per-organisation overrides of the service defaults (quiet hours, SMS cap, phone region)
+    and the organisation's rate limit."""
 
     __tablename__ = "organization_settings"
 
@@ -29,6 +32,9 @@ class OrganizationSettings(Base):
     sms_hourly_limit: Mapped[int | None] = mapped_column(Integer)
     # ISO 3166 alpha-2: where phone numbers without a country code are read from.
     default_region: Mapped[str | None] = mapped_column(String(2))
+    # Action steps the organisation's executions may run a second, shared by every worker
+    # (``ratelimits/``); None: no limit.
+    actions_per_second: Mapped[float | None] = mapped_column(Double)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 

@@ -20,6 +20,17 @@ def add(session: AsyncSession, row: OrganizationSettings) -> None:
     session.add(row)
 
 
+async def action_rate_limits(session: AsyncSession) -> list[tuple[int, float]]:
+    """Every organisation's ``actions_per_second`` that is set: read by the workers for all
+    organisations at once, as the limit applies to whichever organisation's steps they run."""
+    rows = await session.execute(
+        select(OrganizationSettings.organization_id, OrganizationSettings.actions_per_second).where(
+            OrganizationSettings.actions_per_second.is_not(None)
+        )
+    )
+    return [(int(org), float(rate)) for org, rate in rows.tuples() if rate is not None]
+
+
 async def sms_numbers(session: AsyncSession, organization_id: int) -> list[str]:
     rows = await session.scalars(
         select(OrganizationSmsNumber.number)

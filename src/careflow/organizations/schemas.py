@@ -11,9 +11,11 @@ from careflow.kit.schemas import StrictInput, UTCDatetime
 from careflow.organizations.models import (
     FIRST_HOUR,
     LAST_HOUR,
+    MAX_ACTIONS_PER_SECOND,
     MAX_E164_LENGTH,
     MAX_SMS_HOURLY_LIMIT,
     MAX_SMS_NUMBERS,
+    MIN_ACTIONS_PER_SECOND,
 )
 
 Hour = Annotated[int, Field(ge=FIRST_HOUR, le=LAST_HOUR)]
@@ -39,6 +41,17 @@ class SettingsIn(StrictInput):
         ),
         examples=["GB"],
         json_schema_extra={"enum": list(REGIONS)},
+    )
+    actions_per_second: (
+        Annotated[float, Field(ge=MIN_ACTIONS_PER_SECOND, le=MAX_ACTIONS_PER_SECOND)] | None
+    ) = Field(
+        None,
+        description=(
+            "Action steps the organisation's executions may run a second, across every "
+            "worker (a step held back waits, shown `throttled`, and never fails for it). "
+            "`null` or absent: no limit"
+        ),
+        examples=[20],
     )
 
     sms_numbers: (
@@ -80,8 +93,11 @@ class SettingsOut(BaseModel):
     quiet_hours_end: int
     sms_hourly_limit: int
     default_region: str
+    actions_per_second: float | None = Field(
+        description="Action steps the organisation may run a second; `null`: no limit"
+    )
     sms_numbers: list[str] = Field(
         description="The numbers (E.164) the organisation receives texts on"
     )
-    overrides: dict[str, int | str | None]
+    overrides: dict[str, int | float | str | None]
     updated_at: UTCDatetime | None

@@ -1,6 +1,7 @@
 """An organisation's own settings: SMS quiet hours, hourly cap and the region phone numbers
-without a country code are read in, over the service defaults; and the numbers it receives
-texts on (``sms_numbers``), which have no default.
+without a country code are read in, over the service defaults; the numbers it receives
+texts on (``sms_numbers``), which have no default; and its rate limit
+(``actions_per_second``, applied by ``ratelimits/``), which is none unless set.
 
 ``effective_settings`` is the one place the defaults and the organisation's stored values
 are merged: the API shows what it returns and ``send_sms`` applies it, so what an admin
@@ -25,16 +26,25 @@ from careflow.organizations import repository
 from careflow.organizations.models import (
     FIRST_HOUR,
     LAST_HOUR,
+    MAX_ACTIONS_PER_SECOND,
     MAX_SMS_HOURLY_LIMIT,
+    MIN_ACTIONS_PER_SECOND,
     OrganizationSettings,
 )
 
-FIELDS = ("quiet_hours_start", "quiet_hours_end", "sms_hourly_limit", "default_region")
+FIELDS = (
+    "quiet_hours_start",
+    "quiet_hours_end",
+    "sms_hourly_limit",
+    "default_region",
+    "actions_per_second",
+)
 _RANGES = {
     "quiet_hours_start": (FIRST_HOUR, LAST_HOUR),
     "quiet_hours_end": (FIRST_HOUR, LAST_HOUR),
     "sms_hourly_limit": (0, MAX_SMS_HOURLY_LIMIT),
 }
+Value = int | float | str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,21 +53,25 @@ class EffectiveSettings:
     quiet_hours_end: int
     sms_hourly_limit: int
     default_region: str
+    # None: no limit.
+    actions_per_second: float | None
     # The organisation's values that apply, by field; None where the default applies.
-    overrides: dict[str, int | str | None]
+    overrides: dict[str, Value]
     updated_at: datetime | None
 
 
-def _applies(field: str, value: int | str | None) -> bool:
+def _applies(field: str, value: Value) -> bool:
     if field == "default_region":
         return isinstance(value, str) and is_region(value)
+    if field == "actions_per_second":
+        return _is_rate(value)
     low, high = _RANGES[field]
     return isinstance(value, int) and low <= value <= high
 
 
 def merged(settings: Settings, row: OrganizationSettings | None) -> EffectiveSettings:
     """The service defaults with the organisation's stored values where they apply."""
-    overrides: dict[str, int | str | None] = {}
+    overrides: dict[str, Value] = {}
     for field in FIELDS:
         value = getattr(row, field) if row is not None else None
         overrides[field] = value if _applies(field, value) else None
@@ -67,11 +81,13 @@ def merged(settings: Settings, row: OrganizationSettings | None) -> EffectiveSet
         return int(getattr(settings, field)) if value is None else int(value)
 
     region = overrides["default_region"]
+    rate = overrides["actions_per_second"]
     return EffectiveSettings(
         quiet_hours_start=pick("quiet_hours_start"),
         quiet_hours_end=pick("quiet_hours_end"),
         sms_hourly_limit=pick("sms_hourly_limit"),
         default_region=str(region) if region is not None else settings.default_region,
+        actions_per_second=float(rate) if rate is not None else None,
         overrides=overrides,
         updated_at=row.updated_at if row is not None else None,
     )
@@ -82,6 +98,22 @@ async def effective_settings(
 ) -> EffectiveSettings:
     """The settings that apply to an organisation (what ``send_sms`` uses)."""
     return merged(settings, await repository.get(session, organization_id))
+
+
+def _is_rate(value: Value) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and MIN_ACTIONS_PER_SECOND <= value <= MAX_ACTIONS_PER_SECOND
+    )
+
+
+async def action_rate_limits(session: AsyncSession) -> dict[int, float]:
+    """The ``actions_per_second`` of every organisation that set one in range, by id (what
+    the workers' rate limits apply; a value out of range, written by hand, is no limit)."""
+    return {
+        org: rate for org, rate in await repository.action_rate_limits(session) if _is_rate(rate)
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +150,7 @@ async def put_settings(
     session: AsyncSession,
     principal: Principal,
     settings: Settings,
-    values: dict[str, int | str | list[str] | None],
+    values: dict[str, int | float | str | list[str] | None],
     *,
     now: datetime,
 ) -> OrganizationView:

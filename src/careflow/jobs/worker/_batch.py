@@ -34,7 +34,7 @@ from careflow import tracing
 from careflow.config import Settings
 from careflow.jobs import held_writes, store
 from careflow.jobs.errors import DeferJob, JobError, RetryableJobError
-from careflow.jobs.prefetch import prefetch
+from careflow.jobs.prefetch import PrefetchContext, prefetch
 from careflow.jobs.registry import HANDLERS, JobContext, Sharing, sharing_of
 from careflow.jobs.store import ClaimedJob
 from careflow.jobs.worker._outcomes import Outcomes, finished, job_log
@@ -237,7 +237,8 @@ class BatchRunner:
 
     async def _prefetch(self, session: AsyncSession, batch: list[ClaimedJob]) -> dict[str, Any]:
         """Each kind's prefetch over its jobs in ``batch``, by kind."""
-        return await prefetch(session, ((job.kind, job.payload) for job in batch))
+        context = PrefetchContext(self.settings, self.clock, self.services)
+        return await prefetch(session, ((job.kind, job.payload) for job in batch), context)
 
     async def _execute_alone(self, job: ClaimedJob) -> str:
         # Alone, all the job's statements are its own: its span holds the prefetch, the
