@@ -13,6 +13,8 @@ A claim, in one transaction:
    previous``), and a probe per priority level gives its earliest run_at. Its cost is a
    few probes per organisation with queued jobs, whatever their backlogs; reading the
    distinct organisations of the due jobs instead would read every due job, each claim.
+   A worker reuses the groups it found for ``GROUPS_FRESH_SECONDS`` while its claims come
+   back full, and looks again as soon as one comes back short.
 2. **Rounds**: the ``limit`` is shared out evenly, ``ceil(wanted / groups)`` a group,
    and each group gives its share in order of priority, then run_at. A group that gave
    its whole share may have more: the next round shares what is still wanted among those
@@ -50,6 +52,7 @@ Time comes from the caller's clock, as everywhere in the queue.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -63,6 +66,13 @@ from careflow.db import UTCDateTime, dialect_of
 from careflow.jobs.models import JobStatus
 from careflow.jobs.registry import Priority
 from careflow.jobs.store import ClaimedJob, jobs
+
+# How long a worker reuses the groups with due work it found, while its claims come back
+# full: finding them costs a statement a claim (a few index probes per organisation with
+# queued jobs); reused, a claim under a flood is one statement, and an organisation whose
+# work falls due meanwhile waits at most this long for its share. A claim that comes back
+# short looks again at once, so nothing due is left while a worker idles.
+GROUPS_FRESH_SECONDS = 0.25
 
 # A group of jobs claimed in turns: an organisation's id, or None for jobs of none.
 Group = int | None
@@ -202,10 +212,25 @@ ORDER BY run_at, id LIMIT :share
 
 @dataclass(slots=True)
 class Rotation:
-    """Where a worker's next claim starts: after the group that came first in its last."""
+    """A worker's state between claims: where its next claim starts (after the group that
+    came first in its last), and the groups with due work it found last, reused for
+    ``GROUPS_FRESH_SECONDS`` while its claims come back full."""
 
     last: Group = None
     started: bool = False
+    groups: list[Group] | None = None
+    found_at: float = 0.0
+
+    def known_groups(self) -> list[Group] | None:
+        if self.groups is None or time.monotonic() - self.found_at > GROUPS_FRESH_SECONDS:
+            return None
+        return list(self.groups)
+
+    def found(self, groups: list[Group]) -> None:
+        self.groups, self.found_at = list(groups), time.monotonic()
+
+    def forget(self) -> None:
+        self.groups = None
 
     def order(self, groups: list[Group]) -> list[Group]:
         """``groups`` (None first, then ascending ids) starting after ``last``."""
@@ -255,11 +280,29 @@ async def claim_due(
     module's docstring); in the order to run them: the groups in turns, each group's jobs
     by priority, then run_at."""
     rotation = rotation if rotation is not None else Rotation()
-    groups = rotation.order(await due_groups(session, now))
+    known = rotation.known_groups()
+    if known is None:
+        known = await due_groups(session, now)
+        rotation.found(known)
+        reused = False
+    else:
+        reused = True
+    groups = rotation.order(known)
     params = {"worker": worker, "now": now, "lease_until": now + lease}
     claimed: list[ClaimedJob] = []
     first = True
-    while groups and len(claimed) < limit:
+    while len(claimed) < limit:
+        if not groups:
+            if not reused:
+                break
+            # The groups found a moment ago gave less than wanted: look again, as a group
+            # may have work due since (a new organisation, a fire come due).
+            reused = False
+            rotation.forget()
+            fresh = await due_groups(session, now)
+            rotation.found(fresh)
+            groups = rotation.order(fresh)
+            continue
         wanted = limit - len(claimed)
         share = -(-wanted // len(groups))
         got = await _round(session, groups, share=share, wanted=wanted, params=params)
