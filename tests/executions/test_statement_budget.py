@@ -18,7 +18,11 @@ RULE = E2E_RULE
 # statement and queued messaging steps dropped their savepoint; docs/benchmarks.md). A
 # change that adds statements to every execution must say why here and raise the budget;
 # one that removes some should lower it.
-BUDGET = 42
+# Fair claims (jobs/claim.py) look up the organisations with due work before a claim and, on
+# SQLite, select each organisation's share before the UPDATE: 45.6 on SQLite in this
+# five-event run, where every claim is short and looks again (PostgreSQL stays within 42);
+# under a flood a worker reuses the lookup for 0.25 s and a claim is one statement.
+BUDGET = 46
 
 
 async def test_statements_per_execution(client, auth, drain, smtp, engine: AsyncEngine) -> None:
