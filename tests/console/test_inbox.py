@@ -151,3 +151,17 @@ async def test_writes_need_csrf_a_staff_role_and_an_episode_of_the_organisation(
     client.cookies.clear()
     await sign_in(client, token("admin", org=2))
     assert f'id="episode-{ep}"' not in (await client.get("/console/inbox")).text
+
+
+async def test_an_episodes_link_leads_to_its_row_in_the_inbox(
+    client: httpx.AsyncClient, token: Callable[..., str], auth: Auth, drain: Drain
+) -> None:
+    [ep] = await open_episodes(client, auth, drain, 1)
+    await sign_in(client, token("specialist"))
+    answer = await client.get(f"/console/inbox/{ep}")
+    assert answer.status_code == 303
+    target = answer.headers["location"]
+    assert target.startswith("/console/inbox?patient_id=") and target.endswith(f"#episode-{ep}")
+    page = await client.get(target.split("#")[0])
+    assert f'id="episode-{ep}"' in page.text
+    assert (await client.get("/console/inbox/999999")).status_code == 404

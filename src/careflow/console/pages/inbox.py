@@ -115,6 +115,20 @@ async def inbox_page(
     return await _inbox(request, session, user, params, done=(done or "")[:60] or None)
 
 
+@router.get("/inbox/{episode_id}")
+async def episode_in_inbox(
+    request: Request,
+    session: SessionDep,
+    episode_id: str,
+    user: Annotated[User, reader("GET /v1/episodes/{episode_id}")],
+) -> Response:
+    """An episode's place in the inbox (the journey and other pages link here): its
+    patient's episodes, open or closed, at its row."""
+    episode = await episodes.get_episode(session, user.principal, episode_id)
+    query = urlencode({"patient_id": str(episode.patient_id)})
+    return redirect(f"{PREFIX}/inbox?{query}#episode-{episode.id}", request)
+
+
 async def _update(
     request: Request,
     session: SessionDep,
