@@ -1,11 +1,11 @@
 """Fixtures of the conformance tests: one real ``careflow serve`` and the world it is given.
 
-Contract: the fixtures here are package-scoped, so the server runs only while the tests of
-this folder run. ``serve`` has a database of its own (a fresh SQLite file, or
+Contract: the fixtures here are session-scoped: the server runs from the first test of this
+folder to the end of the run, since its time-based tests run last (``tests/conftest.py``). ``serve`` has a database of its own (a fresh SQLite file, or
 ``<test database>_conformance`` on PostgreSQL when CAREFLOW_TEST_DATABASE_URL is set), never
 the one the in-process tests truncate. ``world`` builds, once and before any test, the seed's
 rules and events in organisation 1, including the time-based ones, so the one-minute delayed
-email and the one-hour-before reminder are on their way while the other modules run. Fixtures
+email and the one-hour-before reminder are on their way while the other tests run. Fixtures
 that depend on the job worker poll a condition with a deadline and hand the tests what they
 saw; the tests assert.
 """
@@ -64,7 +64,7 @@ from tests.conformance.world import (
 from tests.fixtures.database import database_env
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def mail_server() -> Iterator[ConformanceSmtp]:
     server = ConformanceSmtp(refused={FAILING_MAILBOX})
     server.start()
@@ -72,21 +72,21 @@ def mail_server() -> Iterator[ConformanceSmtp]:
     server.stop()
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def smtp_sink(mail_server: ConformanceSmtp) -> RefusingSink:
     """Every message the service sent; ``fail@example.com`` refused until a test allows it."""
     assert isinstance(mail_server.sink, RefusingSink)
     return mail_server.sink
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def serve_workdir() -> Iterator[Path]:
     workdir = new_workdir()
     yield workdir
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def serve_database(serve_workdir: Path) -> str:
     test_url = os.environ.get("CAREFLOW_TEST_DATABASE_URL") or None
     url = serve_database_url(test_url, serve_workdir)
@@ -97,7 +97,7 @@ def serve_database(serve_workdir: Path) -> str:
     return url
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def serve(
     serve_workdir: Path, serve_database: str, mail_server: ConformanceSmtp
 ) -> Iterator[Serve]:
@@ -109,14 +109,14 @@ def serve(
         yield server
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def api(serve: Serve) -> Iterator[Api]:
     tokens = {(org, role): sign_token(org, role, sub) for org, role, sub in CALLERS}
     with httpx.Client(base_url=serve.base_url, timeout=15) as client:
         yield Api(client, tokens)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def executions_for(api: Api) -> ExecutionsFor:
     """``executions_for(rule_id, org=1)``: the rule's executions, newest first (up to 100)."""
 
@@ -139,7 +139,7 @@ def _z(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@pytest.fixture(scope="package", autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def world(api: Api, smtp_sink: RefusingSink, executions_for: ExecutionsFor) -> World:
     """The seed's rules and events in organisation 1, built before the first test."""
     w = World()
@@ -205,7 +205,7 @@ def world(api: Api, smtp_sink: RefusingSink, executions_for: ExecutionsFor) -> W
     return w
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def worker_results(
     api: Api, world: World, smtp_sink: RefusingSink, executions_for: ExecutionsFor
 ) -> WorkerResults:
@@ -233,7 +233,7 @@ def worker_results(
     return WorkerResults(gdpr, video, mail)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def appointment_event_processed(api: Api, world: World) -> dict[str, Any]:
     """GET /v1/events/{id} of the SPEC §9 appointment.booked once processed ({} if not in time)."""
     pk = world.id_of("post_appointment") or 0
@@ -248,7 +248,7 @@ def appointment_event_processed(api: Api, world: World) -> dict[str, Any]:
 # --- the pathway rules of organisation 1 ----------------------------------------------------
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def pathway_world(api: Api, world: World) -> PathwayWorld:
     """The seed's VIP rule and four more (two trigger types), then a VIP booking routed by them."""
     created = api(
@@ -274,7 +274,7 @@ def pathway_world(api: Api, world: World) -> PathwayWorld:
     return PathwayWorld(created, extras, vip, poll(processed, 15) or {})
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def world_ids(
     api: Api,
     world: World,

@@ -3,12 +3,13 @@
 One organisation's backlog must not hold up another's reminders: a claim takes due jobs
 from every organisation that has some, in turns, instead of the oldest due jobs overall.
 Jobs without an organisation form a group of their own. Inside a group, jobs are taken by
-``priority`` (``registry.Priority``), then ``run_at``.
+``priority`` (``registry.Priority``), then ``run_at``, then ``id`` (the order they were
+made in, for jobs written in one transaction).
 
 A claim, in one transaction:
 
 1. **The groups with due work** (``due_groups``): a loose index scan of
-   ``ix_jobs_queued_organization`` (organization_id, priority, run_at) over queued jobs
+   ``ix_jobs_queued_organization`` (organization_id, priority, run_at, id) over queued jobs
    finds each organisation with queued jobs in one index probe (``min(organization_id) >
    previous``), and a probe per priority level gives its earliest run_at. Its cost is a
    few probes per organisation with queued jobs, whatever their backlogs; reading the
@@ -16,7 +17,7 @@ A claim, in one transaction:
    A worker reuses the groups it found for ``GROUPS_FRESH_SECONDS`` while its claims come
    back full, and looks again as soon as one comes back short.
 2. **Rounds**: the ``limit`` is shared out evenly, ``ceil(wanted / groups)`` a group,
-   and each group gives its share in order of priority, then run_at. A group that gave
+   and each group gives its share in order of priority, then run_at, then id. A group that gave
    its whole share may have more: the next round shares what is still wanted among those
    alone. So a group alone takes the whole claim in one round (full batches), and with
    one organisation flooding and another with one due job, the one job is in the first
@@ -30,7 +31,7 @@ A claim, in one transaction:
 
 On PostgreSQL a round is one statement: ``UPDATE … WHERE id IN`` a LATERAL join over the
 groups' ids and the priority levels, each an index range of one group and one level in
-run_at order under ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take different rows
+(run_at, id) order under ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take different rows
 and never wait. The nested loop stops at the share, so a lower level is not read while a
 higher one fills it. SQLite has one writer at a time: there a round selects each group's
 ids with plain statements, then updates them.
@@ -161,7 +162,7 @@ WHERE id IN (
             SELECT id FROM jobs
             WHERE {_QUEUED} AND organization_id = g.org AND priority = l.level
             AND run_at <= :now
-            ORDER BY run_at LIMIT :share FOR UPDATE SKIP LOCKED
+            ORDER BY run_at, id LIMIT :share FOR UPDATE SKIP LOCKED
         ) AS due
         LIMIT :share
     ) AS pick
@@ -183,7 +184,7 @@ WHERE id IN (
         SELECT id FROM jobs
         WHERE {_QUEUED} AND organization_id IS NULL AND priority = l.level
         AND run_at <= :now
-        ORDER BY run_at LIMIT :share FOR UPDATE SKIP LOCKED
+        ORDER BY run_at, id LIMIT :share FOR UPDATE SKIP LOCKED
     ) AS due
     LIMIT :share
 )

@@ -21,13 +21,15 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         # Claiming (``jobs.claim``) reads only queued jobs: the organisations that have some,
-        # one index probe each, and each one's due jobs of one priority in run_at order. The
-        # partial index keeps that cost flat however many jobs are pending in the future.
+        # one index probe each, and each one's due jobs of one priority in (run_at, id)
+        # order. The partial index keeps that cost flat however many jobs are pending in the
+        # future.
         Index(
             "ix_jobs_queued_organization",
             "organization_id",
             "priority",
             "run_at",
+            "id",
             postgresql_where=text("status = 'queued'"),
             sqlite_where=text("status = 'queued'"),
         ),
