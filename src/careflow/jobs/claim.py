@@ -29,11 +29,13 @@ A claim, in one transaction:
    that came first last time: when the groups outnumber the jobs wanted (a claim of one),
    each is first in turn.
 
-On PostgreSQL a round is one statement: ``UPDATE … WHERE id IN`` a LATERAL join over the
-groups' ids and the priority levels, each an index range of one group and one level in
-(run_at, id) order under ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take different rows
-and never wait. The nested loop stops at the share, so a lower level is not read while a
-higher one fills it. SQLite has one writer at a time: there a round selects each group's
+On PostgreSQL a round is one statement: ``UPDATE … WHERE id = ANY(ARRAY(…))`` of a LATERAL
+join over the groups' ids and the priority levels, each an index range of one group and one
+level in (run_at, id) order under ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take
+different rows and never wait. The nested loop stops at the share, so a lower level is not
+read while a higher one fills it. The ids are picked first, then updated through the
+primary key: with ``id IN (…)`` PostgreSQL hashed the picked ids and scanned the whole table
+for them, dead rows included (a claim of 400 of 30,000 due jobs: ~12 ms, against ~8 ms). SQLite has one writer at a time: there a round selects each group's
 ids with plain statements, then updates them.
 
 Why this shape, measured on PostgreSQL 15 (two cores, heavily loaded, so the times are
@@ -122,6 +124,13 @@ def _typed(sql: str, *binds: Any, returns: bool = True) -> Any:
 _LEVEL_ROWS = " UNION ALL ".join(
     f"SELECT {int(p)} AS level" if i == 0 else f"SELECT {int(p)}" for i, p in enumerate(Priority)
 )
+# The jobs without an organisation are ordered by the index's leading columns too: an
+# equality makes a column constant for PostgreSQL's planner, ``IS NULL`` does not, and with
+# ``ORDER BY run_at`` alone it sorted every due job of the group (a sequential scan, ~15 ms
+# a claim with 30,000 due) instead of reading the index's first entries (``min(run_at)``
+# likewise).
+_NULL_GROUP_ORDER = "organization_id, priority, run_at"
+
 # Each group with queued jobs and its earliest run_at: the organisations one index probe
 # each (min(organization_id) above the last), then a probe per priority level; and the
 # group of jobs without one. Plain SQL that PostgreSQL and SQLite both run.
@@ -142,8 +151,9 @@ SELECT org, min(head) AS head FROM (
     WHERE orgs.org IS NOT NULL
   UNION ALL
     SELECT NULL AS org,
-           (SELECT min(j.run_at) FROM jobs j WHERE j.{_QUEUED}
-            AND j.organization_id IS NULL AND j.priority = levels.level) AS head
+           (SELECT j.run_at FROM jobs j WHERE j.{_QUEUED}
+            AND j.organization_id IS NULL AND j.priority = levels.level
+            ORDER BY {_NULL_GROUP_ORDER} LIMIT 1) AS head
     FROM ({_LEVEL_ROWS}) AS levels
 ) AS heads
 GROUP BY org
@@ -154,7 +164,7 @@ GROUP BY org
 _PG_ROUND = _typed(
     f"""
 UPDATE jobs {_SET}
-WHERE id IN (
+WHERE id = ANY(ARRAY(
     SELECT pick.id FROM unnest(:orgs) AS g(org)
     CROSS JOIN LATERAL (
         SELECT due.id FROM (VALUES {_VALUES_LEVELS}) AS l(level)
@@ -167,7 +177,7 @@ WHERE id IN (
         LIMIT :share
     ) AS pick
     LIMIT :wanted
-)
+))
 {_RETURNING}
 """,
     bindparam("lease_until", type_=UTCDateTime()),
@@ -178,16 +188,16 @@ WHERE id IN (
 _PG_ROUND_NULL = _typed(
     f"""
 UPDATE jobs {_SET}
-WHERE id IN (
+WHERE id = ANY(ARRAY(
     SELECT due.id FROM (VALUES {_VALUES_LEVELS}) AS l(level)
     CROSS JOIN LATERAL (
         SELECT id FROM jobs
         WHERE {_QUEUED} AND organization_id IS NULL AND priority = l.level
         AND run_at <= :now
-        ORDER BY run_at, id LIMIT :share FOR UPDATE SKIP LOCKED
+        ORDER BY {_NULL_GROUP_ORDER}, id LIMIT :share FOR UPDATE SKIP LOCKED
     ) AS due
     LIMIT :share
-)
+))
 {_RETURNING}
 """,
     bindparam("lease_until", type_=UTCDateTime()),
@@ -205,7 +215,7 @@ _SQLITE_PICK_NULL = _typed(
     f"""
 SELECT id FROM jobs
 WHERE {_QUEUED} AND organization_id IS NULL AND priority = :level AND run_at <= :now
-ORDER BY run_at, id LIMIT :share
+ORDER BY {_NULL_GROUP_ORDER}, id LIMIT :share
 """,
     returns=False,
 )
