@@ -5,10 +5,12 @@ session (``install``), before its first statement. The hot path's writes whose r
 nobody reads back in the transaction (an action's result, a message, an execution
 finished, an event marked processed, the next job) go through ``db.write``: with held
 writes installed they are held, and sent once for the whole batch, one executemany per
-statement, in the order each statement was first used. Without them, ``db.write`` runs the
-statement now. Domain code never names this module: it speaks to the session through
-``careflow.db``'s small interface (``write``, ``defers_writes``, ``draws_ids``,
-``insert_with_drawn_id``, ``amend``, ``want_ids``, ``is_drawn``, ``savepoint``).
+statement, in the order each statement was first used (on PostgreSQL an INSERT's
+executemany is sent as multi-row statements: ``db.create_engine``). Without them,
+``db.write`` runs the statement now. Domain code never names this module: it speaks to the
+session through ``careflow.db``'s small interface (``write``, ``defers_writes``,
+``draws_ids``, ``insert_with_drawn_id``, ``amend``, ``want_ids``, ``is_drawn``,
+``savepoint``).
 
 Two rules keep the held writes equivalent to running them at once:
 - A row written twice by two different statements (an INSERT, then an UPDATE of it) sends
