@@ -21,6 +21,9 @@ of its rate alone. Also the largest backlog of due jobs seen (sampled every 0.5 
 says whether the flood outran the workers. Every invariant of the other drills is checked
 too (each accepted event one execution, ``success``, one email). Exits 1 when a target or an
 invariant is missed.
+
+Run it with PostgreSQL's autovacuum on (its default): the tables grow by ``--events`` rows
+each, and without ANALYZE the planner keeps the plans it chose for empty tables.
 """
 
 from __future__ import annotations
