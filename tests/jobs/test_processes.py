@@ -28,7 +28,8 @@ class WorkerProcesses:
         self.directory = directory
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def spawn(self, concurrency: int = 8) -> subprocess.Popen[bytes]:
+    def spawn(self, concurrency: int = 8, **settings: str) -> subprocess.Popen[bytes]:
+        """A ``careflow worker`` process; ``settings``: more of its environment."""
         env = {
             **os.environ,
             "CAREFLOW_DATABASE_URL": self.database_url,
@@ -36,6 +37,7 @@ class WorkerProcesses:
             "CAREFLOW_ENV": "test",
             "CAREFLOW_JWT_SECRET": TEST_SECRET,
             "CAREFLOW_LOG_LEVEL": "WARNING",
+            **settings,
         }
         log = (self.directory / f"worker-{len(self.procs)}.log").open("wb")
         proc = subprocess.Popen(
@@ -47,6 +49,11 @@ class WorkerProcesses:
         )
         self.procs.append(proc)
         return proc
+
+    def started(self) -> int:
+        """How many workers logged their start (at ``CAREFLOW_LOG_LEVEL=INFO``)."""
+        logs = self.directory.glob("worker-*.log")
+        return sum("jobs.worker_started" in p.read_text() for p in logs)
 
     def logs(self) -> str:
         return "\n".join(p.read_text() for p in sorted(self.directory.glob("worker-*.log")))
@@ -118,14 +125,24 @@ class TestWorkerProcesses:
         if engine.dialect.name != "postgresql":
             pytest.skip("concurrent worker processes need PostgreSQL")
         jobs = 2000
-        worker_processes.spawn()
-        worker_processes.spawn()
+        # Polling alone (behind a pooler with no listen URL), a worker finds the jobs on its
+        # next poll: both must be running, and polling often, before the jobs come, or the
+        # first to start drains them all before the other's first claim.
+        polling = direct_url(str(engine.url)) is None
+        settings = (
+            {"CAREFLOW_LOG_LEVEL": "INFO", "CAREFLOW_JOB_POLL_INTERVAL_SECONDS": "0.05"}
+            if polling
+            else {}
+        )
+        worker_processes.spawn(**settings)
+        worker_processes.spawn(**settings)
 
-        async def both_listening() -> bool:
+        async def both_ready() -> bool:
+            if polling:
+                return worker_processes.started() == 2
             return await listening_backends(engine) == 2
 
-        if direct_url(str(engine.url)) is not None:  # polling alone behind a pooler without one
-            await eventually(both_listening, within=20, interval=0.1)
+        await eventually(both_ready, within=20, interval=0.1)
         await enqueue_probes(sessionmaker, jobs)
 
         async def drained() -> bool:
