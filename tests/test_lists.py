@@ -5,7 +5,6 @@ the compaction of the kept counts (``kit.listcounts``)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import operator
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -13,7 +12,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select, text
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from careflow.audit import repository as audit_repository
@@ -31,6 +29,7 @@ from careflow.pathways import repository as pathways_repository
 from careflow.pathways.repository import EpisodeFilters
 from careflow.pathways.repository import list_queries as episode_queries
 from tests.fixtures.lists import STEP, T0, N, rows
+from tests.fixtures.plans import explain
 
 MID = T0 + timedelta(minutes=STEP * N // 2, seconds=30)
 
@@ -99,17 +98,6 @@ RANGES = {
     "from_time": ("created_at", operator.ge),
     "to_time": ("created_at", operator.le),
 }
-
-
-def nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    return [plan] + [n for child in plan.get("Plans", []) for n in nodes(child)]
-
-
-async def explain(conn: AsyncConnection, stmt: Any) -> list[dict[str, Any]]:
-    compiled = stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
-    explained = await conn.scalar(text(f"EXPLAIN (FORMAT JSON) {compiled}"))
-    plan = (json.loads(explained) if isinstance(explained, str) else explained)[0]["Plan"]
-    return nodes(plan)
 
 
 async def reference_count(conn: AsyncConnection, table: str, org: int, filters: Any) -> int:

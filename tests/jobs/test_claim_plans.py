@@ -5,7 +5,6 @@ statements order by the index's leading columns; ``jobs.claim``)."""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -16,13 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from careflow.jobs import claim
 from careflow.jobs.queue import enqueue_many
 from careflow.kit.clock import FrozenClock
+from tests.fixtures.plans import plan_nodes
 
 INDEX = "ix_jobs_queued_organization"
 JOBS = 5000  # a group's due jobs: enough that a scan of them all is the dearer plan
-
-
-def nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    return [plan] + [n for child in plan.get("Plans", []) for n in nodes(child)]
 
 
 async def plan_of(session: AsyncSession, stmt: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -30,8 +26,7 @@ async def plan_of(session: AsyncSession, stmt: Any, params: dict[str, Any]) -> l
     explained = text(f"EXPLAIN (FORMAT JSON) {clause.text}").bindparams(
         *clause._bindparams.values()
     )
-    found = await session.scalar(explained, params)
-    return nodes((json.loads(found) if isinstance(found, str) else found)[0]["Plan"])
+    return plan_nodes(await session.scalar(explained, params))
 
 
 @pytest.fixture

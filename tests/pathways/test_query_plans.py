@@ -3,13 +3,11 @@ they are not (statistics taken on a new database, with autovacuum off)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from careflow.pathways.repository import (
@@ -19,6 +17,7 @@ from careflow.pathways.repository import (
     open_episode_query,
     open_episodes_query,
 )
+from tests.fixtures.plans import explain as plan_of
 
 FILL = [
     "INSERT INTO events (organization_id, event_id, type, occurred_at, data, status, created_at)"
@@ -35,10 +34,6 @@ FILL = [
 ]
 
 
-def node_types(plan: dict[str, Any]) -> list[str]:
-    return [plan["Node Type"]] + [t for child in plan.get("Plans", []) for t in node_types(child)]
-
-
 async def stale_statistics(conn: AsyncConnection) -> None:
     """Statistics of the empty tables, then rows they do not know of."""
     for table in ("events", "episodes", "episode_events"):
@@ -48,10 +43,7 @@ async def stale_statistics(conn: AsyncConnection) -> None:
 
 
 async def explain(conn: AsyncConnection, stmt: Any) -> list[str]:
-    compiled = stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
-    explained = await conn.scalar(text(f"EXPLAIN (FORMAT JSON) {compiled}"))
-    plan = (json.loads(explained) if isinstance(explained, str) else explained)[0]["Plan"]
-    return node_types(plan)
+    return [node["Node Type"] for node in await plan_of(conn, stmt)]
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ A claim, in one transaction:
    A worker reuses the groups it found for ``GROUPS_FRESH_SECONDS`` while its claims come
    back full, and looks again as soon as one comes back short.
 2. **Rounds**: the ``limit`` is shared out evenly, ``ceil(wanted / groups)`` a group,
-   and each group gives its share in order of priority, then run_at, then id. A group that gave
-   its whole share may have more: the next round shares what is still wanted among those
+   and each group gives its share in order of priority, then run_at, then id. A group that
+   gave its whole share may have more: the next round shares what is still wanted among those
    alone. So a group alone takes the whole claim in one round (full batches), and with
    one organisation flooding and another with one due job, the one job is in the first
    claim and the flood fills the rest.
@@ -35,8 +35,9 @@ level in (run_at, id) order under ``FOR UPDATE SKIP LOCKED``, so concurrent clai
 different rows and never wait. The nested loop stops at the share, so a lower level is not
 read while a higher one fills it. The ids are picked first, then updated through the
 primary key: with ``id IN (…)`` PostgreSQL hashed the picked ids and scanned the whole table
-for them, dead rows included (a claim of 400 of 30,000 due jobs: ~12 ms, against ~8 ms). SQLite has one writer at a time: there a round selects each group's
-ids with plain statements, then updates them.
+for them, dead rows included (a claim of 400 of 30,000 due jobs: ~12 ms, against ~8 ms).
+SQLite has one writer at a time: there a round selects each group's ids with plain
+statements, then updates them.
 
 Why this shape, measured on PostgreSQL 15 (two cores, heavily loaded, so the times are
 high) with 100,000 due jobs of one organisation, one due job of another and 50 more with
